@@ -1,0 +1,62 @@
+"""PyTorch backends: FP32 and dynamic INT8 (Linear layers) on CPU; FP32 and FP16 on CUDA."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from bench.backends.base import Backend, Unavailable
+
+
+def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
+    """The HF classifier in eval mode; int8 = torch dynamic quantisation of every nn.Linear (qint8 weights)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from bench.errors import BenchError
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=attn).eval()
+    except Exception as exc:  # corrupt or truncated weights (SafetensorError, UnpicklingError…), bad config
+        raise BenchError(f"cannot load the model in {model_dir}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    if precision == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return model
+
+
+class TorchBackend(Backend):
+    model = None
+
+    def load(self) -> None:
+        import torch
+
+        spec = self.config.spec
+        if spec.device == "cuda" and not torch.cuda.is_available():
+            raise Unavailable(f"torch {torch.__version__} sees no CUDA device")
+        if spec.device != "cpu" and spec.device != "cuda":
+            raise Unavailable(f"torch has no '{spec.device}' device")
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        model = load_torch_model(self.config.model_dir, spec.precision)
+        if spec.device == "cuda":
+            model = model.to("cuda")
+            model = model.half() if spec.precision == "fp16" else model
+            torch.cuda.reset_peak_memory_stats()
+        self.model, self._torch = model, torch
+
+    def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        torch = self._torch
+        device = "cuda" if self.config.spec.device == "cuda" else "cpu"
+        with torch.inference_mode():
+            tensors = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in inputs.items()}
+            logits = self.model(**tensors).logits
+            return logits.float().cpu().numpy()  # .cpu() synchronises with the GPU stream
+
+    def device_memory(self) -> dict:
+        if self.config.spec.device != "cuda":
+            return {}
+        return {"torch_max_memory_allocated_bytes": int(self._torch.cuda.max_memory_allocated())}
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,68 @@
+"""`python -m bench <command>`: export, run, serve, sweep, report, compare."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="twin",
+                   help="twin | twin:tiny | modelscope[:ID] | hf:ID | local directory (default: twin, offline)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the twin's weights and of workloads")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from exporters.pipeline import ExportConfig, export_all
+
+    cfg = ExportConfig(model=args.model, seed=args.seed, out_dir=args.out, parity_n=args.parity_n,
+                       parity_max_length=args.parity_max_length, threads=args.threads)
+    out_dir, manifest = export_all(cfg)
+    print_export_summary(out_dir, manifest)
+    return 0
+
+
+def print_export_summary(out_dir: Path, manifest: dict) -> None:
+    synthetic = " (synthetic weights: labels meaningless)" if manifest["synthetic"] else ""
+    print(f"model: {manifest['source']['source']}{synthetic}")
+    for name, v in manifest["variants"].items():
+        par = v.get("parity", {})
+        size = f"{v['size_bytes'] / 1e6:7.1f} MB" if v.get("file") else "  (runtime)"
+        verdict = {True: "parity ok", False: "PARITY FAILED", None: f"parity not measured"}[par.get("passed")]
+        figures = (f"agree {par['label_agreement']:.3f}  max|Δ| {par['max_abs_diff']:.2e}"
+                   if "label_agreement" in par else par.get("not_measured", ""))
+        print(f"  {name:<11} {size}  {verdict:<20} {figures}")
+    print(f"fused ops: {manifest['variants']['fp32-fused'].get('fused_ops')}")
+    print(f"models:   {out_dir}")
+    print(f"manifest: {out_dir / 'manifest.json'}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="structbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("export", help="export FP32 / fused FP32 / INT8 / FP16 ONNX with a parity gate")
+    add_model_args(p)
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: artifacts/onnx/<model>)")
+    p.add_argument("--parity-n", type=int, default=256, help="corpus texts for the parity gate (default 256)")
+    p.add_argument("--parity-max-length", type=int, default=64, help="tokens per parity text (default 64)")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from bench.quiet import quiet_libraries
+
+    quiet_libraries()
+    try:
+        return args.func(args)
+    except (BenchError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,96 @@
+"""Roofline helpers: the FLOPs a BERT-class forward pass needs and the GEMM peak this host reaches.
+
+numpy only: measuring the peak must not import torch (STYLE.md: no heavy imports on paths that do not need them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from bench.errors import BenchError
+
+_BERT_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_labels", "seq_len", "batch")
+
+
+def bert_flops(config: Mapping[str, Any] | Any) -> int:
+    """FLOPs of one BERT encoder + pooler + classifier forward pass, counting 2 FLOPs per multiply-add.
+
+    With b = batch, s = seq_len, h = hidden_size, i = intermediate_size, L = num_hidden_layers,
+    c = num_labels, multiply-adds per sequence are
+
+        per layer:  3·s·h²  (Q, K, V projections)
+                  + s²·h    (attention scores Q·Kᵀ, summed over heads)
+                  + s²·h    (context: softmax(scores)·V)
+                  + s·h²    (attention output projection)
+                  + 2·s·h·i (FFN up and down)
+        pooler:     h²      ([CLS] token only)
+        classifier: h·c
+
+        FLOPs = 2·b·(L·(4·s·h² + 2·s²·h + 2·s·h·i) + h² + h·c)
+
+    Embeddings, layer norms, softmax, GELU, biases and residual adds are left out (O(s·h), a few percent).
+    BERT-base (h=768, L=12, i=3072) at s=128, b=1 gives 22.4 GFLOP. `config` is a mapping or an object with
+    these attributes (e.g. a transformers config with seq_len and batch set).
+    """
+    b, s, h = _positive(config, "batch"), _positive(config, "seq_len"), _positive(config, "hidden_size")
+    i, layers = _positive(config, "intermediate_size"), _positive(config, "num_hidden_layers")
+    c = _positive(config, "num_labels")
+    per_layer = 4 * s * h * h + 2 * s * s * h + 2 * s * h * i
+    return 2 * b * (layers * per_layer + h * h + h * c)
+
+
+def _positive(config: Mapping[str, Any] | Any, key: str) -> int:
+    value = config[key] if isinstance(config, Mapping) and key in config else getattr(config, key, None)
+    if value is None:
+        raise ValueError(f"bert_flops: config lacks {key!r} (needs {', '.join(_BERT_KEYS)})")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"bert_flops: {key} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def measure_peak_gemm_flops(size: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """Best FLOP/s of a float32 `size`×`size` matmul over `repeats` runs, after one warm-up.
+
+    `threads` caps the BLAS pool through threadpoolctl; without it the pool is whatever the environment set
+    when numpy loaded (OMP_NUM_THREADS / OPENBLAS_NUM_THREADS), so asking for a cap then is an error rather
+    than a silently wrong peak.
+    """
+    if size < 1 or repeats < 1:
+        raise ValueError(f"size and repeats must be >= 1, got {size}, {repeats}")
+    if threads is None:
+        return _best_gemm_flops(size, repeats)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise BenchError(
+            f"measure_peak_gemm_flops(threads={threads}) needs threadpoolctl; or set OMP_NUM_THREADS before start"
+        ) from None
+    with threadpool_limits(limits=threads, user_api="blas"):
+        return _best_gemm_flops(size, repeats)
+
+
+def _best_gemm_flops(size: int, repeats: int) -> float:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    out = np.empty((size, size), dtype=np.float32)
+    np.matmul(a, b, out=out)  # warm-up: BLAS thread pool start, page faults on `out`
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.matmul(a, b, out=out)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / max(best, 1e-9)
+
+
+def efficiency(achieved: float, peak: float) -> float:
+    """Achieved / peak as a fraction (0.42 = 42% of peak)."""
+    if peak <= 0:
+        raise ValueError(f"peak must be > 0, got {peak}")
+    if achieved < 0:
+        raise ValueError(f"achieved must be >= 0, got {achieved}")
+    return achieved / peak

@@ -1,0 +1,173 @@
+"""Statistics derived from raw latency samples, and the rule that decides when enough samples were taken.
+
+Samples are kept raw by callers; everything here is computed on read (see STYLE.md rule 1).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# numpy's default ("linear", Hyndman & Fan type 7): the same numbers as Excel PERCENTILE.INC and pandas.
+PERCENTILE_METHOD = "linear"
+
+BOOTSTRAP_STATS = ("mean", "p50", "p95", "p99")
+
+# Bootstrap resamples are drawn in chunks of at most this many elements, so the index matrix and the gathered
+# values (8 bytes each) stay near 64 MB together, whatever the sample count: 10k samples x 2000 boots would be
+# 160 MB for the indices alone.
+_BOOT_CHUNK_ELEMENTS = 4_000_000
+
+# Fewer resamples than a report CI: the stop check runs every `check_every` samples and must stay cheap.
+_STOP_RULE_BOOTS = 400
+
+
+def percentile(samples: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) of `samples`, linear interpolation between closest ranks."""
+    data = _as_array(samples)
+    return float(np.percentile(data, q, method=PERCENTILE_METHOD))
+
+
+def summarize(samples_s: Sequence[float]) -> dict:
+    """Mean, percentiles, sample stdev (ddof=1; 0 for fewer than 2 samples), min, max and n, in the input unit."""
+    data = _as_array(samples_s)
+    p50, p90, p95, p99 = np.percentile(data, [50, 90, 95, 99], method=PERCENTILE_METHOD)
+    return {
+        "mean": float(data.mean()),
+        "p50": float(p50),
+        "p90": float(p90),
+        "p95": float(p95),
+        "p99": float(p99),
+        "stdev": float(data.std(ddof=1)) if data.size >= 2 else 0.0,
+        "min": float(data.min()),
+        "max": float(data.max()),
+        "n": int(data.size),
+    }
+
+
+def bootstrap_ci(
+    samples: Sequence[float], stat: str, n_boot: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile-bootstrap confidence interval of `stat` (mean, p50, p95 or p99); deterministic for a seed."""
+    if stat not in BOOTSTRAP_STATS:
+        raise ValueError(f"unknown statistic {stat!r}; expected one of {', '.join(BOOTSTRAP_STATS)}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
+    data = _as_array(samples)
+    boot = _bootstrap_distribution(data, stat, n_boot, np.random.default_rng(seed))
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(boot, [alpha, 1.0 - alpha], method=PERCENTILE_METHOD)
+    return float(low), float(high)
+
+
+def _bootstrap_distribution(data: np.ndarray, stat: str, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """`n_boot` values of `stat`, one per resample with replacement, computed chunk by chunk."""
+    n = data.size
+    chunk = max(1, _BOOT_CHUNK_ELEMENTS // n)
+    out = np.empty(n_boot, dtype=np.float64)
+    for begin in range(0, n_boot, chunk):
+        rows = min(chunk, n_boot - begin)
+        resampled = data[rng.integers(0, n, size=(rows, n))]
+        out[begin : begin + rows] = _row_stat(resampled, stat)
+    return out
+
+
+def _row_stat(matrix: np.ndarray, stat: str) -> np.ndarray:
+    if stat == "mean":
+        return matrix.mean(axis=1)
+    q = float(stat[1:])
+    return np.percentile(matrix, q, axis=1, method=PERCENTILE_METHOD)
+
+
+def _as_array(samples: Sequence[float]) -> np.ndarray:
+    data = np.asarray(samples, dtype=np.float64).ravel()
+    if data.size == 0:
+        raise ValueError("no samples: statistics need at least one value")
+    if not np.all(np.isfinite(data)):
+        raise ValueError("samples contain NaN or infinity")
+    return data
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """When to stop iterating: after the minimums, once the P95 is known precisely enough, or at a cap.
+
+    `target_rel_halfwidth` is the half-width of the P95 bootstrap CI divided by the P95. Caps win over
+    minimums, so a very slow model still stops at `max_time_s`.
+    """
+
+    min_iters: int = 20
+    min_time_s: float = 2.0
+    max_time_s: float = 30.0
+    max_iters: int = 100_000
+    target_rel_halfwidth: float = 0.05
+    check_every: int = 20
+
+    def __post_init__(self) -> None:
+        for name in ("min_iters", "max_iters", "check_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"StopRule.{name} must be a positive integer, got {value!r}")
+        for name in ("min_time_s", "max_time_s", "target_rel_halfwidth"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"StopRule.{name} must be a finite number >= 0, got {value!r}")
+        if self.max_time_s <= 0 or self.target_rel_halfwidth <= 0:
+            raise ValueError("StopRule.max_time_s and StopRule.target_rel_halfwidth must be > 0")
+        if self.min_iters > self.max_iters:
+            raise ValueError(f"StopRule.min_iters ({self.min_iters}) exceeds max_iters ({self.max_iters})")
+        if self.min_time_s > self.max_time_s:
+            raise ValueError(f"StopRule.min_time_s ({self.min_time_s}) exceeds max_time_s ({self.max_time_s})")
+
+    def decide(self, samples: Sequence[float], elapsed_s: float) -> str | None:
+        """None to keep going, else why to stop: "iteration-cap", "time-cap" or "ci-target-met"."""
+        n = len(samples)
+        if n >= self.max_iters:
+            return "iteration-cap"
+        if elapsed_s >= self.max_time_s:
+            return "time-cap"
+        if n < self.min_iters or elapsed_s < self.min_time_s or n % self._check_interval(n) != 0:
+            return None
+        return "ci-target-met" if self._p95_precise_enough(samples) else None
+
+    def _check_interval(self, n: int) -> int:
+        """`check_every`, widened to about n/10 for long runs.
+
+        One check costs O(n); checking every `check_every` samples would make a 10k-sample run spend over a
+        minute bootstrapping. Spacing checks by ~10% of n keeps the total cost linear in n.
+        """
+        return self.check_every * max(1, n // (10 * self.check_every))
+
+    def _p95_precise_enough(self, samples: Sequence[float]) -> bool:
+        low, high = bootstrap_ci(samples, "p95", n_boot=_STOP_RULE_BOOTS)
+        # Multiplied out rather than divided so an all-zero sample (p95 == 0, width 0) counts as precise.
+        return (high - low) / 2.0 <= self.target_rel_halfwidth * abs(percentile(samples, 95))
+
+
+def run_until_stopped(
+    fn: Callable[[], float],
+    rule: StopRule,
+    clock: Callable[[], float] = time.perf_counter,
+    on_sample: Callable[[float], None] | None = None,
+) -> tuple[list[float], str]:
+    """Call `fn` (which returns one iteration's duration in seconds) until `rule` says stop.
+
+    Returns the raw samples and the stop reason. `elapsed` is wall time from `clock`, so it includes the
+    caller's overhead between iterations, which is what the time caps are meant to bound.
+    """
+    samples: list[float] = []
+    start = clock()
+    while True:
+        duration = float(fn())
+        samples.append(duration)
+        if on_sample is not None:
+            on_sample(duration)
+        reason = rule.decide(samples, clock() - start)
+        if reason is not None:
+            return samples, reason

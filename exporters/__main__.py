@@ -1,0 +1,5 @@
+import sys
+
+from bench.cli import main
+
+raise SystemExit(main(["export", *sys.argv[1:]]))

@@ -1,0 +1,43 @@
+"""Where each exported variant lives inside an ONNX folder (no heavy imports: backends read this too)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.errors import BenchError
+
+ONNX_FILES = {
+    "fp32": "model-fp32.onnx",
+    "fp32-fused": "model-fp32-fused.onnx",
+    "int8": "model-int8.onnx",
+    "fp16": "model-fp16.onnx",
+}
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+def read_manifest(onnx_dir: Path) -> dict:
+    path = Path(onnx_dir) / MANIFEST
+    if not path.exists():
+        raise BenchError(f"no {MANIFEST} in {onnx_dir}: run `python -m bench export` first")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BenchError(f"{path} is corrupt ({exc}); delete the folder and re-export") from None
+    if manifest.get("manifest_version") != MANIFEST_VERSION:
+        raise BenchError(f"{path} has manifest_version {manifest.get('manifest_version')!r}, "
+                         f"this toolkit reads {MANIFEST_VERSION}; re-export")
+    return manifest
+
+
+def variant_path(onnx_dir: Path, precision: str) -> Path:
+    """The ONNX file for `precision`, refusing variants that are missing or failed the parity gate."""
+    manifest = read_manifest(onnx_dir)
+    entry = manifest.get("variants", {}).get(precision)
+    path = Path(onnx_dir) / ONNX_FILES[precision]
+    if entry is None or not path.exists():
+        raise BenchError(f"no {precision} ONNX model in {onnx_dir}: run `python -m bench export`")
+    if entry.get("parity", {}).get("passed") is False:
+        raise BenchError(f"{precision} ONNX model in {onnx_dir} failed the parity gate; see {MANIFEST}")
+    return path

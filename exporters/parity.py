@@ -1,0 +1,64 @@
+"""The parity gate: every variant against PyTorch FP32 on labelled corpus texts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from bench.corpus import Workload
+from bench.tokenize import encode
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A variant passes when label agreement and max |Δlogit| vs torch FP32 are both within bounds."""
+
+    min_agreement: float
+    max_abs_diff: float
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_agreement <= 1.0 or self.max_abs_diff <= 0:
+            raise ValueError(f"bad parity thresholds: {self}")
+
+
+# Float variants differ from torch only by kernel rounding; INT8 moves logits by quantisation noise.
+# INT8 bounds are loose on purpose: on the twin, margins are small by construction, so ~10-15 % of labels
+# sit within quantisation noise of the boundary; a broken graph agrees on ~50 % and moves logits by O(margin).
+DEFAULT_THRESHOLDS = {
+    "fp32": Thresholds(0.99, 1e-3),
+    "fp32-fused": Thresholds(0.99, 1e-2),
+    "fp16": Thresholds(0.98, 5e-2),
+    "int8": Thresholds(0.80, 1.0),
+    "torch-int8": Thresholds(0.80, 1.0),
+}
+
+
+def run_logits(infer: Callable[[Mapping[str, np.ndarray]], np.ndarray], tokenizer, workload: Workload,
+               max_length: int, batch: int = 16, progress=None) -> np.ndarray:
+    """Logits for every text, in batches padded to `max_length`."""
+    out = []
+    for start in range(0, len(workload), batch):
+        chunk = workload.texts[start:start + batch]
+        out.append(np.asarray(infer(encode(tokenizer, chunk, max_length=max_length)), dtype=np.float64))
+        if progress is not None:
+            progress.update(len(chunk))
+    return np.concatenate(out)
+
+
+def compare(reference: np.ndarray, logits: np.ndarray, labels, thresholds: Thresholds, synthetic: bool) -> dict:
+    """Figures for one variant; accuracy only where the weights are real (a twin's labels mean nothing)."""
+    agreement = float(np.mean(reference.argmax(-1) == logits.argmax(-1)))
+    diff = np.abs(reference - logits)
+    result = {"n": int(len(logits)), "label_agreement": agreement, "max_abs_diff": float(diff.max()),
+              "mean_abs_diff": float(diff.mean()), "thresholds": asdict(thresholds)}
+    result["accuracy"] = None if synthetic else float(np.mean(logits.argmax(-1) == np.asarray(labels)))
+    failures = []
+    if agreement < thresholds.min_agreement:
+        failures.append(f"label agreement {agreement:.3f} < {thresholds.min_agreement}")
+    if result["max_abs_diff"] > thresholds.max_abs_diff:
+        failures.append(f"max |Δlogit| {result['max_abs_diff']:.4g} > {thresholds.max_abs_diff}")
+    result["passed"] = not failures
+    result["failures"] = failures
+    return result

@@ -1,0 +1,231 @@
+"""export_all: model source → FP32 / fused FP32 / INT8 / FP16 ONNX + parity gate + manifest.json.
+
+Artifacts are written under temporary names and renamed when complete; the manifest is written last,
+so a folder without a manifest (or with an older one) never looks complete. Re-running with unchanged
+inputs reuses everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from bench import paths
+from bench.errors import BenchError
+from exporters.layout import MANIFEST, MANIFEST_VERSION, ONNX_FILES
+from exporters.parity import DEFAULT_THRESHOLDS, Thresholds
+
+GATED = ("fp32", "fp32-fused", "int8", "torch-int8")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    model: str = "twin"
+    seed: int = 0
+    out_dir: Path | None = None
+    parity_n: int = 256
+    parity_max_length: int = 64
+    threads: int | None = None
+    thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+
+    def __post_init__(self) -> None:
+        if self.parity_n < 1:
+            raise ValueError(f"parity_n must be >= 1 (got {self.parity_n})")
+        if not 3 <= self.parity_max_length <= 512:
+            raise ValueError(f"parity_max_length must be within 3..512 (got {self.parity_max_length})")
+
+
+def log(msg: str) -> None:
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
+    """Everything that determines the artifacts: model files, export settings, library versions."""
+    parts = {name: sha256_file(model_dir / name) for name in sorted(os.listdir(model_dir))
+             if name.endswith((".json", ".safetensors", ".bin", ".txt")) and name != "source.json"}
+    parts["settings"] = {"parity_n": cfg.parity_n, "max_len": cfg.parity_max_length, "quant": quant,
+                         "thresholds": {k: asdict(v) for k, v in cfg.thresholds.items()}}
+    parts["versions"] = library_versions()
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def reusable(out_dir: Path, key: str) -> dict | None:
+    """The existing manifest if it was made from the same inputs and its files are intact."""
+    path = out_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("inputs_key") != key or manifest.get("manifest_version") != MANIFEST_VERSION:
+        return None
+    for entry in manifest.get("variants", {}).values():
+        f = entry.get("file")
+        if f and (not (out_dir / f).exists() or (out_dir / f).stat().st_size != entry["size_bytes"]):
+            return None
+    return manifest
+
+
+def timed(label: str, fn, *args) -> tuple[object, float]:
+    log(f"{label} …")
+    start = time.perf_counter()
+    result = fn(*args)
+    elapsed = time.perf_counter() - start
+    log(f"{label} done in {elapsed:.1f} s")
+    return result, elapsed
+
+
+def build_files(model_dir: Path, out_dir: Path, quant: dict) -> dict:
+    """Export every file under a .partial name, renaming each only once it is complete."""
+    cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    tmp = {p: out_dir / (ONNX_FILES[p] + ".partial") for p in ONNX_FILES}
+    try:
+        info = build_partials(model_dir, tmp, cfg, quant)
+    finally:
+        for path in tmp.values():
+            path.unlink(missing_ok=True)  # a failed step leaves nothing that looks like a model
+    return info
+
+
+def build_partials(model_dir: Path, tmp: dict, cfg: dict, quant: dict) -> dict:
+    from exporters.onnx_export import export_fp32
+    from exporters.optimize import fuse, to_fp16
+    from exporters.quantize import quantize
+
+    out_dir = tmp["fp32"].parent
+    info: dict = {"export_seconds": {}}
+    _, info["export_seconds"]["fp32"] = timed("export FP32 ONNX", export_fp32, model_dir, tmp["fp32"])
+    fused_ops, info["export_seconds"]["fp32-fused"] = timed(
+        "fuse (onnxruntime optimizer, model_type=bert)", fuse, tmp["fp32"], tmp["fp32-fused"],
+        cfg["num_attention_heads"], cfg["hidden_size"])
+    _, info["export_seconds"]["int8"] = timed("quantize INT8 (dynamic, QInt8)", quantize, tmp["fp32-fused"],
+                                              tmp["int8"], quant)
+    _, info["export_seconds"]["fp16"] = timed("convert FP16 (for CUDA)", to_fp16, tmp["fp32-fused"], tmp["fp16"])
+    for precision, path in tmp.items():
+        os.replace(path, out_dir / ONNX_FILES[precision])
+    info["fused_ops"] = fused_ops
+    return info
+
+
+def variant_entries(out_dir: Path, info: dict) -> dict:
+    entries = {}
+    for precision, name in ONNX_FILES.items():
+        path = out_dir / name
+        entries[precision] = {"file": name, "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
+                              "export_seconds": round(info["export_seconds"][precision], 3)}
+    entries["fp32-fused"]["fused_ops"] = info["fused_ops"]
+    entries["torch-int8"] = {"file": None, "note": "torch.ao.quantization.quantize_dynamic on nn.Linear, "
+                                                   "applied at load time"}
+    return entries
+
+
+def parity_runners(model_dir: Path, out_dir: Path, threads: int | None) -> dict:
+    """Backends to check, keyed by variant; FP16 only where a CUDA provider exists."""
+    import onnxruntime as ort
+
+    from bench.backends import BackendConfig, BackendSpec
+
+    def cfg(engine, precision, device, path=None):
+        opts = {"onnx_path": str(path)} if path else {}
+        return BackendConfig(BackendSpec(engine, precision, device), model_dir, out_dir, threads, opts)
+
+    runners = {p: cfg("ort", p, "cpu", out_dir / ONNX_FILES[p]) for p in ("fp32", "fp32-fused", "int8")}
+    runners["torch-int8"] = cfg("torch", "int8", "cpu")
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        runners["fp16"] = cfg("ort", "fp16", "cuda", out_dir / ONNX_FILES["fp16"])
+    return runners
+
+
+def run_parity(model_dir: Path, out_dir: Path, cfg: ExportConfig, synthetic: bool) -> dict:
+    from tqdm import tqdm
+
+    from bench import backends
+    from bench.corpus import labelled_sample
+    from bench.tokenize import load_tokenizer
+    from exporters.parity import compare, run_logits
+
+    workload = labelled_sample(cfg.parity_n, seed=cfg.seed)
+    tok = load_tokenizer(str(model_dir))
+    runners = {"torch-fp32": backends.BackendConfig(backends.BackendSpec("torch", "fp32"), model_dir, None,
+                                                    cfg.threads)}
+    runners.update(parity_runners(model_dir, out_dir, cfg.threads))
+    logits = {}
+    with tqdm(total=len(workload) * len(runners), desc="parity", unit="text", file=sys.stderr) as bar:
+        for name, bcfg in runners.items():
+            backend = backends.create(bcfg)
+            backend.load()
+            logits[name] = run_logits(backend.infer, tok, workload, cfg.parity_max_length, progress=bar)
+            backend.close()
+    ref = logits.pop("torch-fp32")
+    results = {name: compare(ref, out, workload.labels, cfg.thresholds[name], synthetic)
+               for name, out in logits.items()}
+    results["fp16"] = results.get("fp16") or {"passed": None, "not_measured": "needs a CUDA execution provider"}
+    return results
+
+
+def export_all(cfg: ExportConfig) -> tuple[Path, dict]:
+    """Build (or reuse) every variant for `cfg.model`; raise BenchError when a variant fails the gate."""
+    from bench.sources import materialize, read_source_meta
+    from exporters.quantize import choose_settings
+
+    model_dir = materialize(cfg.model, cfg.seed)
+    out_dir = paths.ensure_writable(Path(cfg.out_dir) if cfg.out_dir else paths.artifacts_dir() / "onnx" / model_dir.name)
+    source = read_source_meta(model_dir)
+    quant = choose_settings()
+    key = inputs_key(model_dir, cfg, quant)
+    manifest = reusable(out_dir, key)
+    if manifest is not None:
+        log(f"artifacts in {out_dir} are up to date (same inputs): reusing them")
+    else:
+        manifest = build_manifest(model_dir, out_dir, cfg, source, quant, key)
+    check_gate(manifest, out_dir)
+    return out_dir, manifest
+
+
+def build_manifest(model_dir: Path, out_dir: Path, cfg: ExportConfig, source: dict, quant: dict, key: str) -> dict:
+    (out_dir / MANIFEST).unlink(missing_ok=True)  # the old manifest must not describe new files
+    info = build_files(model_dir, out_dir, quant)
+    variants = variant_entries(out_dir, info)
+    parity, parity_s = timed(f"parity gate on {cfg.parity_n} corpus texts", run_parity, model_dir, out_dir, cfg,
+                             bool(source.get("synthetic")))
+    for name, figures in parity.items():
+        variants[name]["parity"] = figures
+    manifest = {"manifest_version": MANIFEST_VERSION, "inputs_key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "source": source, "synthetic": bool(source.get("synthetic")), "model_dir": str(model_dir),
+                "quantization": quant, "opset": 17, "parity_seconds": round(parity_s, 2),
+                "parity_settings": {"n": cfg.parity_n, "max_length": cfg.parity_max_length, "reference": "torch-fp32"},
+                "versions": library_versions(), "variants": variants}
+    paths.atomic_write_text(out_dir / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2))
+    return manifest
+
+
+def check_gate(manifest: dict, out_dir: Path) -> None:
+    failed = {name: v["parity"]["failures"] for name, v in manifest["variants"].items()
+              if v.get("parity", {}).get("passed") is False}
+    if failed:
+        detail = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in failed.items())
+        raise BenchError(f"parity gate failed ({detail}); see {out_dir / MANIFEST}")

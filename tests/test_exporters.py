@@ -1,0 +1,120 @@
+"""Export of the tiny twin to every variant, the parity gate (passing and failing), reuse, bad input."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from bench.errors import BenchError
+from exporters.layout import ONNX_FILES, variant_path
+from exporters.pipeline import ExportConfig, check_gate, export_all, run_parity
+from exporters.quantize import choose_settings
+from tests.conftest import run_cli
+
+
+def test_every_variant_exported_with_manifest(tiny_onnx):
+    out_dir, manifest = tiny_onnx
+    assert manifest["synthetic"] is True and manifest["source"]["source"] == "twin:tiny"
+    for precision, name in ONNX_FILES.items():
+        entry = manifest["variants"][precision]
+        assert (out_dir / name).stat().st_size == entry["size_bytes"] > 0
+        assert len(entry["sha256"]) == 64
+    model = onnx.load(str(out_dir / ONNX_FILES["fp32"]))
+    assert model.opset_import[0].version >= 17
+    dims = {i.name: [d.dim_param for d in i.type.tensor_type.shape.dim] for i in model.graph.input}
+    assert dims == {n: ["batch", "sequence"] for n in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def test_fused_model_has_one_attention_per_layer(tiny_onnx):
+    _, manifest = tiny_onnx
+    ops = manifest["variants"]["fp32-fused"]["fused_ops"]
+    assert ops["Attention"] == 2 and ops["EmbedLayerNormalization"] == 1 and ops["SkipLayerNormalization"] == 4
+
+
+def test_parity_passes_for_every_runnable_variant(tiny_onnx):
+    _, manifest = tiny_onnx
+    for name in ("fp32", "fp32-fused", "int8", "torch-int8"):
+        parity = manifest["variants"][name]["parity"]
+        assert parity["passed"] is True and parity["n"] == 64 and parity["accuracy"] is None  # synthetic
+    assert manifest["variants"]["fp32"]["parity"]["max_abs_diff"] < 1e-4
+    assert manifest["variants"]["fp16"]["parity"]["passed"] is None  # not measured without CUDA
+
+
+def test_quantisation_settings_follow_cpu_flags(tiny_onnx):
+    assert choose_settings({"avx2"})["reduce_range"] is True
+    assert choose_settings({"avx2", "avx512_vnni"})["reduce_range"] is False
+    assert tiny_onnx[1]["quantization"] == choose_settings()
+
+
+def test_rerun_with_same_inputs_reuses_artifacts(tiny_onnx):
+    out_dir, manifest = tiny_onnx
+    mtime = (out_dir / ONNX_FILES["int8"]).stat().st_mtime_ns
+    _, again = export_all(ExportConfig(model="twin:tiny", parity_n=64))
+    assert again["created"] == manifest["created"]
+    assert (out_dir / ONNX_FILES["int8"]).stat().st_mtime_ns == mtime
+
+
+def break_weights(path):
+    """Zero the largest initializers: the graph still runs, its answers are wrong."""
+    model = onnx.load(str(path))
+    for init in sorted(model.graph.initializer, key=lambda t: -np.prod(t.dims))[:4]:
+        arr = numpy_helper.to_array(init)
+        init.CopyFrom(numpy_helper.from_array(np.zeros_like(arr), init.name))
+    onnx.save(model, str(path))
+
+
+def test_broken_variant_fails_the_gate(tiny_onnx, tmp_path, tiny_model):
+    out_dir = tmp_path / "broken"
+    shutil.copytree(tiny_onnx[0], out_dir)
+    break_weights(out_dir / ONNX_FILES["int8"])
+    parity = run_parity(tiny_model, out_dir, ExportConfig(model="twin:tiny", parity_n=64), synthetic=True)
+    assert parity["int8"]["passed"] is False and parity["fp32"]["passed"] is True
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    manifest["variants"]["int8"]["parity"] = parity["int8"]
+    (out_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BenchError, match="parity gate failed \\(int8"):
+        check_gate(manifest, out_dir)
+    with pytest.raises(BenchError, match="failed the parity gate"):
+        variant_path(out_dir, "int8")
+
+
+def test_cli_export_prints_where_models_and_manifest_are(tiny_onnx, bench_home):
+    result = run_cli("export", "--model", "twin:tiny", "--parity-n", "64")
+    assert result.returncode == 0, result.stderr
+    assert f"manifest: {tiny_onnx[0] / 'manifest.json'}" in result.stdout
+    assert "parity ok" in result.stdout and "up to date" in result.stderr
+
+
+def test_exporters_module_is_runnable(tiny_onnx):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "exporters", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "--parity-n" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "no-such-source"], "unknown model source"),
+    (["--model", "twin:tiny", "--out", "/proc/forbidden"], "not writable"),
+    (["--model", "twin:tiny", "--parity-n", "0"], "parity_n"),
+])
+def test_bad_export_input_gives_one_error_line(bench_home, args, message):
+    result = run_cli("export", *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+
+
+def test_local_dir_with_corrupt_weights_is_one_error_line(tmp_path, tiny_model, bench_home):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_model, bad)
+    (bad / "model.safetensors").write_bytes(b"\0" * 100)
+    result = run_cli("export", "--model", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "error:" in result.stderr
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".onnx"]

@@ -1,0 +1,177 @@
+"""Statistics, bootstrap CIs, the stop rule and the measurement loop, all on known or fake data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.measure.stats import (
+    PERCENTILE_METHOD,
+    StopRule,
+    bootstrap_ci,
+    percentile,
+    run_until_stopped,
+    summarize,
+)
+from tests.fakes import FakeClock
+
+SAMPLES = st.lists(st.floats(min_value=0.0, max_value=1e3, allow_nan=False), min_size=1, max_size=200)
+
+
+def test_percentile_linear_interpolation_by_hand():
+    data = [1.0, 2.0, 3.0, 4.0]
+    assert PERCENTILE_METHOD == "linear"
+    # rank = q/100 × (n - 1): p50 → 1.5 → between 2 and 3; p90 → 2.7 → 3 + 0.7 × (4 - 3)
+    assert percentile(data, 50) == pytest.approx(2.5)
+    assert percentile(data, 90) == pytest.approx(3.7)
+    assert percentile(data, 0) == 1.0 and percentile(data, 100) == 4.0
+    assert percentile([7.0], 99) == 7.0
+
+
+def test_summarize_known_samples():
+    s = summarize([10.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0])  # order must not matter
+    assert s["n"] == 10 and s["min"] == 1.0 and s["max"] == 10.0
+    assert s["mean"] == pytest.approx(5.5)
+    assert s["p50"] == pytest.approx(5.5)
+    assert s["p90"] == pytest.approx(9.1)  # rank 8.1
+    assert s["p95"] == pytest.approx(9.55)  # rank 8.55
+    assert s["p99"] == pytest.approx(9.91)  # rank 8.91
+    assert s["stdev"] == pytest.approx(np.sqrt(82.5 / 9))  # sum of squared deviations 82.5, ddof=1
+
+
+def test_summarize_single_sample_has_zero_stdev():
+    assert summarize([0.25])["stdev"] == 0.0
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, float("nan")], [float("inf")]])
+def test_bad_samples_rejected(bad):
+    with pytest.raises(ValueError):
+        summarize(bad)
+
+
+def test_bootstrap_ci_deterministic_for_a_seed():
+    data = np.random.default_rng(42).normal(loc=10.0, scale=1.0, size=2000)
+    for stat in ("mean", "p50", "p95", "p99"):
+        assert bootstrap_ci(data, stat, seed=7) == bootstrap_ci(data, stat, seed=7)
+    assert bootstrap_ci(data, "p99", seed=1) != bootstrap_ci(data, "p99", seed=2)
+
+
+@pytest.mark.parametrize("stat, truth", [("mean", 10.0), ("p50", 10.0), ("p95", 10.0 + 1.6448536)])
+def test_bootstrap_ci_contains_true_statistic_of_normal_samples(stat, truth):
+    # A 95% CI misses the truth on 1 draw in 20, so check the rate over many draws (all seeded: deterministic).
+    hits = 0
+    for draw in range(40):
+        data = np.random.default_rng(1000 + draw).normal(loc=10.0, scale=1.0, size=500)
+        low, high = bootstrap_ci(data, stat, n_boot=400, seed=draw)
+        hits += low < truth < high
+    assert hits >= 34  # >= 85%; a broken interval (too narrow, or biased) lands far below
+
+
+def test_bootstrap_ci_chunked_on_large_input():
+    # 10k samples × 2000 boots would be 160 MB of indices in one go; chunking keeps it small and correct.
+    data = np.random.default_rng(0).exponential(size=10_000)
+    low, high = bootstrap_ci(data, "mean", n_boot=2000)
+    assert low < 1.0 < high and high - low < 0.1
+
+
+def test_bootstrap_ci_validates():
+    with pytest.raises(ValueError, match="unknown statistic"):
+        bootstrap_ci([1.0, 2.0], "p42")
+    with pytest.raises(ValueError, match="no samples"):
+        bootstrap_ci([], "mean")
+    with pytest.raises(ValueError, match="confidence"):
+        bootstrap_ci([1.0], "mean", confidence=1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(SAMPLES)
+def test_percentiles_ordered_and_bounded(samples):
+    s = summarize(samples)
+    assert s["min"] <= s["p50"] <= s["p90"] <= s["p95"] <= s["p99"] <= s["max"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(SAMPLES, st.sampled_from(["mean", "p50", "p95", "p99"]))
+def test_ci_lower_not_above_upper(samples, stat):
+    low, high = bootstrap_ci(samples, stat, n_boot=50)
+    assert low <= high
+    assert min(samples) <= low and high <= max(samples)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"min_iters": 0}, "min_iters"),
+        ({"check_every": -1}, "check_every"),
+        ({"min_time_s": -1.0}, "min_time_s"),
+        ({"max_time_s": 0.0}, "max_time_s"),
+        ({"min_iters": 10, "max_iters": 5}, "exceeds max_iters"),
+        ({"min_time_s": 10.0, "max_time_s": 5.0}, "exceeds max_time_s"),
+        ({"target_rel_halfwidth": 0.0}, "target_rel_halfwidth"),
+    ],
+)
+def test_stop_rule_validation(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        StopRule(**kwargs)
+
+
+def _loop(rule: StopRule, durations, step_s: float):
+    """Run with a fake clock that advances `step_s` per iteration; durations cycle through `durations`."""
+    clock = FakeClock()
+    values = iter(np.resize(np.asarray(durations, dtype=float), 10**6))
+
+    def fn() -> float:
+        clock.advance(step_s)
+        return float(next(values))
+
+    return run_until_stopped(fn, rule, clock=clock)
+
+
+def test_stop_rule_ci_target_met_after_minimums():
+    rule = StopRule(min_iters=50, min_time_s=1.0, max_time_s=60.0, check_every=20)
+    samples, reason = _loop(rule, [0.010], step_s=0.01)  # constant latency: CI width 0 at the first check
+    assert reason == "ci-target-met"
+    # min_iters 50 and min_time 1 s (100 iterations) both hold; the first check on a multiple of 20 is 100.
+    assert len(samples) == 100
+
+
+def test_stop_rule_time_cap_with_noisy_samples():
+    rng = np.random.default_rng(3)
+    noisy = rng.lognormal(sigma=1.5, size=1000)
+    rule = StopRule(min_iters=20, min_time_s=0.1, max_time_s=2.0, target_rel_halfwidth=0.001)
+    samples, reason = _loop(rule, noisy, step_s=0.01)
+    assert reason == "time-cap" and len(samples) == 200
+
+
+def test_stop_rule_iteration_cap():
+    rule = StopRule(min_iters=5, min_time_s=100.0, max_time_s=1000.0, max_iters=30)
+    samples, reason = _loop(rule, [0.001], step_s=0.001)
+    assert reason == "iteration-cap" and len(samples) == 30
+
+
+def test_stop_rule_respects_min_iters_and_min_time():
+    rule = StopRule(min_iters=40, min_time_s=2.0, check_every=20)
+    assert rule.decide([0.01] * 39, elapsed_s=10.0) is None  # enough time, too few samples
+    assert rule.decide([0.01] * 200, elapsed_s=1.9) is None  # enough samples, too little time
+    assert rule.decide([0.01] * 40, elapsed_s=2.0) == "ci-target-met"
+    assert rule.decide([0.01] * 41, elapsed_s=2.0) is None  # not a check point
+
+
+def test_stop_rule_checks_less_often_on_long_runs():
+    rule = StopRule(min_iters=20, min_time_s=0.0, check_every=20)
+    assert rule.decide([0.01] * 2020, elapsed_s=1.0) is None  # interval is 200 at n = 2020
+    assert rule.decide([0.01] * 2200, elapsed_s=1.0) == "ci-target-met"
+
+
+def test_run_until_stopped_reports_each_sample():
+    seen: list[float] = []
+    clock = FakeClock()
+
+    def fn() -> float:
+        clock.advance(1.0)
+        return 0.5
+
+    samples, reason = run_until_stopped(fn, StopRule(min_iters=1, min_time_s=0.0, max_time_s=3.0), clock, seen.append)
+    assert reason == "time-cap" and samples == [0.5, 0.5, 0.5] and seen == samples
