@@ -161,6 +161,23 @@ def test_rapl_energy_with_wraparound(tmp_path):
     assert "intel-rapl:0" in result["assumptions"]
 
 
+def test_amd_energy_hwmon_when_no_powercap(tmp_path):
+    hwmon = tmp_path / "hwmon" / "hwmon2"
+    hwmon.mkdir(parents=True)
+    (hwmon / "name").write_text("amd_energy\n")
+    for i, (label, value) in enumerate([("Ecore000", 7), ("Esocket0", 1_000_000), ("Esocket1", 2_000_000)], 1):
+        (hwmon / f"energy{i}_label").write_text(f"{label}\n")
+        (hwmon / f"energy{i}_input").write_text(f"{value}\n")
+    meter = EnergyMeter(root=tmp_path / "no-powercap", hwmon_root=tmp_path / "hwmon", clock=FakeClock())
+    meter.start()
+    (hwmon / "energy2_input").write_text("4000000\n")
+    (hwmon / "energy1_input").write_text("999999999\n")  # a core counter: already inside the socket's
+    result = meter.stop()
+    assert result["source"] == "rapl" and result["energy_j"] == pytest.approx(3.0)
+    assert result["mean_power_w"] is None  # the fake clock did not move
+    assert result["assumptions"].startswith("amd_energy socket counters (hwmon2")
+
+
 def test_unreadable_rapl_falls_back_to_labelled_estimate(tmp_path):
     zone = _zone(tmp_path, "intel-rapl:0", energy_uj=1)
     (zone / "energy_uj").unlink()

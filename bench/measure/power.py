@@ -129,11 +129,13 @@ class EnergyMeter:
             if joules is not None:
                 return "nvml", [], [joules]
         counters = rapl_counters(self.root) or amd_energy_counters(self.hwmon_root)
+        start_values: list[float] = []
         try:
             # Since 2020 (PLATYPUS) most kernels make energy_uj root-only: unreadable means "no RAPL".
-            return ("rapl", counters, [c.read_uj() for c in counters]) if counters else ("estimate", [], [])
+            start_values = [c.read_uj() for c in counters]
         except (OSError, ValueError):
-            return "estimate", [], []
+            counters = []
+        return ("rapl", counters, start_values) if counters else ("estimate", [], [])
 
     def stop(self, cpu_seconds: float | None = None) -> dict:
         """Energy since `start()`. `cpu_seconds`: the worker's CPU time, for the estimate (default: this
@@ -171,7 +173,8 @@ class EnergyMeter:
         if self._source == "nvml":
             return f"NVML total energy counter of GPU {getattr(self.gpu, 'index', '?')}: whole board; CPU excluded"
         zones = ", ".join(c.path.parent.name for c in self._counters)
-        return f"RAPL package counters ({zones}): whole sockets, all processes; DRAM excluded"
+        kind = "amd_energy socket" if zones.startswith("hwmon") else "RAPL package"
+        return f"{kind} counters ({zones}): whole sockets, all processes; DRAM excluded"
 
     def _estimate_j(self, cpu_seconds: float | None) -> tuple[float, str]:
         whose = "the worker's CPU time"

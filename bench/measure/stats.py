@@ -98,8 +98,9 @@ def _as_array(samples: Sequence[float]) -> np.ndarray:
 class StopRule:
     """When to stop iterating: after the minimums, once the P95 is known precisely enough, or at a cap.
 
-    `target_rel_halfwidth` is the half-width of the P95 bootstrap CI divided by the P95. Caps win over
-    minimums, so a very slow model still stops at `max_time_s`.
+    `target_rel_halfwidth` is the half-width of the P95 bootstrap CI divided by the P95, checked every
+    `check_every` samples (every ~n/10 once n > 10 × check_every). Caps win over minimums, so a very slow
+    model still stops at `max_time_s`.
     """
 
     min_iters: int = 20

@@ -1,0 +1,78 @@
+"""What produced a result: CPU model and flags, cores, RAM, GPU, driver, CUDA, libraries, threads, commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+from exporters.quantize import cpu_flags
+
+FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "f16c")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "STRUCTBENCH_THREADS")
+# Keys that must match for two runs to be compared without --force (pyperf's _CHECKED_METADATA idea).
+CHECKED = ("cpu_model", "logical_cores", "gpu_name")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def git_commit() -> str | None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}{'-dirty' if dirty else ''}" if commit else None
+
+
+def gpu_info() -> dict:
+    from bench.measure.gpu import probe_gpu
+
+    gpu = probe_gpu()
+    if gpu is None:
+        return {"gpu_name": None, "gpu_note": "no NVIDIA GPU/driver visible (NVML unavailable)"}
+    try:
+        info = gpu.info()
+    finally:
+        gpu.close()
+    return {f"gpu_{k}" if not k.startswith("gpu") else k: v for k, v in info.items()}
+
+
+def fingerprint() -> dict:
+    import psutil
+
+    from exporters.pipeline import library_versions
+
+    flags = cpu_flags()
+    return {
+        "hostname": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
+        "cpu_model": cpu_model(), "cpu_flags": {f: f in flags for f in FLAGS_OF_INTEREST},
+        "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
+        "ram_bytes": psutil.virtual_memory().total, **gpu_info(),
+        "rapl_readable": rapl_readable(), "libraries": library_versions(),
+        "thread_env": {k: os.environ.get(k) for k in THREAD_VARS}, "git_commit": git_commit(),
+    }
+
+
+def rapl_readable() -> bool:
+    import glob
+
+    return any(os.access(p, os.R_OK) for p in glob.glob("/sys/class/powercap/*/energy_uj"))
+
+
+def same_host(a: dict, b: dict) -> list[str]:
+    """Names of the checked keys that differ (empty list: comparable)."""
+    return [k for k in CHECKED if a.get(k) != b.get(k)]

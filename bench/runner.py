@@ -1,0 +1,136 @@
+"""Run cells, each in a fresh worker process, and keep the run file current after every cell.
+
+A worker that crashes, hangs past its timeout or runs out of memory becomes a failed cell with its
+reason; the run goes on. `resume` re-uses every completed cell of an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.results import CellResult, CellSpec, RunResult, cell_from_dict, save_run
+
+
+@dataclass(frozen=True)
+class WorkerLimits:
+    timeout_s: float = 180.0
+    memory_limit_mb: int | None = None  # RLIMIT_AS of the worker; None = unlimited
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"worker timeout must be > 0 (got {self.timeout_s})")
+
+
+@dataclass
+class WorkerOutput:
+    stdout: str = ""
+    stderr_tail: list = field(default_factory=list)
+    returncode: int | None = None
+    timed_out: bool = False
+
+
+def _limit_memory(mb: int | None):
+    def apply() -> None:
+        os.setsid()  # own process group: a timeout kills the worker and anything it started
+        if mb:
+            resource.setrlimit(resource.RLIMIT_AS, (mb * 2**20, mb * 2**20))
+    return apply
+
+
+def _pump_stderr(proc: subprocess.Popen, out: WorkerOutput, on_progress) -> None:
+    for line in proc.stderr:
+        if line.startswith("PROGRESS "):
+            if on_progress:
+                on_progress(float(line.split()[1]))
+        else:
+            out.stderr_tail = (out.stderr_tail + [line.rstrip()])[-20:]
+
+
+def spawn_worker(request: dict, limits: WorkerLimits, on_progress=None, on_start=None) -> WorkerOutput:
+    """Start `python -m bench.worker`, feed it the request, wait up to the timeout, collect its output.
+    stdout and stderr are drained by threads so a full pipe can never look like a hang."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_limit_memory(limits.memory_limit_mb))
+    if on_start:
+        on_start(proc.pid)
+    out = WorkerOutput()
+    readers = [threading.Thread(target=_pump_stderr, args=(proc, out, on_progress), daemon=True),
+               threading.Thread(target=lambda: setattr(out, "stdout", proc.stdout.read()), daemon=True)]
+    for reader in readers:
+        reader.start()
+    proc.stdin.write(json.dumps(request))  # small: fits the pipe buffer even if the worker never reads
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=limits.timeout_s)
+    except subprocess.TimeoutExpired:
+        out.timed_out = True
+    finally:
+        _kill_group(proc)
+        for reader in readers:
+            reader.join(timeout=5)
+    out.returncode = proc.returncode
+    return out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def failure_reason(out: WorkerOutput, limits: WorkerLimits) -> str:
+    if out.timed_out:
+        return f"hung: no result within {limits.timeout_s:g} s (worker killed)"
+    last = next((line for line in reversed(out.stderr_tail) if line.strip()), "")
+    if out.returncode is not None and out.returncode < 0:
+        sig = signal.Signals(-out.returncode).name
+        hint = " (out of memory? the kernel OOM killer sends SIGKILL)" if sig == "SIGKILL" else ""
+        return f"crashed: worker killed by {sig}{hint}"
+    if "MemoryError" in "\n".join(out.stderr_tail):
+        return "out of memory (MemoryError in worker)"
+    return f"crashed: worker exited with code {out.returncode} and no result" + (f"; last error: {last}" if last else "")
+
+
+def parse_result(out: WorkerOutput, spec: CellSpec, limits: WorkerLimits) -> CellResult:
+    """The worker's JSON (its last stdout line), or a failed cell saying what went wrong."""
+    lines = [line for line in out.stdout.splitlines() if line.strip()]
+    if not out.timed_out and lines:
+        try:
+            return cell_from_dict(json.loads(lines[-1]))
+        except (ValueError, TypeError):
+            pass
+    return CellResult(spec, "failed", failure_reason(out, limits))
+
+
+def run_cell(request: dict, limits: WorkerLimits, sampler_factory=None, on_progress=None) -> CellResult:
+    """One cell in a fresh worker, with the resource sampler watching it from this process."""
+    spec = CellSpec(**request["spec"])
+    holder: dict = {}
+
+    def started(pid: int) -> None:
+        if sampler_factory is not None:
+            holder["sampler"] = sampler_factory(pid).start()
+
+    out = spawn_worker(request, limits, on_progress=on_progress, on_start=started)
+    sampler = holder.get("sampler")
+    if sampler is not None:
+        sampler.stop()
+    cell = parse_result(out, spec, limits)
+    if sampler is not None and cell.status == "ok":
+        from dataclasses import replace
+
+        resources = {**sampler.summary(), "sampler_overhead_percent": sampler.self_overhead_percent()}
+        cell = replace(cell, resources=resources)
+    return cell

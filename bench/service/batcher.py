@@ -1,0 +1,201 @@
+"""Dynamic micro-batching: many concurrent requests, one model call per batch, on one worker thread.
+
+The event loop only enqueues and awaits; tokenising and inference run on the worker thread so a slow model call
+never blocks the loop. The worker takes up to `max_batch` texts, waiting at most `max_wait_ms` after the first for
+more, drops texts whose queue deadline has passed, and settles each request's asyncio Future through
+`loop.call_soon_threadsafe` (Futures are not thread-safe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bench.backends import Backend
+from bench.tokenize import MAX_TOKENS, encode, softmax, token_counts
+
+log = logging.getLogger("bench.service")
+_STOP = object()
+
+
+class QueueFull(Exception):
+    """The bounded queue has no room (or the batcher is stopping): answer 503 and let the client retry."""
+
+
+class DeadlineExceeded(Exception):
+    """The text waited in the queue past its deadline and was dropped without being computed."""
+
+
+class InferenceFailed(Exception):
+    """The backend raised for the batch this text was in; other batches are unaffected."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One text's answer plus the timings of the batch that produced it (milliseconds)."""
+
+    probs: tuple[float, ...]
+    truncated: bool
+    queue_ms: float
+    tokenize_ms: float
+    inference_ms: float
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    text: str
+    future: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    enqueued: float
+    deadline: float
+    abandoned: bool = False  # set by the loop side when the request no longer waits for it
+
+
+@dataclass
+class BatcherStats:
+    """Counters the worker updates (read by metrics and tests)."""
+
+    batches: int = 0
+    failed_batches: int = 0
+    expired: int = 0
+    recent_sizes: deque = field(default_factory=lambda: deque(maxlen=1000))  # bounded: the service runs for days
+
+
+class Batcher:
+    """A bounded queue of texts and the single worker thread that feeds them to `backend.infer`."""
+
+    def __init__(self, backend: Backend, tokenizer, *, max_batch: int, max_wait_ms: float, max_queue: int,
+                 timeout_s: float, on_batch: Callable[[int], None] | None = None,
+                 on_failure: Callable[[str], None] | None = None) -> None:
+        self.backend, self.tokenizer = backend, tokenizer
+        self.max_batch, self.max_wait_s, self.timeout_s = max_batch, max_wait_ms / 1000.0, timeout_s
+        self.on_batch, self.on_failure = on_batch, on_failure
+        self.stats = BatcherStats()
+        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="bench-batcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def submit(self, texts: Sequence[str]) -> list[asyncio.Future]:
+        """Enqueue texts (call on the event loop); all or none are queued, else QueueFull."""
+        if self._closed:
+            raise QueueFull("the service is shutting down")
+        loop = asyncio.get_running_loop()
+        now = time.perf_counter()
+        items = [_Item(t, loop.create_future(), loop, now, now + self.timeout_s) for t in texts]
+        for i, item in enumerate(items):
+            try:
+                self._queue.put_nowait(item)
+            except queue.Full:
+                for queued in items[:i]:
+                    queued.abandoned = True  # the worker skips them: their request is answered 503 now
+                raise QueueFull(f"the queue is full ({self._queue.maxsize} texts waiting)") from None
+        return [item.future for item in items]
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new texts, finish everything already queued, then end the worker."""
+        self._closed = True
+        if self._thread.is_alive():
+            self._queue.put(_STOP)  # blocks while full: the worker is draining, so room appears
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = self._collect()
+            if batch:
+                self._process(batch)
+
+    def _collect(self) -> tuple[list[_Item], bool]:
+        first = self._queue.get()
+        if first is _STOP:
+            return [], True
+        items, end = [first], time.perf_counter() + self.max_wait_s
+        while len(items) < self.max_batch:
+            remaining = end - time.perf_counter()
+            try:
+                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return items, True
+            items.append(item)
+        return items, False
+
+    def _process(self, items: list[_Item]) -> None:
+        started = time.perf_counter()
+        live = [it for it in items if not it.abandoned]
+        for item in (it for it in live if started > it.deadline):
+            self.stats.expired += 1
+            _settle(item, error=DeadlineExceeded(f"waited {1000 * (started - item.enqueued):.0f} ms in the queue, "
+                                                  f"over the {self.timeout_s:g} s deadline"))
+        live = [it for it in live if started <= it.deadline]
+        if live:
+            self._compute(live, started)
+
+    def _compute(self, items: list[_Item], started: float) -> None:
+        texts = [it.text for it in items]
+        try:
+            t0 = time.perf_counter()
+            inputs = encode(self.tokenizer, texts)
+            truncated = [n > MAX_TOKENS for n in token_counts(self.tokenizer, texts)]
+            t1 = time.perf_counter()
+            probs = softmax(np.asarray(self.backend.infer(inputs), dtype=np.float64))
+            t2 = time.perf_counter()
+            _check_shape(probs, len(items))
+        # Any backend failure (ORT, torch, a bad shape) must fail only this batch; the worker keeps serving.
+        except Exception as exc:  # noqa: BLE001
+            self._fail(items, exc)
+            return
+        self._record(len(items))
+        for row, item, cut in zip(probs, items, truncated):
+            _settle(item, result=Outcome(tuple(float(p) for p in row), cut, 1000 * (started - item.enqueued),
+                                         1000 * (t1 - t0), 1000 * (t2 - t1), len(items)))
+
+    def _record(self, size: int) -> None:
+        self.stats.batches += 1
+        self.stats.recent_sizes.append(size)
+        if self.on_batch:
+            self.on_batch(size)
+
+    def _fail(self, items: list[_Item], exc: Exception) -> None:
+        log.error("inference failed for a batch of %d: %s: %s", len(items), type(exc).__name__, exc, exc_info=exc)
+        self.stats.failed_batches += 1
+        if self.on_failure:
+            self.on_failure("inference")
+        for item in items:
+            _settle(item, error=InferenceFailed(f"{type(exc).__name__}"))
+
+
+def _check_shape(probs: np.ndarray, n: int) -> None:
+    if probs.ndim != 2 or probs.shape[0] != n:
+        raise ValueError(f"backend returned logits of shape {probs.shape}, expected ({n}, labels)")
+
+
+def _settle(item: _Item, result: Outcome | None = None, error: Exception | None = None) -> None:
+    def apply() -> None:
+        if item.future.done():  # the request was cancelled or already answered
+            return
+        if error is not None:
+            item.future.set_exception(error)
+        else:
+            item.future.set_result(result)
+
+    try:
+        item.loop.call_soon_threadsafe(apply)
+    except RuntimeError:  # the loop has closed: nobody is waiting any more
+        pass

@@ -1,0 +1,69 @@
+"""The service's settings: one frozen dataclass, validated on construction, free of side effects.
+
+Truncation policy: a text longer than 512 tokens (after the normalisation described in `cache.normalise`) is cut to
+its first 512 tokens, as the model cannot see more; the answer then carries `"truncated": true` so a client knows
+the label describes only the beginning of its text. `max_text_chars` bounds the work one text can cause before
+tokenisation; a text over it is refused (422), never silently cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.backends import resolve
+
+MAX_PORT = 65535
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """How the inference service runs: model and backend, network address, batching, cache and input limits."""
+
+    model: str = "twin"
+    backend: str = "ort-int8-cpu"
+    threads: int | None = None
+    onnx_dir: str | None = None  # an existing export to serve; None = export (or reuse) for `model`
+    host: str = "127.0.0.1"
+    port: int = 8000
+    batching: bool = True
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    cache_size: int = 1024  # 0 = no cache
+    max_queue: int = 256
+    request_timeout_s: float = 10.0
+    max_body_bytes: int = 65536
+    max_batch_items: int = 64
+    max_text_chars: int = 2000
+    warmup_runs: int = 3
+
+    def __post_init__(self) -> None:
+        resolve(self.backend)  # raises ValueError naming the known backends
+        if not self.model:
+            raise ValueError("model must name a model source, e.g. twin or twin:tiny")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 (got {self.threads})")
+        if not 0 <= self.port <= MAX_PORT:
+            raise ValueError(f"port must be within 0..{MAX_PORT} (got {self.port}); 0 picks a free port")
+        self._check_positive()
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0 (got {self.max_wait_ms})")
+        if self.cache_size < 0:
+            raise ValueError(f"cache_size must be >= 0 (got {self.cache_size}); 0 turns the cache off")
+        if self.warmup_runs < 0:
+            raise ValueError(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
+
+    def _check_positive(self) -> None:
+        for name in ("max_batch", "max_queue", "request_timeout_s", "max_body_bytes", "max_batch_items",
+                     "max_text_chars"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not value > 0:
+                raise ValueError(f"{name} must be > 0 (got {value!r})")
+
+    @property
+    def effective_max_batch(self) -> int:
+        """With batching off every request is computed alone, as the article's Flask service does."""
+        return self.max_batch if self.batching else 1
+
+    @property
+    def effective_max_wait_ms(self) -> float:
+        return self.max_wait_ms if self.batching else 0.0

@@ -1,0 +1,142 @@
+"""HTTP plumbing shared by every route: the one error shape, the exception handlers that produce it, and the
+middleware that stamps `Server-Timing` on every response (errors included) and counts requests.
+
+Every error is JSON `{"error": "<what is wrong>", "detail": ...}`; no stack trace ever reaches a client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("bench.service")
+TIMING_KEY = "bench.timing"
+ENDPOINTS = ("/", "/api/sentiment", "/api/sentiment/batch", "/healthz", "/metrics", "/docs", "/openapi.json")
+KIND_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "too_large",
+                  415: "unsupported_media_type", 422: "invalid_input", 500: "internal", 503: "unavailable"}
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a sentence naming the problem, optional detail, metric kind, headers."""
+
+    def __init__(self, status: int, error: str, detail: Any = None, kind: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+        self.kind = kind or KIND_BY_STATUS.get(status, "other")
+        self.headers = dict(headers or {})
+
+
+def unavailable(error: str, kind: str, detail: Any = None) -> ApiError:
+    """503 that tells the client when to come back."""
+    return ApiError(503, error, detail, kind, {"Retry-After": "1"})
+
+
+@dataclass
+class RequestTiming:
+    """Per-request phases in milliseconds; routes fill them, the middleware reports them."""
+
+    queue_ms: float = 0.0
+    tokenize_ms: float = 0.0
+    inference_ms: float = 0.0
+    batch_size: int | None = None
+
+    def header(self, total_ms: float) -> str:
+        return (f"queue;dur={self.queue_ms:.3f}, tokenize;dur={self.tokenize_ms:.3f}, "
+                f"inference;dur={self.inference_ms:.3f}, total;dur={total_ms:.3f}")
+
+
+def request_timing(request: Request) -> RequestTiming:
+    timing = request.scope.get(TIMING_KEY)
+    return timing if isinstance(timing, RequestTiming) else RequestTiming()
+
+
+def error_body(error: str, detail: Any = None) -> dict:
+    return {"error": error, "detail": detail}
+
+
+def install_error_handlers(app: FastAPI, count: Callable[[str], None]) -> None:
+    """Route every error FastAPI or Starlette raises through the one JSON shape; `count` gets each kind."""
+
+    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
+        count(exc.kind)
+        return JSONResponse(error_body(exc.error, exc.detail), exc.status, headers=exc.headers)
+
+    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error, detail = describe_http_error(request, exc)
+        count(KIND_BY_STATUS.get(exc.status_code, "other"))
+        return JSONResponse(error_body(error, detail), exc.status_code, headers=dict(exc.headers or {}))
+
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        count("invalid_input")
+        problems = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()]
+        return JSONResponse(error_body("invalid request", problems), 422)
+
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+
+
+def describe_http_error(request: Request, exc: StarletteHTTPException) -> tuple[str, Any]:
+    method, path = request.method, request.url.path
+    if exc.status_code == 404:
+        return f"no such route: {method} {path}", {"method": method, "path": path}
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return f"method {method} is not allowed on {path}", {"allowed": [m.strip() for m in allowed.split(",") if m]}
+    return str(exc.detail), None
+
+
+class TimingMiddleware:
+    """Pure ASGI middleware (no BaseHTTPMiddleware: it would run routes in another task). Adds Server-Timing and
+    X-Batch-Size, records requests_total and latency, and turns an unexpected exception into a JSON 500."""
+
+    def __init__(self, app, observe: Callable[[str, int, float], None]) -> None:
+        self.app, self.observe = app, observe
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        timing, start, state = RequestTiming(), time.perf_counter(), {"status": 500, "started": False}
+        scope[TIMING_KEY] = timing
+
+        async def send_with_timing(message) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+                add_timing_headers(message, timing, 1000 * (time.perf_counter() - start))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_timing)
+        except Exception as exc:  # a bug must still end as JSON, never as a stack trace to the client
+            log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            if state["started"]:
+                raise
+            await send_internal_error(send_with_timing)
+        finally:
+            path = scope.get("path", "")
+            self.observe(path if path in ENDPOINTS else "other", state["status"], time.perf_counter() - start)
+
+
+def add_timing_headers(message: dict, timing: RequestTiming, total_ms: float) -> None:
+    headers = MutableHeaders(scope=message)
+    headers.append("Server-Timing", timing.header(total_ms))
+    if timing.batch_size is not None:
+        headers.append("X-Batch-Size", str(timing.batch_size))
+
+
+async def send_internal_error(send) -> None:
+    body = json.dumps(error_body("internal error")).encode()
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
