@@ -152,7 +152,7 @@ def open_run(cfg: RunConfig, model: dict) -> tuple[Path, RunResult]:
 
 def cell_request(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path) -> dict:
     return {"spec": asdict(spec), "model_dir": str(model_dir), "onnx_dir": str(onnx_dir), "seed": cfg.seed,
-            "stop": cfg.stop_rule(), "tdp_w": cfg.tdp_w, "options": cfg.backend_options.get(spec.backend, {})}
+            "stop": cfg.stop_rule(), "tdp_w": cfg.tdp_w, "options": cfg.backend_options.get(spec.key, cfg.backend_options.get(spec.backend, {}))}
 
 
 def measure_cells(cfg: RunConfig, run_dir: Path, run: RunResult, model_dir: Path, onnx_dir: Path) -> RunResult:
@@ -184,6 +184,7 @@ def measure_cells(cfg: RunConfig, run_dir: Path, run: RunResult, model_dir: Path
 
 def run(cfg: RunConfig) -> tuple[Path, RunResult]:
     """Export, measure every cell in a fresh worker, save after each. Returns the run folder and result."""
+    paths.ensure_writable(paths.results_dir())  # fail before the (minutes-long) export, not after
     model_dir, onnx_dir, model = prepare_model(cfg)
     run_dir, result = open_run(cfg, model)
     return run_dir, measure_cells(cfg, run_dir, result, model_dir, onnx_dir)

@@ -74,11 +74,10 @@ class Batcher:
     """A bounded queue of texts and the single worker thread that feeds them to `backend.infer`."""
 
     def __init__(self, backend: Backend, tokenizer, *, max_batch: int, max_wait_ms: float, max_queue: int,
-                 timeout_s: float, on_batch: Callable[[int], None] | None = None,
-                 on_failure: Callable[[str], None] | None = None) -> None:
+                 timeout_s: float, on_batch: Callable[[int], None] | None = None) -> None:
         self.backend, self.tokenizer = backend, tokenizer
         self.max_batch, self.max_wait_s, self.timeout_s = max_batch, max_wait_ms / 1000.0, timeout_s
-        self.on_batch, self.on_failure = on_batch, on_failure
+        self.on_batch = on_batch
         self.stats = BatcherStats()
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._closed = False
@@ -175,8 +174,6 @@ class Batcher:
     def _fail(self, items: list[_Item], exc: Exception) -> None:
         log.error("inference failed for a batch of %d: %s: %s", len(items), type(exc).__name__, exc, exc_info=exc)
         self.stats.failed_batches += 1
-        if self.on_failure:
-            self.on_failure("inference")
         for item in items:
             _settle(item, error=InferenceFailed(f"{type(exc).__name__}"))
 

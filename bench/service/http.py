@@ -100,8 +100,8 @@ class TimingMiddleware:
     """Pure ASGI middleware (no BaseHTTPMiddleware: it would run routes in another task). Adds Server-Timing and
     X-Batch-Size, records requests_total and latency, and turns an unexpected exception into a JSON 500."""
 
-    def __init__(self, app, observe: Callable[[str, int, float], None]) -> None:
-        self.app, self.observe = app, observe
+    def __init__(self, app, observe: Callable[[str, int, float], None], count: Callable[[str], None]) -> None:
+        self.app, self.observe, self.count = app, observe, count
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -122,6 +122,7 @@ class TimingMiddleware:
             log.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
             if state["started"]:
                 raise
+            self.count("internal")
             await send_internal_error(send_with_timing)
         finally:
             path = scope.get("path", "")

@@ -124,8 +124,8 @@ class Registry:
 class ServiceMetrics:
     """The service's metrics; cache and queue figures are read from their owners through callbacks."""
 
-    def __init__(self, cache_hits: Callable[[], float], cache_misses: Callable[[], float],
-                 queue_depth: Callable[[], float]) -> None:
+    def __init__(self, *, cache_hits: Callable[[], float], cache_misses: Callable[[], float],
+                 queue_depth: Callable[[], float], failed_batches: Callable[[], float]) -> None:
         reg = self.registry = Registry()
         self.requests = reg.add(Counter("requests_total", "HTTP requests by endpoint and status code.",
                                         ("endpoint", "status")))
@@ -136,6 +136,15 @@ class ServiceMetrics:
                                          LATENCY_BUCKETS, ("endpoint",)))
         self.batch_size = reg.add(Histogram("batch_size", "Texts per model call.", BATCH_BUCKETS))
         reg.add(CallbackValue("queue_depth", "Texts waiting for the model.", queue_depth))
+        reg.add(CallbackValue("failed_batches_total", "Model calls that raised (each fails only its own batch).",
+                              failed_batches, "counter"))
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.inc(endpoint, str(status))
+        self.latency.observe(seconds, endpoint)
+
+    def count_error(self, kind: str) -> None:
+        self.errors.inc(kind)
 
     def render(self) -> str:
         return self.registry.render()

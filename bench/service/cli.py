@@ -1,0 +1,60 @@
+"""Command-line flags mapped one to one onto ServiceConfig fields (reusable by `python -m bench serve`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+
+from bench.errors import BenchError
+from bench.service.config import ServiceConfig
+
+DEFAULTS = ServiceConfig()
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--model", default=d.model, help="twin | twin:tiny | modelscope[:ID] | hf:ID | local directory")
+    p.add_argument("--backend", default=d.backend, help="e.g. ort-int8-cpu, ort-fp32-cpu, torch-fp32-cpu")
+    p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (default: the runtime's)")
+    p.add_argument("--onnx-dir", default=d.onnx_dir, help="serve this existing export instead of exporting")
+    p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=d.port, help="0 picks a free port, printed on startup")
+    p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=d.batching,
+                   help="dynamic micro-batching (--no-batching serves one text at a time)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch, help="most texts per model call")
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="wait after the first text for more")
+    p.add_argument("--cache-size", type=int, default=d.cache_size, help="answers kept (0 = no cache)")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="texts waiting before 503")
+    p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,
+                   help="a text queued longer than this is dropped with 503")
+    p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="larger bodies get 413")
+    p.add_argument("--max-batch-items", type=int, default=d.max_batch_items, help="texts per batch request")
+    p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longer texts get 422")
+    p.add_argument("--warmup-runs", type=int, default=d.warmup_runs, help="model calls before ready")
+    p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def config_from_args(args: argparse.Namespace) -> ServiceConfig:
+    names = {f.name for f in fields(ServiceConfig)}
+    return ServiceConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.quiet import quiet_libraries
+
+    parser = argparse.ArgumentParser(prog="python -m bench.service", description="Run the sentiment service.")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    quiet_libraries()
+    from bench.service.app import serve
+
+    try:
+        return serve(config, log_level=args.log_level)
+    except (BenchError, OSError) as exc:  # e.g. the port is taken: one clear line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

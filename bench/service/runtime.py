@@ -1,0 +1,181 @@
+"""What one running service holds (model, batcher, cache, metrics, readiness) and how a text becomes an answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from bench.backends import Backend
+from bench.service.batcher import Batcher, DeadlineExceeded, InferenceFailed, Outcome, QueueFull
+from bench.service.cache import LruCache, normalise
+from bench.service.config import ServiceConfig
+from bench.service.http import ApiError, RequestTiming, unavailable
+from bench.service.metrics import ServiceMetrics
+
+log = logging.getLogger("bench.service")
+WARMUP_TEXTS = ("预热：这部电影太烂了，完全不值得一看", "今天天气真好，心情很棒！")
+
+
+def build_backend(config: ServiceConfig) -> Backend:
+    """Materialise the model, export ONNX when an ort backend needs it, and create (not load) the backend."""
+    from bench import backends
+    from bench.sources import materialize
+
+    spec = backends.resolve(config.backend)
+    model_dir = materialize(config.model)
+    onnx_dir = Path(config.onnx_dir) if config.onnx_dir else None
+    if spec.engine == "ort" and onnx_dir is None:
+        from exporters.pipeline import ExportConfig, export_all
+
+        onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
+    return backends.create(backends.BackendConfig(spec, model_dir, onnx_dir, config.threads))
+
+
+def read_labels(model_dir: Path) -> dict[int, str]:
+    """id2label from the model's config.json (JSON keys are strings)."""
+    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    return {int(k): str(v) for k, v in cfg.get("id2label", {}).items()}
+
+
+def as_label_map(labels: Mapping[int, str] | Sequence[str]) -> dict[int, str]:
+    if isinstance(labels, Mapping):
+        return {int(k): str(v) for k, v in labels.items()}
+    return dict(enumerate(str(v) for v in labels))
+
+
+class Service:
+    """The model behind the routes. `load()` runs on a background thread; routes answer 503 until it is ready."""
+
+    def __init__(self, config: ServiceConfig, backend: Backend | None = None, tokenizer=None,
+                 labels: Mapping[int, str] | Sequence[str] | None = None) -> None:
+        self.config = config
+        self.status, self.error = "loading", None
+        self.info: dict = {}
+        self.on_failure: Callable[[], None] | None = None  # serve() sets this to stop the server
+        self._backend, self._tokenizer = backend, tokenizer
+        self._labels = as_label_map(labels) if labels is not None else None
+        self.batcher: Batcher | None = None
+        self.cache: LruCache[tuple] = LruCache(config.cache_size)
+        self.metrics = ServiceMetrics(cache_hits=lambda: self.cache.hits, cache_misses=lambda: self.cache.misses,
+                                      queue_depth=lambda: self.batcher.depth() if self.batcher else 0,
+                                      failed_batches=lambda: self.batcher.stats.failed_batches if self.batcher else 0)
+        self._stopped = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    def start_loading(self) -> threading.Thread:
+        # A plain daemon thread, not the loop's executor: asyncio.run() joins executor threads at exit, so a
+        # shutdown during a long export would hang.
+        thread = threading.Thread(target=self._load_safely, name="bench-service-load", daemon=True)
+        thread.start()
+        return thread
+
+    def _load_safely(self) -> None:
+        try:
+            self.load()
+        # Whatever the cause (missing model, failed export, backend Unavailable), report it and stop cleanly.
+        except Exception as exc:  # noqa: BLE001
+            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            log.error("the model could not be loaded: %s", self.error)
+            if self.on_failure:
+                self.on_failure()
+
+    def load(self) -> None:
+        """Create and load the backend, warm it up, start the batcher, then mark the service ready."""
+        from bench.sources import read_source_meta
+        from bench.tokenize import load_tokenizer, model_dir_str
+
+        backend = self._backend or build_backend(self.config)
+        backend.load()
+        model_dir = Path(backend.config.model_dir)
+        tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
+        self._labels = self._labels or read_labels(model_dir)
+        self._warm_up(backend, tokenizer)
+        self.info = self._describe(backend, read_source_meta(model_dir))
+        self.batcher = Batcher(backend, tokenizer, max_batch=self.config.effective_max_batch,
+                               max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
+                               timeout_s=self.config.request_timeout_s,
+                               on_batch=lambda n: self.metrics.batch_size.observe(n))
+        if self._stopped.is_set():  # shut down while loading: do not start a worker nobody will stop
+            return
+        self.batcher.start()
+        self.status = "ready"
+
+    def _warm_up(self, backend: Backend, tokenizer) -> None:
+        """First calls are slow (allocation, kernel selection); pay for them before declaring readiness."""
+        from bench.tokenize import encode
+
+        sizes = sorted({1, self.config.effective_max_batch})
+        for i in range(self.config.warmup_runs):
+            n = sizes[i % len(sizes)]
+            backend.infer(encode(tokenizer, [WARMUP_TEXTS[j % 2] for j in range(n)]))
+
+    def _describe(self, backend: Backend, meta: dict) -> dict:
+        return {"model": str(meta.get("source", self.config.model)), "synthetic": bool(meta.get("synthetic")),
+                "backend": backend.name, "labels": {str(k): v for k, v in sorted(self._labels.items())},
+                "batching": self.config.batching, "max_batch": self.config.effective_max_batch,
+                "cache_size": self.config.cache_size}
+
+    def stop(self) -> None:
+        """Refuse new work, finish what is queued, end the worker and release the model."""
+        self._stopped.set()
+        if self.batcher:
+            self.batcher.stop(timeout=self.config.request_timeout_s + 30)
+        backend = self._backend or (self.batcher.backend if self.batcher else None)
+        if backend is not None:
+            backend.close()
+
+    async def analyse(self, texts: Sequence[str], timing: RequestTiming) -> list[dict]:
+        """Answers for `texts` in order: cached ones at once, the rest through the batcher."""
+        if not self.ready:
+            raise unavailable(f"the model is {self.status}", "not_ready", {"status": self.status})
+        keys = [normalise(t) for t in texts]
+        outcomes: list[Outcome | None] = [self.cache.get(k) for k in keys]
+        missing = [i for i, o in enumerate(outcomes) if o is None]
+        computed = await self._compute([keys[i] for i in missing]) if missing else []
+        for i, outcome in zip(missing, computed):
+            outcomes[i] = outcome
+            self.cache.put(keys[i], outcome)
+        fill_timing(timing, computed)
+        fresh = set(missing)
+        return [self._answer(t, o, i not in fresh) for i, (t, o) in enumerate(zip(texts, outcomes))]
+
+    async def _compute(self, keys: list[str]) -> list[Outcome]:
+        try:
+            futures = self.batcher.submit(keys)
+        except QueueFull as exc:
+            raise unavailable(f"the server is busy: {exc}", "queue_full") from None
+        results = await asyncio.gather(*futures, return_exceptions=True)  # retrieve every one: no stray warnings
+        for result in results:
+            if isinstance(result, DeadlineExceeded):
+                raise unavailable(f"request dropped: {result}", "deadline")
+            if isinstance(result, InferenceFailed):
+                raise ApiError(500, "inference failed", {"exception": str(result)}, "inference")
+            if isinstance(result, BaseException):
+                raise result
+        return results
+
+    def _answer(self, text: str, outcome: Outcome, cached: bool) -> dict:
+        label_id = int(np.argmax(outcome.probs))
+        inference_ms = 0.0 if cached else outcome.tokenize_ms + outcome.inference_ms
+        return {"text": text, "label": self._labels.get(label_id, str(label_id)), "label_id": label_id,
+                "score": round(outcome.probs[label_id], 4), "inference_time_ms": round(inference_ms, 3),
+                "truncated": outcome.truncated, "cached": cached}
+
+
+def fill_timing(timing: RequestTiming, outcomes: Sequence[Outcome]) -> None:
+    """Server-Timing for the request: for several texts, the slowest batch's figures."""
+    if not outcomes:
+        return
+    timing.queue_ms = max(o.queue_ms for o in outcomes)
+    timing.tokenize_ms = max(o.tokenize_ms for o in outcomes)
+    timing.inference_ms = max(o.inference_ms for o in outcomes)
+    timing.batch_size = max(o.batch_size for o in outcomes)

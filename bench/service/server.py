@@ -1,0 +1,68 @@
+"""Running an ASGI app under uvicorn on a socket we bind ourselves, so port 0 yields a known, free port."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+BACKLOG = 2048
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; connections made before uvicorn starts wait in the backlog instead of failing."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def uvicorn_config(app, log_level: str = "warning", graceful_s: float | None = None) -> uvicorn.Config:
+    return uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=graceful_s,
+                          backlog=BACKLOG)
+
+
+class ThreadedServer:
+    """uvicorn on a background thread (for tests and notebooks): `with ThreadedServer(app) as url: ...`.
+
+    Leaving the block asks the server to exit the way SIGTERM would: in-flight requests finish first."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+        self.sock = bind_socket(host, port)
+        self.url = url_of(self.sock)
+        self.server = uvicorn.Server(uvicorn_config(app, log_level))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="bench-uvicorn")
+
+    def start(self, timeout: float = 30.0) -> str:
+        self.thread.start()
+        end = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > end:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,92 @@
+"""The harness: fresh workers, failures as cells, schema, grid validation, GPU cells skipped with reasons."""
+
+import json
+import os
+
+import pytest
+
+from bench.errors import BenchError
+from bench.harness import RunConfig, build_grid, measure_cells, new_run
+from bench.paths import atomic_write_text
+from bench.results import (SCHEMA_VERSION, CellResult, CellSpec, RunResult, load_run, run_to_dict, save_run,
+                           summary_rows)
+from bench.runner import WorkerLimits, run_cell
+from tests.conftest import run_cli
+
+FAST_STOP = {"min_iters": 10, "min_time_s": 0.3, "max_time_s": 1.5, "target_rel_halfwidth": 0.2}
+
+
+def request(model_dir, backend="fake-fp32-cpu", batch=1, **options):
+    return {"spec": {"backend": backend, "batch": batch, "workload": "corpus", "seq_len": None, "threads": None},
+            "model_dir": str(model_dir), "onnx_dir": None, "seed": 0, "stop": FAST_STOP, "options": options}
+
+
+def test_fake_backend_latency_matches_its_sleep(tiny_model):
+    cell = run_cell(request(tiny_model, sleep_s=0.02), WorkerLimits(timeout_s=60))
+    assert cell.status == "ok", cell.reason
+    ratio = cell.stats["p50"] / 0.02
+    assert 1.0 <= ratio < 1.5, ratio
+    assert cell.load.keys() == {"imports_s", "create_s", "first_infer_s"}
+    assert len(cell.warmup_s) == 3 and cell.stop_reason in ("ci-target-met", "time-cap", "iteration-cap")
+    # throughput is measured over the window: close to 1/latency for a batch-1 sleeping backend
+    assert 0.7 < cell.throughput * cell.stats["mean"] <= 1.01
+
+
+@pytest.mark.parametrize("fault,limits,expect", [
+    ("crash", WorkerLimits(60), "crashed: worker exited with code 70"),
+    ("hang", WorkerLimits(timeout_s=8), "hung: no result within 8 s"),
+    ("oom", WorkerLimits(60, memory_limit_mb=1500), "out of memory"),
+    ("raise", WorkerLimits(60), "RuntimeError: injected backend failure"),
+])
+def test_faulty_workers_become_failed_cells(tiny_model, fault, limits, expect):
+    cell = run_cell(request(tiny_model, fault=fault), limits)
+    assert cell.status == "failed" and expect in cell.reason
+
+
+def test_run_continues_past_failed_cells_and_skips_gpu_with_reason(tiny_model, tmp_path):
+    cfg = RunConfig(backends=("fake-fp32-cpu", "ort-fp32-cuda"), batches=(1, 2), min_time_s=0.3, max_time_s=1.0,
+                    backend_options={"fake-fp32-cpu|b1|corpus|tall": {"fault": "crash"},
+                                     "fake-fp32-cpu|b2|corpus|tall": {"sleep_s": 0.005}})
+    run = RunResult("t", "now", {}, {"source": {}}, {}, None)
+    run = measure_cells(cfg, tmp_path, run, tiny_model, tmp_path)
+    status = {c.spec.key: (c.status, c.reason) for c in run.cells}
+    assert status["fake-fp32-cpu|b1|corpus|tall"][0] == "failed"
+    assert status["fake-fp32-cpu|b2|corpus|tall"][0] == "ok"
+    assert status["ort-fp32-cuda|b1|corpus|tall"] == ("skipped", "no NVIDIA GPU on this host (NVML found no "
+                                                                  "driver/device)")
+    assert load_run(tmp_path).cells == run.cells  # saved after every cell, reloads identically
+
+
+def test_default_grid_has_batch1_for_every_backend_and_both_sweeps():
+    grid = build_grid(RunConfig())
+    keys = {c.key for c in grid}
+    assert "torch-fp32-cpu|b1|corpus|tall" in keys and "ort-fp16-tensorrt|b1|corpus|tall" in keys
+    assert "ort-int8-cpu|b8|corpus|tall" in keys and "ort-int8-cpu|b1|L256|tall" in keys
+    assert len(keys) == len(grid)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"backends": ("onnx-int3-cpu",)}, "unknown engine"),
+    ({"backends": ("ort-int4-cpu",)}, "unknown precision"),
+    ({"batches": (0,)}, "batch size must be >= 1"),
+    ({"lengths": (600,)}, "within 3..512"),
+    ({"profile": "fastest"}, "unknown profile"),
+])
+def test_impossible_configs_are_refused_up_front(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        RunConfig(**kwargs)
+
+
+def test_cli_refuses_bad_grid_before_any_work(bench_home):
+    for args, message in ((["--backends", "tf-fp32-cpu"], "unknown engine"), (["--batches", "0"], "batch size"),
+                          (["--lengths", "1024"], "3..512")):
+        result = run_cli("run", "--model", "twin:tiny", *args, timeout=60)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+        assert "[export]" not in result.stderr
+
+
+def test_unwritable_results_folder_fails_before_export(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("run", "--model", "twin:tiny", env={"STRUCTBENCH_HOME": str(blocker)}, timeout=60)
+    assert result.returncode == 2 and "not writable" in result.stderr and "[export]" not in result.stderr
