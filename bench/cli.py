@@ -84,6 +84,89 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--memory-limit-mb", type=int, default=None, help="address-space limit per worker")
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from bench import checks
+
+    {"int8": checks.check_int8, "trust": checks.check_trust}[args.which](args.model)
+    return 0
+
+
+def sweep_config(args: argparse.Namespace, model: str):
+    from loadtests.sweep import PRESETS, SweepConfig
+
+    unknown = [v for v in args.variants if v not in PRESETS]
+    if unknown:
+        raise BenchError(f"unknown service variant(s) {unknown} (choose from {', '.join(PRESETS)})")
+    variants = tuple(PRESETS[v] for v in args.variants)
+    return SweepConfig(model=model, variants=variants, users=args.users, open_rates=args.open_rates,
+                       duration_s=args.lt_duration, ramp_s=args.ramp, workers=args.workers, workload=args.workload,
+                       seed=args.seed)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.harness import RunConfig, start_run
+    from loadtests.sweep import sweep_into_run
+
+    cfg = sweep_config(args, args.model)  # validated before any work starts
+    if args.run:
+        run_dir = resolve_run(args.run)
+    else:
+        run_dir = start_run(RunConfig(model=args.model, seed=args.seed, run_id=args.run_id))[0]
+    path = sweep_into_run(cfg, run_dir)
+    print_loadtests(path)
+    return 0
+
+
+def resolve_run(spec: str) -> Path:
+    from bench import paths
+
+    if spec == "latest":
+        runs = sorted(p.parent for p in paths.results_dir().glob("*/results.json"))
+        if not runs:
+            raise BenchError(f"no runs under {paths.results_dir()}")
+        return max(runs, key=lambda p: (p / "results.json").stat().st_mtime)
+    path = Path(spec)
+    if path.name == "results.json":
+        return path.parent
+    return path if path.is_dir() else paths.results_dir() / spec
+
+
+def print_loadtests(path: Path) -> None:
+    from bench.results import load_run
+
+    run = load_run(path)
+    print(f"{'service config':<30} {'mode':<6} {'users':>5} {'rate':>6} {'QPS':>7} {'P50 ms':>8} {'P95 ms':>8} "
+          f"{'P99 ms':>8} {'fail':>5} {'batch':>6} {'client CPU%':>11}")
+    for r in run.loadtests:
+        if r.get("status") == "failed":
+            print(f"{r['config']['label']:<30} FAILED: {r['reason']}")
+            continue
+        print(f"{r['config']['label']:<30} {r['mode']:<6} {r['users'] or '':>5} {r['offered_rps'] or '':>6} "
+              f"{r['qps'] or 0:7.2f} {r['p50_ms'] or 0:8.1f} {r['p95_ms'] or 0:8.1f} {r['p99_ms'] or 0:8.1f} "
+              f"{r['failures']:>5} {r.get('mean_batch_size') or 0:6.2f} {r['client_cpu_percent']:10.0f}"
+              f"{'!' if r.get('client_saturated') else ''}")
+    print(f"results: {path}")
+
+
+def add_sweep_args(p: argparse.ArgumentParser, prefix_defaults: dict | None = None) -> None:
+    d = {"users": (1, 2, 4, 8, 16), "duration": 10.0, **(prefix_defaults or {})}
+    p.add_argument("--variants", type=names, default=("batch", "nobatch"),
+                   help="service configs: batch, nobatch, cache, fp32, torch (default batch,nobatch)")
+    p.add_argument("--users", type=ints, default=d["users"], help="closed-loop concurrency levels")
+    p.add_argument("--open-rates", type=floats, default=(), help="open-loop offered rates (req/s), e.g. 5,10")
+    p.add_argument("--lt-duration", type=float, default=d["duration"], help="seconds measured per level")
+    p.add_argument("--ramp", type=float, default=2.0, help="ramp-up seconds before stats reset")
+    p.add_argument("--workers", type=int, default=1, help="Locust processes (distributed load, --processes)")
+    p.add_argument("--workload", default="corpus", help="corpus (≈80 chars) or zipf (repeats, cache study)")
+
+
+def floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -97,6 +180,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="measure every backend (each cell in a fresh worker) and write results.json")
     add_run_args(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("sweep", help="load-test the service with Locust across concurrency levels")
+    add_model_args(p)
+    add_sweep_args(p)
+    p.add_argument("--run", default=None, help="add to this run (id, folder or 'latest'); default: a new run")
+    p.add_argument("--run-id", default=None, help="name of a new run folder")
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("check", help="benchmark commands that print measured ratios against targets")
+    p.add_argument("which", choices=("int8", "trust"))
+    add_model_args(p)
+    p.set_defaults(func=cmd_check)
     return parser
 
 

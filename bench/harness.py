@@ -107,11 +107,13 @@ def host_gpu_reason() -> str | None:
 
 def new_run(cfg: RunConfig, run_dir: Path, model: dict) -> RunResult:
     from bench.host import fingerprint
-    from bench.measure.roofline import measure_peak_gemm_flops
+    from bench.measure.roofline import measure_peak
 
     print("[run] measuring peak GEMM rate for the roofline …", file=sys.stderr, flush=True)
-    return RunResult(run_id=run_dir.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=fingerprint(),
-                     model=model, config=config_dict(cfg), peak_gemm_flops=measure_peak_gemm_flops())
+    peak = measure_peak()
+    host = {**fingerprint(), "peak_gemm": peak}
+    return RunResult(run_id=run_dir.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=host,
+                     model=model, config=config_dict(cfg), peak_gemm_flops=peak["peak_flops"])
 
 
 def config_dict(cfg: RunConfig) -> dict:
@@ -182,9 +184,15 @@ def measure_cells(cfg: RunConfig, run_dir: Path, run: RunResult, model_dir: Path
     return run
 
 
-def run(cfg: RunConfig) -> tuple[Path, RunResult]:
-    """Export, measure every cell in a fresh worker, save after each. Returns the run folder and result."""
+def start_run(cfg: RunConfig) -> tuple[Path, RunResult, Path, Path]:
+    """Export (or reuse) the models and open (or resume) the run folder; nothing is measured yet."""
     paths.ensure_writable(paths.results_dir())  # fail before the (minutes-long) export, not after
     model_dir, onnx_dir, model = prepare_model(cfg)
     run_dir, result = open_run(cfg, model)
+    return run_dir, result, model_dir, onnx_dir
+
+
+def run(cfg: RunConfig) -> tuple[Path, RunResult]:
+    """Export, measure every cell in a fresh worker, save after each. Returns the run folder and result."""
+    run_dir, result, model_dir, onnx_dir = start_run(cfg)
     return run_dir, measure_cells(cfg, run_dir, result, model_dir, onnx_dir)

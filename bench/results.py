@@ -78,6 +78,13 @@ class CellResult:
             return None
         return len(self.latencies_s) * self.items_per_batch / self.window_s
 
+    @property
+    def achieved_flops(self) -> float | None:
+        """Model FLOPs per second at the mean batch latency (for the roofline)."""
+        if not self.flops_per_batch or not self.stats:
+            return None
+        return self.flops_per_batch / self.stats["mean"]
+
     @cached_property
     def stats(self) -> dict:
         from bench.measure.stats import bootstrap_ci, summarize

@@ -94,3 +94,40 @@ def efficiency(achieved: float, peak: float) -> float:
     if achieved < 0:
         raise ValueError(f"achieved must be >= 0, got {achieved}")
     return achieved / peak
+
+
+def measure_peak_gemm_ort(size: int = 2048, repeats: int = 5, threads: int | None = None) -> float:
+    """Best FLOP/s of one float32 MatMul in an ONNX Runtime CPU session: the same MLAS kernels the
+    exported models use, so the roofline of ORT cells is judged against what ORT itself can reach."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size])
+    b = helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])
+    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a, b], [c])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"a": rng.standard_normal((size, size), dtype=np.float32),
+             "b": rng.standard_normal((size, size), dtype=np.float32)}
+    sess.run(None, feeds)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sess.run(None, feeds)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * size**3 / max(best, 1e-9)
+
+
+def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
+    """Peak float32 GEMM FLOP/s of this host: the best of numpy's BLAS and ONNX Runtime's MLAS."""
+    engines = {"numpy": measure_peak_gemm_flops(size, repeats)}
+    try:
+        engines["onnxruntime"] = measure_peak_gemm_ort(size, repeats)
+    except ImportError:
+        pass
+    return {"peak_flops": max(engines.values()), "by_engine": engines, "size": size, "dtype": "float32"}

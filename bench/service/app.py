@@ -65,7 +65,7 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
               openapi_extra=schemas.request_body(schemas.SentimentRequest))
     async def sentiment(request: Request) -> dict:
         """Classify one text."""
-        payload = await read_json_object(request, config.max_body_bytes)
+        payload = await read_json_object(request, config.max_body_bytes, config.request_timeout_s)
         text = require_text(payload, config.max_text_chars)
         [answer] = await service.analyse([text], request_timing(request))
         return answer
@@ -74,7 +74,7 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
               openapi_extra=schemas.request_body(schemas.BatchRequest))
     async def sentiment_batch(request: Request) -> dict:
         """Classify up to `max_batch_items` texts; answers come back in the order sent."""
-        payload = await read_json_object(request, config.max_body_bytes)
+        payload = await read_json_object(request, config.max_body_bytes, config.request_timeout_s)
         texts = require_texts(payload, config.max_text_chars, config.max_batch_items)
         return {"results": await service.analyse(texts, request_timing(request))}
 
@@ -101,8 +101,9 @@ def _add_ops_routes(app: FastAPI, service: Service) -> None:
 def serve(config: ServiceConfig, log_level: str = "info") -> int:
     """Run the service in the foreground until SIGINT/SIGTERM; in-flight requests finish first. Prints
     `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code."""
-    from bench.service.server import bind_socket, url_of, uvicorn_config
     import uvicorn
+
+    from bench.service.server import bind_socket, url_of, uvicorn_config
 
     app = create_app(config)
     sock = bind_socket(config.host, config.port)

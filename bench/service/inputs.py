@@ -1,15 +1,21 @@
 """Reading and checking request bodies: every malformed input becomes an ApiError naming the problem (4xx).
 
-Status codes: 415 for a missing or non-JSON Content-Type (or a charset other than UTF-8); 413 for a body over
-`max_body_bytes` (checked against Content-Length before reading, and against the bytes actually received);
-400 for a body that is empty, not UTF-8, or not JSON (including truncated JSON, NaN/Infinity, absurd nesting);
-422 for JSON of the wrong shape: not an object, `text` missing, not a string, empty or whitespace-only, containing
-unpaired surrogates, or longer than `max_text_chars`. A text over `max_text_chars` is 422, not 413: the body
-itself is within the transport limit, it is one field that breaks a documented rule, like any other field error.
+Status codes:
+- 415: Content-Type missing, not JSON, or a charset other than UTF-8;
+- 413: body over `max_body_bytes` (checked against Content-Length before reading, then against bytes received);
+- 408: body not fully received within `request_timeout_s` (a client sending less than its Content-Length);
+- 400: body empty, not UTF-8, or not JSON (truncated JSON, NaN/Infinity, absurd nesting, 5000-digit numbers);
+- 422: JSON of the wrong shape: not an object; `text` missing, not a string, empty, whitespace or invisible
+  characters only, containing unpaired surrogates, or longer than `max_text_chars`; for the batch endpoint
+  `texts` missing, not an array, empty, over `max_batch_items`, or with bad items (each named by index).
+
+A text over `max_text_chars` is 422, not 413: the body is within the transport limit; one field breaks a
+documented rule, like any other field error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -49,22 +55,33 @@ def _charset(params: str) -> str | None:
     return None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing (413) as soon as the declared or the received size passes `limit`."""
+async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, refusing (413) as soon as the declared or the received size passes `limit`, and (408) a body
+    that has not fully arrived within `timeout_s` (a client that sends less than its Content-Length)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"body of {int(declared)} bytes is over the {limit}-byte limit",
                        {"limit_bytes": limit, "content_length": int(declared)})
-    chunks, size = [], 0
+    chunks: list[bytes] = []
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"body is over the {limit}-byte limit", {"limit_bytes": limit})
-            chunks.append(chunk)
+        await asyncio.wait_for(_receive(request, chunks, limit), timeout_s)
+    except asyncio.TimeoutError:
+        received = sum(map(len, chunks))
+        raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s "
+                            f"(got {received} of {declared or 'unknown'} bytes)", {"received_bytes": received},
+                       headers={"Connection": "close"}) from None
     except ClientDisconnect:
         raise ApiError(400, "the request body ended early (client disconnected)") from None
     return b"".join(chunks)
+
+
+async def _receive(request: Request, chunks: list[bytes], limit: int) -> None:
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body is over the {limit}-byte limit", {"limit_bytes": limit})
+        chunks.append(chunk)
 
 
 def _reject_constant(name: str) -> Any:
@@ -86,9 +103,9 @@ def parse_json(body: bytes) -> Any:
         raise ApiError(400, "the request body is not valid JSON", {"message": str(exc)[:200]}) from None
 
 
-async def read_json_object(request: Request, limit: int) -> dict:
+async def read_json_object(request: Request, limit: int, timeout_s: float) -> dict:
     check_content_type(request)
-    payload = parse_json(await read_body(request, limit))
+    payload = parse_json(await read_body(request, limit, timeout_s))
     if not isinstance(payload, dict):
         raise ApiError(422, f"the body must be a JSON object, got {json_type(payload)}", {"got": json_type(payload)})
     return payload
@@ -104,8 +121,8 @@ def text_problem(value: Any, max_chars: int, name: str = "text") -> str | None:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return f"'{name}' contains an unpaired surrogate (\\ud800-\\udfff), which is not text"
-    if not normalise(value):
-        return f"'{name}' is empty or only whitespace"
+    if not any(ch.isprintable() for ch in normalise(value)):
+        return f"'{name}' is empty or has no visible characters"
     return None
 
 
@@ -129,7 +146,8 @@ def require_texts(payload: dict, max_chars: int, max_items: int) -> list[str]:
     if len(texts) > max_items:
         raise ApiError(422, f"'texts' has {len(texts)} items, over the limit of {max_items}",
                        {"field": "texts", "max_items": max_items})
-    problems = [{"index": i, "error": p} for i, t in enumerate(texts) if (p := text_problem(t, max_chars, f"texts[{i}]"))]
+    problems = [{"index": i, "error": p} for i, t in enumerate(texts)
+                if (p := text_problem(t, max_chars, f"texts[{i}]"))]
     if problems:
         raise ApiError(422, problems[0]["error"], {"field": "texts", "errors": problems})
     return texts

@@ -58,14 +58,16 @@ class Service:
         self.status, self.error = "loading", None
         self.info: dict = {}
         self.on_failure: Callable[[], None] | None = None  # serve() sets this to stop the server
-        self._backend, self._tokenizer = backend, tokenizer
+        self._tokenizer = tokenizer
         self._labels = as_label_map(labels) if labels is not None else None
+        self.backend: Backend | None = backend
         self.batcher: Batcher | None = None
-        self.cache: LruCache[tuple] = LruCache(config.cache_size)
+        self.cache: LruCache[Outcome] = LruCache(config.cache_size)
         self.metrics = ServiceMetrics(cache_hits=lambda: self.cache.hits, cache_misses=lambda: self.cache.misses,
                                       queue_depth=lambda: self.batcher.depth() if self.batcher else 0,
                                       failed_batches=lambda: self.batcher.stats.failed_batches if self.batcher else 0)
-        self._stopped = threading.Event()
+        self._stopped = False
+        self._lock = threading.Lock()  # orders "start the worker" against "stop" when both race at shutdown
 
     @property
     def ready(self) -> bool:
@@ -93,7 +95,7 @@ class Service:
         from bench.sources import read_source_meta
         from bench.tokenize import load_tokenizer, model_dir_str
 
-        backend = self._backend or build_backend(self.config)
+        backend = self.backend = self.backend or build_backend(self.config)
         backend.load()
         model_dir = Path(backend.config.model_dir)
         tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
@@ -104,10 +106,11 @@ class Service:
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
                                timeout_s=self.config.request_timeout_s,
                                on_batch=lambda n: self.metrics.batch_size.observe(n))
-        if self._stopped.is_set():  # shut down while loading: do not start a worker nobody will stop
-            return
-        self.batcher.start()
-        self.status = "ready"
+        with self._lock:
+            if self._stopped:  # shut down while loading: start no worker that nobody would stop
+                return
+            self.batcher.start()
+            self.status = "ready"
 
     def _warm_up(self, backend: Backend, tokenizer) -> None:
         """First calls are slow (allocation, kernel selection); pay for them before declaring readiness."""
@@ -126,17 +129,17 @@ class Service:
 
     def stop(self) -> None:
         """Refuse new work, finish what is queued, end the worker and release the model."""
-        self._stopped.set()
+        with self._lock:
+            self._stopped = True
         if self.batcher:
             self.batcher.stop(timeout=self.config.request_timeout_s + 30)
-        backend = self._backend or (self.batcher.backend if self.batcher else None)
-        if backend is not None:
-            backend.close()
+        if self.backend is not None:
+            self.backend.close()
 
     async def analyse(self, texts: Sequence[str], timing: RequestTiming) -> list[dict]:
         """Answers for `texts` in order: cached ones at once, the rest through the batcher."""
         if not self.ready:
-            raise unavailable(f"the model is {self.status}", "not_ready", {"status": self.status})
+            raise unavailable(f"the model is not ready ({self.status})", "not_ready", {"status": self.status})
         keys = [normalise(t) for t in texts]
         outcomes: list[Outcome | None] = [self.cache.get(k) for k in keys]
         missing = [i for i, o in enumerate(outcomes) if o is None]

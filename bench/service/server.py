@@ -14,7 +14,9 @@ BACKLOG = 2048
 def bind_socket(host: str, port: int) -> socket.socket:
     """A listening TCP socket; connections made before uvicorn starts wait in the backlog instead of failing."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto must say TCP: asyncio sets TCP_NODELAY on accepted sockets only when it does, and without
+    # NODELAY a keep-alive response written in two parts waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -1,0 +1,110 @@
+"""Benchmark commands whose output states measured ratios (targets live here, not in timed unit tests).
+
+  python -m bench check int8   ORT-INT8 / torch-FP32 P50, and our INT8 vs INT8 quantised without the optimiser
+  python -m bench check trust  repeatability across fresh processes, sampler overhead, roofline efficiency
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bench import paths
+from bench.results import CellResult, CellSpec, cell_to_dict
+from bench.runner import WorkerLimits, run_cell
+
+STOP = {"min_iters": 30, "min_time_s": 5.0, "max_time_s": 15.0, "target_rel_halfwidth": 0.03}
+
+
+def measure(spec: CellSpec, model_dir: Path, onnx_dir: Path, options: dict | None = None) -> CellResult:
+    from bench.measure.sampler import ResourceSampler
+
+    req = {"spec": asdict(spec), "model_dir": str(model_dir), "onnx_dir": str(onnx_dir), "seed": 0,
+           "stop": STOP, "options": options or {}}
+    print(f"[check] measuring {spec.key}{' ' + str(options) if options else ''} …", file=sys.stderr, flush=True)
+    cell = run_cell(req, WorkerLimits(timeout_s=300), sampler_factory=lambda pid: ResourceSampler(pid, 0.01))
+    if cell.status != "ok":
+        raise RuntimeError(f"{spec.key} {cell.status}: {cell.reason}")
+    return cell
+
+
+def unoptimised_int8(onnx_dir: Path) -> Path:
+    """INT8 quantised straight from the plain FP32 export, skipping ORT's optimiser (the article's recipe)."""
+    from exporters.layout import ONNX_FILES
+    from exporters.quantize import choose_settings, quantize
+
+    out = onnx_dir / "model-int8-noopt.onnx"
+    if not out.exists():
+        quantize(onnx_dir / ONNX_FILES["fp32"], out, choose_settings())
+    return out
+
+
+def p50(cell: CellResult) -> float:
+    return cell.stats["p50"]
+
+
+def ci_text(cell: CellResult) -> str:
+    lo, hi = cell.stats["p50_ci95"]
+    return f"P50 {p50(cell) * 1000:.1f} ms [95% CI {lo * 1000:.1f}–{hi * 1000:.1f}]"
+
+
+def save(name: str, cells: dict, figures: dict) -> Path:
+    out = paths.ensure_writable(paths.results_dir() / f"check-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    paths.atomic_write_text(out / "check.json", json.dumps(
+        {"figures": figures, "cells": {k: cell_to_dict(c) for k, c in cells.items()}}, ensure_ascii=False, indent=1))
+    return out / "check.json"
+
+
+def check_int8(model: str = "twin") -> dict:
+    from bench.harness import prepare_model, RunConfig
+
+    model_dir, onnx_dir, _ = prepare_model(RunConfig(model=model))
+    cells = {"torch-fp32": measure(CellSpec("torch-fp32-cpu"), model_dir, onnx_dir),
+             "ort-int8": measure(CellSpec("ort-int8-cpu"), model_dir, onnx_dir),
+             "ort-int8-noopt": measure(CellSpec("ort-int8-cpu"), model_dir, onnx_dir,
+                                       {"onnx_path": str(unoptimised_int8(onnx_dir))})}
+    figures = {"int8_over_torch_fp32_p50": p50(cells["ort-int8"]) / p50(cells["torch-fp32"]),
+               "int8_over_noopt_int8_p50": p50(cells["ort-int8"]) / p50(cells["ort-int8-noopt"])}
+    for name, cell in cells.items():
+        print(f"  {name:<15} {ci_text(cell)}")
+    print(f"ORT-INT8 / torch-FP32 P50 = {figures['int8_over_torch_fp32_p50']:.3f}  (target <= 0.45)")
+    print(f"ORT-INT8 (optimised, ours) / ORT-INT8 (quantised without optimiser) P50 = "
+          f"{figures['int8_over_noopt_int8_p50']:.3f}  (< 1 means the optimiser step pays)")
+    print(f"saved: {save('int8', cells, figures)}")
+    return figures
+
+
+def overlapping(cells: list[CellResult]) -> bool:
+    """Every P50 lies inside every other run's 95 % CI."""
+    return all(c.stats["p50_ci95"][0] <= p50(o) <= c.stats["p50_ci95"][1] for c in cells for o in cells)
+
+
+def check_trust(model: str = "twin") -> dict:
+    from bench.harness import RunConfig, prepare_model
+    from bench.measure.roofline import measure_peak
+
+    model_dir, onnx_dir, _ = prepare_model(RunConfig(model=model))
+    peak = measure_peak()
+    repeats = [measure(CellSpec("ort-int8-cpu"), model_dir, onnx_dir) for _ in range(3)]
+    torch_fp32 = measure(CellSpec("torch-fp32-cpu"), model_dir, onnx_dir)
+    fused = measure(CellSpec("ort-fp32-fused-cpu"), model_dir, onnx_dir)
+    overhead = max(c.resources.get("sampler_overhead_percent", 0.0) for c in repeats + [torch_fp32, fused])
+    figures = {"repeat_p50s_ms": [p50(c) * 1000 for c in repeats], "repeat_cis_overlap": overlapping(repeats),
+               "sampler_overhead_percent_max": overhead,
+               "int8_over_torch_fp32_p50": p50(repeats[0]) / p50(torch_fp32),
+               "peak_gemm": peak, "fused_fp32_achieved_flops": fused.achieved_flops,
+               "fused_fp32_fraction_of_peak": fused.achieved_flops / peak["peak_flops"]}
+    for i, c in enumerate(repeats, 1):
+        print(f"  ort-int8-cpu run {i}: {ci_text(c)}")
+    verdict = "yes" if figures["repeat_cis_overlap"] else "NO: the host was too noisy for a stable P50"
+    print(f"three fresh processes agree (each P50 inside the others' 95% CIs): {verdict}")
+    print(f"sampler overhead (max over cells) = {overhead:.2f} % of one core  (target < 2 %)")
+    print(f"ORT-INT8 / torch-FP32 P50 = {figures['int8_over_torch_fp32_p50']:.3f}  (target <= 0.45)")
+    print(f"peak GEMM = {peak['peak_flops'] / 1e9:.1f} GFLOP/s (best of {', '.join(f'{k} {v / 1e9:.1f}' for k, v in peak['by_engine'].items())})")
+    print(f"ORT fused FP32 achieves {fused.achieved_flops / 1e9:.1f} GFLOP/s = "
+          f"{figures['fused_fp32_fraction_of_peak'] * 100:.0f} % of peak  (target >= 85 %)")
+    print(f"saved: {save('trust', {f'repeat{i}': c for i, c in enumerate(repeats)} | {'torch-fp32': torch_fp32, 'fused': fused}, figures)}")
+    return figures

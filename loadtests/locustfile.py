@@ -1,0 +1,123 @@
+"""Locust users for the sentiment service.
+
+Closed loop (default, the article's test): each user posts corpus texts back to back.
+    locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 30s --host http://127.0.0.1:8000
+Open loop: STRUCTBENCH_MODE=open STRUCTBENCH_RATE=20 [STRUCTBENCH_ARRIVALS=poisson|constant] — requests are
+sent at intended times whatever the server does, and latency is measured from the intended send time so a
+slow server cannot hide its queue (no coordinated omission).
+
+Environment: STRUCTBENCH_WORKLOAD=corpus|zipf, STRUCTBENCH_SEED, STRUCTBENCH_CLIENT_OUT (JSON file of
+client-side figures: Server-Timing means, open-loop latencies, late sends, invalid answers).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import gevent
+from locust import FastHttpUser, constant, events, task
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing
+
+MODE = os.environ.get("STRUCTBENCH_MODE", "closed")
+STATS = ClientStats()
+_TEXTS: list = []
+
+
+def texts() -> list:
+    """The same workload generator as the harness: ≈80-char corpus reviews, or Zipf repeats for cache studies."""
+    if not _TEXTS:
+        from bench.corpus import length_workload, zipf_workload
+
+        seed = int(os.environ.get("STRUCTBENCH_SEED", "0"))
+        kind = os.environ.get("STRUCTBENCH_WORKLOAD", "corpus")
+        workload = zipf_workload(5000, seed=seed) if kind == "zipf" else length_workload(2000, seed=seed)
+        _TEXTS.extend(workload.texts)
+    return _TEXTS
+
+
+def validate(resp, text: str) -> None:
+    """Mark anything but a well-formed answer for this text as a failure."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if resp.status_code != 200 or not isinstance(body, dict):
+        resp.failure(f"HTTP {resp.status_code}")
+    elif body.get("text") != text or not isinstance(body.get("label"), str) or not 0 <= body.get("score", -1) <= 1:
+        STATS.invalid += 1
+        resp.failure("answer does not match the contract")
+    else:
+        STATS.add_timing(parse_server_timing(resp.headers.get("Server-Timing")))
+        resp.success()
+
+
+def post(client, text: str) -> None:
+    with client.post("/api/sentiment", json={"text": text}, catch_response=True, name="/api/sentiment") as resp:
+        validate(resp, text)
+
+
+class SentimentUser(FastHttpUser):
+    """Closed loop: one request in flight per user, no think time."""
+
+    abstract = MODE == "open"
+    wait_time = constant(0)
+
+    def on_start(self) -> None:
+        self.i = hash(id(self)) % 1000
+
+    @task
+    def analyse(self) -> None:
+        pool = texts()
+        self.i += 1
+        post(self.client, pool[self.i % len(pool)])
+
+
+class OpenLoopUser(FastHttpUser):
+    """Open loop: one scheduler per process sends at intended times, each request in its own greenlet."""
+
+    abstract = MODE != "open"
+    fixed_count = 1
+    concurrency = 512
+    wait_time = constant(3600)
+
+    @task
+    def schedule(self) -> None:
+        rate = float(os.environ.get("STRUCTBENCH_RATE", "10"))
+        duration = float(os.environ.get("STRUCTBENCH_DURATION", "10"))
+        poisson = os.environ.get("STRUCTBENCH_ARRIVALS", "poisson") == "poisson"
+        pool, start, inflight = texts(), time.perf_counter(), []
+        for i, due in enumerate(arrival_times(rate, duration, poisson, int(os.environ.get("STRUCTBENCH_SEED", "0")))):
+            gevent.sleep(max(0.0, start + due - time.perf_counter()))
+            STATS.intended += 1
+            if time.perf_counter() - (start + due) > LATE_SEND_S:
+                STATS.late_sends += 1
+            inflight.append(gevent.spawn(self.send, pool[i % len(pool)], start + due))
+        gevent.joinall(inflight, timeout=30)
+        self.environment.runner.quit()
+
+    def send(self, text: str, intended: float) -> None:
+        post(self.client, text)
+        STATS.open_latencies_ms.append((time.perf_counter() - intended) * 1000.0)
+
+
+@events.report_to_master.add_listener
+def _send(client_id, data, **_kw) -> None:
+    data["structbench"] = STATS.drain()
+
+
+@events.worker_report.add_listener
+def _receive(client_id, data, **_kw) -> None:
+    STATS.merge(data.get("structbench", {}))
+
+
+@events.quitting.add_listener
+def _write(environment, **_kw) -> None:
+    """The master (or the single local process) writes the merged client figures."""
+    out = os.environ.get("STRUCTBENCH_CLIENT_OUT")
+    if out and not isinstance(environment.runner, WorkerRunner):
+        with open(out, "w", encoding="utf-8") as fh:
+            json.dump(STATS.summary(), fh)

@@ -1,0 +1,6 @@
+"""Reports: pure functions from a results file to HTML / Markdown, and run-to-run comparison.
+
+`render.render_html(run)` and `render.render_markdown(run)` regenerate the source article's tables (latency,
+resources, QPS by concurrency, the multi-dimension summary) from measured data only; `compare.compare_runs`
+says whether one run is significantly slower than another.
+"""

@@ -1,0 +1,78 @@
+"""Plain-dict building blocks shared by the report sections: table cells, tables, backend names.
+
+A table cell is a dict the templates know how to draw: {"text", "kind"} where kind is "num" (right-aligned),
+"text", "na" (not measured, with the reason in the text) or "judgement" (qualitative, marked as such).
+"""
+
+from __future__ import annotations
+
+from bench.results import CellResult, RunResult
+
+GPU_DEVICES = ("cuda", "tensorrt")
+
+
+def num(text: str | None, reason: str = "not recorded in this run") -> dict:
+    """A right-aligned number, or "not measured" with `reason` when the value is absent."""
+    return na(reason) if text is None else {"text": text, "kind": "num"}
+
+
+def text(value: str) -> dict:
+    return {"text": value, "kind": "text"}
+
+
+def na(reason: str, span: int = 1) -> dict:
+    return {"text": f"not measured: {reason}", "kind": "na", "span": span}
+
+
+def judgement(value: str) -> dict:
+    return {"text": value, "kind": "judgement"}
+
+
+def column(label: str, numeric: bool = True) -> dict:
+    return {"label": label, "num": numeric}
+
+
+def table(tid: str, title: str, columns: list, rows: list, notes: list | tuple = (), empty: str | None = None) -> dict:
+    """A titled table; `empty` says why there are no rows (rendered instead of the table)."""
+    return {"id": tid, "title": title, "columns": columns, "rows": rows, "notes": list(notes),
+            "empty": empty if not rows else None}
+
+
+def backend_parts(name: str) -> dict:
+    """'ort-int8-cpu' -> engine ort, precision int8, device cpu; GPU devices are priced per GPU hour."""
+    parts = name.split("-")
+    device = parts[-1] if len(parts) > 1 else "cpu"
+    return {"engine": parts[0], "precision": "-".join(parts[1:-1]) or "fp32", "device": device,
+            "gpu": device in GPU_DEVICES}
+
+
+def variant_of(backend: str) -> str | None:
+    """The exported variant a backend runs (names as in run.model.variants); None for the FP32 reference."""
+    p = backend_parts(backend)
+    if p["engine"] == "ort":
+        return p["precision"]
+    return None if p["precision"] == "fp32" else f"torch-{p['precision']}"
+
+
+def cell_label(cell: CellResult) -> str:
+    threads = f" · {cell.spec.threads} threads" if cell.spec.threads else ""
+    return f"{cell.spec.backend}{threads}"
+
+
+def batch1_corpus(run: RunResult) -> list[CellResult]:
+    """The article's setting: one ~80-character review per call (batch 1, corpus workload)."""
+    return [c for c in run.cells if c.spec.batch == 1 and c.spec.workload == "corpus"]
+
+
+def items_measured(cell: CellResult) -> int:
+    return len(cell.latencies_s) * cell.items_per_batch
+
+
+def energy_per_item_j(cell: CellResult) -> float | None:
+    energy, n = cell.energy.get("energy_j"), items_measured(cell)
+    return energy / n if energy is not None and n else None
+
+
+def why_not(cell: CellResult) -> str:
+    """The reason a cell has no numbers, for "not measured: ..."."""
+    return f"{cell.status}: {cell.reason or 'no reason recorded'}"

@@ -1,0 +1,60 @@
+"""How numbers look in reports: one place, so tests can format a value exactly as the report does.
+
+Every formatter takes None and returns None, so callers can turn a missing value into "not measured".
+"""
+
+from __future__ import annotations
+
+import math
+
+# Three significant figures: enough to see a 1 % change, few enough to read a column at a glance.
+SIGNIFICANT = 3
+
+
+def num(value: float | None, significant: int = SIGNIFICANT) -> str | None:
+    """`value` with `significant` figures, trailing zeros kept (so columns line up), no exponent."""
+    if value is None:
+        return None
+    if value == 0 or not math.isfinite(value):
+        return "0" if value == 0 else str(value)
+    decimals = max(0, significant - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:,.{min(decimals, 6)}f}"
+
+
+def ms(seconds: float | None) -> str | None:
+    """A duration stored in seconds, shown in milliseconds."""
+    return None if seconds is None else num(seconds * 1000.0)
+
+
+def ms_ci(value_s: float | None, ci_s: list | tuple | None) -> str | None:
+    """'P [lo–hi]' in milliseconds; the bracket is the 95 % bootstrap interval."""
+    if value_s is None:
+        return None
+    if not ci_s:
+        return ms(value_s)
+    return f"{ms(value_s)} [{ms(ci_s[0])}–{ms(ci_s[1])}]"
+
+
+def seconds(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}"
+
+
+def mib(n_bytes: float | None) -> str | None:
+    """Bytes as MiB, whole numbers: memory figures vary by more than 1 MiB between identical runs."""
+    return None if n_bytes is None else f"{n_bytes / 2**20:,.0f}"
+
+
+def percent(value: float | None) -> str | None:
+    return None if value is None else f"{value:.0f}"
+
+
+def qps(value: float | None) -> str | None:
+    return None if value is None else num(value)
+
+
+def ratio(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2f}×"
+
+
+def usd(value: float | None) -> str | None:
+    return None if value is None else f"${num(value)}"

@@ -1,0 +1,166 @@
+"""Figures as base64 PNG, drawn with matplotlib's object API (no pyplot: no global state, no GUI backend).
+
+Labels are ASCII only: matplotlib's default font has no CJK glyphs. Each function returns
+{"id", "title", "png"} or {"id", "title", "note"} when its data is absent, so the report says why a plot is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections import defaultdict
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from bench.results import RunResult
+from reports.common import batch1_corpus, cell_label, energy_per_item_j
+from reports.service import closed, label_of, service_configs
+
+DPI = 100
+
+
+def figure(ncols: int = 1) -> tuple[Figure, list]:
+    fig = Figure(figsize=(5.2 * ncols, 3.6), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def png(fig: Figure, pid: str, title: str) -> dict:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
+    return {"id": pid, "title": title, "png": base64.b64encode(buf.getvalue()).decode("ascii")}
+
+
+def skipped(pid: str, title: str, why: str) -> dict:
+    return {"id": pid, "title": title, "note": f"not drawn: {why}"}
+
+
+def latency_cdf(run: RunResult) -> dict:
+    title = "Latency CDF per backend (batch 1)"
+    cells = [c for c in batch1_corpus(run) if c.status == "ok"]
+    if not cells:
+        return skipped("cdf", title, "no measured batch-1 cells")
+    fig, (ax,) = figure()
+    for cell in cells:
+        data = np.sort(np.asarray(cell.latencies_s)) * 1000
+        ax.step(data, np.arange(1, data.size + 1) / data.size, where="post", label=cell_label(cell))
+    lows = [min(c.latencies_s) for c in cells]
+    if max(max(c.latencies_s) for c in cells) / min(lows) > 20:  # torch vs ORT can differ by 10x and more
+        ax.set_xscale("log")
+    ax.axhline(0.95, color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="latency per call (ms)", ylabel="fraction of calls <= x", ylim=(0, 1.01))
+    ax.legend(fontsize=8)
+    return png(fig, "cdf", title)
+
+
+def sweep_series(run: RunResult, workload: str, x_of) -> dict:
+    """(backend label) -> sorted [(x, p50_ms, lo, hi)] over ok cells of one workload."""
+    series = defaultdict(list)
+    for cell in run.cells:
+        if cell.status == "ok" and cell.spec.workload == workload:
+            s = cell.stats
+            series[cell_label(cell)].append((x_of(cell), s["p50"] * 1000, *(np.array(s["p50_ci95"]) * 1000)))
+    return {k: sorted(v) for k, v in series.items()}
+
+
+def latency_vs(run: RunResult, pid: str, title: str, workload: str, x_of, xlabel: str) -> dict:
+    series = sweep_series(run, workload, x_of)
+    if not any(len(points) >= 2 for points in series.values()):
+        xs = sorted({p[0] for points in series.values() for p in points})
+        return skipped(pid, title, f"needs two or more {xlabel.split(' (')[0]} values per backend; this run "
+                                   f"measured {xs or 'none'}")
+    fig, (ax,) = figure()
+    for label, points in series.items():
+        x, p50, lo, hi = (np.array(v) for v in zip(*points))
+        ax.errorbar(x, p50, yerr=[p50 - lo, hi - p50], marker="o", capsize=3, label=label)
+    ax.set(xlabel=xlabel, ylabel="P50 latency per call (ms), 95% CI")
+    ax.set_xscale("log", base=2)
+    ax.legend(fontsize=8)
+    return png(fig, pid, title)
+
+
+def latency_vs_batch(run: RunResult) -> dict:
+    return latency_vs(run, "batch", "Latency vs batch size (corpus reviews)", "corpus", lambda c: c.spec.batch,
+                      "batch size (items per call)")
+
+
+def latency_vs_length(run: RunResult) -> dict:
+    return latency_vs(run, "length", "Latency vs sequence length (fixed-length buckets)", "bucket",
+                      lambda c: c.spec.seq_len, "sequence length (tokens)")
+
+
+def qps_vs_concurrency(run: RunResult) -> dict:
+    title = "QPS and P95 vs concurrency per service configuration"
+    labels = [label for label in service_configs(run) if closed(run, label)]
+    if not labels:
+        return skipped("concurrency", title, "no closed-loop load tests in this run")
+    fig, (left, right) = figure(2)
+    for label in labels:
+        pts = closed(run, label)
+        users = [p.get("users") for p in pts]
+        left.plot(users, [p.get("qps") for p in pts], marker="o", label=label)
+        right.plot(users, [p.get("p95_ms") for p in pts], marker="o", label=label)
+    left.set(xlabel="concurrent users", ylabel="QPS (requests/s)")
+    right.set(xlabel="concurrent users", ylabel="P95 latency (ms)")
+    left.legend(fontsize=8)
+    return png(fig, "concurrency", title)
+
+
+def knee(run: RunResult, slo_ms: float) -> dict:
+    title = "P95 vs achieved QPS (the knee), with the SLO"
+    if not run.loadtests:
+        return skipped("knee", title, "no load tests in this run")
+    fig, (ax,) = figure()
+    for label in service_configs(run):
+        pts = closed(run, label)
+        line = ax.plot([p.get("qps") for p in pts], [p.get("p95_ms") for p in pts], marker="o", label=label)
+        opened = [lt for lt in run.loadtests if lt.get("mode") == "open" and label_of(lt) == label]
+        color = line[0].get_color() if pts else None
+        ax.scatter([lt.get("qps") for lt in opened], [lt.get("p95_ms") for lt in opened], marker="x", s=60,
+                   color=color, label=f"{label} (open loop)" if opened else None)
+    ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO: P95 = {slo_ms:g} ms")
+    ax.set(xlabel="achieved QPS (requests/s)", ylabel="P95 latency (ms)")
+    ax.legend(fontsize=8)
+    return png(fig, "knee", title)
+
+
+def memory_energy(run: RunResult) -> dict:
+    title = "Peak memory and energy per 1,000 inferences (batch 1)"
+    cells = [c for c in batch1_corpus(run) if c.status == "ok"]
+    if not cells:
+        return skipped("memory", title, "no measured batch-1 cells")
+    fig, (mem, energy) = figure(2)
+    names = [cell_label(c) for c in cells]
+    mem.barh(names, [(c.resources.get("peak_rss_bytes") or 0) / 2**20 for c in cells], color="#4c72b0")
+    mem.set(xlabel="peak RSS (MiB)")
+    per_k = [(energy_per_item_j(c) or 0) * 1000 for c in cells]
+    hatches = ["//" if c.energy.get("estimated") else "" for c in cells]
+    for name, value, hatch in zip(names, per_k, hatches):
+        energy.barh(name, value, color="#dd8452", hatch=hatch, edgecolor="white")
+    energy.set(xlabel="energy per 1,000 inferences (J)" + (", hatched = estimated" if any(hatches) else ""))
+    energy.tick_params(labelleft=False)
+    for ax in (mem, energy):
+        ax.invert_yaxis()
+    return png(fig, "memory", title)
+
+
+def roofline(run: RunResult) -> dict:
+    title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM FLOP/s"
+    peak = (run.host.get("peak_gemm") or {}).get("peak_flops") or run.peak_gemm_flops
+    cells = [c for c in run.cells if c.achieved_flops]
+    if not peak or not cells:
+        return skipped("roofline", title, "no peak GEMM measurement" if not peak else "no cell records its FLOPs")
+    fig, (ax,) = figure()
+    names = [c.spec.key for c in cells]
+    ax.barh(names, [100 * c.achieved_flops / peak for c in cells], color="#55a868")
+    ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=8)
+    ax.set(xlabel=f"% of peak ({peak / 1e9:.0f} GFLOP/s float32 GEMM)")
+    return png(fig, "roofline", title)
+
+
+def all_plots(run: RunResult, slo_ms: float) -> list[dict]:
+    return [latency_cdf(run), latency_vs_batch(run), latency_vs_length(run), qps_vs_concurrency(run),
+            knee(run, slo_ms), memory_energy(run), roofline(run)]

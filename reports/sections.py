@@ -1,0 +1,188 @@
+"""Sections of the report built from engine cells and the model manifest: header, latency, resources, parity,
+environment. Each returns plain dicts; numbers are already formatted strings (see reports.fmt)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from bench.results import RunResult
+from reports import fmt
+from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, judgement, na,
+                            num, table, text, why_not)
+
+ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimate": "estimated"}
+
+
+def header(run: RunResult) -> dict:
+    source = run.model.get("source") or {}
+    synthetic = bool(run.model.get("synthetic", source.get("synthetic")))
+    return {
+        "run_id": run.run_id, "created": run.created, "git_commit": run.host.get("git_commit") or "not recorded",
+        "model_spec": run.model.get("spec") or "not recorded",
+        "model_source": source.get("source") if isinstance(source, dict) else str(source),
+        "synthetic": synthetic, "host": host_lines(run.host), "issues": issues(run),
+    }
+
+
+def host_lines(host: dict) -> list[dict]:
+    flags = host.get("cpu_flags") or {}
+    ram = host.get("ram_bytes")
+    return [
+        {"label": "CPU", "value": f"{host.get('cpu_model', 'not recorded')} · "
+                                  f"{host.get('logical_cores', '?')} logical cores"},
+        {"label": "CPU features", "value": ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+                                           or "not recorded"},
+        {"label": "RAM", "value": f"{ram / 2**30:.1f} GiB" if ram else "not recorded"},
+        {"label": "GPU", "value": host.get("gpu_name") or f"none ({host.get('gpu_note') or 'not recorded'})"},
+        {"label": "Platform", "value": f"{host.get('platform', 'not recorded')} · Python {host.get('python', '?')}"},
+    ]
+
+
+def issues(run: RunResult) -> list[dict]:
+    """What was skipped or failed and why, grouped so seven GPU cells skipped for one reason read as one line."""
+    groups: dict = defaultdict(list)
+    for cell in run.cells:
+        if cell.status != "ok":
+            groups[(cell.status, cell.reason or "no reason recorded")].append(cell.spec.key)
+    out = [{"status": s, "reason": r, "items": keys} for (s, r), keys in groups.items()]
+    for name, variant in (run.model.get("variants") or {}).items():
+        parity = variant.get("parity") or {}
+        if parity.get("passed") is None and parity.get("not_measured"):
+            out.append({"status": "not measured", "reason": parity["not_measured"], "items": [f"{name} parity"]})
+        elif parity.get("passed") is False:
+            out.append({"status": "failed", "reason": "; ".join(parity.get("failures") or ["parity gate"]),
+                        "items": [f"{name} parity"]})
+    for lt in run.loadtests:
+        if lt.get("failures"):
+            out.append({"status": "errors", "reason": f"{lt['failures']} of {lt.get('requests')} requests failed",
+                        "items": [f"load test {lt.get('config', {}).get('label')} ({load_point(lt)})"]})
+    return out
+
+
+def load_point(lt: dict) -> str:
+    if lt.get("mode") == "open":
+        return f"open loop, {fmt.num(lt.get('offered_rps'))} req/s offered"
+    return f"{lt.get('users')} users"
+
+
+def load_table(run: RunResult) -> dict:
+    cols = [column("Backend", False), column("Imports s"), column("Create session s"), column("First inference s"),
+            column("Total s")]
+    rows = []
+    for cell in batch1_corpus(run):
+        if cell.status != "ok":
+            rows.append([text(cell_label(cell)), na(why_not(cell), span=4)])
+            continue
+        phases = [cell.load.get(k) for k in ("imports_s", "create_s", "first_infer_s")]
+        total = sum(p for p in phases if p is not None) if any(p is not None for p in phases) else None
+        rows.append([text(cell_label(cell)), *[num(fmt.seconds(p)) for p in phases], num(fmt.seconds(total))])
+    notes = ["Each cell runs in a fresh worker process, so imports are cold: this is the time to a first answer "
+             "after a service starts (文章: 首次加载时间)."]
+    return table("load", "Load time by phase (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells in this run")
+
+
+def latency_table(run: RunResult) -> dict:
+    cols = [column("Backend", False), column("n"), column("Mean ms [95% CI]"), column("P50 ms [95% CI]"),
+            column("P95 ms [95% CI]"), column("P99 ms [95% CI]"), column("Stop", False)]
+    rows = []
+    for cell in batch1_corpus(run):
+        if cell.status != "ok":
+            rows.append([text(cell_label(cell)), na(why_not(cell), span=6)])
+            continue
+        s = cell.stats
+        rows.append([text(cell_label(cell)), num(str(s["n"])),
+                     *[num(fmt.ms_ci(s[k], s.get(f"{k}_ci95"))) for k in ("mean", "p50", "p95", "p99")],
+                     text(cell.stop_reason or "")])
+    notes = ["Engine latency of one review per call (inputs pre-tokenised; no HTTP). Brackets: 95 % bootstrap "
+             "confidence interval of the statistic."]
+    return table("latency", "Latency per backend (batch 1, ≈80-character reviews)", cols, rows, notes,
+                 empty="no batch-1 corpus cells in this run")
+
+
+def resources_table(run: RunResult) -> dict:
+    cols = [column("Backend", False), column("Peak RSS MiB"), column("Peak USS MiB"), column("Peak VRAM MiB"),
+            column("Mean CPU %"), column("Peak CPU %"), column("Mean power W"), column("Energy J / 1,000 inferences"),
+            column("Energy source", False)]
+    rows, assumptions = [], []
+    for cell in batch1_corpus(run):
+        if cell.status != "ok":
+            rows.append([text(cell_label(cell)), na(why_not(cell), span=8)])
+            continue
+        r, e = cell.resources, cell.energy
+        per_k = energy_per_item_j(cell)
+        rows.append([text(cell_label(cell)), num(fmt.mib(r.get("peak_rss_bytes"))), num(fmt.mib(r.get("peak_uss_bytes"))),
+                     vram(cell), num(fmt.percent(r.get("mean_cpu_percent"))), num(fmt.percent(r.get("max_cpu_percent"))),
+                     num(fmt.num(e.get("mean_power_w")), "no power reading"),
+                     num(fmt.num(per_k * 1000 if per_k is not None else None), "no energy reading"),
+                     energy_source(e, assumptions)])
+    cores = run.host.get("logical_cores", "?")
+    notes = [f"CPU %: 100 % is one fully busy logical core; this host has {cores}, so {cores}00 % is all of it.",
+             *[f"[{i}] {a}" for i, a in enumerate(assumptions, 1)]]
+    return table("resources", "Resources per backend (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
+
+
+def vram(cell) -> dict:
+    if not backend_parts(cell.spec.backend)["gpu"]:
+        return text("n/a (CPU)")
+    r = cell.resources
+    value = r.get("peak_proc_vram_bytes") or r.get("peak_vram_bytes") or \
+        cell.device_memory.get("torch_max_memory_allocated_bytes")
+    return num(fmt.mib(value), "no NVML or framework memory reading")
+
+
+def energy_source(energy: dict, assumptions: list) -> dict:
+    """Measured or estimated, with a numbered footnote for each distinct set of estimate assumptions."""
+    if not energy:
+        return na("no energy reading")
+    label = ENERGY_SOURCES.get(energy.get("source"), str(energy.get("source")))
+    note = energy.get("assumptions")
+    if energy.get("estimated") and note:
+        if note not in assumptions:
+            assumptions.append(note)
+        label = f"{label} [{assumptions.index(note) + 1}]"
+    return text(label)
+
+
+def parity_table(run: RunResult) -> dict:
+    cols = [column("Variant", False), column("File MiB"), column("n"), column("Label agreement"),
+            column("Max |Δ logit|"), column("Mean |Δ logit|"), column("Accuracy"), column("Gate", False)]
+    synthetic = bool(run.model.get("synthetic"))
+    rows = [parity_row(name, v, synthetic) for name, v in (run.model.get("variants") or {}).items()]
+    notes = ["Against PyTorch FP32 on the same inputs; labels are 负面 (negative) / 正面 (positive)."]
+    quant = run.model.get("quantization")
+    if quant:
+        notes.append(f"INT8: {quant.get('weight_type')} weights, per-channel {quant.get('per_channel')}, "
+                     f"reduce_range {quant.get('reduce_range')}. {quant.get('reason', '')}")
+    return table("parity", "Parity of each variant vs PyTorch FP32", cols, rows, notes,
+                 empty="the results file records no exported variants")
+
+
+def parity_row(name: str, variant: dict, synthetic: bool) -> list:
+    p = variant.get("parity") or {}
+    size = num(fmt.mib(variant.get("size_bytes")), "built at load time, no file")
+    if "label_agreement" not in p:
+        return [text(name), size, na(p.get("not_measured") or "no parity figures", span=6)]
+    accuracy_reason = "synthetic weights: labels are meaningless" if synthetic else "no labelled evaluation set"
+    gate = {True: text("passed"), False: text("FAILED: " + "; ".join(p.get("failures") or []))}.get(p.get("passed"))
+    return [text(name), size, num(str(p.get("n"))), num(f"{p['label_agreement']:.3f}"),
+            num(f"{p['max_abs_diff']:.2e}"), num(f"{p['mean_abs_diff']:.2e}"),
+            num(None if p.get("accuracy") is None else f"{p['accuracy']:.3f}", accuracy_reason),
+            gate or na(p.get("not_measured") or "gate not run")]
+
+
+def environment(run: RunResult, options: dict) -> list[dict]:
+    """Label/value pairs: versions, threads, stop rule, statistics methods, and the report's own inputs."""
+    host, config = run.host, run.config
+    peak = (host.get("peak_gemm") or {}).get("peak_flops") or run.peak_gemm_flops
+    threads = host.get("thread_env") or {}
+    pairs = [("Python", host.get("python")), ("Platform", host.get("platform")),
+             *[(f"{k}", v) for k, v in (host.get("libraries") or {}).items()],
+             ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
+             ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
+             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32)" if peak else None),
+             ("Stop rule", ", ".join(f"{k}={v}" for k, v in (config.get("stop_rule") or {}).items())),
+             *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
+             ("Profile", config.get("profile")), ("Seed", config.get("seed")),
+             ("Report SLO", f"P95 ≤ {options['slo_p95_ms']:g} ms"),
+             ("Prices (inputs, not measured)", f"CPU ${options['cpu_hour_usd']:g}/h, GPU ${options['gpu_hour_usd']:g}/h")]
+    return [{"label": k, "value": "not recorded" if v in (None, "") else str(v)} for k, v in pairs]
