@@ -7,12 +7,14 @@ STAMP   := $(VENV)/.stamp-install
 MODEL   ?= twin
 ARGS    ?=
 
-.PHONY: help install install-gpu test bench export quick serve loadtest report clean distclean
+.PHONY: help install install-gpu test-deps test bench export quick serve loadtest report check-int8 check-trust \
+        check-service check-overload fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
 	@echo "make test      set up and run the test suite"
 	@echo "make install | install-gpu | export | quick | serve | loadtest | report | clean"
+	@echo "make check-int8 | check-trust | check-service | check-overload | fuzz   (benchmark commands)"
 
 install: $(STAMP)
 
@@ -30,17 +32,39 @@ install-gpu:
 	$(BIN)/pip install -e '.[gpu,dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The report test drives Debian's headless Chromium; Chinese text needs the Noto CJK fonts.
+test-deps:
+	@command -v chromium >/dev/null 2>&1 && fc-list 2>/dev/null | grep -qi "noto.*cjk" || { \
+	  echo "installing chromium + fonts-noto-cjk for the report test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
+	  || echo "could not install chromium: the browser test will be skipped with that reason"; }
+
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 bench: $(STAMP)
-	$(BIN)/python -m bench run --model $(MODEL) $(ARGS)
+	$(BIN)/python -m bench all --model $(MODEL) $(ARGS)
 
 export: $(STAMP)
 	$(BIN)/python -m bench export --model $(MODEL) $(ARGS)
 
 quick: $(STAMP)
-	$(BIN)/python -m bench run --quick --model $(MODEL) $(ARGS)
+	$(BIN)/python -m bench all --quick --model $(MODEL) $(ARGS)
+
+serve: $(STAMP)
+	$(BIN)/python -m bench serve --model $(MODEL) $(ARGS)
+
+loadtest: $(STAMP)
+	$(BIN)/python -m bench sweep --model $(MODEL) --variants batch,nobatch --users 1,2,4,8,16 $(ARGS)
+
+report: $(STAMP)
+	$(BIN)/python -m bench report latest $(ARGS)
+
+check-int8 check-trust check-service check-overload: $(STAMP)
+	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
+
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py --fuzz-examples 1000 $(ARGS)
 
 clean:
 	rm -rf results .pytest_cache .hypothesis

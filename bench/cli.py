@@ -52,6 +52,11 @@ def names(text: str) -> tuple[str, ...]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    measure_run(args)
+    return 0
+
+
+def measure_run(args: argparse.Namespace) -> Path:
     from bench.harness import RunConfig, run
     from bench.runner import WorkerLimits
     from bench.summary import print_summary
@@ -64,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_dir, result = run(cfg)
     print_summary(result)
     print(f"results: {run_dir / 'results.json'}")
-    return 0
+    return run_dir
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -167,6 +172,36 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bench.service.app import serve
+    from bench.service.cli import config_from_args
+
+    return serve(config_from_args(args), log_level=args.log_level)
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    """What `make bench` runs: measure every backend, a short load-test sweep into the same run, the report."""
+    from loadtests.sweep import sweep_into_run
+
+    if args.quick:  # a short sweep to match the short profile
+        args.users, args.lt_duration, args.ramp = (1, 4, 8), min(args.lt_duration, 4.0), min(args.ramp, 1.0)
+    sweep = sweep_config(args, args.model)  # validated before any work starts
+    run_dir = measure_run(args)
+    if not args.no_loadtest:
+        print_loadtests(sweep_into_run(sweep, run_dir))
+    return report_run(run_dir, args)
+
+
+def report_run(run_dir: Path, args: argparse.Namespace) -> int:
+    try:
+        from reports.cli import cmd_report
+    except ImportError:
+        print("report: reports package not available", file=sys.stderr)
+        return 1
+    args.run = str(run_dir)
+    return cmd_report(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="structbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="measure every backend (each cell in a fresh worker) and write results.json")
     add_run_args(p)
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("serve", help="run the inference service (FastAPI + uvicorn, 127.0.0.1 by default)")
+    from bench.service.cli import add_arguments
+
+    add_arguments(p)
+    p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("all", help="what make bench runs: run + short load-test sweep + report")
+    add_run_args(p)
+    add_sweep_args(p, {"users": (1, 2, 4, 8, 16), "duration": 8.0})
+    p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep")
+    p.set_defaults(func=cmd_all)
     p = sub.add_parser("sweep", help="load-test the service with Locust across concurrency levels")
     add_model_args(p)
     add_sweep_args(p)

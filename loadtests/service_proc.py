@@ -26,7 +26,7 @@ class ServiceVariant:
     backend: str = "ort-int8-cpu"
     batching: bool = True
     max_batch: int = 8
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0  # 0 = greedy: batch whatever queued while the model was busy, never wait
     cache_size: int = 0
 
     def flags(self) -> list[str]:

@@ -20,6 +20,11 @@ def text(value: str) -> dict:
     return {"text": value, "kind": "text"}
 
 
+def label(value: str) -> dict:
+    """A row label (backend or configuration name): kept on one line."""
+    return {"text": value, "kind": "label"}
+
+
 def na(reason: str, span: int = 1) -> dict:
     return {"text": f"not measured: {reason}", "kind": "na", "span": span}
 
@@ -76,3 +81,14 @@ def energy_per_item_j(cell: CellResult) -> float | None:
 def why_not(cell: CellResult) -> str:
     """The reason a cell has no numbers, for "not measured: ..."."""
     return f"{cell.status}: {cell.reason or 'no reason recorded'}"
+
+
+def rows_for(cells: list[CellResult], measured_row, span: int) -> list[list]:
+    """Rows of measured cells in run order, then one row per distinct skip/fail reason listing its backends,
+    so seven GPU cells skipped for one reason take one line instead of seven identical ones."""
+    rows = [measured_row(c) for c in cells if c.status == "ok"]
+    groups: dict = {}
+    for cell in cells:
+        if cell.status != "ok":
+            groups.setdefault(why_not(cell), []).append(cell_label(cell))  # a list of names wraps: plain text
+    return rows + [[text(", ".join(names)), na(reason, span=span)] for reason, names in groups.items()]

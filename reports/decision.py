@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from bench.results import RunResult
 from reports import fmt
-from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, judgement, na,
-                            num, table, text, variant_of, why_not)
+from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, judgement, label,
+                            na, num, table, text, variant_of, why_not)
 from reports.service import closed, label_of, scaling, service_configs
 
-ENGINE = "engine only (in-process, no HTTP)"
-SERVICE = "service (HTTP load test)"
+ENGINE = "engine only, in-process, no HTTP"
+SERVICE = "service, HTTP load test"
 
 
 def candidates(run: RunResult, options: dict) -> list[dict]:
@@ -64,7 +64,7 @@ def engine_candidate(cell, options: dict) -> dict:
     per_item = energy_per_item_j(cell)
     row |= {"energy_per_m_j": per_item * 1e6 if per_item is not None else None,
             "energy_estimated": bool(cell.energy.get("estimated")), "energy_reason": "no energy reading",
-            "p95_ms": cell.stats["p95"] * 1000, "at": f"batch {cell.spec.batch}, back to back"}
+            "p95_ms": cell.stats["p95"] * 1000, "at": "back to back"}
     if row["p95_ms"] > slo:
         return row | {"reason": f"P95 {fmt.num(row['p95_ms'])} ms exceeds the {slo:g} ms SLO"}
     return row | {"qps": cell.throughput, "cost_per_m": cost_per_million(row["price"], cell.throughput)}
@@ -75,44 +75,64 @@ def cost_per_million(price_per_hour: float, qps: float | None) -> float | None:
     return price_per_hour / (qps * 3600.0) * 1e6 if qps else None
 
 
+def decision_order(c: dict) -> tuple:
+    """Configurations that meet the SLO first, cheapest first; then too slow; then not measured."""
+    if c["cost_per_m"] is not None:
+        return (0, c["cost_per_m"])
+    return (1, 0) if c["measured"] else (2, 0)
+
+
 def decision_table(cands: list[dict], options: dict) -> dict:
     slo = options["slo_p95_ms"]
     cols = [column("Configuration", False), column("Kind", False), column("Device", False),
             column(f"Max QPS at P95 ≤ {slo:g} ms"), column("P95 ms there"), column("At", False),
             column("Energy kJ / 1M inferences"), column("Cost USD / 1M inferences")]
-    rows = []
-    for c in cands:
-        head = [text(c["name"]), text(c["kind"]), text(c["device"])]
+    ordered = sorted(cands, key=decision_order)
+    rows = [decision_row(c) for c in ordered if c["measured"]]
+    gaps: dict = {}  # one row per reason for what was not measured
+    for c in ordered:
         if not c["measured"]:
-            rows.append(head + [na(c["reason"], span=5)])
-            continue
-        if c["qps"] is None:  # measured, but too slow for the SLO at every tested load
-            p95 = num(fmt.num(c["p95_ms"])) if c["p95_ms"] is not None else text("")
-            rows.append(head + [text(c["reason"]), p95, text(""), text(""), text("")])
-            continue
-        energy = fmt.num(c["energy_per_m_j"] / 1000) if c["energy_per_m_j"] is not None else None
-        rows.append(head + [num(fmt.qps(c["qps"])), num(fmt.num(c["p95_ms"])), text(c["at"]),
-                            num(f"{energy}{' (est.)' if c['energy_estimated'] else ''}" if energy else None,
-                                c["energy_reason"]),
-                            num(fmt.usd(c["cost_per_m"]))])
-    notes = [f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at CPU ${options['cpu_hour_usd']:g}/h "
-             f"and GPU ${options['gpu_hour_usd']:g}/h (prices are inputs, not measurements).",
-             "Engine-only QPS is back-to-back inference with pre-tokenised inputs on all cores: an upper bound for "
-             "a service on the same host."]
+            gaps.setdefault((c["reason"], c["kind"], c["device"]), []).append(c["name"])
+    rows += [[text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=5)]
+             for (reason, kind, device), names in gaps.items()]
+    notes = [f"Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
+             f"bound for a service on the same host); service = HTTP end to end under Locust.",
+             f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at CPU ${options['cpu_hour_usd']:.2f}/h "
+             f"and GPU ${options['gpu_hour_usd']:.2f}/h (prices are inputs, not measurements)."]
     return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, notes,
                  empty="no configurations measured")
 
 
+SHORT = {ENGINE: "engine", SERVICE: "service"}
+
+
+def decision_row(c: dict) -> list:
+    head = [label(c["name"]), text(SHORT[c["kind"]]), text(c["device"])]
+    if c["qps"] is None:  # measured, but too slow for the SLO at every tested load
+        p95 = num(fmt.num(c["p95_ms"])) if c["p95_ms"] is not None else text("")
+        return head + [text(c["reason"]), p95, text(""), text(""), text("")]
+    energy = fmt.num(c["energy_per_m_j"] / 1000) if c["energy_per_m_j"] is not None else None
+    return head + [num(fmt.qps(c["qps"])), num(fmt.num(c["p95_ms"])), label(c["at"]),
+                   num(f"{energy}{' (est.)' if c['energy_estimated'] else ''}" if energy else None, c["energy_reason"]),
+                   num(fmt.usd(c["cost_per_m"]))]
+
+
 def recommendation(run: RunResult, cands: list[dict], options: dict) -> list[str]:
-    """Sentences derived from the decision table: the pick, then what limits it and what was not measured."""
+    """Sentences derived from the decision table: the pick, then what limits it and what was not measured.
+
+    Service rows (HTTP load tests) are preferred when any meets the SLO: engine-only throughput leaves out HTTP,
+    tokenisation and queueing, so ranking it against end-to-end QPS would favour whatever was not load-tested.
+    """
     slo = options["slo_p95_ms"]
     meeting = [c for c in cands if c["cost_per_m"] is not None]
     if not meeting:
         return [f"No measured configuration sustains P95 ≤ {slo:g} ms.", *not_measured(run, cands)]
-    cheapest = min(meeting, key=lambda c: c["cost_per_m"])
-    fastest = max(meeting, key=lambda c: c["qps"])
-    out = [f"Cheapest configuration meeting P95 ≤ {slo:g} ms: {cheapest['name']} ({cheapest['kind']}), "
-           f"{fmt.qps(cheapest['qps'])} inferences/s on one {cheapest['device']} at "
+    served = [c for c in meeting if c["kind"] == SERVICE]
+    pool = served or meeting
+    cheapest = min(pool, key=lambda c: c["cost_per_m"])
+    fastest = max(pool, key=lambda c: c["qps"])
+    out = [f"Cheapest {'service ' if served else ''}configuration meeting P95 ≤ {slo:g} ms: {cheapest['name']} "
+           f"({cheapest['kind']}), {fmt.qps(cheapest['qps'])} inferences/s on one {cheapest['device']} at "
            f"{fmt.usd(cheapest['cost_per_m'])} per million inferences."]
     if fastest is not cheapest:
         out.append(f"Highest sustained throughput: {fastest['name']}, {fmt.qps(fastest['qps'])} inferences/s "
@@ -120,6 +140,12 @@ def recommendation(run: RunResult, cands: list[dict], options: dict) -> list[str
     if cheapest["kind"] == ENGINE:
         out.append("That figure is engine throughput without HTTP, tokenisation or queueing: confirm it with the "
                    "service load test before sizing a deployment.")
+    engine_only = [c for c in meeting if c["kind"] == ENGINE]
+    if served and engine_only:
+        best = min(engine_only, key=lambda c: c["cost_per_m"])
+        out.append(f"Not load-tested as a service: {', '.join(c['name'] for c in engine_only)}; of these, "
+                   f"{best['name']} has the lowest engine-only cost ({fmt.usd(best['cost_per_m'])} per million, "
+                   "an upper bound without HTTP).")
     out += parity_caveat(run, cheapest["backend"])
     return out + not_measured(run, cands)
 
@@ -151,12 +177,12 @@ def not_measured(run: RunResult, cands: list[dict]) -> list[str]:
     return out
 
 
-DEPLOY = {"torch": "pip install torch (CPU wheel) + transformers; no export step",
-          "ort": "onnxruntime only at serving time; needs the exported .onnx file"}
-MAINTAIN = {"torch": "weights used as published; fewest moving parts",
-            "ort": "re-export and re-run the parity gate on every model update"}
-GPU_DEPLOY = {"tensorrt": "NVIDIA driver + CUDA + TensorRT; engine built per GPU model",
-              "cuda": "NVIDIA driver + a CUDA build matching the wheel"}
+DEPLOY = {"torch": "torch + transformers wheels; no export step",
+          "ort": "onnxruntime + the exported .onnx file"}
+GPU_DEPLOY = {"cuda": "NVIDIA driver + CUDA-matched wheel",
+              "tensorrt": "driver + CUDA + TensorRT; engine built per GPU model"}
+MAINTAIN = {"torch": "fewest moving parts",
+            "ort": "re-export + parity gate on each model update"}
 
 
 def judgements(backend: str) -> tuple[str, str]:
@@ -165,9 +191,9 @@ def judgements(backend: str) -> tuple[str, str]:
     deploy = GPU_DEPLOY.get(p["device"]) or DEPLOY.get(p["engine"], "unknown engine")
     maintain = MAINTAIN.get(p["engine"], "unknown engine")
     if p["precision"] == "int8":
-        maintain += "; quantised accuracy must be re-checked"
+        maintain += "; re-check quantised accuracy"
     if p["gpu"]:
-        maintain += "; watch VRAM, driver and GPU temperature"
+        maintain += "; watch VRAM, driver, temperature"
     return deploy, maintain
 
 
@@ -175,24 +201,29 @@ def summary_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("Speed: P50 ms"), column("Resource cost: peak RSS MiB"),
             column("Resource cost: J / inference"), column("Deployment difficulty (judgement, not measured)", False),
             column("Maintainability (judgement, not measured)", False),
-            column("Scaling: QPS at max users / QPS at 1", False)]
+            column("Scaling: QPS at max users / at 1 user", False)]
     scale = scaling(run)
-    rows = []
+    rows, gaps = [], {}
     for cell in batch1_corpus(run):
         deploy, maintain = judgements(cell.spec.backend)
-        scaled = [f"{label}: {fmt.ratio(s['ratio'])} (1→{s['users']} users)" for label, s in scale.items()
+        scaled = [f"{name}: {fmt.ratio(s['ratio'])} (1→{s['users']} users)" for name, s in scale.items()
                   if s["backend"] == cell.spec.backend]
-        scaling_cell = text("; ".join(scaled)) if scaled else na("no load test of this backend")
-        if cell.status != "ok":
-            rows.append([text(cell_label(cell)), na(why_not(cell), span=3), judgement(deploy), judgement(maintain),
-                         scaling_cell])
+        tail = (deploy, maintain, "; ".join(scaled))
+        if cell.status != "ok":  # backends skipped for one reason and judged alike share a row
+            gaps.setdefault((why_not(cell), *tail), []).append(cell_label(cell))
             continue
         per_item = energy_per_item_j(cell)
         est = " (est.)" if cell.energy.get("estimated") else ""
-        rows.append([text(cell_label(cell)), num(fmt.ms(cell.stats["p50"])),
+        rows.append([label(cell_label(cell)), num(fmt.ms(cell.stats["p50"])),
                      num(fmt.mib(cell.resources.get("peak_rss_bytes"))),
                      num(f"{fmt.num(per_item)}{est}" if per_item is not None else None, "no energy reading"),
-                     judgement(deploy), judgement(maintain), scaling_cell])
+                     *summary_tail(*tail)])
+    rows += [[text(", ".join(names)), na(reason, span=3), *summary_tail(*tail)]
+             for (reason, *tail), names in gaps.items()]
     notes = ["Italic cells are judgement, not measured (文章 3.4: 部署难度, 可维护性). Everything else comes from "
-             "this run's data."]
+             "this run's data; scaling comes from the service load tests."]
     return table("summary", "Multi-dimension summary (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
+
+
+def summary_tail(deploy: str, maintain: str, scaled: str) -> list[dict]:
+    return [judgement(deploy), judgement(maintain), text(scaled) if scaled else na("no load test")]

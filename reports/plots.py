@@ -13,6 +13,7 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 
 from bench.results import RunResult
 from reports.common import batch1_corpus, cell_label, energy_per_item_j
@@ -22,7 +23,7 @@ DPI = 100
 
 
 def figure(ncols: int = 1) -> tuple[Figure, list]:
-    fig = Figure(figsize=(5.2 * ncols, 3.6), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(5.4 * ncols, 3.6), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
 
@@ -30,11 +31,12 @@ def figure(ncols: int = 1) -> tuple[Figure, list]:
 def png(fig: Figure, pid: str, title: str) -> dict:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})  # no version stamp: same data, same bytes
-    return {"id": pid, "title": title, "png": base64.b64encode(buf.getvalue()).decode("ascii")}
+    wide = len(fig.axes) > 1
+    return {"id": pid, "title": title, "png": base64.b64encode(buf.getvalue()).decode("ascii"), "wide": wide}
 
 
 def skipped(pid: str, title: str, why: str) -> dict:
-    return {"id": pid, "title": title, "note": f"not drawn: {why}"}
+    return {"id": pid, "title": title, "note": f"not drawn: {why}", "wide": False}
 
 
 def latency_cdf(run: RunResult) -> dict:
@@ -49,46 +51,64 @@ def latency_cdf(run: RunResult) -> dict:
     lows = [min(c.latencies_s) for c in cells]
     if max(max(c.latencies_s) for c in cells) / min(lows) > 20:  # torch vs ORT can differ by 10x and more
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 10 rather than 10^0, 10^1
     ax.axhline(0.95, color="grey", lw=0.8, ls=":")
+    ax.text(ax.get_xlim()[0], 0.95, " P95", va="bottom", fontsize=8, color="grey")
     ax.set(xlabel="latency per call (ms)", ylabel="fraction of calls <= x", ylim=(0, 1.01))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return png(fig, "cdf", title)
 
 
 def sweep_series(run: RunResult, workload: str, x_of) -> dict:
-    """(backend label) -> sorted [(x, p50_ms, lo, hi)] over ok cells of one workload."""
+    """(backend label) -> sorted [(x, p50_ms, lo, hi, items_per_call)] over ok cells of one workload."""
     series = defaultdict(list)
     for cell in run.cells:
         if cell.status == "ok" and cell.spec.workload == workload:
             s = cell.stats
-            series[cell_label(cell)].append((x_of(cell), s["p50"] * 1000, *(np.array(s["p50_ci95"]) * 1000)))
+            lo, hi = (v * 1000 for v in s["p50_ci95"])
+            series[cell_label(cell)].append((x_of(cell), s["p50"] * 1000, lo, hi, cell.spec.batch))
     return {k: sorted(v) for k, v in series.items()}
 
 
-def latency_vs(run: RunResult, pid: str, title: str, workload: str, x_of, xlabel: str) -> dict:
-    series = sweep_series(run, workload, x_of)
-    if not any(len(points) >= 2 for points in series.values()):
-        xs = sorted({p[0] for points in series.values() for p in points})
-        return skipped(pid, title, f"needs two or more {xlabel.split(' (')[0]} values per backend; this run "
-                                   f"measured {xs or 'none'}")
-    fig, (ax,) = figure()
-    for label, points in series.items():
-        x, p50, lo, hi = (np.array(v) for v in zip(*points))
-        ax.errorbar(x, p50, yerr=[p50 - lo, hi - p50], marker="o", capsize=3, label=label)
-    ax.set(xlabel=xlabel, ylabel="P50 latency per call (ms), 95% CI")
-    ax.set_xscale("log", base=2)
-    ax.legend(fontsize=8)
+def latency_vs(run: RunResult, pid: str, title: str, workload: str, x_of, xlabel: str, per_item: bool) -> dict:
+    """P50 (with its CI) against a swept parameter; one line per backend that has two or more points."""
+    series = {k: v for k, v in sweep_series(run, workload, x_of).items() if len(v) >= 2}
+    if not series:
+        xs = sorted({p[0] for points in sweep_series(run, workload, x_of).values() for p in points})
+        return skipped(pid, title, f"needs two or more values of {xlabel.split(' (')[0]} for one backend; this "
+                                   f"run measured {', '.join(map(str, xs)) or 'none'}")
+    fig, axes = figure(2 if per_item else 1)
+    for name, points in series.items():
+        x, p50, lo, hi, items = (np.array(v, dtype=float) for v in zip(*points))
+        axes[0].errorbar(x, p50, yerr=[p50 - lo, hi - p50], marker="o", capsize=3, label=name)
+        if per_item:
+            axes[1].plot(x, p50 / items, marker="o", label=name)
+    axes[0].set(ylabel="P50 latency per call (ms), 95% CI")
+    if per_item:
+        axes[1].set(ylabel="P50 latency per item (ms)")
+    for ax in axes:
+        integer_log2_axis(ax, sorted({p[0] for v in series.values() for p in v}), xlabel)
+    axes[0].legend(fontsize=8)
     return png(fig, pid, title)
+
+
+def integer_log2_axis(ax, ticks: list, xlabel: str) -> None:
+    """Batch sizes and lengths grow in powers of two: log2 spacing, but ticks labelled 1, 4, 128, not 2^k."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(bottom=0)
 
 
 def latency_vs_batch(run: RunResult) -> dict:
     return latency_vs(run, "batch", "Latency vs batch size (corpus reviews)", "corpus", lambda c: c.spec.batch,
-                      "batch size (items per call)")
+                      "batch size (items per call)", per_item=True)
 
 
 def latency_vs_length(run: RunResult) -> dict:
     return latency_vs(run, "length", "Latency vs sequence length (fixed-length buckets)", "bucket",
-                      lambda c: c.spec.seq_len, "sequence length (tokens)")
+                      lambda c: c.spec.seq_len, "sequence length (tokens)", per_item=False)
 
 
 def qps_vs_concurrency(run: RunResult) -> dict:
@@ -102,8 +122,11 @@ def qps_vs_concurrency(run: RunResult) -> dict:
         users = [p.get("users") for p in pts]
         left.plot(users, [p.get("qps") for p in pts], marker="o", label=label)
         right.plot(users, [p.get("p95_ms") for p in pts], marker="o", label=label)
-    left.set(xlabel="concurrent users", ylabel="QPS (requests/s)")
-    right.set(xlabel="concurrent users", ylabel="P95 latency (ms)")
+    left.set(ylabel="QPS (requests/s)")
+    right.set(ylabel="P95 latency (ms)")
+    users = sorted({p.get("users") for label in labels for p in closed(run, label)})
+    for ax in (left, right):
+        integer_log2_axis(ax, users, "concurrent users")
     left.legend(fontsize=8)
     return png(fig, "concurrency", title)
 
@@ -120,8 +143,13 @@ def knee(run: RunResult, slo_ms: float) -> dict:
         color = line[0].get_color() if pts else None
         ax.scatter([lt.get("qps") for lt in opened], [lt.get("p95_ms") for lt in opened], marker="x", s=60,
                    color=color, label=f"{label} (open loop)" if opened else None)
-    ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO: P95 = {slo_ms:g} ms")
+    highest = max((lt.get("p95_ms") or 0) for lt in run.loadtests)
+    if slo_ms <= 2 * highest:
+        ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO: P95 = {slo_ms:g} ms")
+    else:  # drawing a far-away line would squash every point against the axis
+        ax.set_title(f"SLO (P95 = {slo_ms:g} ms) is far above every point: all meet it", fontsize=9, color="red")
     ax.set(xlabel="achieved QPS (requests/s)", ylabel="P95 latency (ms)")
+    ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     return png(fig, "knee", title)
 
@@ -162,5 +190,6 @@ def roofline(run: RunResult) -> dict:
 
 
 def all_plots(run: RunResult, slo_ms: float) -> list[dict]:
-    return [latency_cdf(run), latency_vs_batch(run), latency_vs_length(run), qps_vs_concurrency(run),
-            knee(run, slo_ms), memory_energy(run), roofline(run)]
+    # Ordered so that single-panel figures sit side by side in pairs on a wide page.
+    return [latency_cdf(run), latency_vs_length(run), latency_vs_batch(run), qps_vs_concurrency(run),
+            knee(run, slo_ms), roofline(run), memory_energy(run)]

@@ -3,12 +3,13 @@ environment. Each returns plain dicts; numbers are already formatted strings (se
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 from bench.results import RunResult
 from reports import fmt
-from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, judgement, na,
-                            num, table, text, why_not)
+from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, na, num,
+                            label, rows_for, table, text)
 
 ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimate": "estimated"}
 
@@ -44,18 +45,18 @@ def issues(run: RunResult) -> list[dict]:
     for cell in run.cells:
         if cell.status != "ok":
             groups[(cell.status, cell.reason or "no reason recorded")].append(cell.spec.key)
-    out = [{"status": s, "reason": r, "items": keys} for (s, r), keys in groups.items()]
+    out = [{"status": s, "reason": r, "what": keys} for (s, r), keys in groups.items()]
     for name, variant in (run.model.get("variants") or {}).items():
         parity = variant.get("parity") or {}
         if parity.get("passed") is None and parity.get("not_measured"):
-            out.append({"status": "not measured", "reason": parity["not_measured"], "items": [f"{name} parity"]})
+            out.append({"status": "not measured", "reason": parity["not_measured"], "what": [f"{name} parity"]})
         elif parity.get("passed") is False:
             out.append({"status": "failed", "reason": "; ".join(parity.get("failures") or ["parity gate"]),
-                        "items": [f"{name} parity"]})
+                        "what": [f"{name} parity"]})
     for lt in run.loadtests:
         if lt.get("failures"):
             out.append({"status": "errors", "reason": f"{lt['failures']} of {lt.get('requests')} requests failed",
-                        "items": [f"load test {lt.get('config', {}).get('label')} ({load_point(lt)})"]})
+                        "what": [f"load test {lt.get('config', {}).get('label')} ({load_point(lt)})"]})
     return out
 
 
@@ -68,57 +69,56 @@ def load_point(lt: dict) -> str:
 def load_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("Imports s"), column("Create session s"), column("First inference s"),
             column("Total s")]
-    rows = []
-    for cell in batch1_corpus(run):
-        if cell.status != "ok":
-            rows.append([text(cell_label(cell)), na(why_not(cell), span=4)])
-            continue
-        phases = [cell.load.get(k) for k in ("imports_s", "create_s", "first_infer_s")]
-        total = sum(p for p in phases if p is not None) if any(p is not None for p in phases) else None
-        rows.append([text(cell_label(cell)), *[num(fmt.seconds(p)) for p in phases], num(fmt.seconds(total))])
+    rows = rows_for(batch1_corpus(run), load_row, span=4)
     notes = ["Each cell runs in a fresh worker process, so imports are cold: this is the time to a first answer "
              "after a service starts (文章: 首次加载时间)."]
     return table("load", "Load time by phase (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells in this run")
 
 
+def load_row(cell) -> list:
+    phases = [cell.load.get(k) for k in ("imports_s", "create_s", "first_infer_s")]
+    total = sum(p for p in phases if p is not None) if any(p is not None for p in phases) else None
+    return [label(cell_label(cell)), *[num(fmt.num(p)) for p in phases], num(fmt.num(total))]
+
+
 def latency_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("n"), column("Mean ms [95% CI]"), column("P50 ms [95% CI]"),
             column("P95 ms [95% CI]"), column("P99 ms [95% CI]"), column("Stop", False)]
-    rows = []
-    for cell in batch1_corpus(run):
-        if cell.status != "ok":
-            rows.append([text(cell_label(cell)), na(why_not(cell), span=6)])
-            continue
-        s = cell.stats
-        rows.append([text(cell_label(cell)), num(str(s["n"])),
-                     *[num(fmt.ms_ci(s[k], s.get(f"{k}_ci95"))) for k in ("mean", "p50", "p95", "p99")],
-                     text(cell.stop_reason or "")])
+    rows = rows_for(batch1_corpus(run), latency_row, span=6)
     notes = ["Engine latency of one review per call (inputs pre-tokenised; no HTTP). Brackets: 95 % bootstrap "
              "confidence interval of the statistic."]
     return table("latency", "Latency per backend (batch 1, ≈80-character reviews)", cols, rows, notes,
                  empty="no batch-1 corpus cells in this run")
 
 
+def latency_row(cell) -> list:
+    s = cell.stats
+    return [label(cell_label(cell)), num(str(s["n"])),
+            *[num(fmt.ms_ci(s[k], s.get(f"{k}_ci95"))) for k in ("mean", "p50", "p95", "p99")],
+            text(cell.stop_reason or "")]
+
+
 def resources_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("Peak RSS MiB"), column("Peak USS MiB"), column("Peak VRAM MiB"),
             column("Mean CPU %"), column("Peak CPU %"), column("Mean power W"), column("Energy J / 1,000 inferences"),
             column("Energy source", False)]
-    rows, assumptions = [], []
-    for cell in batch1_corpus(run):
-        if cell.status != "ok":
-            rows.append([text(cell_label(cell)), na(why_not(cell), span=8)])
-            continue
-        r, e = cell.resources, cell.energy
-        per_k = energy_per_item_j(cell)
-        rows.append([text(cell_label(cell)), num(fmt.mib(r.get("peak_rss_bytes"))), num(fmt.mib(r.get("peak_uss_bytes"))),
-                     vram(cell), num(fmt.percent(r.get("mean_cpu_percent"))), num(fmt.percent(r.get("max_cpu_percent"))),
-                     num(fmt.num(e.get("mean_power_w")), "no power reading"),
-                     num(fmt.num(per_k * 1000 if per_k is not None else None), "no energy reading"),
-                     energy_source(e, assumptions)])
+    assumptions: list = []  # filled by resources_row: footnotes for estimated energy
+    rows = rows_for(batch1_corpus(run), lambda cell: resources_row(cell, assumptions), span=8)
     cores = run.host.get("logical_cores", "?")
     notes = [f"CPU %: 100 % is one fully busy logical core; this host has {cores}, so {cores}00 % is all of it.",
-             *[f"[{i}] {a}" for i, a in enumerate(assumptions, 1)]]
+             *[f"[{i}] {a} (figures vary per cell; each cell's own note is in results.json)"
+               for i, a in enumerate(assumptions, 1)]]
     return table("resources", "Resources per backend (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
+
+
+def resources_row(cell, assumptions: list) -> list:
+    r, e = cell.resources, cell.energy
+    per_k = energy_per_item_j(cell)
+    return [label(cell_label(cell)), num(fmt.mib(r.get("peak_rss_bytes"))), num(fmt.mib(r.get("peak_uss_bytes"))),
+            vram(cell), num(fmt.percent(r.get("mean_cpu_percent"))), num(fmt.percent(r.get("max_cpu_percent"))),
+            num(fmt.num(e.get("mean_power_w")), "no power reading"),
+            num(fmt.num(per_k * 1000 if per_k is not None else None), "no energy reading"),
+            energy_source(e, assumptions)]
 
 
 def vram(cell) -> dict:
@@ -137,10 +137,17 @@ def energy_source(energy: dict, assumptions: list) -> dict:
     label = ENERGY_SOURCES.get(energy.get("source"), str(energy.get("source")))
     note = energy.get("assumptions")
     if energy.get("estimated") and note:
-        if note not in assumptions:
+        keys = [number_blind(a) for a in assumptions]
+        if number_blind(note) not in keys:
             assumptions.append(note)
-        label = f"{label} [{assumptions.index(note) + 1}]"
+            keys.append(number_blind(note))
+        label = f"{label} [{keys.index(number_blind(note)) + 1}]"
     return text(label)
+
+
+def number_blind(note: str) -> str:
+    """Estimate notes that differ only in per-cell figures (e.g. each worker's CPU seconds) share one footnote."""
+    return re.sub(r"\d+(\.\d+)?", "#", note)
 
 
 def parity_table(run: RunResult) -> dict:
@@ -159,12 +166,13 @@ def parity_table(run: RunResult) -> dict:
 
 def parity_row(name: str, variant: dict, synthetic: bool) -> list:
     p = variant.get("parity") or {}
-    size = num(fmt.mib(variant.get("size_bytes")), "built at load time, no file")
+    size_bytes = variant.get("size_bytes")
+    size = num(fmt.num(size_bytes / 2**20)) if size_bytes else text("n/a (built at load time)")
     if "label_agreement" not in p:
-        return [text(name), size, na(p.get("not_measured") or "no parity figures", span=6)]
+        return [label(name), size, na(p.get("not_measured") or "no parity figures", span=6)]
     accuracy_reason = "synthetic weights: labels are meaningless" if synthetic else "no labelled evaluation set"
     gate = {True: text("passed"), False: text("FAILED: " + "; ".join(p.get("failures") or []))}.get(p.get("passed"))
-    return [text(name), size, num(str(p.get("n"))), num(f"{p['label_agreement']:.3f}"),
+    return [label(name), size, num(str(p.get("n"))), num(f"{p['label_agreement']:.3f}"),
             num(f"{p['max_abs_diff']:.2e}"), num(f"{p['mean_abs_diff']:.2e}"),
             num(None if p.get("accuracy") is None else f"{p['accuracy']:.3f}", accuracy_reason),
             gate or na(p.get("not_measured") or "gate not run")]
@@ -184,5 +192,5 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
              ("Profile", config.get("profile")), ("Seed", config.get("seed")),
              ("Report SLO", f"P95 ≤ {options['slo_p95_ms']:g} ms"),
-             ("Prices (inputs, not measured)", f"CPU ${options['cpu_hour_usd']:g}/h, GPU ${options['gpu_hour_usd']:g}/h")]
+             ("Prices (inputs, not measured)", f"CPU ${options['cpu_hour_usd']:.2f}/h, GPU ${options['gpu_hour_usd']:.2f}/h")]
     return [{"label": k, "value": "not recorded" if v in (None, "") else str(v)} for k, v in pairs]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench.results import RunResult
 from reports import fmt
-from reports.common import column, na, num, table, text
+from reports.common import column, label, na, num, table, text
 from reports.sections import load_point
 
 NO_LOADTESTS = "this results file has no load tests (the service sweep was not run)"
@@ -21,9 +21,9 @@ def service_configs(run: RunResult) -> dict:
     return out
 
 
-def closed(run: RunResult, label: str) -> list[dict]:
+def closed(run: RunResult, name: str) -> list[dict]:
     """Closed-loop points of one config, by number of users."""
-    pts = [lt for lt in run.loadtests if lt.get("mode") == "closed" and label_of(lt) == label]
+    pts = [lt for lt in run.loadtests if lt.get("mode") == "closed" and label_of(lt) == name]
     return sorted(pts, key=lambda lt: lt.get("users") or 0)
 
 
@@ -32,24 +32,24 @@ def label_of(lt: dict) -> str:
     return cfg.get("label") or cfg.get("backend") or "unnamed"
 
 
-def qps_text(lt: dict) -> str:
+def qps_text(lt: dict, errors: bool = True) -> str:
     """QPS with a dagger when the load generator itself was the bottleneck (the QPS is then a lower bound)."""
     mark = SATURATED if lt.get("client_saturated") else ""
-    errors = f" ({lt['failures']} failed)" if lt.get("failures") else ""
-    return f"{fmt.qps(lt.get('qps'))}{mark}{errors}"
+    failed = f" ({lt['failures']} failed)" if errors and lt.get("failures") else ""
+    return f"{fmt.qps(lt.get('qps'))}{mark}{failed}"
 
 
 def qps_table(run: RunResult) -> dict:
-    labels = list(service_configs(run))
+    names = list(service_configs(run))
     users = sorted({lt.get("users") for lt in run.loadtests if lt.get("mode") == "closed"} - {None})
     cols = [column("Concurrent users", True)]
-    for label in labels:
-        cols += [column(f"{label}: QPS"), column(f"{label}: P95 ms")]
+    for name in names:
+        cols += [column(f"{name}: QPS"), column(f"{name}: P95 ms")]
     rows = []
     for n in users:
         row = [num(str(n))]
-        for label in labels:
-            point = next((lt for lt in closed(run, label) if lt.get("users") == n), None)
+        for name in names:
+            point = next((lt for lt in closed(run, name) if lt.get("users") == n), None)
             row += [num(qps_text(point)), num(fmt.num(point.get("p95_ms")))] if point else \
                 [na("not run at this concurrency", span=2)]
         rows.append(row)
@@ -61,18 +61,18 @@ def qps_table(run: RunResult) -> dict:
 
 def config_notes(run: RunResult) -> list[str]:
     out = []
-    for label, cfg in service_configs(run).items():
+    for name, cfg in service_configs(run).items():
         batching = f"batching up to {cfg.get('max_batch')} within {cfg.get('max_wait_ms')} ms" \
             if cfg.get("batching") else "no batching"
         cache = f"LRU cache of {cfg['cache_size']}" if cfg.get("cache_size") else "no cache"
-        out.append(f"{label}: backend {cfg.get('backend')}, {batching}, {cache}.")
+        out.append(f"{name}: backend {cfg.get('backend')}, {batching}, {cache}.")
     return out
 
 
 def open_loop_table(run: RunResult) -> dict:
     cols = [column("Configuration", False), column("Offered req/s"), column("Achieved QPS"), column("P50 ms"),
             column("P95 ms"), column("P99 ms"), column("Requests"), column("Failed")]
-    rows = [[text(label_of(lt)), num(fmt.num(lt.get("offered_rps"))), num(qps_text(lt)),
+    rows = [[label(label_of(lt)), num(fmt.num(lt.get("offered_rps"))), num(qps_text(lt, errors=False)),
              *[num(fmt.num(lt.get(k))) for k in ("p50_ms", "p95_ms", "p99_ms")],
              num(str(lt.get("requests"))), num(str(lt.get("failures", 0)))]
             for lt in run.loadtests if lt.get("mode") == "open"]
@@ -87,14 +87,14 @@ def timing_table(run: RunResult) -> dict:
             column("Inference ms"), column("Server total ms"), column("Client P50 ms"), column("Client CPU %"),
             column("Cache hit rate")]
     rows = []
-    for label in service_configs(run):
-        points = closed(run, label)
+    for name in service_configs(run):
+        points = closed(run, name)
         if not points:
             continue
         lt = points[-1]
         timing = lt.get("server_timing_ms") or {}
         cache = lt.get("cache")
-        rows.append([text(label), num(str(lt.get("users"))),
+        rows.append([label(name), num(str(lt.get("users"))),
                      *[num(fmt.num(timing.get(k)), "no Server-Timing header") for k in
                        ("queue", "tokenize", "inference", "total")],
                      num(fmt.num(lt.get("p50_ms"))), num(fmt.percent(lt.get("client_cpu_percent"))),
@@ -108,9 +108,9 @@ def timing_table(run: RunResult) -> dict:
 def scaling(run: RunResult) -> dict:
     """label -> {"ratio", "users"} for configs with a 1-user point and a higher one; others are absent."""
     out = {}
-    for label, cfg in service_configs(run).items():
-        points = [p for p in closed(run, label) if p.get("qps")]
+    for name, cfg in service_configs(run).items():
+        points = [p for p in closed(run, name) if p.get("qps")]
         if len(points) >= 2 and points[0].get("users") == 1:
-            out[label] = {"backend": cfg.get("backend"), "ratio": points[-1]["qps"] / points[0]["qps"],
+            out[name] = {"backend": cfg.get("backend"), "ratio": points[-1]["qps"] / points[0]["qps"],
                           "users": points[-1].get("users")}
     return out

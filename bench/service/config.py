@@ -27,7 +27,7 @@ class ServiceConfig:
     port: int = 8000
     batching: bool = True
     max_batch: int = 8
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0  # 0 = greedy: batch whatever queued while the model was busy, never wait
     cache_size: int = 1024  # 0 = no cache
     max_queue: int = 256
     request_timeout_s: float = 10.0
