@@ -108,3 +108,46 @@ def check_trust(model: str = "twin") -> dict:
           f"{figures['fused_fp32_fraction_of_peak'] * 100:.0f} % of peak  (target >= 85 %)")
     print(f"saved: {save('trust', {f'repeat{i}': c for i, c in enumerate(repeats)} | {'torch-fp32': torch_fp32, 'fused': fused}, figures)}")
     return figures
+
+
+def check_service(model: str = "twin", duration_s: float = 15.0) -> dict:
+    """Service vs engine on one host: QPS scaling with concurrency, saturation vs offline throughput,
+    and what the HTTP layer adds to P50 at concurrency 1."""
+    from bench.harness import RunConfig, prepare_model
+    from loadtests.sweep import PRESETS, SweepConfig, run_sweep
+
+    model_dir, onnx_dir, _ = prepare_model(RunConfig(model=model))
+    engine = {b: measure(CellSpec("ort-int8-cpu", batch=b), model_dir, onnx_dir) for b in (1, 4, 8)}
+    best_batch = max(engine, key=lambda b: engine[b].throughput)
+    cfg = SweepConfig(model=model, variants=(PRESETS["batch"], PRESETS["nobatch"]), users=(1, 8, 16),
+                      duration_s=duration_s, ramp_s=2.0)
+    out = paths.ensure_writable(paths.results_dir() / f"check-service-{time.strftime('%Y%m%d-%H%M%S')}")
+    records = run_sweep(cfg, out / "loadtests")
+    qps = {(r["config"]["batching"], r["users"]): r for r in records if r.get("qps")}
+    figures = {
+        "qps8_over_qps1_batching": qps[(True, 8)]["qps"] / qps[(True, 1)]["qps"],
+        "qps8_over_qps1_no_batching": qps[(False, 8)]["qps"] / qps[(False, 1)]["qps"],
+        "saturated_service_qps": max(r["qps"] for (b, _u), r in qps.items() if b),
+        "engine_best_batch": best_batch, "engine_best_throughput": engine[best_batch].throughput,
+        "service_p50_ms_c1": qps[(True, 1)]["p50_ms"], "engine_p50_ms_b1": p50(engine[1]) * 1000,
+        "client_cpu_percent_max": max(r["client_cpu_percent"] for r in qps.values()),
+    }
+    figures["saturated_over_engine"] = figures["saturated_service_qps"] / figures["engine_best_throughput"]
+    figures["service_minus_engine_p50_ms"] = figures["service_p50_ms_c1"] - figures["engine_p50_ms_b1"]
+    print_service_figures(figures, qps)
+    paths.atomic_write_text(out / "check.json", json.dumps({"figures": figures, "loadtests": records}, indent=1))
+    print(f"saved: {out / 'check.json'}")
+    return figures
+
+
+def print_service_figures(f: dict, qps: dict) -> None:
+    for (batching, users), r in sorted(qps.items()):
+        print(f"  batching={'on ' if batching else 'off'} users={users:>2}: QPS {r['qps']:.2f}  P50 {r['p50_ms']:.0f} ms"
+              f"  P95 {r['p95_ms']:.0f} ms  mean batch {r.get('mean_batch_size') or 0:.2f}  client CPU {r['client_cpu_percent']:.0f} %")
+    print(f"QPS@8 / QPS@1, batching on  = {f['qps8_over_qps1_batching']:.2f}  (target >= 1.0; article: 0.57)")
+    print(f"QPS@8 / QPS@1, batching off = {f['qps8_over_qps1_no_batching']:.2f}")
+    print(f"saturated service QPS / engine throughput at best batch ({f['engine_best_batch']}) = "
+          f"{f['saturated_service_qps']:.2f} / {f['engine_best_throughput']:.2f} = {f['saturated_over_engine']:.2f}"
+          f"  (target >= 0.90)")
+    print(f"service P50 at concurrency 1 - engine P50 = {f['service_p50_ms_c1']:.1f} - {f['engine_p50_ms_b1']:.1f} = "
+          f"{f['service_minus_engine_p50_ms']:.1f} ms  (target <= 5 ms)")

@@ -19,7 +19,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from exporters.pipeline import ExportConfig, export_all
 
     cfg = ExportConfig(model=args.model, seed=args.seed, out_dir=args.out, parity_n=args.parity_n,
-                       parity_max_length=args.parity_max_length, threads=args.threads)
+                       parity_max_length=args.parity_max_length, threads=args.threads, force=args.force)
     out_dir, manifest = export_all(cfg)
     print_export_summary(out_dir, manifest)
     return 0
@@ -92,7 +92,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from bench import checks
 
-    {"int8": checks.check_int8, "trust": checks.check_trust}[args.which](args.model)
+    {"int8": checks.check_int8, "trust": checks.check_trust, "service": checks.check_service}[args.which](args.model)
     return 0
 
 
@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parity-n", type=int, default=256, help="corpus texts for the parity gate (default 256)")
     p.add_argument("--parity-max-length", type=int, default=48, help="tokens per parity text (default 48)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the artifacts are up to date")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("run", help="measure every backend (each cell in a fresh worker) and write results.json")
     add_run_args(p)
@@ -232,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", default=None, help="name of a new run folder")
     p.set_defaults(func=cmd_sweep)
     p = sub.add_parser("check", help="benchmark commands that print measured ratios against targets")
-    p.add_argument("which", choices=("int8", "trust"))
+    p.add_argument("which", choices=("int8", "trust", "service"))
     add_model_args(p)
     p.set_defaults(func=cmd_check)
     return parser

@@ -31,6 +31,7 @@ class ExportConfig:
     parity_n: int = 256
     parity_max_length: int = 48  # 256 texts × 5 variants: keeps the gate under ~2 min on 2 cores
     threads: int | None = None
+    force: bool = False  # rebuild even when a manifest with the same inputs exists
     thresholds: dict = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
 
     def __post_init__(self) -> None:
@@ -75,19 +76,30 @@ def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
 
 
 def reusable(out_dir: Path, key: str) -> dict | None:
-    """The existing manifest if it was made from the same inputs and its files are intact."""
-    path = out_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The existing manifest if it was made from the same inputs. Files that no longer match their
+    recorded sha256 are an error, not a reason to rebuild: someone changed them, and we do not overwrite."""
+    from exporters.layout import read_manifest
+
+    if not (out_dir / MANIFEST).exists():
         return None
-    if manifest.get("inputs_key") != key or manifest.get("manifest_version") != MANIFEST_VERSION:
+    manifest = read_manifest(out_dir)
+    if manifest.get("inputs_key") != key:
         return None
-    for entry in manifest.get("variants", {}).values():
-        f = entry.get("file")
-        if f and (not (out_dir / f).exists() or (out_dir / f).stat().st_size != entry["size_bytes"]):
-            return None
+    verify_files(out_dir, manifest)
     return manifest
+
+
+def verify_files(out_dir: Path, manifest: dict) -> None:
+    for name, entry in manifest.get("variants", {}).items():
+        f = entry.get("file")
+        if not f:
+            continue
+        path = out_dir / f
+        if not path.exists():
+            raise BenchError(f"{path} is missing but listed in {out_dir / MANIFEST}; re-export with --force")
+        if path.stat().st_size != entry["size_bytes"] or sha256_file(path) != entry["sha256"]:
+            raise BenchError(f"{path} does not match the sha256 in {out_dir / MANIFEST} (changed after export); "
+                             f"re-export with --force")
 
 
 def timed(label: str, fn, *args) -> tuple[object, float]:
@@ -197,7 +209,7 @@ def export_all(cfg: ExportConfig) -> tuple[Path, dict]:
     source = read_source_meta(model_dir)
     quant = choose_settings()
     key = inputs_key(model_dir, cfg, quant)
-    manifest = reusable(out_dir, key)
+    manifest = None if cfg.force else reusable(out_dir, key)
     if manifest is not None:
         log(f"artifacts in {out_dir} are up to date (same inputs): reusing them")
     else:

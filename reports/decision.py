@@ -8,7 +8,8 @@ from bench.results import RunResult
 from reports import fmt
 from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, judgement, label,
                             na, num, table, text, variant_of, why_not)
-from reports.service import closed, label_of, scaling, service_configs
+from reports.sections import load_point
+from reports.service import failed_configs, label_of, measured, scaling, service_configs
 
 ENGINE = "engine only, in-process, no HTTP"
 SERVICE = "service, HTTP load test"
@@ -16,8 +17,9 @@ SERVICE = "service, HTTP load test"
 
 def candidates(run: RunResult, options: dict) -> list[dict]:
     """One dict per configuration: service configs from load tests, then engine cells of other backends."""
-    served = {cfg.get("backend") for cfg in service_configs(run).values()}
-    out = [service_candidate(run, label, cfg, options) for label, cfg in service_configs(run).items()]
+    # Backends with a measured service level are judged by it; a failed service leaves its engine cells in.
+    served = {cfg.get("backend") for name, cfg in service_configs(run).items() if name not in failed_configs(run)}
+    out = [service_candidate(run, name, cfg, options) for name, cfg in service_configs(run).items()]
     seen_unmeasured = set()
     for cell in run.cells:
         if cell.spec.workload != "corpus" or cell.spec.backend in served:
@@ -39,21 +41,25 @@ def base(name: str, backend: str | None, kind: str, options: dict) -> dict:
             "energy_reason": None, "cost_per_m": None, "reason": None, "measured": True}
 
 
-def service_candidate(run: RunResult, label: str, cfg: dict, options: dict) -> dict:
+def service_candidate(run: RunResult, name: str, cfg: dict, options: dict) -> dict:
     slo = options["slo_p95_ms"]
-    row = base(label, cfg.get("backend"), SERVICE, options)
+    row = base(name, cfg.get("backend"), SERVICE, options)
     row["energy_reason"] = "load tests record no energy"
-    points = [lt for lt in run.loadtests if label_of(lt) == label and lt.get("p95_ms") is not None]
-    meeting = [lt for lt in points if lt["p95_ms"] <= slo and not lt.get("failures") and lt.get("qps")]
+    failed = failed_configs(run).get(name)
+    if failed:
+        return row | {"reason": f"failed: {failed}", "measured": False}
+    points = [lt for lt in run.loadtests if label_of(lt) == name and measured(lt) and lt.get("p95_ms") is not None]
+    # A level with failed or wrong answers does not count as sustained, however fast it was.
+    meeting = [lt for lt in points if lt["p95_ms"] <= slo and not lt.get("failures")
+               and not lt.get("invalid_answers") and lt["qps"] > 0]
     if not meeting:
         lowest = min((lt["p95_ms"] for lt in points), default=None)
         row["reason"] = f"no tested load meets P95 ≤ {slo:g} ms" + \
             (f" (lowest P95 {fmt.num(lowest)} ms)" if lowest is not None else "")
         return row
-    from reports.sections import load_point
-
     best = max(meeting, key=lambda lt: lt["qps"])
-    return row | {"qps": best["qps"], "p95_ms": best["p95_ms"], "at": load_point(best),
+    at = load_point(best) + (", client saturated" if best.get("client_saturated") else "")
+    return row | {"qps": best["qps"], "p95_ms": best["p95_ms"], "at": at,
                   "cost_per_m": cost_per_million(row["price"], best["qps"])}
 
 
@@ -112,7 +118,7 @@ def decision_row(c: dict) -> list:
         p95 = num(fmt.num(c["p95_ms"])) if c["p95_ms"] is not None else text("")
         return head + [text(c["reason"]), p95, text(""), text(""), text("")]
     energy = fmt.num(c["energy_per_m_j"] / 1000) if c["energy_per_m_j"] is not None else None
-    return head + [num(fmt.qps(c["qps"])), num(fmt.num(c["p95_ms"])), label(c["at"]),
+    return head + [num(fmt.qps(c["qps"])), num(fmt.num(c["p95_ms"])), text(c["at"]),
                    num(f"{energy}{' (est.)' if c['energy_estimated'] else ''}" if energy else None, c["energy_reason"]),
                    num(fmt.usd(c["cost_per_m"]))]
 

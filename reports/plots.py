@@ -17,7 +17,7 @@ from matplotlib.ticker import ScalarFormatter
 
 from bench.results import RunResult
 from reports.common import batch1_corpus, cell_label, energy_per_item_j
-from reports.service import closed, label_of, service_configs
+from reports.service import closed, measured, opened, service_configs
 
 DPI = 100
 
@@ -120,8 +120,8 @@ def qps_vs_concurrency(run: RunResult) -> dict:
     for label in labels:
         pts = closed(run, label)
         users = [p.get("users") for p in pts]
-        left.plot(users, [p.get("qps") for p in pts], marker="o", label=label)
-        right.plot(users, [p.get("p95_ms") for p in pts], marker="o", label=label)
+        left.plot(users, [p["qps"] for p in pts], marker="o", label=label)
+        right.plot(users, [np.nan if p.get("p95_ms") is None else p["p95_ms"] for p in pts], marker="o", label=label)
     left.set(ylabel="QPS (requests/s)")
     right.set(ylabel="P95 latency (ms)")
     users = sorted({p.get("users") for label in labels for p in closed(run, label)})
@@ -133,17 +133,18 @@ def qps_vs_concurrency(run: RunResult) -> dict:
 
 def knee(run: RunResult, slo_ms: float) -> dict:
     title = "P95 vs achieved QPS (the knee), with the SLO"
-    if not run.loadtests:
-        return skipped("knee", title, "no load tests in this run")
+    levels = [lt for lt in run.loadtests if measured(lt) and lt.get("p95_ms") is not None]
+    if not levels:
+        return skipped("knee", title, "no measured load-test levels in this run")
     fig, (ax,) = figure()
     for label in service_configs(run):
-        pts = closed(run, label)
-        line = ax.plot([p.get("qps") for p in pts], [p.get("p95_ms") for p in pts], marker="o", label=label)
-        opened = [lt for lt in run.loadtests if lt.get("mode") == "open" and label_of(lt) == label]
-        color = line[0].get_color() if pts else None
-        ax.scatter([lt.get("qps") for lt in opened], [lt.get("p95_ms") for lt in opened], marker="x", s=60,
-                   color=color, label=f"{label} (open loop)" if opened else None)
-    highest = max((lt.get("p95_ms") or 0) for lt in run.loadtests)
+        pts = [p for p in closed(run, label) if p.get("p95_ms") is not None]
+        line = ax.plot([p["qps"] for p in pts], [p["p95_ms"] for p in pts], marker="o", label=label if pts else None)
+        extra = [lt for lt in opened(run, label) if lt.get("p95_ms") is not None]
+        color = line[0].get_color() if line else None
+        ax.scatter([lt["qps"] for lt in extra], [lt["p95_ms"] for lt in extra], marker="x", s=60,
+                   color=color, label=f"{label} (open loop)" if extra else None)
+    highest = max(lt["p95_ms"] for lt in levels)
     if slo_ms <= 2 * highest:
         ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO: P95 = {slo_ms:g} ms")
     else:  # drawing a far-away line would squash every point against the axis

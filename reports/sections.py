@@ -8,8 +8,9 @@ from collections import defaultdict
 
 from bench.results import RunResult
 from reports import fmt
-from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, na, num,
-                            label, rows_for, table, text)
+from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, label, na, num,
+                            rows_for, table, text)
+from reports.service import failed_configs, label_of, measured
 
 ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimate": "estimated"}
 
@@ -53,10 +54,18 @@ def issues(run: RunResult) -> list[dict]:
         elif parity.get("passed") is False:
             out.append({"status": "failed", "reason": "; ".join(parity.get("failures") or ["parity gate"]),
                         "what": [f"{name} parity"]})
-    for lt in run.loadtests:
-        if lt.get("failures"):
-            out.append({"status": "errors", "reason": f"{lt['failures']} of {lt.get('requests')} requests failed",
-                        "what": [f"load test {lt.get('config', {}).get('label')} ({load_point(lt)})"]})
+    return out + loadtest_issues(run)
+
+
+def loadtest_issues(run: RunResult) -> list[dict]:
+    out = [{"status": "failed", "reason": reason, "what": [f"service {name}"]}
+           for name, reason in failed_configs(run).items()]
+    for lt in filter(measured, run.loadtests):
+        wrong = [f"{lt[k]} {what}" for k, what in (("failures", "failed"), ("invalid_answers", "wrong answers"))
+                 if lt.get(k)]
+        if wrong:
+            out.append({"status": "errors", "reason": f"{' and '.join(wrong)} of {lt.get('requests')} requests",
+                        "what": [f"load test {label_of(lt)} ({load_point(lt)})"]})
     return out
 
 
@@ -95,7 +104,7 @@ def latency_row(cell) -> list:
     s = cell.stats
     return [label(cell_label(cell)), num(str(s["n"])),
             *[num(fmt.ms_ci(s[k], s.get(f"{k}_ci95"))) for k in ("mean", "p50", "p95", "p99")],
-            text(cell.stop_reason or "")]
+            label(cell.stop_reason or "")]
 
 
 def resources_table(run: RunResult) -> dict:

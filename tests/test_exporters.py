@@ -119,3 +119,25 @@ def test_local_dir_with_corrupt_weights_is_one_error_line(tmp_path, tiny_model, 
     assert "cannot load the model" in errors[0]
     assert not (tmp_path / "out" / "manifest.json").exists()
     assert not [p for p in (tmp_path / "out").iterdir() if p.suffix == ".onnx"]
+
+
+def test_tampered_artifact_is_refused_not_overwritten(tiny_onnx, tmp_path):
+    out_dir = tmp_path / "tampered"
+    shutil.copytree(tiny_onnx[0], out_dir)
+    target = out_dir / ONNX_FILES["int8"]
+    data = bytearray(target.read_bytes())
+    data[-10] ^= 0xFF
+    target.write_bytes(bytes(data))
+    result = run_cli("export", "--model", "twin:tiny", "--parity-n", "64", "--out", str(out_dir))
+    assert result.returncode == 2 and "does not match the sha256" in result.stderr
+    assert target.read_bytes() == bytes(data)  # nothing overwritten
+
+
+def test_missing_artifact_gives_a_clear_error(tiny_onnx, tmp_path):
+    out_dir = tmp_path / "missing"
+    shutil.copytree(tiny_onnx[0], out_dir)
+    (out_dir / ONNX_FILES["fp32-fused"]).unlink()
+    with pytest.raises(BenchError, match="no fp32-fused ONNX model"):
+        variant_path(out_dir, "fp32-fused")
+    result = run_cli("export", "--model", "twin:tiny", "--parity-n", "64", "--out", str(out_dir))
+    assert result.returncode == 2 and "is missing but listed" in result.stderr

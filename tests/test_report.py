@@ -1,0 +1,306 @@
+"""The report: numbers in report.html and summary.md equal those computed from results.json; gaps say why;
+older and newer schema files; options; the decision; the report CLI functions."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from dataclasses import replace
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchError
+from bench.results import SCHEMA_VERSION, CellResult, CellSpec, load_run
+from reports import fmt
+from reports.cli import add_report_args, cmd_report, resolve_run
+from reports.decision import cost_per_million
+from reports.plots import latency_vs_length
+from reports.render import (ReportOptions, build_context, render_context, render_html, render_markdown,
+                            write_report)
+
+DATA = Path(__file__).parent / "data"
+RUN_FILE = DATA / "report_run.json"
+LOADTEST_FILE = DATA / "report_run_loadtests.json"
+SAMPLE_KEYS = ("torch-fp32-cpu|b1|corpus|tall", "ort-fp32-cpu|b1|corpus|tall", "ort-int8-cpu|b1|corpus|tall")
+
+
+class Tables(HTMLParser):
+    """Each <table> as rows of cell texts, keyed by the id of the <h3> before it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables, self.heading, self.row, self.cell = {}, None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "h3":
+            self.heading = dict(attrs).get("id")
+        elif tag == "table":
+            self.heading = self.heading or f"untitled-{len(self.tables)}"
+            self.tables[self.heading] = []
+        elif tag == "tr":
+            self.row = []
+        elif tag in ("td", "th"):
+            self.cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.row is not None:
+            self.row.append(self.cell.strip())
+            self.cell = None
+        elif tag == "tr" and self.heading in self.tables:
+            self.tables[self.heading].append(self.row)
+        elif tag == "table":
+            self.heading = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell += data
+
+
+def tables_of(html: str) -> dict:
+    parser = Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def row_of(table: list, first: str) -> list:
+    return next(r for r in table if r and r[0] == first)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory) -> tuple[Path, Path, Path]:
+    folder = tmp_path_factory.mktemp("run")
+    shutil.copy(LOADTEST_FILE, folder / "results.json")
+    html_path, md_path = write_report(folder)
+    return folder, html_path, md_path
+
+
+@pytest.fixture(scope="module")
+def raw_cells() -> dict:
+    """Cells straight from the JSON, without the bench.results loader, for independent arithmetic."""
+    return {f"{c['spec']['backend']}|b{c['spec']['batch']}|corpus|tall": c
+            for c in json.loads(LOADTEST_FILE.read_text())["cells"] if c["spec"]["workload"] == "corpus"}
+
+
+@pytest.mark.parametrize("key", SAMPLE_KEYS)
+def test_latency_numbers_equal_those_computed_from_the_file(written, raw_cells, key):
+    _, html_path, md_path = written
+    lat = np.asarray(raw_cells[key]["latencies_s"])
+    p50, p95 = (fmt.ms(float(np.percentile(lat, q, method="linear"))) for q in (50, 95))
+    backend = key.split("|")[0]
+    row = row_of(tables_of(html_path.read_text())["latency"], backend)
+    assert row[1] == str(lat.size)
+    assert row[3].startswith(f"{p50} [") and row[4].startswith(f"{p95} [")
+    md_row = next(line for line in md_path.read_text().splitlines() if line.startswith(f"| {backend} | {lat.size} |"))
+    assert f"| {p50} [" in md_row and f"| {p95} [" in md_row
+
+
+def test_throughput_and_energy_in_the_decision_table_equal_the_file(written, raw_cells):
+    _, html_path, _ = written
+    cell = raw_cells["torch-fp32-cpu|b1|corpus|tall"]
+    items = len(cell["latencies_s"]) * cell["items_per_batch"]
+    qps = items / cell["window_s"]
+    row = row_of(tables_of(html_path.read_text())["decision"], "torch-fp32-cpu · batch 1")
+    assert row[3] == fmt.qps(qps)
+    assert row[6] == f"{fmt.num(cell['energy']['energy_j'] / items * 1e6 / 1000)} (est.)"
+    assert row[7] == fmt.usd(0.10 / (qps * 3600) * 1e6)
+
+
+def test_load_test_numbers_appear_as_measured(written):
+    _, html_path, md_path = written
+    table = tables_of(html_path.read_text())["qps"]
+    assert table[0] == ["Concurrent users", "int8 batching: QPS", "int8 batching: P95 ms",
+                        "fp32 fused, no batching: QPS", "fp32 fused, no batching: P95 ms"]
+    assert row_of(table, "4") == ["4", "450", "13.9", "250", "26.0"]
+    assert row_of(table, "8")[1] == "520†"  # client saturated: a lower bound, marked
+    assert "| 4 | 450 | 13.9 | 250 | 26.0 |" in md_path.read_text()
+
+
+def test_skipped_cells_render_as_skipped_with_their_reason(written):
+    _, html_path, md_path = written
+    html, md = html_path.read_text(), md_path.read_text()
+    reason = "not measured: skipped: no NVIDIA GPU on this host (NVML found no driver/device)"
+    for text in (html, md):
+        assert reason in text
+        assert "torch-fp32-cuda" in text and "ort-fp16-tensorrt" in text
+    header = html[:html.index("<nav>")]
+    assert "skipped</span> (7)" in header and "torch-fp32-cuda|b1|corpus|tall" in header
+
+
+def test_failed_cell_renders_as_failed_with_its_reason():
+    run = load_run(RUN_FILE)
+    failed = CellResult(CellSpec("ort-fp32-cpu", batch=8), "failed", "crashed: worker killed by SIGKILL (memory)")
+    html = render_html(run.with_cell(failed))
+    assert "failed</span> (1)" in html and "crashed: worker killed by SIGKILL (memory)" in html
+    assert "not measured: failed: crashed: worker killed by SIGKILL (memory)" in html  # decision table row
+
+
+def test_nothing_measured_gives_reasons_not_numbers():
+    run = load_run(RUN_FILE)
+    run = replace(run, cells=tuple(c for c in run.cells if c.status != "ok"))
+    html, md = render_html(run), render_markdown(run)
+    assert "No measured configuration sustains P95 ≤ 300 ms." in html
+    assert "not drawn: no measured batch-1 cells" in html
+    assert "<img" not in html
+    assert "No GPU on this host" in md
+
+
+def test_synthetic_weights_are_announced_and_accuracy_not_shown(written):
+    _, html_path, md_path = written
+    html = html_path.read_text()
+    assert '<div class="banner">SYNTHETIC WEIGHTS' in html
+    assert "**SYNTHETIC WEIGHTS**" in md_path.read_text()
+    int8 = row_of(tables_of(html)["parity"], "int8")
+    assert int8[3] == "0.879" and int8[6] == "not measured: synthetic weights: labels are meaningless"
+    fp16 = row_of(tables_of(html)["parity"], "fp16")
+    assert fp16[2] == "not measured: needs a CUDA execution provider"
+
+
+def test_decision_follows_the_slo_and_the_prices():
+    run = load_run(LOADTEST_FILE)
+    ctx = build_context(run, ReportOptions(slo_p95_ms=20.0, cpu_hour_usd=0.2))
+    rows = {r[0]: r for r in tables_of(render_context(ctx, "report.html.j2"))["decision"]}
+    # int8 batching: 520 QPS at 8 users has P95 24 ms > 20; the best point within the SLO is 450 at 4 users.
+    assert rows["int8 batching"][3:6] == ["450", "13.9", "4 users"]
+    assert rows["int8 batching"][7] == fmt.usd(cost_per_million(0.2, 450.0))
+    assert rows["fp32 fused, no batching"][3:6] == ["240", "12.5", "2 users"]
+    assert ctx["decision"]["recommendation"][0].startswith(
+        "Cheapest service configuration meeting P95 ≤ 20 ms: int8 batching")
+
+
+def test_recommendation_falls_back_to_engine_cells_and_names_what_was_not_measured():
+    sentences = build_context(load_run(RUN_FILE), ReportOptions())["decision"]["recommendation"]
+    assert sentences[0].startswith("Cheapest configuration meeting P95 ≤ 300 ms: ort-int8-cpu · batch 1")
+    assert any(s.startswith("No GPU on this host: GPU configurations (") for s in sentences)
+    assert any(s.startswith("No service load tests in this run") for s in sentences)
+
+
+def test_context_is_plain_data():
+    context = build_context(load_run(LOADTEST_FILE))
+    assert json.loads(json.dumps(context)) == context  # only dicts, lists, strings, numbers, booleans, None
+
+
+def test_cost_formula():
+    assert cost_per_million(0.10, 100.0) == pytest.approx(0.10 / 360000 * 1e6)
+    assert cost_per_million(0.53, 0) is None
+
+
+@pytest.mark.parametrize("bad", [dict(slo_p95_ms=0), dict(cpu_hour_usd=-1.0), dict(gpu_hour_usd=float("nan")),
+                                 dict(slo_p95_ms="300")])
+def test_options_are_validated(bad):
+    with pytest.raises(ValueError, match="ReportOptions"):
+        ReportOptions(**bad)
+
+
+def test_html_is_self_contained_and_every_plot_is_a_png(written):
+    html = written[1].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "default-src 'none'" in html and "<script" not in html
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)
+    assert len(images) == html.count("<img")
+    for b64 in images:
+        png = base64.b64decode(b64)
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width > 100 and height > 100
+
+
+def test_absent_plot_data_is_explained(written):
+    html = render_html(load_run(RUN_FILE))
+    assert "not drawn: no closed-loop load tests in this run" in html
+    assert "not drawn: needs two or more values of sequence length for one backend; this run measured 128" in html
+
+
+def test_length_sweep_is_drawn_when_measured():
+    run = load_run(RUN_FILE)
+    base = run.cell("ort-int8-cpu|b1|L128|tall")
+    longer = replace(base, spec=replace(base.spec, seq_len=256), latencies_s=tuple(x * 2 for x in base.latencies_s))
+    plot = latency_vs_length(run.with_cell(longer))
+    assert "png" in plot and base64.b64decode(plot["png"])[:4] == b"\x89PNG"
+
+
+def test_older_schema_file_renders(tmp_path):
+    for path in sorted(DATA.glob("results_v*.json")):
+        shutil.copy(path, tmp_path / "results.json")
+        html_path, md_path = write_report(tmp_path)
+        assert "not measured" in html_path.read_text() and md_path.is_file()
+
+
+def test_unreadable_older_schema_fails_clearly(tmp_path):
+    data = json.loads((DATA / "results_v1.json").read_text())
+    data["schema_version"] = 0
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BenchError, match="schema_version 0, which this toolkit cannot upgrade"):
+        write_report(tmp_path)
+
+
+def test_newer_schema_fails_clearly(tmp_path):
+    data = json.loads(RUN_FILE.read_text())
+    data["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "results.json").write_text(json.dumps(data))
+    with pytest.raises(BenchError, match="newer than this toolkit"):
+        write_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_write_report_accepts_the_file_and_leaves_no_temporaries(tmp_path):
+    shutil.copy(RUN_FILE, tmp_path / "results.json")
+    html_path, md_path = write_report(tmp_path / "results.json")
+    assert (html_path, md_path) == (tmp_path / "report.html", tmp_path / "summary.md")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "results.json", "summary.md"]
+
+
+def test_report_command_resolves_latest_and_run_ids(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("STRUCTBENCH_HOME", str(tmp_path))
+    for name in ("older", "newer"):
+        (tmp_path / "results" / name).mkdir(parents=True)
+        shutil.copy(RUN_FILE, tmp_path / "results" / name / "results.json")
+    assert resolve_run("latest") == tmp_path / "results" / "newer" / "results.json"
+    assert resolve_run("older") == tmp_path / "results" / "older" / "results.json"
+    parser = argparse.ArgumentParser()
+    add_report_args(parser)
+    assert cmd_report(parser.parse_args(["latest", "--slo-p95-ms", "50", "--cpu-hour-usd", "0.2"])) == 0
+    assert "report:" in capsys.readouterr().out
+    assert "P95 ≤ 50 ms" in (tmp_path / "results" / "newer" / "report.html").read_text()
+    with pytest.raises(BenchError, match="no results at 'missing'"):
+        resolve_run("missing")
+    shutil.rmtree(tmp_path / "results")
+    with pytest.raises(BenchError, match="no runs under"):
+        resolve_run("latest")
+
+
+def test_failed_service_configuration_is_listed_not_priced(written):
+    _, html_path, md_path = written
+    html = html_path.read_text()
+    assert "service torch fp32 batching</span> — service did not become ready within 600 s" in html
+    row = row_of(tables_of(html)["decision"], "torch fp32 batching")
+    assert row[3] == "not measured: failed: service did not become ready within 600 s"
+    # Its backend keeps its engine row: the failed service measured nothing to replace it with.
+    assert row_of(tables_of(html)["decision"], "torch-fp32-cpu · batch 1")[3] == "202"
+
+
+def test_bench_cli_wiring(tmp_path):
+    """Once bench/cli.py wires `report` and `compare` (the lead's step), they work end to end."""
+    from bench.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if not {"report", "compare"} <= set(commands):
+        pytest.skip("bench/cli.py does not wire `report` / `compare` yet")
+    shutil.copy(RUN_FILE, tmp_path / "results.json")
+    def run_cli(*args):
+        return subprocess.run([sys.executable, "-m", "bench", *args], cwd=Path(__file__).parent.parent,
+                              capture_output=True, text=True, timeout=120)
+
+    done = run_cli("report", str(tmp_path), "--slo-p95-ms", "100")
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "report.html").is_file() and (tmp_path / "summary.md").is_file()
+    done = run_cli("compare", str(tmp_path), str(tmp_path), "--fail-on", "p95:+5%")
+    assert done.returncode == 0 and "PASSED" in done.stdout, done.stderr
