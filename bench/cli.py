@@ -232,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", default=None, help="add to this run (id, folder or 'latest'); default: a new run")
     p.add_argument("--run-id", default=None, help="name of a new run folder")
     p.set_defaults(func=cmd_sweep)
+    from reports.cli import add_compare_args, add_report_args, cmd_compare, cmd_report
+
+    p = sub.add_parser("report", help="render report.html and summary.md for a run (default: latest)")
+    add_report_args(p)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("compare", help="compare two runs cell by cell; --fail-on p95:+5%% for CI gates")
+    add_compare_args(p)
+    p.set_defaults(func=cmd_compare)
     p = sub.add_parser("check", help="benchmark commands that print measured ratios against targets")
     p.add_argument("which", choices=("int8", "trust", "service"))
     add_model_args(p)

@@ -42,3 +42,8 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subpro
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fuzz-examples", type=int, default=40,
+                     help="schemathesis/hypothesis examples per operation (make fuzz uses 1000)")
