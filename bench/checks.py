@@ -151,3 +151,24 @@ def print_service_figures(f: dict, qps: dict) -> None:
           f"  (target >= 0.90)")
     print(f"service P50 at concurrency 1 - engine P50 = {f['service_p50_ms_c1']:.1f} - {f['engine_p50_ms_b1']:.1f} = "
           f"{f['service_minus_engine_p50_ms']:.1f} ms  (target <= 5 ms)")
+
+
+def check_overload(model: str = "twin", duration_s: float = 60.0) -> dict:
+    from bench.harness import RunConfig, prepare_model
+    from loadtests.overload import RECOVERED_FRACTION, run_overload
+
+    prepare_model(RunConfig(model=model))
+    out = paths.ensure_writable(paths.results_dir() / f"check-overload-{time.strftime('%Y%m%d-%H%M%S')}")
+    f = run_overload(model, out, duration_s)
+    print(f"saturated QPS {f['saturated_qps']:.2f}; offered {f['offered_rps']:.1f} req/s (4x) for {duration_s:g} s")
+    print(f"accepted QPS {f['accepted_qps']:.2f}; rejected {f['rejection_rate'] * 100:.1f} % (503 + Retry-After)")
+    print(f"P99 of accepted requests (from intended send) = {f['accepted_p99_ms']:.0f} ms; "
+          f"late sends {f['late_send_percent']:.1f} %")
+    print(f"service RSS before/after = {f['rss_before_mb']:.0f} / {f['rss_after_mb']:.0f} MB "
+          f"({f['rss_change'] * 100:+.1f} %; target within 10 %)")
+    rec = "not within 15 s" if f["recovery_s"] is None else f"{f['recovery_s']:.0f} s"
+    print(f"recovery to {RECOVERED_FRACTION:.0%} of saturated QPS after the load drops: {rec}  (target <= 5 s)")
+    paths.atomic_write_text(out / "check.json", json.dumps({"figures": f}, indent=1))
+    print(f"saved: {out / 'check.json'}")
+    return f
+

@@ -92,7 +92,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     from bench import checks
 
-    {"int8": checks.check_int8, "trust": checks.check_trust, "service": checks.check_service}[args.which](args.model)
+    {"int8": checks.check_int8, "trust": checks.check_trust, "service": checks.check_service,
+     "overload": checks.check_overload}[args.which](args.model)
     return 0
 
 
@@ -123,17 +124,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def resolve_run(spec: str) -> Path:
-    from bench import paths
+    """The run folder that SPEC names (a folder, a results.json, a run id or 'latest')."""
+    from reports.cli import resolve_run as resolve_results
 
-    if spec == "latest":
-        runs = sorted(p.parent for p in paths.results_dir().glob("*/results.json"))
-        if not runs:
-            raise BenchError(f"no runs under {paths.results_dir()}")
-        return max(runs, key=lambda p: (p / "results.json").stat().st_mtime)
-    path = Path(spec)
-    if path.name == "results.json":
-        return path.parent
-    return path if path.is_dir() else paths.results_dir() / spec
+    return resolve_results(spec).parent
 
 
 def print_loadtests(path: Path) -> None:
@@ -241,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compare_args(p)
     p.set_defaults(func=cmd_compare)
     p = sub.add_parser("check", help="benchmark commands that print measured ratios against targets")
-    p.add_argument("which", choices=("int8", "trust", "service"))
+    p.add_argument("which", choices=("int8", "trust", "service", "overload"))
     add_model_args(p)
     p.set_defaults(func=cmd_check)
     return parser

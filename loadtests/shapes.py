@@ -37,6 +37,7 @@ class ClientStats:
         self.intended = 0
         self.late_sends = 0
         self.invalid = 0
+        self.rejected = 0
 
     def add_timing(self, parts: dict[str, float]) -> None:
         if parts:
@@ -47,7 +48,8 @@ class ClientStats:
     def drain(self) -> dict:
         """This process's figures since the last drain, as a plain dict (sent to the master)."""
         data = {"timing_sum": dict(self.timing_sum), "timing_n": self.timing_n, "invalid": self.invalid,
-                "open_latencies_ms": self.open_latencies_ms, "intended": self.intended, "late_sends": self.late_sends}
+                "open_latencies_ms": self.open_latencies_ms, "intended": self.intended, "late_sends": self.late_sends,
+                "rejected": self.rejected}
         self.__init__()
         return data
 
@@ -59,13 +61,15 @@ class ClientStats:
         self.open_latencies_ms.extend(data.get("open_latencies_ms", []))
         self.intended += data.get("intended", 0)
         self.late_sends += data.get("late_sends", 0)
+        self.rejected += data.get("rejected", 0)
 
     def summary(self) -> dict:
         timing = {k: v / self.timing_n for k, v in self.timing_sum.items()} if self.timing_n else {}
         out = {"server_timing_ms": timing, "server_timing_n": self.timing_n, "invalid_answers": self.invalid}
         if self.intended:
             lat = np.asarray(self.open_latencies_ms)
-            out["open_loop"] = {"intended": self.intended, "completed": int(lat.size), "late_sends": self.late_sends,
+            out["open_loop"] = {"intended": self.intended, "completed": int(lat.size) + self.rejected,
+                                "accepted": int(lat.size), "rejected": self.rejected, "late_sends": self.late_sends,
                                 "late_send_percent": 100.0 * self.late_sends / self.intended,
                                 **({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 95, 99)} if lat.size else {})}
         return out

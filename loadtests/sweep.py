@@ -156,7 +156,7 @@ def record(variant: ServiceVariant, cfg: SweepConfig, users: int, result: dict, 
     if open_loop:
         # Latency from the intended send time: Locust's own numbers would start at the actual send.
         entry.update({"p50_ms": open_loop.get("p50_ms"), "p95_ms": open_loop.get("p95_ms"),
-                      "p99_ms": open_loop.get("p99_ms"), "achieved_rps": open_loop["completed"] / cfg.duration_s,
+                      "p99_ms": open_loop.get("p99_ms"), "achieved_rps": open_loop["accepted"] / cfg.duration_s,
                       "late_send_percent": open_loop["late_send_percent"], "open_loop": open_loop,
                       "source": "open loop: latency from intended send time"})
     entry["client_saturated"] = (result["client_max_process_cpu_percent"] > CLIENT_SATURATED_PERCENT

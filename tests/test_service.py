@@ -331,3 +331,16 @@ def test_cli_serves_on_port_zero_and_stops_on_sigterm(tiny_onnx, bench_home):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_length_groups_keep_padding_within_budget():
+    from bench.service.batcher import length_groups
+
+    lengths = [80, 20, 82, 300, 21, 79, 81, 22]
+    groups = length_groups(lengths, 0.15)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        real = sum(lengths[i] for i in g)
+        assert max(lengths[i] for i in g) * len(g) <= 1.15 * real
+    assert {frozenset(g) for g in groups} == {frozenset({1, 4, 7}), frozenset({0, 2, 5, 6}), frozenset({3})}
+    assert length_groups([50] * 8, 0.0) == [list(range(8))]  # equal lengths: one batch, no padding

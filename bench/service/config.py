@@ -28,8 +28,9 @@ class ServiceConfig:
     batching: bool = True
     max_batch: int = 8
     max_wait_ms: float = 0.0  # 0 = greedy: batch whatever queued while the model was busy, never wait
+    max_padding: float = 0.15  # a batch is split so pad tokens stay under this share of its tokens
     cache_size: int = 1024  # 0 = no cache
-    max_queue: int = 256
+    max_queue: int = 64
     request_timeout_s: float = 10.0
     max_body_bytes: int = 65536
     max_batch_items: int = 64
@@ -47,6 +48,8 @@ class ServiceConfig:
         self._check_positive()
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0 (got {self.max_wait_ms})")
+        if not 0 <= self.max_padding <= 10:
+            raise ValueError(f"max_padding must be within 0..10 (got {self.max_padding}); 0.15 = 15 % pad tokens")
         if self.cache_size < 0:
             raise ValueError(f"cache_size must be >= 0 (got {self.cache_size}); 0 turns the cache off")
         if self.warmup_runs < 0:
