@@ -41,10 +41,6 @@ class OrtBackend(Backend):
             opts.intra_op_num_threads = self.config.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.config.options.get("allow_spinning") is False:
-            # Idle intra-op threads otherwise spin for a while after each run, stealing the CPU a server's
-            # event loop and tokenizer need between runs (2 cores: they starve under concurrency).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return opts
 
     def _providers(self, provider: str) -> list:

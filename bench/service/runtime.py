@@ -34,9 +34,7 @@ def build_backend(config: ServiceConfig) -> Backend:
         from exporters.pipeline import ExportConfig, export_all
 
         onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
-    # A server shares its cores with the event loop and tokenizer: ORT threads must not spin between runs.
-    options = {"allow_spinning": False} if spec.engine == "ort" else {}
-    return backends.create(backends.BackendConfig(spec, model_dir, onnx_dir, config.threads, options))
+    return backends.create(backends.BackendConfig(spec, model_dir, onnx_dir, config.threads))
 
 
 def read_labels(model_dir: Path) -> dict[int, str]:
