@@ -105,6 +105,15 @@ def host_gpu_reason() -> str | None:
     return None
 
 
+def gpu_for(on_gpu: bool):
+    """An opened NVML handle for the sampler of a GPU cell (VRAM, utilisation, power), else None."""
+    if not on_gpu:
+        return None
+    from bench.measure.gpu import probe_gpu
+
+    return probe_gpu()
+
+
 def new_run(cfg: RunConfig, run_dir: Path, model: dict) -> RunResult:
     from bench.host import fingerprint
     from bench.measure.roofline import measure_peak
@@ -130,6 +139,7 @@ def prepare_model(cfg: RunConfig) -> tuple[Path, Path, dict]:
     from exporters.pipeline import ExportConfig, export_all
 
     onnx_dir, manifest = export_all(ExportConfig(model=cfg.model, seed=cfg.seed))
+    print(f"[run] models: {onnx_dir}\n[run] manifest: {onnx_dir / 'manifest.json'}", file=sys.stderr, flush=True)
     model = {"spec": cfg.model, "source": manifest["source"], "synthetic": manifest["synthetic"],
              "model_dir": manifest["model_dir"], "onnx_dir": str(onnx_dir), "quantization": manifest["quantization"],
              "variants": {k: {kk: vv for kk, vv in v.items() if kk != "sha256"} for k, v in manifest["variants"].items()}}
@@ -170,13 +180,14 @@ def measure_cells(cfg: RunConfig, run_dir: Path, run: RunResult, model_dir: Path
     with tqdm(total=len(todo), desc="cells", unit="cell", position=0, file=sys.stderr) as outer:
         for spec in todo:
             outer.set_postfix_str(spec.key)
-            if gpu_reason and backends.resolve(spec.backend).device != "cpu":
+            on_gpu = backends.resolve(spec.backend).device != "cpu"
+            if gpu_reason and on_gpu:
                 cell = CellResult(spec, "skipped", gpu_reason)
             else:
                 with tqdm(total=cfg.stop_rule()["max_time_s"], desc="  timed s", position=1, leave=False,
                           file=sys.stderr, bar_format="{desc} {bar} {n:.1f}/{total:.0f}") as inner:
                     cell = run_cell(cell_request(cfg, spec, model_dir, onnx_dir), cfg.limits,
-                                    sampler_factory=lambda pid: ResourceSampler(pid, 0.01),
+                                    sampler_factory=lambda pid: ResourceSampler(pid, 0.01, gpu=gpu_for(on_gpu)),
                                     on_progress=lambda s: setattr(inner, "n", min(s, inner.total)) or inner.refresh())
             run = run.with_cell(cell)
             save_run(run, run_dir)  # after every cell: a killed run loses at most the cell in flight

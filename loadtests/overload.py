@@ -21,22 +21,27 @@ from loadtests.sweep import SweepConfig, run_locust
 RECOVERED_FRACTION = 0.9
 
 
-def probe(url: str, users: int, seconds: float, text: str = "这家店的服务态度很好，菜也很好吃，下次还会再来。") -> list[float]:
-    """Closed-loop probe with plain http.client threads: completion times of successful requests."""
-    parsed, done, stop = urlparse(url), [], time.perf_counter() + seconds
-    body = json.dumps({"text": text}).encode()
+def probe(url: str, users: int, seconds: float) -> list[float]:
+    """Closed-loop probe with plain http.client threads posting ≈80-char corpus reviews (the workload the
+    harness and Locust use): completion times of successful requests."""
+    from bench.corpus import length_workload
 
-    def user() -> None:
+    parsed, done, stop = urlparse(url), [], time.perf_counter() + seconds
+    bodies = [json.dumps({"text": t}).encode() for t in length_workload(400, seed=7).texts]
+
+    def user(offset: int) -> None:
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+        i = offset
         while time.perf_counter() < stop:
-            conn.request("POST", "/api/sentiment", body, {"Content-Type": "application/json"})
+            i += users
+            conn.request("POST", "/api/sentiment", bodies[i % len(bodies)], {"Content-Type": "application/json"})
             resp = conn.getresponse()
             resp.read()
             if resp.status == 200:
                 done.append(time.perf_counter())
         conn.close()
 
-    threads = [threading.Thread(target=user, daemon=True) for _ in range(users)]
+    threads = [threading.Thread(target=user, args=(k,), daemon=True) for k in range(users)]
     for t in threads:
         t.start()
     for t in threads:

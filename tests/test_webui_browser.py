@@ -1,0 +1,33 @@
+"""The WebUI in real headless Chromium against a real service: its request reaches the API and the answer
+is rendered as a chat bubble with the label and an emoji."""
+
+import shutil
+import subprocess
+import urllib.parse
+
+import pytest
+
+from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (make test-deps)")
+
+
+def test_webui_analyses_a_text_through_the_api(tiny_onnx, tmp_path):
+    service = ServiceProcess("twin:tiny", ServiceVariant("webui", cache_size=0))
+    try:
+        url = service.wait_ready(300)
+        before = metrics(url).get('requests_total{endpoint="/api/sentiment",status="200"}', 0.0)
+        text = "这家店的服务很好，下次还来！"
+        page = f"{url}/?text={urllib.parse.quote(text)}"
+        dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                              "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                              "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                              "--virtual-time-budget=15000", "--dump-dom", page],
+                             capture_output=True, text=True, timeout=120).stdout
+        after = metrics(url).get('requests_total{endpoint="/api/sentiment",status="200"}', 0.0)
+    finally:
+        service.stop()
+    assert after == before + 1  # the browser's fetch reached the API once
+    assert 'class="msg user"' in dom and text in dom
+    assert 'class="msg bot result"' in dom and ("😊" in dom or "😠" in dom) and "置信度" in dom
