@@ -1,4 +1,9 @@
-"""One way to turn texts into model inputs, shared by the exporters, the harness and the service."""
+"""One way to turn texts into model inputs, shared by the exporters, the harness and the service.
+
+Built on the `tokenizers` library directly (the model's tokenizer.json, or its vocab.txt): importing
+transformers' AutoTokenizer would pull in torch, and the ONNX Runtime path must not pay torch's import
+time and memory. The ids are those of the model's Hugging Face fast tokenizer.
+"""
 
 from __future__ import annotations
 
@@ -12,27 +17,68 @@ MAX_TOKENS = 512
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
-@lru_cache(maxsize=4)
-def load_tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
+class Tokenizer:
+    """A BERT tokenizer: truncating to 512 (or a bucket length) and padding to the longest or a fixed length."""
 
-    return AutoTokenizer.from_pretrained(model_dir)
+    def __init__(self, model_dir: str) -> None:
+        self.model_dir = model_dir
+        self.raw = _raw(model_dir, None)
+        self.pad_id = self.raw.token_to_id("[PAD]") or 0
+        self.cls_token_id = self.raw.token_to_id("[CLS]")
+        self.sep_token_id = self.raw.token_to_id("[SEP]")
+
+    def __len__(self) -> int:
+        return self.raw.get_vocab_size()
+
+    def tokenize(self, text: str) -> list[str]:
+        return self.raw.encode(text, add_special_tokens=False).tokens
+
+    def encodings(self, texts: Sequence[str], truncate: int | None):
+        return _raw(self.model_dir, truncate).encode_batch(list(texts))
 
 
-def encode(tokenizer, texts: Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
-    """int64 arrays. `max_length` set: pad/truncate to exactly that length; else pad to the longest (≤ 512)."""
-    if max_length is not None:
-        enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_length,
-                        return_tensors="np")
+@lru_cache(maxsize=16)
+def _raw(model_dir: str, truncate: int | None):
+    """The tokenizers.Tokenizer of a model dir, with truncation set (one cached instance per length)."""
+    from tokenizers import Tokenizer as RawTokenizer
+
+    path = Path(model_dir)
+    if (path / "tokenizer.json").exists():
+        raw = RawTokenizer.from_file(str(path / "tokenizer.json"))
+    else:  # an older checkpoint with only vocab.txt
+        from tokenizers.implementations import BertWordPieceTokenizer
+
+        raw = BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=True)._tokenizer
+    raw.no_padding()
+    if truncate:
+        raw.enable_truncation(max_length=truncate)
     else:
-        enc = tokenizer(list(texts), padding="longest", truncation=True, max_length=MAX_TOKENS,
-                        return_tensors="np")
-    return {name: np.ascontiguousarray(enc[name], dtype=np.int64) for name in INPUT_NAMES}
+        raw.no_truncation()
+    return raw
 
 
-def token_counts(tokenizer, texts: Sequence[str]) -> list[int]:
+@lru_cache(maxsize=4)
+def load_tokenizer(model_dir: str) -> Tokenizer:
+    return Tokenizer(str(model_dir))
+
+
+def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
+    """int64 arrays. `max_length` set: pad/truncate to exactly that length; else pad to the longest (≤ 512)."""
+    encs = tokenizer.encodings(texts, max_length or MAX_TOKENS)
+    width = max_length or max(len(e.ids) for e in encs)
+    out = {name: np.zeros((len(encs), width), dtype=np.int64) for name in INPUT_NAMES}
+    out["input_ids"].fill(tokenizer.pad_id)
+    for row, e in enumerate(encs):
+        n = len(e.ids)
+        out["input_ids"][row, :n] = e.ids
+        out["attention_mask"][row, :n] = 1
+        out["token_type_ids"][row, :n] = e.type_ids
+    return out
+
+
+def token_counts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     """Tokens per text including [CLS]/[SEP], before any truncation (to flag over-long inputs)."""
-    return [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+    return [len(e.ids) for e in tokenizer.encodings(texts, None)]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -1,0 +1,28 @@
+"""Our tokenizers-based encoder gives exactly the ids of the model's Hugging Face fast tokenizer."""
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from bench.corpus import bucket_workload, length_workload
+from bench.tokenize import encode, load_tokenizer, token_counts
+
+ODD = ["ABC abc 123 😀 hello  ", "今天天气真好" * 200, " \t混合 scripts ＡＢＣ，。！", "x"]
+
+
+@pytest.mark.parametrize("max_length", [None, 16, 64, 512])
+def test_encode_matches_transformers(tiny_model, max_length):
+    ours, theirs = load_tokenizer(str(tiny_model)), AutoTokenizer.from_pretrained(str(tiny_model))
+    texts = list(length_workload(40, seed=4).texts) + ODD
+    if max_length:
+        texts = list(bucket_workload(8, max_length).texts) + ODD
+    padding = "max_length" if max_length else "longest"
+    ref = theirs(texts, padding=padding, truncation=True, max_length=max_length or 512, return_tensors="np")
+    got = encode(ours, texts, max_length)
+    for name, array in got.items():
+        assert array.dtype == np.int64 and np.array_equal(array, ref[name]), name
+
+
+def test_token_counts_are_before_truncation(tiny_model):
+    tok = load_tokenizer(str(tiny_model))
+    assert token_counts(tok, ["今天天气真好" * 200, "好"]) == [1202, 3]
