@@ -64,7 +64,7 @@ check-int8 check-trust check-service check-overload: $(STAMP)
 	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
 
 fuzz: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py --fuzz-examples 1000 $(ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py -s --fuzz-examples 1000 $(ARGS)
 
 clean:
 	rm -rf results .pytest_cache .hypothesis
