@@ -196,48 +196,57 @@ def report_run(run_dir: Path, args: argparse.Namespace) -> int:
     return cmd_report(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="structbench", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("export", help="export FP32 / fused FP32 / INT8 / FP16 ONNX with a parity gate")
+def export_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     p.add_argument("--out", type=Path, default=None, help="output folder (default: artifacts/onnx/<model>)")
     p.add_argument("--parity-n", type=int, default=256, help="corpus texts for the parity gate (default 256)")
     p.add_argument("--parity-max-length", type=int, default=48, help="tokens per parity text (default 48)")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--force", action="store_true", help="rebuild even if the artifacts are up to date")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("run", help="measure every backend (each cell in a fresh worker) and write results.json")
-    add_run_args(p)
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("serve", help="run the inference service (FastAPI + uvicorn, 127.0.0.1 by default)")
-    from bench.service.cli import add_arguments
 
-    add_arguments(p)
-    p.set_defaults(func=cmd_serve)
-    p = sub.add_parser("all", help="what make bench runs: run + short load-test sweep + report")
+
+def all_args(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
     add_sweep_args(p, {"users": (1, 2, 4, 8, 16), "duration": 8.0})
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep")
-    p.set_defaults(func=cmd_all)
-    p = sub.add_parser("sweep", help="load-test the service with Locust across concurrency levels")
+
+
+def sweep_args(p: argparse.ArgumentParser) -> None:
     add_model_args(p)
     add_sweep_args(p)
     p.add_argument("--run", default=None, help="add to this run (id, folder or 'latest'); default: a new run")
     p.add_argument("--run-id", default=None, help="name of a new run folder")
-    p.set_defaults(func=cmd_sweep)
-    from reports.cli import add_compare_args, add_report_args, cmd_compare, cmd_report
 
-    p = sub.add_parser("report", help="render report.html and summary.md for a run (default: latest)")
-    add_report_args(p)
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("compare", help="compare two runs cell by cell; --fail-on p95:+5%% for CI gates")
-    add_compare_args(p)
-    p.set_defaults(func=cmd_compare)
-    p = sub.add_parser("check", help="benchmark commands that print measured ratios against targets")
+
+def check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", choices=("int8", "trust", "service", "overload"))
     add_model_args(p)
-    p.set_defaults(func=cmd_check)
+
+
+def commands() -> tuple:
+    """(name, help, add-arguments, handler) of every subcommand."""
+    from bench.service.cli import add_arguments as serve_args
+    from reports.cli import add_compare_args, add_report_args, cmd_compare, cmd_report
+
+    return (
+        ("export", "export FP32 / fused FP32 / INT8 / FP16 ONNX with a parity gate", export_args, cmd_export),
+        ("run", "measure every backend (each cell in a fresh worker) and write results.json", add_run_args, cmd_run),
+        ("serve", "run the inference service (FastAPI + uvicorn, 127.0.0.1 by default)", serve_args, cmd_serve),
+        ("all", "what make bench runs: run + short load-test sweep + report", all_args, cmd_all),
+        ("sweep", "load-test the service with Locust across concurrency levels", sweep_args, cmd_sweep),
+        ("report", "render report.html and summary.md for a run (default: latest)", add_report_args, cmd_report),
+        ("compare", "compare two runs cell by cell; --fail-on p95:+5%% for CI gates", add_compare_args, cmd_compare),
+        ("check", "benchmark commands that print measured ratios against targets", check_args, cmd_check),
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="structbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text, add_args, handler in commands():
+        p = sub.add_parser(name, help=help_text)
+        add_args(p)
+        p.set_defaults(func=handler)
     return parser
 
 
