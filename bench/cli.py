@@ -148,11 +148,11 @@ def print_loadtests(path: Path) -> None:
 
 
 def add_sweep_args(p: argparse.ArgumentParser, prefix_defaults: dict | None = None) -> None:
-    d = {"users": (1, 2, 4, 8, 16), "duration": 10.0, **(prefix_defaults or {})}
+    d = {"users": (1, 2, 4, 8, 16), "duration": 10.0, "open_rates": (), **(prefix_defaults or {})}
     p.add_argument("--variants", type=names, default=("batch", "nobatch"),
                    help="service configs: batch, nobatch, cache, fp32, torch (default batch,nobatch)")
     p.add_argument("--users", type=ints, default=d["users"], help="closed-loop concurrency levels")
-    p.add_argument("--open-rates", type=floats, default=(), help="open-loop offered rates (req/s), e.g. 5,10")
+    p.add_argument("--open-rates", type=floats, default=d["open_rates"], help="open-loop offered rates (req/s), e.g. 5,10")
     p.add_argument("--lt-duration", type=float, default=d["duration"], help="seconds measured per level")
     p.add_argument("--ramp", type=float, default=2.0, help="ramp-up seconds before stats reset")
     p.add_argument("--workers", type=int, default=1, help="Locust processes (distributed load, --processes)")
@@ -179,6 +179,7 @@ def cmd_all(args: argparse.Namespace) -> int:
 
     if args.quick:  # a short sweep to match the short profile
         args.users, args.lt_duration, args.ramp = (1, 4, 8), min(args.lt_duration, 4.0), min(args.ramp, 1.0)
+        args.open_rates = ()
     sweep = sweep_config(args, args.model)  # validated before any work starts
     run_dir = measure_run(args)
     if not args.no_loadtest:
@@ -207,7 +208,7 @@ def export_args(p: argparse.ArgumentParser) -> None:
 
 def all_args(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
-    add_sweep_args(p, {"users": (1, 2, 4, 8, 16), "duration": 8.0})
+    add_sweep_args(p, {"users": (1, 2, 4, 8, 16), "duration": 8.0, "open_rates": (10.0,)})
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep")
 
 
