@@ -155,7 +155,7 @@ def record(variant: ServiceVariant, cfg: SweepConfig, users: int, result: dict, 
     open_loop = client.get("open_loop")
     if open_loop:
         # Latency from the intended send time: Locust's own numbers would start at the actual send.
-        entry.update({"p50_ms": open_loop.get("p50_ms"), "p95_ms": open_loop.get("p95_ms"),
+        entry.update({"requests": open_loop["completed"], "p50_ms": open_loop.get("p50_ms"), "p95_ms": open_loop.get("p95_ms"),
                       "p99_ms": open_loop.get("p99_ms"), "achieved_rps": open_loop["accepted"] / cfg.duration_s,
                       "late_send_percent": open_loop["late_send_percent"], "open_loop": open_loop,
                       "source": "open loop: latency from intended send time"})
