@@ -116,7 +116,7 @@ def check_trust(model: str = "twin") -> dict:
     return figures
 
 
-def check_service(model: str = "twin", duration_s: float = 15.0) -> dict:
+def check_service(model: str = "twin", duration_s: float = 25.0) -> dict:
     """Service vs engine on one host: QPS scaling with concurrency, saturation vs offline throughput,
     and what the HTTP layer adds to P50 at concurrency 1."""
     from bench.harness import RunConfig, prepare_model
