@@ -146,9 +146,13 @@ def prepare_model(cfg: RunConfig) -> tuple[Path, Path, dict]:
     return Path(manifest["model_dir"]), onnx_dir, model
 
 
+def resume_dir(spec: str) -> Path:
+    return Path(spec) if Path(spec).is_dir() else paths.results_dir() / spec
+
+
 def open_run(cfg: RunConfig, model: dict) -> tuple[Path, RunResult]:
     if cfg.resume:
-        run_dir = Path(cfg.resume) if Path(cfg.resume).is_dir() else paths.results_dir() / cfg.resume
+        run_dir = resume_dir(cfg.resume)
         run = load_run(run_dir)
         if run.model.get("source") != model["source"]:
             raise BenchError(f"cannot resume {run_dir}: it measured {run.model.get('spec')}, not {cfg.model}")
@@ -198,6 +202,8 @@ def measure_cells(cfg: RunConfig, run_dir: Path, run: RunResult, model_dir: Path
 def start_run(cfg: RunConfig) -> tuple[Path, RunResult, Path, Path]:
     """Export (or reuse) the models and open (or resume) the run folder; nothing is measured yet."""
     paths.ensure_writable(paths.results_dir())  # fail before the (minutes-long) export, not after
+    if cfg.resume:
+        load_run(resume_dir(cfg.resume))  # a missing or corrupt run to resume fails here too
     model_dir, onnx_dir, model = prepare_model(cfg)
     run_dir, result = open_run(cfg, model)
     return run_dir, result, model_dir, onnx_dir
