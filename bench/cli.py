@@ -31,7 +31,7 @@ def print_export_summary(out_dir: Path, manifest: dict) -> None:
     for name, v in manifest["variants"].items():
         par = v.get("parity", {})
         size = f"{v['size_bytes'] / 1e6:7.1f} MB" if v.get("file") else "  (runtime)"
-        verdict = {True: "parity ok", False: "PARITY FAILED", None: f"parity not measured"}[par.get("passed")]
+        verdict = {True: "parity ok", False: "PARITY FAILED", None: "parity not measured"}[par.get("passed")]
         figures = (f"agree {par['label_agreement']:.3f}  max|Δ| {par['max_abs_diff']:.2e}"
                    if "label_agreement" in par else par.get("not_measured", ""))
         print(f"  {name:<11} {size}  {verdict:<20} {figures}")

@@ -13,11 +13,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bench.results import CellResult, CellSpec, RunResult, cell_from_dict, save_run
+from bench.results import CellResult, CellSpec, cell_from_dict
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ Progress goes to stderr as `PROGRESS <elapsed_s> <iterations>` lines the parent 
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
-from dataclasses import asdict
 
 T_START = time.perf_counter()
 
@@ -67,13 +67,13 @@ def measure(req: dict) -> dict:
     load["first_infer_s"] = timer.measure(lambda: backend.infer(batches[0]))
     warmup = [timer.measure(lambda b=b: backend.infer(b)) for b in batches[1:1 + req.get("warmup_iters", 3)]]
     rule = StopRule(**req.get("stop", {}))
-    it = iter(range(10**9))
+    turn = itertools.count()  # cycle through the pre-encoded batches
     gpu = open_gpu(bspec.device)
     meter = energy_meter(req, gpu)
     cpu0, w0 = time.process_time(), time.perf_counter()
     meter.start()
-    samples, reason = run_until_stopped(lambda: timer.measure(lambda: backend.infer(batches[next(it) % len(batches)])),
-                                        rule, on_sample=lambda _s: tick(w0, it))
+    samples, reason = run_until_stopped(lambda: timer.measure(lambda: backend.infer(batches[next(turn) % len(batches)])),
+                                        rule, on_sample=lambda _s: tick(w0))
     window = time.perf_counter() - w0
     cpu_s = time.process_time() - cpu0
     energy = meter.stop(cpu_seconds=cpu_s)
@@ -92,7 +92,7 @@ def measure(req: dict) -> dict:
 _last_tick = [0.0]
 
 
-def tick(w0: float, it) -> None:
+def tick(w0: float) -> None:
     now = time.perf_counter()
     if now - _last_tick[0] > 0.25:  # a few lines a second is plenty for a progress bar
         _last_tick[0] = now

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import paths
 from bench.errors import BenchError
 from exporters.layout import MANIFEST, MANIFEST_VERSION, ONNX_FILES
-from exporters.parity import DEFAULT_THRESHOLDS, Thresholds
+from exporters.parity import DEFAULT_THRESHOLDS
 
 GATED = ("fp32", "fp32-fused", "int8", "torch-int8")
 

@@ -101,8 +101,8 @@ def decision_table(cands: list[dict], options: dict) -> dict:
             gaps.setdefault((c["reason"], c["kind"], c["device"]), []).append(c["name"])
     rows += [[text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=5)]
              for (reason, kind, device), names in gaps.items()]
-    notes = [f"Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
-             f"bound for a service on the same host); service = HTTP end to end under Locust.",
+    notes = ["Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
+             "bound for a service on the same host); service = HTTP end to end under Locust.",
              f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at CPU ${options['cpu_hour_usd']:.2f}/h "
              f"and GPU ${options['gpu_hour_usd']:.2f}/h (prices are inputs, not measurements)."]
     return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, notes,

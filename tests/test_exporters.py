@@ -1,7 +1,6 @@
 """Export of the tiny twin to every variant, the parity gate (passing and failing), reuse, bad input."""
 
 import json
-import os
 import shutil
 
 import numpy as np

@@ -1,15 +1,10 @@
 """The harness: fresh workers, failures as cells, schema, grid validation, GPU cells skipped with reasons."""
 
-import json
-import os
 
 import pytest
 
-from bench.errors import BenchError
-from bench.harness import RunConfig, build_grid, measure_cells, new_run
-from bench.paths import atomic_write_text
-from bench.results import (SCHEMA_VERSION, CellResult, CellSpec, RunResult, load_run, run_to_dict, save_run,
-                           summary_rows)
+from bench.harness import RunConfig, build_grid, measure_cells
+from bench.results import (RunResult, load_run)
 from bench.runner import WorkerLimits, run_cell
 from tests.conftest import run_cli
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from bench.results import RunResult, load_run, save_run
-from loadtests.service_proc import ServiceProcess, ServiceVariant, get, metrics
+from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
 from loadtests.shapes import ClientStats, arrival_times, parse_server_timing
-from loadtests.sweep import SweepConfig, run_locust, run_sweep, sweep_into_run
+from loadtests.sweep import SweepConfig, run_locust, sweep_into_run
 
 
 def test_constant_arrivals_are_evenly_spaced():
