@@ -344,3 +344,43 @@ def test_length_groups_keep_padding_within_budget():
         assert max(lengths[i] for i in g) * len(g) <= 1.15 * real
     assert {frozenset(g) for g in groups} == {frozenset({1, 4, 7}), frozenset({0, 2, 5, 6}), frozenset({3})}
     assert length_groups([50] * 8, 0.0) == [list(range(8))]  # equal lengths: one batch, no padding
+
+
+def test_each_length_group_is_answered_when_its_model_call_returns(tiny_model):
+    """A short text batched with a long one is answered after its own model call, not after the whole batch."""
+    import asyncio
+
+    from bench.service.batcher import Batcher
+    from bench.tokenize import load_tokenizer, model_dir_str
+
+    backend = ScriptedBackend(tiny_model, delay=0.3)
+    tokenizer = load_tokenizer(model_dir_str(tiny_model))
+    batcher = Batcher(backend, tokenizer, max_batch=8, max_wait_ms=200, max_queue=8, timeout_s=10, max_padding=0.0)
+
+    async def scenario() -> dict:
+        done: dict[str, float] = {}
+        futures = batcher.submit(["短评", "这是一条长得多的评论，" * 20])
+        for name, fut in zip(("short", "long"), futures):
+            fut.add_done_callback(lambda f, name=name: done.setdefault(name, time.perf_counter()))
+        outcomes = await asyncio.gather(*futures)
+        return {"done": done, "outcomes": outcomes}
+
+    batcher.start()
+    try:
+        got = asyncio.run(scenario())
+    finally:
+        batcher.stop(timeout=10)
+    assert backend.sizes == [1, 1]  # two lengths, no padding allowed: two model calls
+    assert got["done"]["long"] - got["done"]["short"] >= 0.25  # the short text did not wait for the long call
+    short, long_ = got["outcomes"]
+    assert long_.queue_ms - short.queue_ms >= 250  # the long text queued behind the short group's call
+
+
+def test_padding_budget_defaults_per_device_and_can_be_set():
+    from bench.service.config import CPU_MAX_PADDING, GPU_MAX_PADDING
+
+    assert ServiceConfig(backend="ort-int8-cpu").effective_max_padding == CPU_MAX_PADDING
+    assert ServiceConfig(backend="ort-fp16-cuda").effective_max_padding == GPU_MAX_PADDING > CPU_MAX_PADDING
+    assert ServiceConfig(backend="ort-int8-cpu", max_padding=0.3).effective_max_padding == 0.3
+    with pytest.raises(ValueError, match="max_padding"):
+        ServiceConfig(max_padding=-0.1)

@@ -74,7 +74,7 @@ class Batcher:
     """A bounded queue of texts and the single worker thread that feeds them to `backend.infer`."""
 
     def __init__(self, backend: Backend, tokenizer, *, max_batch: int, max_wait_ms: float, max_queue: int,
-                 timeout_s: float, max_padding: float = 0.15,
+                 timeout_s: float, max_padding: float = 0.05,
                  on_batch: Callable[[int], None] | None = None) -> None:
         self.backend, self.tokenizer, self.max_padding = backend, tokenizer, max_padding
         self.max_batch, self.max_wait_s, self.timeout_s = max_batch, max_wait_ms / 1000.0, timeout_s
@@ -145,40 +145,38 @@ class Batcher:
                                                   f"over the {self.timeout_s:g} s deadline"))
         live = [it for it in live if started <= it.deadline]
         if live:
-            self._compute(live, started)
+            self._compute(live)
 
-    def _compute(self, items: list[_Item], started: float) -> None:
-        texts = [it.text for it in items]
+    def _compute(self, items: list[_Item]) -> None:
+        """Run the batch as length groups and answer each group's texts as soon as its model call returns:
+        a short text is not held back by a longer group computed after it."""
         try:
             t0 = time.perf_counter()
-            counts = token_counts(self.tokenizer, texts)
+            counts = token_counts(self.tokenizer, [it.text for it in items])
+            count_s = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001  a tokenizer failure fails this batch only
+            self._fail(items, exc)
+            return
+        for group in length_groups([min(n, MAX_TOKENS) for n in counts], self.max_padding):
+            self._compute_group([items[i] for i in group], [counts[i] for i in group], count_s)
+
+    def _compute_group(self, items: list[_Item], counts: list[int], count_s: float) -> None:
+        try:
             t1 = time.perf_counter()
-            probs, group_tokenize_s = self._infer_groups(texts, counts)
-            tokenize_s = t1 - t0 + group_tokenize_s
-            infer_s = time.perf_counter() - t1 - group_tokenize_s
-        # Any backend failure (ORT, torch, a bad shape) must fail only this batch; the worker keeps serving.
+            inputs = encode(self.tokenizer, [it.text for it in items])
+            t2 = time.perf_counter()
+            probs = softmax(np.asarray(self.backend.infer(inputs), dtype=np.float64))
+            t3 = time.perf_counter()
+            _check_shape(probs, len(items))
+        # Any backend failure (ORT, torch, a bad shape) must fail only this model call; the worker keeps serving.
         except Exception as exc:  # noqa: BLE001
             self._fail(items, exc)
             return
+        self._record(len(items))  # one model call: the batch size /metrics reports
         for row, item, n in zip(probs, items, counts):
             _settle(item, result=Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
-                                         1000 * (started - item.enqueued), 1000 * tokenize_s, 1000 * infer_s,
+                                         1000 * (t1 - item.enqueued), 1000 * (count_s + t2 - t1), 1000 * (t3 - t2),
                                          len(items)))
-
-    def _infer_groups(self, texts: list[str], counts: list[int]) -> tuple[np.ndarray, float]:
-        """Run the batch as length groups (padding within budget); returns probabilities in input order and
-        the time spent tokenising (the rest is inference)."""
-        tokenize_s, rows = 0.0, [None] * len(texts)
-        for group in length_groups([min(n, MAX_TOKENS) for n in counts], self.max_padding):
-            t1 = time.perf_counter()
-            inputs = encode(self.tokenizer, [texts[i] for i in group])
-            tokenize_s += time.perf_counter() - t1
-            probs = softmax(np.asarray(self.backend.infer(inputs), dtype=np.float64))
-            _check_shape(probs, len(group))
-            self._record(len(group))  # one model call: the batch size /metrics reports
-            for i, row in zip(group, probs):
-                rows[i] = row
-        return np.stack(rows), tokenize_s
 
     def _record(self, size: int) -> None:
         self.stats.batches += 1
@@ -196,7 +194,8 @@ class Batcher:
 def length_groups(lengths: list[int], max_padding: float) -> list[list[int]]:
     """Indices grouped by token length so each group's padded size is within (1 + max_padding) × its real
     tokens. On a CPU every pad token costs as much as a real one: batching ~80-char texts padded to the
-    longest loses throughput (see the harness's batch sweep), so a mixed batch runs as a few tight groups."""
+    longest loses throughput (see the harness's batch sweep), so a mixed batch runs as a few tight groups
+    (ServiceConfig.effective_max_padding holds the per-device budget and the figures behind it)."""
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
     groups: list[list[int]] = []
     for i in order:

@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most texts per model call")
     p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="wait after the first text for more")
     p.add_argument("--max-padding", type=float, default=d.max_padding,
-                   help="split a batch so padding stays under this share of its tokens (CPU: padding costs)")
+                   help="split a batch so pad tokens stay under this share of its tokens "
+                        "(default: 0.05 on CPU, where padding costs as much as text; 1.0 on GPU)")
     p.add_argument("--cache-size", type=int, default=d.cache_size, help="answers kept (0 = no cache)")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="texts waiting before 503")
     p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,

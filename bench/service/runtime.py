@@ -104,7 +104,7 @@ class Service:
         self.info = self._describe(backend, read_source_meta(model_dir))
         self.batcher = Batcher(backend, tokenizer, max_batch=self.config.effective_max_batch,
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
-                               timeout_s=self.config.request_timeout_s, max_padding=self.config.max_padding,
+                               timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
                                on_batch=lambda n: self.metrics.batch_size.observe(n))
         with self._lock:
             if self._stopped:  # shut down while loading: start no worker that nobody would stop
