@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
 from bench import paths
 from bench.results import CellResult, CellSpec, cell_to_dict
 from bench.runner import WorkerLimits, run_cell
@@ -116,47 +118,81 @@ def check_trust(model: str = "twin") -> dict:
     return figures
 
 
-def check_service(model: str = "twin", duration_s: float = 25.0) -> dict:
+# ABBA blocks: concurrency 1, 8, 8, 1 in one service process, so a drift of the host's speed over the minutes
+# of a check cancels out of the 8-vs-1 comparison instead of landing on whichever level ran later.
+SERVICE_BLOCK = (1, 8, 8, 1)
+
+
+def check_service(model: str = "twin", duration_s: float = 12.0, blocks: int = 3) -> dict:
     """Service vs engine on one host: QPS scaling with concurrency, saturation vs offline throughput,
-    and what the HTTP layer adds to P50 at concurrency 1."""
+    and what the HTTP layer adds to P50 at concurrency 1.
+
+    Concurrency 1 and 8 alternate in ABBA blocks inside one service process per configuration, and the ratio
+    comes with a 95 % CI from the repeated windows: two service processes doing the same work differ by up to
+    25 % on this host, more than the effect being measured."""
+    from tqdm import tqdm
+
     from bench.harness import RunConfig, prepare_model
-    from loadtests.sweep import PRESETS, SweepConfig, run_sweep
+    from loadtests.sweep import PRESETS, SweepConfig, sweep_variant
 
     model_dir, onnx_dir, _ = prepare_model(RunConfig(model=model))
     engine = {b: measure(CellSpec("ort-int8-cpu", batch=b), model_dir, onnx_dir) for b in (1, 4, 8)}
-    best_batch = max(engine, key=lambda b: engine[b].throughput)
-    cfg = SweepConfig(model=model, variants=(PRESETS["batch"], PRESETS["nobatch"]), users=(1, 8, 16),
-                      duration_s=duration_s, ramp_s=2.0)
+    variants = {True: PRESETS["batch"], False: PRESETS["nobatch"]}
+    cfg = SweepConfig(model=model, variants=tuple(variants.values()), users=(1, 8, 16), duration_s=duration_s,
+                      ramp_s=2.0)
+    plan = [(u, None) for u in SERVICE_BLOCK * blocks] + [(16, None)]
     out = paths.ensure_writable(paths.results_dir() / f"check-service-{time.strftime('%Y%m%d-%H%M%S')}")
-    records = run_sweep(cfg, out / "loadtests")
-    qps = {(r["config"]["batching"], r["users"]): r for r in records if r.get("qps")}
-    figures = {
-        "qps8_over_qps1_batching": qps[(True, 8)]["qps"] / qps[(True, 1)]["qps"],
-        "qps8_over_qps1_no_batching": qps[(False, 8)]["qps"] / qps[(False, 1)]["qps"],
-        "saturated_service_qps": max(r["qps"] for (b, _u), r in qps.items() if b),
-        "engine_best_batch": best_batch, "engine_best_throughput": engine[best_batch].throughput,
-        "service_p50_ms_c1": qps[(True, 1)]["p50_ms"], "engine_p50_ms_b1": p50(engine[1]) * 1000,
-        "client_cpu_percent_max": max(r["client_cpu_percent"] for r in qps.values()),
-    }
-    figures["saturated_over_engine"] = figures["saturated_service_qps"] / figures["engine_best_throughput"]
-    figures["service_minus_engine_p50_ms"] = figures["service_p50_ms_c1"] - figures["engine_p50_ms_b1"]
-    # The same difference inside one service process (client mean − the process's own inference mean):
-    # engine speed varies ±10 % between processes on this host, which the cross-process figure mixes in.
-    figures["service_overhead_same_process_ms"] = {
-        "batching" if b else "no batching": r["mean_ms"] - r["server_timing_ms"].get("inference", float("nan"))
-        for (b, u), r in qps.items() if u == 1}
-    print_service_figures(figures, qps)
+    records: list[dict] = []
+    with tqdm(total=len(plan) * len(variants), desc="check service", unit="window", file=sys.stderr) as bar:
+        for variant in variants.values():
+            records += sweep_variant(variant, cfg, out / "loadtests", bar, plan)
+    figures = service_figures(records, engine)
+    print_service_figures(figures, records)
     paths.atomic_write_text(out / "check.json", json.dumps({"figures": figures, "loadtests": records}, indent=1))
     print(f"saved: {out / 'check.json'}")
     return figures
 
 
-def print_service_figures(f: dict, qps: dict) -> None:
-    for (batching, users), r in sorted(qps.items()):
-        print(f"  batching={'on ' if batching else 'off'} users={users:>2}: QPS {r['qps']:.2f}  P50 {r['p50_ms']:.0f} ms"
-              f"  P95 {r['p95_ms']:.0f} ms  mean batch {r.get('mean_batch_size') or 0:.2f}  client CPU {r['client_cpu_percent']:.0f} %")
-    print(f"QPS@8 / QPS@1, batching on  = {f['qps8_over_qps1_batching']:.2f}  (target >= 1.0; article: 0.57)")
-    print(f"QPS@8 / QPS@1, batching off = {f['qps8_over_qps1_no_batching']:.2f}")
+def service_figures(records: list[dict], engine: dict[int, CellResult]) -> dict:
+    """The check's figures from its windows (records carry config.batching, users, qps, p50_ms, …)."""
+    from bench.measure.stats import ratio_ci
+
+    def windows(batching: bool, users: int, key: str = "qps") -> list[float]:
+        return [r[key] for r in records if r["config"]["batching"] is batching and r["users"] == users and r.get("qps")]
+
+    best_batch = max(engine, key=lambda b: engine[b].throughput)
+    f: dict = {"engine_best_batch": best_batch, "engine_best_throughput": engine[best_batch].throughput,
+               "engine_p50_ms_b1": p50(engine[1]) * 1000, "windows_per_level": len(windows(True, 1))}
+    for batching, name in ((True, "batching"), (False, "no_batching")):
+        ratio, lo, hi = ratio_ci(windows(batching, 8), windows(batching, 1))
+        f[f"qps8_over_qps1_{name}"], f[f"qps8_over_qps1_{name}_ci95"] = ratio, [lo, hi]
+        f[f"qps1_{name}"], f[f"qps8_{name}"] = windows(batching, 1), windows(batching, 8)
+    saturated = [float(np.mean(windows(True, u))) for u in (8, 16) if windows(True, u)]
+    f["saturated_service_qps"] = max(saturated)
+    f["saturated_over_engine"] = f["saturated_service_qps"] / f["engine_best_throughput"]
+    f["service_p50_ms_c1"] = float(np.median(windows(True, 1, "p50_ms")))
+    f["service_minus_engine_p50_ms"] = f["service_p50_ms_c1"] - f["engine_p50_ms_b1"]
+    # The same difference inside one service process (client mean − the process's own inference mean):
+    # engine speed varies ±10 % between processes on this host, which the cross-process figure mixes in.
+    f["service_overhead_same_process_ms"] = {
+        name: float(np.mean([r["mean_ms"] - r["server_timing_ms"].get("inference", float("nan")) for r in records
+                             if r["config"]["batching"] is batching and r["users"] == 1 and r.get("qps")]))
+        for batching, name in ((True, "batching"), (False, "no batching"))}
+    f["client_cpu_percent_max"] = max(r["client_cpu_percent"] for r in records if r.get("qps"))
+    return f
+
+
+def print_service_figures(f: dict, records: list[dict]) -> None:
+    for r in records:
+        if r.get("qps"):
+            print(f"  batching={'on ' if r['config']['batching'] else 'off'} window {r.get('window', 0):>2} "
+                  f"users={r['users']:>2}: QPS {r['qps']:.2f}  P50 {r['p50_ms']:.0f} ms  P95 {r['p95_ms']:.0f} ms  "
+                  f"mean batch {r.get('mean_batch_size') or 0:.2f}  client CPU {r['client_cpu_percent']:.0f} %")
+    n = f["windows_per_level"]
+    for name, label in (("batching", "on "), ("no_batching", "off")):
+        lo, hi = f[f"qps8_over_qps1_{name}_ci95"]
+        print(f"QPS@8 / QPS@1, batching {label} = {f[f'qps8_over_qps1_{name}']:.3f}  [95% CI {lo:.3f}–{hi:.3f}, "
+              f"{n}+{n} interleaved windows]" + ("  (target >= 1.0; article: 0.57)" if name == "batching" else ""))
     print(f"saturated service QPS / engine throughput at best batch ({f['engine_best_batch']}) = "
           f"{f['saturated_service_qps']:.2f} / {f['engine_best_throughput']:.2f} = {f['saturated_over_engine']:.2f}"
           f"  (target >= 0.90)")

@@ -164,17 +164,24 @@ def record(variant: ServiceVariant, cfg: SweepConfig, users: int, result: dict, 
     return entry
 
 
-def sweep_variant(variant: ServiceVariant, cfg: SweepConfig, out_dir: Path, bar) -> list[dict]:
+def sweep_variant(variant: ServiceVariant, cfg: SweepConfig, out_dir: Path, bar,
+                  plan: list[tuple[int, float | None]] | None = None) -> list[dict]:
+    """One service process, Locust at each level of `plan` (default: the config's levels) in that order.
+    A level may repeat (interleaved designs): repeats get a window number in their file names and records."""
+    plan = plan or levels(cfg)
+    repeated = len(set(plan)) < len(plan)
     service = ServiceProcess(cfg.model, variant)
     records = []
     try:
         url = service.wait_ready()
-        for users, rate in levels(cfg):
+        for i, (users, rate) in enumerate(plan):
             tag = f"{slug(variant.label)}_{'r' + format(rate, 'g') if rate else 'u' + str(users)}"
+            tag += f"_w{i:02d}" if repeated else ""
             bar.set_postfix_str(f"{variant.label}: " + (f"open loop {rate:g} req/s" if rate else f"{users} users"))
             before = metrics(url)
             result = run_locust(url, users, cfg, out_dir, tag, rate)
-            records.append(record(variant, cfg, users, result, server_deltas(before, metrics(url)), rate))
+            entry = record(variant, cfg, users, result, server_deltas(before, metrics(url)), rate)
+            records.append({**entry, "window": i} if repeated else entry)
             bar.update(1)
     finally:
         service.stop()

@@ -89,3 +89,48 @@ def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path):
     failed = [r for r in run.loadtests if r["config"]["label"] == "no gpu"]
     assert failed[0]["status"] == "failed" and "did not become ready" in failed[0]["reason"]
     assert (tmp_path / "loadtests" / "ok_u4_stats.csv").exists()
+
+
+def test_interleaved_plan_runs_repeated_levels_in_one_service(tiny_onnx, tmp_path):
+    from loadtests.sweep import sweep_variant
+
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+        def set_postfix_str(self, text):
+            pass
+
+    cfg = SweepConfig(model="twin:tiny", users=(1, 2), duration_s=1.5, ramp_s=0.5)
+    bar = Bar()
+    plan = [(1, None), (2, None), (2, None), (1, None)]
+    records = sweep_variant(ServiceVariant("abba"), cfg, tmp_path, bar, plan)
+    assert [(r["window"], r["users"]) for r in records] == [(0, 1), (1, 2), (2, 2), (3, 1)] and bar.n == 4
+    assert all(r["qps"] > 0 and r["failures"] == 0 for r in records)
+    assert all((tmp_path / f"abba_u{u}_w{i:02d}_stats.csv").exists() for i, (u, _) in enumerate(plan))
+
+
+def test_service_check_figures_from_interleaved_windows():
+    from bench.checks import service_figures
+    from bench.results import CellResult, CellSpec
+
+    def window(batching, users, qps, p50=50.0, mean=52.0, inference=49.0):
+        return {"config": {"batching": batching}, "users": users, "qps": qps, "p50_ms": p50, "mean_ms": mean,
+                "server_timing_ms": {"inference": inference}, "client_cpu_percent": 9.0}
+
+    records = [window(True, u, q) for u, q in ((1, 18.0), (8, 19.0), (8, 19.4), (1, 18.2), (16, 19.9))]
+    records += [window(False, u, q) for u, q in ((1, 18.0), (8, 17.0), (8, 17.2), (1, 18.4))]
+    engine = {b: CellResult(CellSpec("ort-int8-cpu", batch=b), "ok", latencies_s=(0.048 * b, 0.050 * b) * 10,
+                            items_per_batch=b, window_s=1.0) for b in (1, 4)}
+    f = service_figures(records, engine)
+    assert f["qps8_over_qps1_batching"] == pytest.approx(np.sqrt(19.0 * 19.4) / np.sqrt(18.0 * 18.2))
+    lo, hi = f["qps8_over_qps1_no_batching_ci95"]
+    assert lo < f["qps8_over_qps1_no_batching"] < hi and f["qps8_over_qps1_no_batching"] < 1.0
+    assert f["engine_best_batch"] == 4 and f["engine_best_throughput"] == 80.0
+    assert f["saturated_service_qps"] == 19.9  # the best level's mean over its windows
+    assert f["saturated_over_engine"] == pytest.approx(19.9 / f["engine_best_throughput"])
+    assert f["service_minus_engine_p50_ms"] == pytest.approx(50.0 - 49.0)
+    assert f["service_overhead_same_process_ms"] == {"batching": 3.0, "no batching": 3.0}
+    assert f["windows_per_level"] == 2

@@ -175,3 +175,29 @@ def test_run_until_stopped_reports_each_sample():
 
     samples, reason = run_until_stopped(fn, StopRule(min_iters=1, min_time_s=0.0, max_time_s=3.0), clock, seen.append)
     assert reason == "time-cap" and samples == [0.5, 0.5, 0.5] and seen == samples
+
+
+def test_ratio_ci_matches_welch_on_logs_and_brackets_the_ratio():
+    from scipy import stats as sps
+
+    from bench.measure.stats import ratio_ci
+
+    num, den = [18.2, 18.9, 17.6, 18.4], [17.1, 17.9, 17.4, 16.8]
+    point, lo, hi = ratio_ci(num, den)
+    assert point == pytest.approx(np.exp(np.mean(np.log(num)) - np.mean(np.log(den))))
+    # Welch's interval by hand: se from the per-group variances, df by Welch–Satterthwaite.
+    a, b = np.log(num), np.log(den)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = sps.t.ppf(0.975, df) * np.sqrt(va + vb)
+    assert (lo, hi) == pytest.approx((point * np.exp(-half), point * np.exp(half)))
+    assert lo < point < hi and lo > 1.0  # these windows really are faster
+    assert ratio_ci([2.0, 2.0], [1.0, 1.0]) == (2.0, 2.0, 2.0)
+
+
+@pytest.mark.parametrize("num, den", [([1.0], [1.0, 2.0]), ([1.0, 0.0], [1.0, 2.0]), ([1.0, 2.0], [-1.0, 2.0])])
+def test_ratio_ci_refuses_too_few_or_non_positive_values(num, den):
+    from bench.measure.stats import ratio_ci
+
+    with pytest.raises(ValueError, match="ratio_ci"):
+        ratio_ci(num, den)
