@@ -241,3 +241,13 @@ def test_peak_gemm_and_efficiency():
     assert efficiency(peak / 2, peak) == pytest.approx(0.5)
     with pytest.raises(ValueError):
         efficiency(1.0, 0.0)
+
+
+def test_peak_is_the_best_engine_and_shape(monkeypatch):
+    from bench.measure import roofline
+
+    monkeypatch.setattr(roofline, "ORT_PEAK_SHAPES", ((64, 64, 64), (128, 96, 32)))
+    peak = roofline.measure_peak(size=128, repeats=2)
+    assert set(peak["onnxruntime_by_shape"]) == {"64x64x64", "128x96x32"}
+    assert peak["by_engine"]["onnxruntime"] == max(peak["onnxruntime_by_shape"].values())
+    assert peak["peak_flops"] == max(peak["by_engine"].values()) > 0
