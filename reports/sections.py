@@ -187,6 +187,18 @@ def parity_row(name: str, variant: dict, synthetic: bool) -> list:
             gate or na(p.get("not_measured") or "gate not run")]
 
 
+def peak_source(peak: dict) -> str:
+    """Which engine and shape gave the peak, from the run's host.peak_gemm record."""
+    engines = peak.get("by_engine") or {}
+    if not engines:
+        return "source not recorded"
+    best = max(engines, key=engines.get)
+    shapes = peak.get(f"{best}_by_shape") or {}
+    shape = max(shapes, key=shapes.get) if shapes else f"{peak.get('size', '?')}²"
+    others = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in engines.items() if k != best)
+    return f"best: {best} at {shape}" + (f"; {others} GFLOP/s" if others else "")
+
+
 def environment(run: RunResult, options: dict) -> list[dict]:
     """Label/value pairs: versions, threads, stop rule, statistics methods, and the report's own inputs."""
     host, config = run.host, run.config
@@ -196,7 +208,7 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              *[(f"{k}", v) for k, v in (host.get("libraries") or {}).items()],
              ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
              ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
-             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32)" if peak else None),
+             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})" if peak else None),
              ("Stop rule", ", ".join(f"{k}={v}" for k, v in (config.get("stop_rule") or {}).items())),
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
              ("Profile", config.get("profile")), ("Seed", config.get("seed")),

@@ -304,3 +304,13 @@ def test_bench_cli_wiring(tmp_path):
     assert (tmp_path / "report.html").is_file() and (tmp_path / "summary.md").is_file()
     done = run_cli("compare", str(tmp_path), str(tmp_path), "--fail-on", "p95:+5%")
     assert done.returncode == 0 and "PASSED" in done.stdout, done.stderr
+
+
+def test_peak_gemm_row_names_the_engine_and_shape_it_came_from():
+    from reports.sections import peak_source
+
+    peak = {"peak_flops": 1.93e11, "by_engine": {"numpy": 1.90e11, "onnxruntime": 1.93e11},
+            "onnxruntime_by_shape": {"256x768x3072": 1.93e11, "2048x2048x2048": 1.79e11}, "size": 2048}
+    assert peak_source(peak) == "best: onnxruntime at 256x768x3072; numpy 190.0 GFLOP/s"
+    assert peak_source({"by_engine": {"numpy": 1.5e11}, "size": 1024}) == "best: numpy at 1024²"
+    assert peak_source({}) == "source not recorded"
