@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from fastapi import FastAPI, Request
+from fastapi_offline import FastAPIOffline
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from bench.backends import Backend
@@ -37,8 +38,11 @@ def create_app(config: ServiceConfig, backend: Backend | None = None, tokenizer=
     from `backend.config.model_dir` unless passed. Loading runs in the background: /healthz says 503 until the
     model is loaded and warmed up."""
     service = Service(config, backend, tokenizer, labels)
-    app = FastAPI(title="structbench sentiment service", version="1", lifespan=_lifespan(service),
-                  summary="Chinese sentiment classification (StructBERT-class model) with micro-batching")
+    # FastAPIOffline: /docs and /redoc served from the package's own Swagger UI / ReDoc files, not a CDN,
+    # so the docs work on an air-gapped host like the WebUI does.
+    app = FastAPIOffline(title="structbench sentiment service", version="1", lifespan=_lifespan(service),
+                         summary="Chinese sentiment classification (StructBERT-class model) with micro-batching",
+                         static_url="/static-docs")
     app.state.service = service
     install_error_handlers(app, service.metrics.count_error)
     app.add_middleware(TimingMiddleware, observe=service.metrics.observe_request, count=service.metrics.count_error)
