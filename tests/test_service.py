@@ -384,3 +384,35 @@ def test_padding_budget_defaults_per_device_and_can_be_set():
     assert ServiceConfig(backend="ort-int8-cpu", max_padding=0.3).effective_max_padding == 0.3
     with pytest.raises(ValueError, match="max_padding"):
         ServiceConfig(max_padding=-0.1)
+
+
+class HangingBackend(ScriptedBackend):
+    """Blocks inside infer() until `release` is set, like a wedged native call."""
+
+    def __init__(self, model_dir: Path) -> None:
+        super().__init__(model_dir)
+        self.release = threading.Event()
+
+    def infer(self, inputs):
+        self.entered.set()
+        self.release.wait(30)
+        return super().infer(inputs)
+
+
+def test_hung_model_call_answers_504_and_health_says_stalled(tiny_model):
+    backend = HangingBackend(tiny_model)
+    with scripted_server(tiny_model, backend, cache_size=0, request_timeout_s=0.3, inference_timeout_s=0.5) as url, \
+            httpx.Client(base_url=url, timeout=10) as c:
+        wait_ready(c)
+        start = time.monotonic()
+        resp = c.post("/api/sentiment", json={"text": "卡住了"})
+        waited = time.monotonic() - start
+        assert resp.status_code == 504 and "did not return" in resp.json()["error"]
+        assert 0.7 < waited < 3.0 and resp.json()["detail"]["inference_running_s"] >= 0.5
+        health = c.get("/healthz")
+        assert health.status_code == 503 and health.json()["status"] == "stalled"
+        backend.release.set()  # the call returns: the worker serves again and health recovers
+        assert c.post("/api/sentiment", json={"text": "恢复了"}).status_code == 200
+        assert c.get("/healthz").status_code == 200
+        text = c.get("/metrics").text
+    assert metric(text, 'errors_total{kind="timeout"}') == 1

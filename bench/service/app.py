@@ -84,9 +84,14 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
 
 
 def _add_ops_routes(app: FastAPI, service: Service) -> None:
-    @app.get("/healthz", responses={503: {"description": "loading or failed"}})
+    @app.get("/healthz", responses={503: {"description": "loading, failed, or the model call is stuck"}})
     async def healthz() -> JSONResponse:
-        """200 with model details once loaded and warmed up; 503 before that (or if loading failed)."""
+        """200 with model details once loaded and warmed up; 503 before that, if loading failed, or while a
+        model call has run past `inference_timeout_s` (so a load balancer stops sending work here)."""
+        if service.ready and service.stalled:
+            running = round(service.batcher.stalled_for(), 1)
+            return JSONResponse({"status": "stalled", "error": f"a model call has been running for {running} s"},
+                                503, headers={"Retry-After": "5"})
         if service.ready:
             return JSONResponse({"status": "ready", **service.info})
         body = {"status": service.status, **({"error": service.error} if service.error else {})}

@@ -82,6 +82,7 @@ class Batcher:
         self.stats = BatcherStats()
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._closed = False
+        self.busy_since: float | None = None  # perf_counter when the current model call began; None when idle
         self._thread = threading.Thread(target=self._run, name="bench-batcher", daemon=True)
 
     def start(self) -> None:
@@ -89,6 +90,11 @@ class Batcher:
 
     def depth(self) -> int:
         return self._queue.qsize()
+
+    def stalled_for(self) -> float:
+        """Seconds the current model call has been running (0 when the worker is idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else time.perf_counter() - since
 
     def submit(self, texts: Sequence[str]) -> list[asyncio.Future]:
         """Enqueue texts (call on the event loop); all or none are queued, else QueueFull."""
@@ -164,9 +170,13 @@ class Batcher:
         try:
             t1 = time.perf_counter()
             inputs = encode(self.tokenizer, [it.text for it in items])
-            t2 = time.perf_counter()
-            probs = softmax(np.asarray(self.backend.infer(inputs), dtype=np.float64))
+            t2 = self.busy_since = time.perf_counter()
+            try:
+                logits = self.backend.infer(inputs)
+            finally:
+                self.busy_since = None
             t3 = time.perf_counter()
+            probs = softmax(np.asarray(logits, dtype=np.float64))
             _check_shape(probs, len(items))
         # Any backend failure (ORT, torch, a bad shape) must fail only this model call; the worker keeps serving.
         except Exception as exc:  # noqa: BLE001

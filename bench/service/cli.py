@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="texts waiting before 503")
     p.add_argument("--request-timeout-s", type=float, default=d.request_timeout_s,
                    help="a text queued longer than this is dropped with 503")
+    p.add_argument("--inference-timeout-s", type=float, default=d.inference_timeout_s,
+                   help="a model call running longer than this answers its requests 504 and /healthz 503")
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="larger bodies get 413")
     p.add_argument("--max-batch-items", type=int, default=d.max_batch_items, help="texts per batch request")
     p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longer texts get 422")

@@ -32,7 +32,8 @@ class ServiceConfig:
     max_padding: float | None = None  # a batch is split so pad tokens stay under this share; None = per device
     cache_size: int = 1024  # 0 = no cache
     max_queue: int = 32  # ≈ 2.5 s of work at ~13 req/s on 2 cores: past it, 503 at once
-    request_timeout_s: float = 10.0
+    request_timeout_s: float = 10.0  # longest a text may wait in the queue before its model call starts
+    inference_timeout_s: float = 30.0  # longest a model call may run before its requests get 504
     max_body_bytes: int = 65536
     max_batch_items: int = 64
     max_text_chars: int = 2000
@@ -57,7 +58,7 @@ class ServiceConfig:
             raise ValueError(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
 
     def _check_positive(self) -> None:
-        for name in ("max_batch", "max_queue", "request_timeout_s", "max_body_bytes", "max_batch_items",
+        for name in ("max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes", "max_batch_items",
                      "max_text_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not value > 0:

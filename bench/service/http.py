@@ -23,7 +23,7 @@ TIMING_KEY = "bench.timing"
 ENDPOINTS = ("/", "/api/sentiment", "/api/sentiment/batch", "/healthz", "/metrics", "/docs", "/openapi.json")
 KIND_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
                   413: "too_large", 415: "unsupported_media_type", 422: "invalid_input", 500: "internal",
-                  503: "unavailable"}
+                  503: "unavailable", 504: "timeout"}
 
 
 class ApiError(Exception):

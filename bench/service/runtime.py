@@ -73,6 +73,11 @@ class Service:
     def ready(self) -> bool:
         return self.status == "ready"
 
+    @property
+    def stalled(self) -> bool:
+        """The model call in progress has run past inference_timeout_s: the worker is stuck."""
+        return self.batcher is not None and self.batcher.stalled_for() > self.config.inference_timeout_s
+
     def start_loading(self) -> threading.Thread:
         # A plain daemon thread, not the loop's executor: asyncio.run() joins executor threads at exit, so a
         # shutdown during a long export would hang.
@@ -156,7 +161,14 @@ class Service:
             futures = self.batcher.submit(keys)
         except QueueFull as exc:
             raise unavailable(f"the server is busy: {exc}", "queue_full") from None
-        results = await asyncio.gather(*futures, return_exceptions=True)  # retrieve every one: no stray warnings
+        # Bounded wait: a text may queue for request_timeout_s and its model call may run for inference_timeout_s;
+        # past both, a hung backend answers 504 instead of holding the connection open for ever.
+        limit = self.config.request_timeout_s + self.config.inference_timeout_s
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*futures, return_exceptions=True), limit)
+        except asyncio.TimeoutError:
+            raise ApiError(504, f"no answer within {limit:g} s: the model call did not return",
+                           {"inference_running_s": round(self.batcher.stalled_for(), 1)}, "timeout") from None
         for result in results:
             if isinstance(result, DeadlineExceeded):
                 raise unavailable(f"request dropped: {result}", "deadline")

@@ -52,7 +52,8 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict = {code: {"model": ErrorBody, "description": why} for code, why in (
     (400, "body empty, not UTF-8 or not JSON"), (413, "body over max_body_bytes"),
     (415, "Content-Type is not application/json"), (422, "JSON of the wrong shape"),
-    (500, "the model failed for this batch"), (503, "loading, queue full, or queue deadline passed"))}
+    (500, "the model failed for this batch"), (503, "loading, queue full, or queue deadline passed"),
+    (504, "the model call ran past inference_timeout_s"))}
 
 
 def request_body(model: type[BaseModel]) -> dict:
