@@ -1,7 +1,7 @@
-"""Run cells, each in a fresh worker process, and keep the run file current after every cell.
+"""Run one cell in a fresh worker process (`python -m bench.worker`) and turn what it returns into a CellResult.
 
-A worker that crashes, hangs past its timeout or runs out of memory becomes a failed cell with its
-reason; the run goes on. `resume` re-uses every completed cell of an interrupted run.
+A worker that crashes, hangs past its timeout or runs out of memory becomes a failed cell with its reason, so
+the caller's run goes on. Keeping the run file current after every cell, and resuming, live in bench.harness.
 """
 
 from __future__ import annotations
