@@ -416,3 +416,32 @@ def test_hung_model_call_answers_504_and_health_says_stalled(tiny_model):
         assert c.get("/healthz").status_code == 200
         text = c.get("/metrics").text
     assert metric(text, 'errors_total{kind="timeout"}') == 1
+
+
+def test_length_groups_run_oldest_first(tiny_model):
+    """A long text that arrived first is not overtaken by shorter ones batched with it (FIFO keeps the tail short)."""
+    import asyncio
+
+    from bench.service.batcher import Batcher
+    from bench.tokenize import load_tokenizer, model_dir_str
+
+    class Recording(ScriptedBackend):
+        lengths: list[int] = []
+
+        def infer(self, inputs):
+            self.lengths.append(int(inputs["input_ids"].shape[1]))
+            return super().infer(inputs)
+
+    backend = Recording(tiny_model)
+    batcher = Batcher(backend, load_tokenizer(model_dir_str(tiny_model)), max_batch=8, max_wait_ms=200, max_queue=8,
+                      timeout_s=10, max_padding=0.0)
+
+    async def scenario():
+        return await asyncio.gather(*batcher.submit(["很长的一条评论，" * 10, "短", "中等长度的评论"]))
+
+    batcher.start()
+    try:
+        asyncio.run(scenario())
+    finally:
+        batcher.stop(timeout=10)
+    assert len(backend.lengths) == 3 and backend.lengths[0] == max(backend.lengths)
