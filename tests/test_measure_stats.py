@@ -201,3 +201,21 @@ def test_ratio_ci_refuses_too_few_or_non_positive_values(num, den):
 
     with pytest.raises(ValueError, match="ratio_ci"):
         ratio_ci(num, den)
+
+
+def test_ratio_ci_with_times_removes_a_linear_drift():
+    from bench.measure.stats import ratio_ci
+
+    # ABBA windows on a host slowing 2 % per window, true ratio 1.05, plus small deterministic noise.
+    order = [1, 8, 8, 1] * 3
+    noise = [0.004, -0.003, 0.002, -0.004, 0.003, 0.001, -0.002, 0.0, -0.001, 0.003, -0.004, 0.002]
+    qps = [20.0 * (1.05 if lvl == 8 else 1.0) * (1 - 0.02 * i) * (1 + e) for i, (lvl, e) in enumerate(zip(order, noise))]
+    num = [q for q, lvl in zip(qps, order) if lvl == 8]
+    den = [q for q, lvl in zip(qps, order) if lvl == 1]
+    times = ([i for i, lvl in enumerate(order) if lvl == 8], [i for i, lvl in enumerate(order) if lvl == 1])
+    point, lo, hi = ratio_ci(num, den, times=times)
+    assert lo < 1.05 < hi and hi - lo < 0.03  # the drift is modelled, not left in the error term
+    _, wlo, whi = ratio_ci(num, den)
+    assert whi - wlo > 2 * (hi - lo)  # Welch, blind to time, pays for the drift in width
+    with pytest.raises(ValueError, match="one time per value"):
+        ratio_ci(num, den, times=([0, 1], [2, 3]))
