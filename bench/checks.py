@@ -105,13 +105,16 @@ def check_trust(model: str = "twin") -> dict:
     peak = max(peaks, key=lambda p: p["peak_flops"])
     overhead = max(c.resources.get("sampler_overhead_percent", 0.0) for c in repeats + [torch_fp32, *fused_cells])
     roofline = {c.spec.key: c.achieved_flops / peak["peak_flops"] for c in fused_cells}
+    int8_peak = max((p.get("int8_peak_ops") or 0.0) for p in peaks) or None
     figures = {"repeat_p50s_ms": [p50(c) * 1000 for c in repeats], "repeat_cis_overlap": overlapping(repeats),
                "sampler_overhead_percent_max": overhead,
                "int8_over_torch_fp32_p50": p50(repeats[0]) / p50(torch_fp32),
                "peak_gemm": peak, "peak_gemm_before_after": [p["peak_flops"] for p in peaks],
                "fused_fp32_achieved_flops": {c.spec.key: c.achieved_flops for c in fused_cells},
                "fused_fp32_roofline": roofline, "fused_fp32_fraction_of_peak_best": max(roofline.values()),
-               "fused_fp32_fraction_of_peak_b1_corpus": roofline[ROOFLINE_CELLS[0].key]}
+               "fused_fp32_fraction_of_peak_b1_corpus": roofline[ROOFLINE_CELLS[0].key],
+               "int8_peak_ops": int8_peak,
+               "int8_b1_fraction_of_int8_peak": repeats[0].achieved_flops / int8_peak if int8_peak else None}
     print_trust_figures(figures, repeats, fused_cells)
     cells = {f"repeat{i}": c for i, c in enumerate(repeats)} | {"torch-fp32": torch_fp32} | {c.spec.key: c for c in fused_cells}
     print(f"saved: {save('trust', cells, figures)}")
@@ -135,6 +138,9 @@ def print_trust_figures(f: dict, repeats: list[CellResult], fused_cells: list[Ce
               f"= {f['fused_fp32_roofline'][c.spec.key] * 100:.0f} % of peak")
     print(f"ORT fused FP32, best shape = {f['fused_fp32_fraction_of_peak_best'] * 100:.0f} % of peak  (target >= 85 %); "
           f"batch 1 on corpus texts = {f['fused_fp32_fraction_of_peak_b1_corpus'] * 100:.0f} %")
+    if f["int8_peak_ops"]:
+        print(f"INT8 GEMM peak = {f['int8_peak_ops'] / 1e9:.0f} GOP/s; ORT INT8 at batch 1 on corpus texts reaches "
+              f"{f['int8_b1_fraction_of_int8_peak'] * 100:.0f} % of it")
 
 
 # ABBA blocks: concurrency 1, 8, 8, 1 in one service process, so a drift of the host's speed over the minutes

@@ -11,12 +11,13 @@ import io
 from collections import defaultdict
 
 import numpy as np
+from matplotlib.patches import Patch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from bench.results import RunResult
-from reports.common import batch1_corpus, cell_label, energy_per_item_j
+from reports.common import backend_parts, batch1_corpus, cell_label, energy_per_item_j
 from reports.service import closed, measured, opened, service_configs
 
 DPI = 100
@@ -176,20 +177,32 @@ def memory_energy(run: RunResult) -> dict:
 
 
 def roofline(run: RunResult) -> dict:
-    title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM FLOP/s"
-    peak = (run.host.get("peak_gemm") or {}).get("peak_flops") or run.peak_gemm_flops
-    cells = [c for c in run.cells if c.achieved_flops]
-    if not peak or not cells:
-        return skipped("roofline", title, "no peak GEMM measurement" if not peak else "no cell records its FLOPs")
+    from bench.measure.roofline import peak_for
+
+    title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM rate of the cell's precision"
+    record = run.host.get("peak_gemm") or {}
+    judged = [(c, *peak_for(backend_parts(c.spec.backend)["precision"], record, run.peak_gemm_flops))
+              for c in run.cells if c.achieved_flops]
+    judged = [(c, peak, kind) for c, peak, kind in judged if peak]
+    if not judged:
+        flops = any(c.achieved_flops for c in run.cells)
+        return skipped("roofline", title, "no peak GEMM measurement" if flops else "no cell records its FLOPs")
     fig, (ax,) = figure()
-    names = [c.spec.key for c in cells]
-    # INT8 kernels are judged against a float32 peak: they can pass 100 %, so they get their own colour.
-    colours = ["#dd8452" if "-int8-" in c.spec.backend else "#55a868" for c in cells]
-    ax.barh(names, [100 * c.achieved_flops / peak for c in cells], color=colours)
+    fp32, int8 = peak_for("fp32", record, run.peak_gemm_flops)[0], record.get("int8_peak_ops")
+    # Orange: INT8 judged against a float32 peak (runs without an INT8 peak), which it can pass.
+    kinds = {"fp32": ("#55a868", f"float32 cells (peak {fp32 / 1e9:.0f} GFLOP/s)" if fp32 else "float32 cells"),
+             "int8": ("#4c72b0", f"INT8 cells (INT8 peak {int8 / 1e9:.0f} GOP/s)" if int8 else "INT8 cells"),
+             "int8-vs-fp32": ("#dd8452", "INT8 cells vs the float32 peak (no INT8 peak measured)")}
+    kind_of = ["int8" if kind == "int8" else "int8-vs-fp32" if "-int8-" in c.spec.backend else "fp32"
+               for c, _, kind in judged]
+    ax.barh([c.spec.key for c, _, _ in judged], [100 * c.achieved_flops / peak for c, peak, _ in judged],
+            color=[kinds[k][0] for k in kind_of])
     ax.axvline(100, color="grey", linewidth=0.8, linestyle=":")
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=8)
-    ax.set(xlabel=f"% of peak ({peak / 1e9:.0f} GFLOP/s float32 GEMM); orange = INT8 (float32 peak is not its limit)")
+    ax.set(xlabel="% of the peak GEMM rate of the cell's precision")
+    ax.legend(handles=[Patch(color=kinds[k][0], label=kinds[k][1]) for k in dict.fromkeys(kind_of)],
+              fontsize=7, loc="best")
     return png(fig, "roofline", title)
 
 

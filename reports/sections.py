@@ -199,6 +199,11 @@ def peak_source(peak: dict) -> str:
     return f"best: {best} at {shape}" + (f"; {others} GFLOP/s" if others else "")
 
 
+def int8_peak_text(peak: dict) -> str | None:
+    ops = peak.get("int8_peak_ops")
+    return f"{ops / 1e9:.1f} GOP/s ({peak.get('int8_kernel', 'INT8 GEMM')}); INT8 cells' roofline uses it" if ops else None
+
+
 def environment(run: RunResult, options: dict) -> list[dict]:
     """Label/value pairs: versions, threads, stop rule, statistics methods, and the report's own inputs."""
     host, config = run.host, run.config
@@ -209,6 +214,7 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
              ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
              ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})" if peak else None),
+             ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})),
              ("Stop rule", ", ".join(f"{k}={v}" for k, v in (config.get("stop_rule") or {}).items())),
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
              ("Profile", config.get("profile")), ("Seed", config.get("seed")),

@@ -247,7 +247,15 @@ def test_peak_is_the_best_engine_and_shape(monkeypatch):
     from bench.measure import roofline
 
     monkeypatch.setattr(roofline, "ORT_PEAK_SHAPES", ((64, 64, 64), (128, 96, 32)))
+    monkeypatch.setattr(roofline, "INT8_PEAK_SHAPES", ((64, 64, 64),))
     peak = roofline.measure_peak(size=128, repeats=2)
     assert set(peak["onnxruntime_by_shape"]) == {"64x64x64", "128x96x32"}
     assert peak["by_engine"]["onnxruntime"] == max(peak["onnxruntime_by_shape"].values())
     assert peak["peak_flops"] == max(peak["by_engine"].values()) > 0
+    assert set(peak["int8_by_shape"]) == {"64x64x64"} and peak["int8_peak_ops"] > 0
+
+
+def test_int8_peak_runs_the_int8_models_kernel_path():
+    from bench.measure.roofline import measure_peak_int8_ort
+
+    assert measure_peak_int8_ort(32, 64, 48, repeats=2, min_time_s=0.0) > 0

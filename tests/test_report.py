@@ -314,3 +314,18 @@ def test_peak_gemm_row_names_the_engine_and_shape_it_came_from():
     assert peak_source(peak) == "best: onnxruntime at 256x768x3072; numpy 190.0 GFLOP/s"
     assert peak_source({"by_engine": {"numpy": 1.5e11}, "size": 1024}) == "best: numpy at 1024²"
     assert peak_source({}) == "source not recorded"
+
+
+def test_roofline_judges_int8_cells_against_the_int8_peak_when_measured():
+    from bench.measure.roofline import peak_for
+    from reports.plots import roofline
+
+    run = load_run(RUN_FILE)
+    record = {"peak_flops": 2.0e11, "int8_peak_ops": 4.0e11}
+    assert peak_for("int8", record) == (4.0e11, "int8") and peak_for("fp32", record) == (2.0e11, "float32")
+    assert peak_for("int8", {"peak_flops": 2.0e11}) == (2.0e11, "float32")  # older runs: no INT8 peak
+    assert peak_for("fp32", {}, fallback=1.5e11) == (1.5e11, "float32")
+    drawn = roofline(replace(run, host={**run.host, "peak_gemm": record}))
+    assert "png" in drawn and "precision" in drawn["title"]
+    nothing = roofline(replace(run, host={}, peak_gemm_flops=None))
+    assert nothing["note"] == "not drawn: no peak GEMM measurement"
