@@ -77,14 +77,8 @@ def _best_gemm_flops(size: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
-    out = np.empty((size, size), dtype=np.float32)
-    np.matmul(a, b, out=out)  # warm-up: BLAS thread pool start, page faults on `out`
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.matmul(a, b, out=out)
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * size**3 / max(best, 1e-9)
+    out = np.empty((size, size), dtype=np.float32)  # the warm-up call also starts BLAS threads, faults `out` in
+    return 2.0 * size**3 / best_seconds(lambda: np.matmul(a, b, out=out), repeats)
 
 
 def efficiency(achieved: float, peak: float) -> float:
@@ -102,6 +96,17 @@ def efficiency(achieved: float, peak: float) -> float:
 # MatMul nodes reach, and would flatter every cell's efficiency.
 ORT_PEAK_SHAPES = ((2048, 2048, 2048), (1024, 1024, 1024), (256, 768, 3072), (256, 3072, 768))
 INT8_PEAK_SHAPES = ((256, 768, 3072), (256, 3072, 768), (1024, 1024, 1024))
+
+
+def best_seconds(call, repeats: int, min_time_s: float = 0.0) -> float:
+    """Shortest time of `call()` over at least `repeats` runs and `min_time_s` seconds, after one warm-up."""
+    call()
+    best, runs, end = float("inf"), 0, time.perf_counter() + min_time_s
+    while runs < repeats or time.perf_counter() < end:
+        start = time.perf_counter()
+        call()
+        best, runs = min(best, time.perf_counter() - start), runs + 1
+    return max(best, 1e-9)
 
 
 def measure_peak_gemm_ort(m: int = 2048, k: int = 2048, n: int = 2048, repeats: int = 5,
@@ -123,13 +128,7 @@ def measure_peak_gemm_ort(m: int = 2048, k: int = 2048, n: int = 2048, repeats: 
         opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     feeds = {"a": rng.standard_normal((m, k), dtype=np.float32)}
-    sess.run(None, feeds)  # warm-up
-    best, runs, end = float("inf"), 0, time.perf_counter() + min_time_s
-    while runs < repeats or time.perf_counter() < end:
-        start = time.perf_counter()
-        sess.run(None, feeds)
-        best, runs = min(best, time.perf_counter() - start), runs + 1
-    return 2.0 * m * k * n / max(best, 1e-9)
+    return 2.0 * m * k * n / best_seconds(lambda: sess.run(None, feeds), repeats, min_time_s)
 
 
 def measure_peak_int8_ort(m: int = 256, k: int = 768, n: int = 3072, repeats: int = 5,
@@ -151,13 +150,7 @@ def measure_peak_int8_ort(m: int = 256, k: int = 768, n: int = 3072, repeats: in
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     feeds = {"a": rng.standard_normal((m, k), dtype=np.float32)}
-    sess.run(None, feeds)  # warm-up
-    best, runs, end = float("inf"), 0, time.perf_counter() + min_time_s
-    while runs < repeats or time.perf_counter() < end:
-        start = time.perf_counter()
-        sess.run(None, feeds)
-        best, runs = min(best, time.perf_counter() - start), runs + 1
-    return 2.0 * m * k * n / max(best, 1e-9)
+    return 2.0 * m * k * n / best_seconds(lambda: sess.run(None, feeds), repeats, min_time_s)
 
 
 def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
