@@ -70,8 +70,10 @@ class _ProcStat:
 
     def rss(self) -> int:
         rss = int(self._read(self._statm).split()[1]) * self._PAGE
-        if rss == 0:  # a zombie's memory reads as 0: make sure it is one rather than record a fake drop
-            self.cpu_seconds()
+        if rss == 0:
+            # A running process always maps some pages; 0 means it is exiting: its memory is already torn down
+            # (exit_mm) though /proc may not say zombie yet. Report the exit rather than record a fake drop.
+            raise psutil.NoSuchProcess(self._pid)
         return rss
 
     def cpu_seconds(self) -> float:

@@ -63,7 +63,10 @@ def bootstrap_ci(
     boot = _bootstrap_distribution(data, stat, n_boot, np.random.default_rng(seed))
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(boot, [alpha, 1.0 - alpha], method=PERCENTILE_METHOD)
-    return float(low), float(high)
+    # Every resample's mean or percentile lies within the data's range; summation rounding can push a mean of
+    # equal values one ulp past it (0.8 + 0.8 + 0.8 over 3 = 0.8000000000000002), so clip it back.
+    lo_data, hi_data = float(data.min()), float(data.max())
+    return float(np.clip(low, lo_data, hi_data)), float(np.clip(high, lo_data, hi_data))
 
 
 def _bootstrap_distribution(data: np.ndarray, stat: str, n_boot: int, rng: np.random.Generator) -> np.ndarray:
