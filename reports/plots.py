@@ -201,8 +201,8 @@ def roofline(run: RunResult) -> dict:
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=8)
     ax.set(xlabel="% of the peak GEMM rate of the cell's precision")
-    ax.legend(handles=[Patch(color=kinds[k][0], label=kinds[k][1]) for k in dict.fromkeys(kind_of)],
-              fontsize=7, loc="best")
+    fig.legend(handles=[Patch(color=kinds[k][0], label=kinds[k][1]) for k in dict.fromkeys(kind_of)],
+               fontsize=7, loc="outside lower center", ncols=2, frameon=False)  # below the axes: hides no bar
     return png(fig, "roofline", title)
 
 
