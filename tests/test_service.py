@@ -85,6 +85,13 @@ def concurrent_posts(url: str, texts: list[str]) -> list[httpx.Response]:
             return list(pool.map(lambda t: client.post("/api/sentiment", json={"text": t}), texts))
 
 
+def posts_under_load(tiny_model: Path, backend: ScriptedBackend, texts: list[str], **overrides):
+    """Post `texts` at once to a scripted server (no cache); the answers and /metrics afterwards."""
+    with scripted_server(tiny_model, backend, cache_size=0, **overrides) as url:
+        responses = concurrent_posts(url, texts)
+        return responses, httpx.get(url + "/metrics").text
+
+
 @pytest.fixture(scope="module")
 def live(tiny_model, tiny_onnx):
     """The tiny twin behind ort-int8-cpu, exactly as the CLI would build it."""
@@ -244,9 +251,7 @@ def test_failed_load_reported_not_served(tiny_model):
 
 def test_concurrent_requests_form_batches(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.1)
-    with scripted_server(tiny_model, backend, max_batch=8, max_wait_ms=20, cache_size=0) as url:
-        responses = concurrent_posts(url, [f"并发{i}" for i in range(16)])
-        text = httpx.get(url + "/metrics").text
+    responses, text = posts_under_load(tiny_model, backend, [f"并发{i}" for i in range(16)], max_batch=8, max_wait_ms=20)
     assert all(r.status_code == 200 for r in responses)
     assert max(backend.sizes) > 1 and sum(backend.sizes) == 16
     assert max(int(r.headers["x-batch-size"]) for r in responses) > 1
@@ -255,18 +260,14 @@ def test_concurrent_requests_form_batches(tiny_model):
 
 def test_batching_off_serves_one_at_a_time(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.01)
-    with scripted_server(tiny_model, backend, batching=False, cache_size=0) as url:
-        responses = concurrent_posts(url, [f"串行{i}" for i in range(8)])
-        text = httpx.get(url + "/metrics").text
+    responses, text = posts_under_load(tiny_model, backend, [f"串行{i}" for i in range(8)], batching=False)
     assert all(r.status_code == 200 for r in responses) and backend.sizes == [1] * 8
     assert metric(text, 'batch_size_bucket{le="1"}') == 8
 
 
 def test_queue_full_answers_503_with_retry_after(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.3)
-    with scripted_server(tiny_model, backend, batching=False, max_queue=2, cache_size=0) as url:
-        responses = concurrent_posts(url, [f"排队{i}" for i in range(8)])
-        text = httpx.get(url + "/metrics").text
+    responses, text = posts_under_load(tiny_model, backend, [f"排队{i}" for i in range(8)], batching=False, max_queue=2)
     refused = [r for r in responses if r.status_code == 503]
     assert refused and any(r.status_code == 200 for r in responses)
     assert all(r.headers["retry-after"] == "1" and "busy" in r.json()["error"] for r in refused)
@@ -275,9 +276,7 @@ def test_queue_full_answers_503_with_retry_after(tiny_model):
 
 def test_queue_deadline_drops_without_computing(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.4)
-    with scripted_server(tiny_model, backend, batching=False, request_timeout_s=0.15, cache_size=0) as url:
-        responses = concurrent_posts(url, [f"超时{i}" for i in range(3)])
-        text = httpx.get(url + "/metrics").text
+    responses, text = posts_under_load(tiny_model, backend, [f"超时{i}" for i in range(3)], batching=False, request_timeout_s=0.15)
     ok = [r for r in responses if r.status_code == 200]
     dropped = [r for r in responses if r.status_code == 503]
     assert ok and dropped and len(ok) + len(dropped) == 3
