@@ -182,12 +182,14 @@ def service_figures(records: list[dict], engine: dict[int, CellResult]) -> dict:
     """The check's figures from its windows (records carry config.batching, users, qps, p50_ms, …)."""
     from bench.measure.stats import ratio_ci
 
+    def level(batching: bool, users: int) -> list[dict]:
+        return [r for r in records if r["config"]["batching"] is batching and r["users"] == users and r.get("qps")]
+
     def windows(batching: bool, users: int, key: str = "qps") -> list[float]:
-        return [r[key] for r in records if r["config"]["batching"] is batching and r["users"] == users and r.get("qps")]
+        return [r[key] for r in level(batching, users)]
 
     def times(batching: bool, users: int) -> list[float]:
-        return [float(r.get("window", i)) for i, r in enumerate(records)
-                if r["config"]["batching"] is batching and r["users"] == users and r.get("qps")]
+        return [float(r.get("window", records.index(r))) for r in level(batching, users)]
 
     best_batch = max(engine, key=lambda b: engine[b].throughput)
     f: dict = {"engine_best_batch": best_batch, "engine_best_throughput": engine[best_batch].throughput,
@@ -206,8 +208,8 @@ def service_figures(records: list[dict], engine: dict[int, CellResult]) -> dict:
     # The same difference inside one service process (client mean − the process's own inference mean):
     # engine speed varies ±10 % between processes on this host, which the cross-process figure mixes in.
     f["service_overhead_same_process_ms"] = {
-        name: float(np.mean([r["mean_ms"] - r["server_timing_ms"].get("inference", float("nan")) for r in records
-                             if r["config"]["batching"] is batching and r["users"] == 1 and r.get("qps")]))
+        name: float(np.mean([r["mean_ms"] - r["server_timing_ms"].get("inference", float("nan"))
+                             for r in level(batching, 1)]))
         for batching, name in ((True, "batching"), (False, "no batching"))}
     f["client_cpu_percent_max"] = max(r["client_cpu_percent"] for r in records if r.get("qps"))
     return f

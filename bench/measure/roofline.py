@@ -114,21 +114,12 @@ def measure_peak_gemm_ort(m: int = 2048, k: int = 2048, n: int = 2048, repeats: 
     """Best FLOP/s of one float32 MatMul (m×k by a constant k×n weight) in an ONNX Runtime CPU session: the
     same MLAS kernels the exported models use, so ORT cells are judged against what ORT itself can reach.
     Runs at least `repeats` times and `min_time_s` seconds after a warm-up."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "b")
-    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
-    c = helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])
-    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", [a], [c], initializer=[weight])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    feeds = {"a": rng.standard_normal((m, k), dtype=np.float32)}
-    return 2.0 * m * k * n / best_seconds(lambda: sess.run(None, feeds), repeats, min_time_s)
+    weight = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
+    nodes = [helper.make_node("MatMul", ["a", "w"], ["c"])]
+    return _ort_gemm_rate(nodes, [numpy_helper.from_array(weight, "w")], TensorProto.FLOAT, (m, k, n),
+                          repeats, min_time_s, threads)
 
 
 def measure_peak_int8_ort(m: int = 256, k: int = 768, n: int = 3072, repeats: int = 5,
@@ -136,20 +127,31 @@ def measure_peak_int8_ort(m: int = 256, k: int = 768, n: int = 3072, repeats: in
     """Best ops/s (2 per multiply-add) of the INT8 GEMM path the exported INT8 model runs: float activations
     quantised on the fly (DynamicQuantizeLinear, uint8) times a constant int8 weight (MatMulInteger → int32).
     Weights use 7 bits, as the quantiser's reduce_range does on hosts without VNNI."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(0)
-    weight = numpy_helper.from_array(rng.integers(-64, 64, (k, n), dtype=np.int8), "w")
-    w_zero = numpy_helper.from_array(np.array(0, dtype=np.int8), "w_zero")
-    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
-    c = helper.make_tensor_value_info("c", TensorProto.INT32, [m, n])
+    weight = np.random.default_rng(1).integers(-64, 64, (k, n), dtype=np.int8)
     nodes = [helper.make_node("DynamicQuantizeLinear", ["a"], ["a_q", "a_scale", "a_zero"]),
              helper.make_node("MatMulInteger", ["a_q", "w", "a_zero", "w_zero"], ["c"])]
-    graph = helper.make_graph(nodes, "gemm_int8", [a], [c], initializer=[weight, w_zero])
+    inits = [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(np.array(0, dtype=np.int8), "w_zero")]
+    return _ort_gemm_rate(nodes, inits, TensorProto.INT32, (m, k, n), repeats, min_time_s)
+
+
+def _ort_gemm_rate(nodes: list, initializers: list, out_type: int, shape: tuple[int, int, int], repeats: int,
+                   min_time_s: float, threads: int | None = None) -> float:
+    """2·m·k·n / best time of a one-input ORT CPU graph: float `a` (m×k) through `nodes` to `c` (m×n)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    m, k, n = shape
+    a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
+    c = helper.make_tensor_value_info("c", out_type, [m, n])
+    graph = helper.make_graph(nodes, "gemm", [a], [c], initializer=initializers)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feeds = {"a": rng.standard_normal((m, k), dtype=np.float32)}
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    feeds = {"a": np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)}
     return 2.0 * m * k * n / best_seconds(lambda: sess.run(None, feeds), repeats, min_time_s)
 
 
