@@ -1,16 +1,18 @@
-"""A benchmark run: the grid of cells (what to run × how to load it), each in a fresh worker (where)."""
+"""The measuring half of a run: the grid of cells (what to run × how to load it), each measured in several fresh
+worker processes (where), round-robin over the grid. The pipeline (bench.pipeline) owns the run folder and
+results.json; this module returns cells through a callback."""
 
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import backends, paths
-from bench.errors import BenchError
-from bench.results import CellResult, CellSpec, RunResult, load_run, save_run
-from bench.runner import WorkerLimits, run_cell
+from bench import artifacts, backends
+from bench.errors import BenchError, ConfigError
+from bench.measure.stats import StopRule
+from bench.records import CellResult, CellSpec
+from bench.runner import WorkerLimits, WorkerRequest, run_cell
 
 
 @dataclass(frozen=True)
@@ -23,16 +25,21 @@ class Profile:
     batch_sweep: tuple  # (backends, batches)
     length_sweep: tuple  # (backends, lengths)
     stop: dict
+    processes: int  # fresh workers per cell: processes differ by ±5 % here, so one cannot give an honest CI
 
 
 ALL_BACKENDS = backends.CPU_BACKENDS + backends.GPU_BACKENDS
+# Windows per process are short (≥ 2 s, ≤ 5 s): a longer window narrows one process's CI, which the ±5 %
+# between processes dwarfs; three short processes buy an honest CI for the time of one long one.
 PROFILES = {
-    "default": Profile("default", ALL_BACKENDS,
-                       (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (4, 8)),
-                       (("ort-int8-cpu", "ort-fp32-cuda"), (16, 64, 128, 256)),
-                       {"min_iters": 20, "min_time_s": 3.0, "max_time_s": 10.0, "target_rel_halfwidth": 0.05}),
+    "default": Profile("default", ALL_BACKENDS, (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (8,)),
+                       (("ort-fp32-cuda",), (128,)),
+                       {"min_iters": 20, "min_time_s": 2.0, "max_time_s": 5.0, "target_rel_halfwidth": 0.05}, 3),
+    "full": Profile("full", ALL_BACKENDS, (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (4, 8, 16, 32, 64)),
+                    (("ort-int8-cpu", "ort-fp32-cuda"), (16, 64, 128, 256)),
+                    {"min_iters": 20, "min_time_s": 3.0, "max_time_s": 10.0, "target_rel_halfwidth": 0.05}, 5),
     "quick": Profile("quick", ALL_BACKENDS, (("ort-int8-cpu",), (4,)), (("ort-int8-cpu",), (128,)),
-                     {"min_iters": 10, "min_time_s": 1.0, "max_time_s": 3.0, "target_rel_halfwidth": 0.10}),
+                     {"min_iters": 10, "min_time_s": 1.0, "max_time_s": 3.0, "target_rel_halfwidth": 0.10}, 2),
 }
 
 
@@ -49,34 +56,42 @@ class RunConfig:
     threads: tuple = (None,)
     max_time_s: float | None = None
     min_time_s: float | None = None
+    processes: int | None = None  # fresh workers per cell; None = the profile's
     run_id: str | None = None
     resume: str | None = None
+    force: bool = False  # resume on another host or with other settings anyway
     tdp_w: float | None = None
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     backend_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile '{self.profile}' (choose from {', '.join(PROFILES)})")
+            raise ConfigError(f"unknown profile '{self.profile}' (choose from {', '.join(PROFILES)})")
         for name in self.backends or ():
             backends.resolve(name)
         for b in self.batches or ():
             if b < 1:
-                raise ValueError(f"batch size must be >= 1 (got {b})")
+                raise ConfigError(f"batch size must be >= 1 (got {b})")
         for n in self.lengths or ():
             if not 3 <= n <= 512:
-                raise ValueError(f"sequence length must be within 3..512 tokens (got {n})")
+                raise ConfigError(f"sequence length must be within 3..512 tokens (got {n})")
         if self.max_time_s is not None and self.max_time_s <= 0:
-            raise ValueError(f"duration must be > 0 (got {self.max_time_s})")
+            raise ConfigError(f"duration must be > 0 (got {self.max_time_s})")
+        if self.processes is not None and self.processes < 1:
+            raise ConfigError(f"processes per cell must be >= 1 (got {self.processes})")
 
-    def stop_rule(self) -> dict:
+    def stop_rule(self) -> StopRule:
         stop = dict(PROFILES[self.profile].stop)
         if self.max_time_s is not None:
             stop["max_time_s"] = self.max_time_s
             stop["min_time_s"] = min(stop["min_time_s"], self.max_time_s)
         if self.min_time_s is not None:
             stop["min_time_s"] = self.min_time_s
-        return stop
+        return StopRule(**stop)
+
+    @property
+    def n_processes(self) -> int:
+        return self.processes or PROFILES[self.profile].processes
 
 
 def build_grid(cfg: RunConfig) -> list[CellSpec]:
@@ -114,102 +129,75 @@ def gpu_for(on_gpu: bool):
     return probe_gpu()
 
 
-def new_run(cfg: RunConfig, run_dir: Path, model: dict) -> RunResult:
-    from bench.host import fingerprint
-    from bench.measure.roofline import measure_peak
-
-    print("[run] measuring peak GEMM rate for the roofline …", file=sys.stderr, flush=True)
-    peak = measure_peak()
-    host = {**fingerprint(), "peak_gemm": peak}
-    return RunResult(run_id=run_dir.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"), host=host,
-                     model=model, config=config_dict(cfg), peak_gemm_flops=peak["peak_flops"])
-
-
 def config_dict(cfg: RunConfig) -> dict:
     out = asdict(cfg)
-    out["stop_rule"] = cfg.stop_rule()
-    out["method"] = {"percentiles": "numpy linear interpolation", "ci": "percentile bootstrap, 1000 resamples, 95 %",
+    out["stop_rule"] = asdict(cfg.stop_rule())
+    out["processes"] = cfg.n_processes
+    out["method"] = {"percentiles": "numpy linear interpolation, pooled over processes",
+                     "ci": "hierarchical bootstrap (processes, then samples within each), 1000 resamples, 95 %, "
+                           "widened for few processes (see bench.measure.stats.hierarchical_bootstrap_ci)",
                      "latency": "engine only (inputs pre-tokenised); CPU: perf_counter_ns; CUDA: events + sync",
-                     "throughput": "items / wall time of the timed window", "process": "one fresh worker per cell"}
+                     "throughput": "items / wall time of the timed windows",
+                     "process": f"{cfg.n_processes} fresh workers per cell, round-robin over the grid"}
     return out
 
 
-def prepare_model(cfg: RunConfig) -> tuple[Path, Path, dict]:
-    """Export (or reuse) the ONNX variants; the model block of the results file says what was measured."""
-    from exporters.pipeline import ExportConfig, export_all
-
-    onnx_dir, manifest = export_all(ExportConfig(model=cfg.model, seed=cfg.seed))
-    print(f"[run] models: {onnx_dir}\n[run] manifest: {onnx_dir / 'manifest.json'}", file=sys.stderr, flush=True)
-    model = {"spec": cfg.model, "source": manifest["source"], "synthetic": manifest["synthetic"],
-             "model_dir": manifest["model_dir"], "onnx_dir": str(onnx_dir), "quantization": manifest["quantization"],
-             "variants": {k: {kk: vv for kk, vv in v.items() if kk != "sha256"} for k, v in manifest["variants"].items()}}
-    return Path(manifest["model_dir"]), onnx_dir, model
+def cell_request(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path | None) -> WorkerRequest:
+    """The worker's request, with the ONNX file resolved here (a missing variant fails the cell, not the run)."""
+    b = backends.resolve(spec.backend)
+    path = artifacts.model_file(onnx_dir, b.engine, b.precision, b.device)
+    options = cfg.backend_options.get(spec.key, cfg.backend_options.get(spec.backend, {}))
+    return WorkerRequest(spec, str(model_dir), str(path) if path else None, cfg.seed, cfg.stop_rule(),
+                         tdp_w=cfg.tdp_w, options=options)
 
 
-def resume_dir(spec: str) -> Path:
-    return Path(spec) if Path(spec).is_dir() else paths.results_dir() / spec
+def pending(cfg: RunConfig, cells: dict[str, CellResult], spec: CellSpec, round_no: int) -> bool:
+    """Does `spec` still need its worker number `round_no`? Skipped or failed cells are not retried."""
+    cell = cells.get(spec.key)
+    return cell is None or (cell.status == "ok" and len(cell.runs) <= round_no)
 
 
-def open_run(cfg: RunConfig, model: dict) -> tuple[Path, RunResult]:
-    if cfg.resume:
-        run_dir = resume_dir(cfg.resume)
-        run = load_run(run_dir)
-        if run.model.get("source") != model["source"]:
-            raise BenchError(f"cannot resume {run_dir}: it measured {run.model.get('spec')}, not {cfg.model}")
-        return run_dir, run
-    run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
-    run_dir = paths.ensure_writable(paths.results_dir() / run_id)
-    if (run_dir / "results.json").exists():
-        raise BenchError(f"{run_dir} already holds a run; use --resume {run_id} or another --run-id")
-    run = new_run(cfg, run_dir, model)
-    save_run(run, run_dir)
-    return run_dir, run
+def measure_cells(cfg: RunConfig, done: tuple[CellResult, ...], model_dir: Path, onnx_dir: Path | None,
+                  on_cell) -> dict[str, CellResult]:
+    """Measure every cell of the grid in `cfg.n_processes` fresh workers, round-robin (A B C A B C …) so slow
+    drift of the host spreads over all cells; `done` cells (a resumed run) keep their workers. `on_cell(cell)`
+    is called after every worker, so the caller can save."""
+    from tqdm import tqdm
+
+    grid, rounds = build_grid(cfg), cfg.n_processes
+    cells = {c.spec.key: c for c in done}
+    todo = [(r, s) for r in range(rounds) for s in grid if pending(cfg, cells, s, r)]
+    print(f"[run] {len(grid)} cells × {rounds} processes, {len(todo)} workers to run", file=sys.stderr)
+    gpu_reason = host_gpu_reason()
+    with tqdm(total=len(todo), desc="workers", unit="proc", position=0, file=sys.stderr) as bar:
+        for round_no, spec in todo:
+            if not pending(cfg, cells, spec, round_no):  # skipped or failed in an earlier round
+                bar.update(1)
+                continue
+            bar.set_postfix_str(f"{spec.key} #{round_no + 1}")
+            cell = measure_one(cfg, spec, model_dir, onnx_dir, gpu_reason)
+            cells[spec.key] = cells[spec.key].with_run(cell) if spec.key in cells else cell
+            on_cell(cells[spec.key])
+            bar.update(1)
+    return cells
 
 
-def cell_request(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path) -> dict:
-    return {"spec": asdict(spec), "model_dir": str(model_dir), "onnx_dir": str(onnx_dir), "seed": cfg.seed,
-            "stop": cfg.stop_rule(), "tdp_w": cfg.tdp_w, "options": cfg.backend_options.get(spec.key, cfg.backend_options.get(spec.backend, {}))}
-
-
-def measure_cells(cfg: RunConfig, run_dir: Path, run: RunResult, model_dir: Path, onnx_dir: Path) -> RunResult:
+def measure_one(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path | None,
+                gpu_reason: str | None) -> CellResult:
+    """One worker for one cell, with the resource sampler and a progress bar of its timed window."""
     from tqdm import tqdm
 
     from bench.measure.sampler import ResourceSampler
 
-    grid = build_grid(cfg)
-    done = {c.spec.key for c in run.cells if c.status in ("ok", "skipped")}
-    gpu_reason = host_gpu_reason()
-    todo = [s for s in grid if s.key not in done]
-    print(f"[run] {len(grid)} cells, {len(grid) - len(todo)} already done, results in {run_dir}", file=sys.stderr)
-    with tqdm(total=len(todo), desc="cells", unit="cell", position=0, file=sys.stderr) as outer:
-        for spec in todo:
-            outer.set_postfix_str(spec.key)
-            on_gpu = backends.resolve(spec.backend).device != "cpu"
-            if gpu_reason and on_gpu:
-                cell = CellResult(spec, "skipped", gpu_reason)
-            else:
-                with tqdm(total=cfg.stop_rule()["max_time_s"], desc="  timed s", position=1, leave=False,
-                          file=sys.stderr, bar_format="{desc} {bar} {n:.1f}/{total:.0f}") as inner:
-                    cell = run_cell(cell_request(cfg, spec, model_dir, onnx_dir), cfg.limits,
-                                    sampler_factory=lambda pid: ResourceSampler(pid, 0.01, gpu=gpu_for(on_gpu)),
-                                    on_progress=lambda s: setattr(inner, "n", min(s, inner.total)) or inner.refresh())
-            run = run.with_cell(cell)
-            save_run(run, run_dir)  # after every cell: a killed run loses at most the cell in flight
-            outer.update(1)
-    return run
-
-
-def start_run(cfg: RunConfig) -> tuple[Path, RunResult, Path, Path]:
-    """Export (or reuse) the models and open (or resume) the run folder; nothing is measured yet."""
-    paths.ensure_writable(paths.results_dir())  # fail before the (minutes-long) export, not after
-    if cfg.resume:
-        load_run(resume_dir(cfg.resume))  # a missing or corrupt run to resume fails here too
-    model_dir, onnx_dir, model = prepare_model(cfg)
-    run_dir, result = open_run(cfg, model)
-    return run_dir, result, model_dir, onnx_dir
-
-
-def run(cfg: RunConfig) -> tuple[Path, RunResult]:
-    """Export, measure every cell in a fresh worker, save after each. Returns the run folder and result."""
-    run_dir, result, model_dir, onnx_dir = start_run(cfg)
-    return run_dir, measure_cells(cfg, run_dir, result, model_dir, onnx_dir)
+    on_gpu = backends.resolve(spec.backend).device != "cpu"
+    if gpu_reason and on_gpu:
+        return CellResult(spec, "skipped", gpu_reason)
+    try:
+        request = cell_request(cfg, spec, model_dir, onnx_dir)
+    except BenchError as exc:
+        return CellResult(spec, "failed", str(exc))
+    with tqdm(total=request.stop.max_time_s, desc="  timed s", position=1, leave=False, file=sys.stderr,
+              bar_format="{desc} {bar} {n:.1f}/{total:.0f}") as inner:
+        return run_cell(request, cfg.limits,
+                        sampler_factory=lambda pid: ResourceSampler(pid, 0.01, gpu=gpu_for(on_gpu)),
+                        on_progress=lambda s: setattr(inner, "n", min(s, inner.total)) or inner.refresh())

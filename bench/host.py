@@ -7,23 +7,46 @@ import platform
 import subprocess
 import sys
 
-from exporters.quantize import cpu_flags
 
 FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "f16c")
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "STRUCTBENCH_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # Keys that must match for two runs to be compared without --force (pyperf's _CHECKED_METADATA idea).
 CHECKED = ("cpu_model", "logical_cores", "gpu_name")
 
 
-def cpu_model() -> str:
+def cpuinfo_field(name: str) -> str | None:
+    """The first `name : value` line of /proc/cpuinfo (None where there is no such file or line)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or "unknown"
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo_field("model name") or platform.processor() or "unknown"
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, avx512_vnni, …); empty where /proc/cpuinfo is absent."""
+    return set((cpuinfo_field("flags") or "").split())
+
+
+def library_versions() -> dict:
+    """Installed versions of the libraries a figure depends on (absent ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
 
 
 def git_commit() -> str | None:
@@ -53,8 +76,6 @@ def gpu_info() -> dict:
 
 def fingerprint() -> dict:
     import psutil
-
-    from exporters.pipeline import library_versions
 
     flags = cpu_flags()
     return {

@@ -23,6 +23,24 @@ def results_dir() -> Path:
     return home() / "results"
 
 
+RUN_FORMS = "a run folder, its results.json, a run id under the results folder, or 'latest'"
+
+
+def resolve_run(text: str) -> Path:
+    """The run folder that TEXT names: a folder, its results.json, a run id under results_dir(), or 'latest'
+    (the most recently written run). One resolver for --resume, --run, report and compare."""
+    root = results_dir()
+    if text == "latest":
+        found = sorted(root.glob("*/results.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+        if not found:
+            raise BenchError(f"no runs under {root}: run `python -m bench run` first, or name a results file")
+        return found[-1].parent
+    for path in (Path(text), Path(text) / "results.json", root / text / "results.json"):
+        if path.is_file() and path.name == "results.json":
+            return path.parent
+    raise BenchError(f"no results at {text!r}: expected {RUN_FORMS} (looked in {root})")
+
+
 def ensure_writable(path: Path) -> Path:
     """Create `path` and prove we can write into it, or fail with one clear line before any work starts."""
     try:

@@ -1,112 +1,44 @@
 """The results file: frozen dataclasses with a schema version of their own (not the package version).
 
 Raw samples are the truth; statistics are derived on read (`CellResult.stats`) and also written out,
-marked derived, so pandas users need not recompute them.
+marked derived, so pandas users need not recompute them. The records themselves live in `bench.records`.
 
 Schema history (SCHEMA_VERSION):
-  1 (2026-11-25) first version: host, model, config, peak GEMM, cells with raw latencies, loadtests.
+  1 (2026-11-25) first version: host, model, config, peak GEMM, cells with raw latencies, loadtests as dicts.
+  2 (2026-11-25) every record typed: a cell holds one ProcessRun per fresh worker (samples, load phases,
+    resources, energy, meta); load-test levels are LoadLevel records with a ServiceSetup, raw-sample CIs and
+    Locust's CSV figures beside them. Version 1 files are upgraded on read (`upgrade_v1`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
-from functools import cached_property
+import types
+import typing
+from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 from bench.errors import BenchError
 from bench.paths import atomic_write_text
+from bench.records import CellResult, CellSpec, LoadLevel, ProcessRun
+from bench.upgrade import UPGRADES
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "skipped", "failed")
+__all__ = ["SCHEMA_VERSION", "RunResult", "CellResult", "CellSpec", "LoadLevel", "ProcessRun", "load_run", "save_run",
+           "run_from_dict", "run_to_dict", "cell_to_dict", "cell_from_dict", "record_from_dict"]
 
-
-@dataclass(frozen=True)
-class CellSpec:
-    """One point of the grid: backend × batch × workload (corpus text or fixed-length bucket) × threads."""
-
-    backend: str
-    batch: int = 1
-    workload: str = "corpus"  # "corpus" (≈80-char reviews) or "bucket"
-    seq_len: int | None = None  # tokens, for bucket workloads
-    threads: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.batch < 1:
-            raise ValueError(f"batch must be >= 1 (got {self.batch})")
-        if self.workload not in ("corpus", "bucket"):
-            raise ValueError(f"workload must be corpus or bucket (got {self.workload!r})")
-        if self.workload == "bucket" and not (self.seq_len and 3 <= self.seq_len <= 512):
-            raise ValueError(f"sequence length must be within 3..512 tokens (got {self.seq_len})")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 (got {self.threads})")
-
-    @property
-    def key(self) -> str:
-        shape = f"L{self.seq_len}" if self.workload == "bucket" else "corpus"
-        return f"{self.backend}|b{self.batch}|{shape}|t{self.threads or 'all'}"
-
-
-@dataclass(frozen=True)
-class CellResult:
-    """Everything one worker measured for one cell, or why it was skipped / failed."""
-
-    spec: CellSpec
-    status: str
-    reason: str | None = None
-    load: dict = field(default_factory=dict)  # imports_s, create_s, first_infer_s
-    warmup_s: tuple = ()
-    latencies_s: tuple = ()  # every timed batch, in order
-    items_per_batch: int = 0
-    tokens_per_item: float = 0.0
-    window_s: float = 0.0  # wall time of the timed loop
-    stop_reason: str | None = None
-    resources: dict = field(default_factory=dict)  # sampler summary: RSS/USS/CPU (+ GPU)
-    energy: dict = field(default_factory=dict)  # energy_j, source, estimated, assumptions
-    device_memory: dict = field(default_factory=dict)
-    flops_per_batch: float | None = None
-    meta: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.status not in STATUSES:
-            raise ValueError(f"cell status must be one of {STATUSES} (got {self.status!r})")
-
-    @property
-    def throughput(self) -> float | None:
-        """Items per second over the timed window: measured, not derived from the mean latency."""
-        if self.status != "ok" or self.window_s <= 0:
-            return None
-        return len(self.latencies_s) * self.items_per_batch / self.window_s
-
-    @property
-    def achieved_flops(self) -> float | None:
-        """Model FLOPs per second at the mean batch latency (for the roofline)."""
-        if not self.flops_per_batch or not self.stats:
-            return None
-        return self.flops_per_batch / self.stats["mean"]
-
-    @cached_property
-    def stats(self) -> dict:
-        from bench.measure.stats import bootstrap_ci, summarize
-
-        if self.status != "ok" or not self.latencies_s:
-            return {}
-        out = summarize(self.latencies_s)
-        for stat in ("mean", "p50", "p95", "p99"):
-            out[f"{stat}_ci95"] = list(bootstrap_ci(self.latencies_s, stat, n_boot=1000, seed=0))
-        return out
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
     created: str
-    host: dict
-    model: dict
-    config: dict
+    host: dict  # the host fingerprint (bench.host), kept as written: free-form by design
+    model: dict  # model source, synthetic flag, exported variants (from the manifest)
+    config: dict  # the run's settings, as given (RunConfig + stop rule + method)
     peak_gemm_flops: float | None = None
-    cells: tuple = ()
-    loadtests: tuple = ()
+    cells: tuple[CellResult, ...] = ()
+    loadtests: tuple[LoadLevel, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
     def with_cell(self, cell: CellResult) -> "RunResult":
@@ -114,13 +46,17 @@ class RunResult:
         kept = tuple(c for c in self.cells if c.spec.key != cell.spec.key)
         return replace(self, cells=kept + (cell,))
 
+    def with_levels(self, levels: tuple[LoadLevel, ...]) -> "RunResult":
+        """A new run with these load-test levels added; earlier levels of the same configurations are replaced."""
+        labels = {lv.config.label for lv in levels}
+        return replace(self, loadtests=tuple(lv for lv in self.loadtests if lv.config.label not in labels) + levels)
+
     def cell(self, key: str) -> CellResult | None:
         return next((c for c in self.cells if c.spec.key == key), None)
 
 
 def cell_to_dict(cell: CellResult) -> dict:
     out = asdict(cell)
-    out["latencies_s"], out["warmup_s"] = list(cell.latencies_s), list(cell.warmup_s)
     out["derived"] = {"stats": cell.stats, "throughput_items_s": cell.throughput}  # recomputed on load
     return out
 
@@ -128,23 +64,39 @@ def cell_to_dict(cell: CellResult) -> dict:
 def run_to_dict(run: RunResult) -> dict:
     out = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in ("cells", "loadtests")}
     out["cells"] = [cell_to_dict(c) for c in run.cells]
-    out["loadtests"] = list(run.loadtests)
+    out["loadtests"] = [asdict(level) for level in run.loadtests]
     return out
 
 
-def cell_from_dict(data: dict) -> CellResult:
-    data = {k: v for k, v in data.items() if k != "derived"}
-    spec = CellSpec(**data.pop("spec"))
-    known = {f.name for f in fields(CellResult)}
-    unknown = set(data) - known
+def record_from_dict(cls: type, data: dict):
+    """A record of type `cls` from its dict, nested records and tuples included; unknown keys are refused
+    (the file was edited, or written by another tool)."""
+    if not isinstance(data, dict):
+        raise BenchError(f"{cls.__name__} must be an object, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    unknown = set(data) - set(hints)
     if unknown:
-        raise BenchError(f"unknown cell fields {sorted(unknown)}: file edited or from another tool")
-    data["latencies_s"] = tuple(float(x) for x in data.get("latencies_s", ()))
-    data["warmup_s"] = tuple(float(x) for x in data.get("warmup_s", ()))
-    return CellResult(spec=spec, **data)
+        raise BenchError(f"unknown {cls.__name__} fields {sorted(unknown)}: file edited or from another tool")
+    return cls(**{k: _typed(hints[k], v) for k, v in data.items()})
 
 
-UPGRADES: dict = {}  # version -> function(dict) -> dict of version + 1; none yet
+def _typed(hint, value):
+    """`value` converted to the annotated type where that is a record or a tuple (JSON has only lists)."""
+    if value is None:
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if is_dataclass(hint):
+        return record_from_dict(hint, value)
+    if origin is tuple:
+        return tuple(_typed(args[0], v) for v in value) if args else tuple(value)
+    if origin in (typing.Union, types.UnionType):
+        return _typed(args[0], value) if len(args) == 1 else value
+    return value
+
+
+def cell_from_dict(data: dict) -> CellResult:
+    return record_from_dict(CellResult, {k: v for k, v in data.items() if k != "derived"})
 
 
 def upgrade(data: dict, path: Path) -> dict:
@@ -166,8 +118,8 @@ def run_from_dict(data: dict, path: Path = Path("<memory>")) -> RunResult:
     data = upgrade(dict(data), path)
     try:
         cells = tuple(cell_from_dict(c) for c in data.pop("cells", []))
-        loadtests = tuple(data.pop("loadtests", []))
-        return RunResult(cells=cells, loadtests=loadtests, **data)
+        levels = tuple(record_from_dict(LoadLevel, lv) for lv in data.pop("loadtests", []))
+        return RunResult(cells=cells, loadtests=levels, **data)
     except (TypeError, ValueError, KeyError) as exc:
         raise BenchError(f"{path} is not a valid results file: {exc}") from None
 
@@ -190,47 +142,9 @@ def load_run(path: Path) -> RunResult:
 
 def save_run(run: RunResult, run_dir: Path) -> Path:
     """Atomically write results.json and the flat summary CSV."""
+    from bench.summary import summary_csv
+
     path = Path(run_dir) / "results.json"
     atomic_write_text(path, json.dumps(run_to_dict(run), ensure_ascii=False, indent=1))
-    atomic_write_text(Path(run_dir) / "summary.csv", summary_frame_csv(run))
+    atomic_write_text(Path(run_dir) / "summary.csv", summary_csv(run))
     return path
-
-
-SUMMARY_COLUMNS = ("key", "backend", "batch", "workload", "seq_len", "threads", "status", "reason", "n",
-                   "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "p50_ci_lo_ms", "p50_ci_hi_ms",
-                   "p95_ci_lo_ms", "p95_ci_hi_ms", "throughput_items_s", "peak_rss_mb", "mean_cpu_percent",
-                   "energy_j_per_item", "energy_source", "load_total_s", "stop_reason")
-
-
-def summary_rows(run: RunResult) -> list[dict]:
-    return [summary_row(c) for c in run.cells]
-
-
-def summary_row(c: CellResult) -> dict:
-    s, ms = c.stats, (lambda v: None if v is None else round(v * 1000, 3))
-    energy = c.energy.get("energy_j")
-    n_items = len(c.latencies_s) * c.items_per_batch
-    return {
-        "key": c.spec.key, "backend": c.spec.backend, "batch": c.spec.batch, "workload": c.spec.workload,
-        "seq_len": c.spec.seq_len, "threads": c.spec.threads, "status": c.status, "reason": c.reason,
-        "n": s.get("n"), **{f"{k}_ms": ms(s.get(k)) for k in ("mean", "p50", "p90", "p95", "p99", "stdev")},
-        "p50_ci_lo_ms": ms(s["p50_ci95"][0]) if s else None, "p50_ci_hi_ms": ms(s["p50_ci95"][1]) if s else None,
-        "p95_ci_lo_ms": ms(s["p95_ci95"][0]) if s else None, "p95_ci_hi_ms": ms(s["p95_ci95"][1]) if s else None,
-        "throughput_items_s": c.throughput,
-        "peak_rss_mb": (c.resources.get("peak_rss_bytes") or 0) / 2**20 or None,
-        "mean_cpu_percent": c.resources.get("mean_cpu_percent"),
-        "energy_j_per_item": energy / n_items if energy is not None and n_items else None,
-        "energy_source": c.energy.get("source"), "load_total_s": sum(c.load.values()) if c.load else None,
-        "stop_reason": c.stop_reason,
-    }
-
-
-def summary_frame_csv(run: RunResult) -> str:
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
-    writer.writeheader()
-    writer.writerows(summary_rows(run))
-    return buf.getvalue()

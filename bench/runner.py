@@ -13,9 +13,36 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
-from bench.results import CellResult, CellSpec, cell_from_dict
+from bench.errors import ConfigError
+from bench.measure.stats import StopRule
+from bench.results import CellResult, CellSpec, cell_from_dict, record_from_dict
+
+
+@dataclass(frozen=True)
+class WorkerRequest:
+    """Everything a worker needs to measure one cell; sent to it as JSON on stdin."""
+
+    spec: CellSpec
+    model_dir: str
+    model_file: str | None = None  # the ONNX file an ORT cell runs, resolved by the caller
+    seed: int = 0
+    stop: StopRule = field(default_factory=StopRule)
+    warmup_iters: int = 3  # untimed batches after the first (cold) inference
+    tdp_w: float | None = None
+    options: dict = field(default_factory=dict)  # backend-specific (e.g. a fake backend's sleep_s)
+
+    def __post_init__(self) -> None:
+        if self.warmup_iters < 0:
+            raise ConfigError(f"warmup_iters must be >= 0 (got {self.warmup_iters})")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "WorkerRequest":
+        return record_from_dict(cls, json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -25,7 +52,7 @@ class WorkerLimits:
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
-            raise ValueError(f"worker timeout must be > 0 (got {self.timeout_s})")
+            raise ConfigError(f"worker timeout must be > 0 (got {self.timeout_s})")
 
 
 @dataclass
@@ -53,7 +80,7 @@ def _pump_stderr(proc: subprocess.Popen, out: WorkerOutput, on_progress) -> None
             out.stderr_tail = (out.stderr_tail + [line.rstrip()])[-20:]
 
 
-def spawn_worker(request: dict, limits: WorkerLimits, on_progress=None, on_start=None) -> WorkerOutput:
+def spawn_worker(request: WorkerRequest, limits: WorkerLimits, on_progress=None, on_start=None) -> WorkerOutput:
     """Start `python -m bench.worker`, feed it the request, wait up to the timeout, collect its output.
     stdout and stderr are drained by threads so a full pipe can never look like a hang."""
     proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -65,7 +92,7 @@ def spawn_worker(request: dict, limits: WorkerLimits, on_progress=None, on_start
                threading.Thread(target=lambda: setattr(out, "stdout", proc.stdout.read()), daemon=True)]
     for reader in readers:
         reader.start()
-    proc.stdin.write(json.dumps(request))  # small: fits the pipe buffer even if the worker never reads
+    proc.stdin.write(request.to_json())  # small: fits the pipe buffer even if the worker never reads
     proc.stdin.close()
     try:
         proc.wait(timeout=limits.timeout_s)
@@ -112,9 +139,9 @@ def parse_result(out: WorkerOutput, spec: CellSpec, limits: WorkerLimits) -> Cel
     return CellResult(spec, "failed", failure_reason(out, limits))
 
 
-def run_cell(request: dict, limits: WorkerLimits, sampler_factory=None, on_progress=None) -> CellResult:
+def run_cell(request: WorkerRequest, limits: WorkerLimits, sampler_factory=None, on_progress=None) -> CellResult:
     """One cell in a fresh worker, with the resource sampler watching it from this process."""
-    spec = CellSpec(**request["spec"])
+    spec = request.spec
     holder: dict = {}
 
     def started(pid: int) -> None:
@@ -127,8 +154,9 @@ def run_cell(request: dict, limits: WorkerLimits, sampler_factory=None, on_progr
         sampler.stop()
     cell = parse_result(out, spec, limits)
     if sampler is not None and cell.status == "ok":
-        from dataclasses import replace
+        from bench.records import Resources, known
 
-        resources = {**sampler.summary(), "sampler_overhead_percent": sampler.self_overhead_percent()}
-        cell = replace(cell, resources=resources)
+        summary = {**sampler.summary(), "sampler_overhead_percent": sampler.self_overhead_percent()}
+        run = replace(cell.runs[0], resources=Resources(**known(Resources, summary)))
+        cell = replace(cell, runs=(run,))
     return cell

@@ -143,10 +143,10 @@ def validate_model_dir(path: Path) -> None:
 
 
 def ensure_source_json(path: Path, src: ModelSource) -> None:
-    """Non-twin sources are real weights; record that (twins wrote their own synthetic metadata)."""
+    """Record where the weights came from and whether they are synthetic (twins wrote their own metadata)."""
     if (path / "source.json").exists():
         return
-    meta = {"source": src.spec, "synthetic": False}
+    meta = {"source": src.spec, "synthetic": synthetic_by_config(path)}
     try:
         (path / "source.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     except OSError:
@@ -157,4 +157,13 @@ def read_source_meta(model_dir: Path) -> dict:
     path = model_dir / "source.json"
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
-    return {"source": str(model_dir), "synthetic": False}
+    return {"source": str(model_dir), "synthetic": synthetic_by_config(model_dir)}
+
+
+def synthetic_by_config(model_dir: Path) -> bool:
+    """A copied twin keeps `structbench.synthetic` in its config.json even without its source.json."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool((cfg.get("structbench") or {}).get("synthetic", False))

@@ -1,10 +1,48 @@
-"""The one-screen summary table printed at the end of a run."""
+"""Flat views of a run: summary.csv (one row per cell) and the one-screen table printed at the end of a run."""
 
 from __future__ import annotations
 
+import csv
+import io
 from collections import defaultdict
 
-from bench.results import CellResult, RunResult, summary_row
+from bench.records import CellResult
+
+SUMMARY_COLUMNS = ("key", "backend", "batch", "workload", "seq_len", "threads", "status", "reason", "processes", "n",
+                   "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "p50_ci_lo_ms", "p50_ci_hi_ms",
+                   "p95_ci_lo_ms", "p95_ci_hi_ms", "process_spread", "throughput_items_s", "peak_rss_mb",
+                   "mean_cpu_percent_window", "energy_j_per_item", "energy_source", "energy_estimated",
+                   "synthetic_weights", "load_total_s", "stop_reason")
+
+
+def ms(value: float | None) -> float | None:
+    return None if value is None else round(value * 1000, 3)
+
+
+def summary_row(c: CellResult, synthetic: bool | None = None) -> dict:
+    s = c.stats
+    ci = lambda stat, i: ms(s[f"{stat}_ci95"][i]) if s else None  # noqa: E731
+    rss = c.resources.peak_rss_bytes
+    return {
+        "key": c.spec.key, "backend": c.spec.backend, "batch": c.spec.batch, "workload": c.spec.workload,
+        "seq_len": c.spec.seq_len, "threads": c.spec.threads, "status": c.status, "reason": c.reason,
+        "processes": len(c.runs), "n": s.get("n"),
+        **{f"{k}_ms": ms(s.get(k)) for k in ("mean", "p50", "p90", "p95", "p99", "stdev")},
+        "p50_ci_lo_ms": ci("p50", 0), "p50_ci_hi_ms": ci("p50", 1),
+        "p95_ci_lo_ms": ci("p95", 0), "p95_ci_hi_ms": ci("p95", 1), "process_spread": s.get("process_spread"),
+        "throughput_items_s": c.throughput, "peak_rss_mb": rss / 2**20 if rss else None,
+        "mean_cpu_percent_window": c.meta.worker_cpu_percent_window, "energy_j_per_item": c.energy_per_item_j,
+        "energy_source": c.energy.source, "energy_estimated": c.energy.estimated if c.energy.source else None,
+        "synthetic_weights": synthetic, "load_total_s": c.load.total_s, "stop_reason": c.stop_reason,
+    }
+
+
+def summary_csv(run) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
+    writer.writeheader()
+    writer.writerows(summary_row(c, run.model.get("synthetic")) for c in run.cells)
+    return buf.getvalue()
 
 
 def fmt(value, spec: str = ".1f", empty: str = "—") -> str:
@@ -17,15 +55,15 @@ def short_key(cell: CellResult) -> str:
     return f"{s.backend} b{s.batch} {shape}" + (f" t{s.threads}" if s.threads else "")
 
 
-def print_summary(run: RunResult, console=None) -> None:
+def print_summary(run, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console(width=150)
     synthetic = " (SYNTHETIC weights: labels meaningless)" if run.model.get("synthetic") else ""
     table = Table(title=f"run {run.run_id} — {run.model.get('spec')}{synthetic}")
-    for col in ("cell", "P50 ms [95% CI]", "P95 ms", "P99 ms", "items/s", "RSS MB", "CPU %", "J/item", "load s",
-                "stop"):
+    for col in ("cell", "P50 ms [95% CI]", "procs", "P95 ms", "P99 ms", "items/s", "RSS MB", "CPU %", "J/item",
+                "load s", "stop"):
         table.add_column(col, justify="left" if col in ("cell", "stop") else "right", no_wrap=True)
     others: dict = defaultdict(list)
     for cell in run.cells:
@@ -34,12 +72,13 @@ def print_summary(run: RunResult, console=None) -> None:
             continue
         r = summary_row(cell)
         ci = f"{fmt(r['p50_ms'])} [{fmt(r['p50_ci_lo_ms'])}–{fmt(r['p50_ci_hi_ms'])}]"
-        energy = fmt(r["energy_j_per_item"], ".3f") + ("*" if cell.energy.get("estimated") else "")
-        table.add_row(short_key(cell), ci, fmt(r["p95_ms"]), fmt(r["p99_ms"]), fmt(r["throughput_items_s"], ".2f"),
-                      fmt(r["peak_rss_mb"], ".0f"), fmt(r["mean_cpu_percent"], ".0f"), energy,
+        energy = fmt(r["energy_j_per_item"], ".3f") + ("*" if cell.energy.estimated else "")
+        table.add_row(short_key(cell), ci, str(r["processes"]), fmt(r["p95_ms"]), fmt(r["p99_ms"]),
+                      fmt(r["throughput_items_s"], ".2f"), fmt(r["peak_rss_mb"], ".0f"),
+                      fmt(r["mean_cpu_percent_window"], ".0f"), energy,
                       fmt(r["load_total_s"], ".2f"), cell.stop_reason or "")
     console.print(table)
     for (status, reason), keys in others.items():
         console.print(f"[yellow]{status}[/] ({reason}): {', '.join(keys)}")
-    if any(c.energy.get("estimated") for c in run.cells):
+    if any(c.energy.estimated and c.energy.source for c in run.cells):
         console.print("* energy estimated from CPU utilisation × TDP (no RAPL/NVML counter): see results.json")

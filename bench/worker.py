@@ -11,6 +11,10 @@ import itertools
 import json
 import sys
 import time
+from dataclasses import replace
+
+from bench.results import cell_to_dict
+from bench.runner import WorkerRequest
 
 T_START = time.perf_counter()
 
@@ -27,17 +31,17 @@ def import_framework(engine: str) -> float:
     return time.perf_counter() - t0
 
 
-def encoded_batches(req: dict, spec, n_batches: int = 16) -> tuple[list, float]:
+def encoded_batches(req, spec, n_batches: int = 16) -> tuple[list, float]:
     """Pre-tokenised batches (tokenisation is not part of engine latency) and mean tokens per item."""
     from bench.corpus import bucket_workload, length_workload
     from bench.tokenize import encode, load_tokenizer
 
     n = spec.batch * n_batches
     if spec.workload == "bucket":
-        workload = bucket_workload(n, spec.seq_len, seed=req.get("seed", 0))
+        workload = bucket_workload(n, spec.seq_len, seed=req.seed)
     else:
-        workload = length_workload(n, seed=req.get("seed", 0))
-    tok = load_tokenizer(req["model_dir"])
+        workload = length_workload(n, seed=req.seed)
+    tok = load_tokenizer(req.model_dir)
     batches = [encode(tok, workload.texts[i:i + spec.batch], workload.max_length) for i in range(0, n, spec.batch)]
     tokens = sum(float(b["attention_mask"].sum()) for b in batches) / n
     return batches, tokens
@@ -47,46 +51,52 @@ def progress(elapsed: float, n: int) -> None:
     print(f"PROGRESS {elapsed:.2f} {n}", file=sys.stderr, flush=True)
 
 
-def measure(req: dict) -> dict:
+def measure(req) -> dict:
     from bench import backends
     from bench.backends.base import BackendConfig
-    from bench.measure.stats import StopRule, run_until_stopped
     from bench.measure.timer import make_timer
-    from bench.results import CellResult, CellSpec, cell_to_dict
+    from bench.records import CellResult, LoadPhases
 
-    spec = CellSpec(**req["spec"])
+    spec = req.spec
     bspec = backends.resolve(spec.backend)
-    config = BackendConfig(bspec, req["model_dir"], req.get("onnx_dir"), spec.threads, req.get("options", {}))
-    load = {"imports_s": import_framework(bspec.engine)}
+    config = BackendConfig(bspec, req.model_dir, req.model_file, spec.threads, req.options)
+    imports_s = import_framework(bspec.engine)
     backend = backends.create(config)
     t0 = time.perf_counter()
     backend.load()
-    load["create_s"] = time.perf_counter() - t0
+    create_s = time.perf_counter() - t0
     batches, tokens = encoded_batches(req, spec)
     timer = make_timer(bspec.device)
-    load["first_infer_s"] = timer.measure(lambda: backend.infer(batches[0]))
-    warmup = [timer.measure(lambda b=b: backend.infer(b)) for b in batches[1:1 + req.get("warmup_iters", 3)]]
-    rule = StopRule(**req.get("stop", {}))
+    first_s = timer.measure(lambda: backend.infer(batches[0]))
+    warmup = [timer.measure(lambda b=b: backend.infer(b)) for b in batches[1:1 + req.warmup_iters]]
+    run = timed_window(req, backend, batches, timer, bspec.device)
+    run = replace(run, warmup_s=tuple(warmup), load=LoadPhases(imports_s, create_s, first_s))
+    result = CellResult(spec=spec, status="ok", runs=(run,), items_per_batch=spec.batch, tokens_per_item=tokens,
+                        flops_per_batch=flops(req.model_dir, spec.batch, tokens))
+    backend.close()
+    return cell_to_dict(result)
+
+
+def timed_window(req, backend, batches: list, timer, device: str):
+    """The timed loop under the stop rule, with the energy meter around it: one ProcessRun."""
+    from bench.measure.stats import run_until_stopped
+    from bench.records import Energy, ProcessRun, WorkerMeta
+
     turn = itertools.count()  # cycle through the pre-encoded batches
-    gpu = open_gpu(bspec.device)
+    gpu = open_gpu(device)
     meter = energy_meter(req, gpu)
     cpu0, w0 = time.process_time(), time.perf_counter()
     meter.start()
     samples, reason = run_until_stopped(lambda: timer.measure(lambda: backend.infer(batches[next(turn) % len(batches)])),
-                                        rule, on_sample=lambda _s: tick(w0))
+                                        req.stop, on_sample=lambda _s: tick(w0))
     window = time.perf_counter() - w0
     cpu_s = time.process_time() - cpu0
     energy = meter.stop(cpu_seconds=cpu_s)
-    result = CellResult(
-        spec=spec, status="ok", load=load, warmup_s=tuple(warmup), latencies_s=tuple(samples),
-        items_per_batch=spec.batch, tokens_per_item=tokens, window_s=window, stop_reason=reason, energy=energy,
-        device_memory=backend.device_memory(), flops_per_batch=flops(req["model_dir"], spec.batch, tokens),
-        meta={"worker_cpu_percent_window": 100.0 * cpu_s / window, "timer": type(timer).__name__,
-              "process_start_to_ready_s": time.perf_counter() - T_START},
-    )
-    backend.close()
     close_gpu(gpu)
-    return cell_to_dict(result)
+    meta = WorkerMeta(100.0 * cpu_s / window, type(timer).__name__, time.perf_counter() - T_START,
+                      backend.device_memory().get("torch_max_memory_allocated_bytes"))
+    return ProcessRun(latencies_s=tuple(samples), window_s=window, stop_reason=reason, energy=Energy(**energy),
+                      meta=meta)
 
 
 _last_tick = [0.0]
@@ -120,33 +130,32 @@ def close_gpu(gpu) -> None:
         gpu.close()
 
 
-def energy_meter(req: dict, gpu):
+def energy_meter(req, gpu):
     from bench.measure.power import EnergyMeter
 
-    return EnergyMeter(tdp_w=req.get("tdp_w"), gpu=gpu)
+    return EnergyMeter(tdp_w=req.tdp_w, gpu=gpu)
 
 
-def outcome(req: dict) -> dict:
+def outcome(req) -> dict:
     """Run the cell; an Unavailable backend is 'skipped', any other failure 'failed', both with a reason."""
     from bench.backends.base import Unavailable
-    from bench.errors import BenchError
-    from bench.results import CellResult, CellSpec, cell_to_dict
+    from bench.records import CellResult
 
     try:
         return measure(req)
     except Unavailable as exc:
-        return cell_to_dict(CellResult(CellSpec(**req["spec"]), "skipped", str(exc)))
+        return cell_to_dict(CellResult(req.spec, "skipped", str(exc)))
     except MemoryError:
-        return cell_to_dict(CellResult(CellSpec(**req["spec"]), "failed", "out of memory (MemoryError in worker)"))
-    except (BenchError, Exception) as exc:  # the run goes on; the reason is recorded with the cell
-        return cell_to_dict(CellResult(CellSpec(**req["spec"]), "failed", f"{type(exc).__name__}: {exc}"))
+        return cell_to_dict(CellResult(req.spec, "failed", "out of memory (MemoryError in worker)"))
+    except Exception as exc:  # noqa: BLE001  the run goes on; the reason is recorded with the cell
+        return cell_to_dict(CellResult(req.spec, "failed", f"{type(exc).__name__}: {exc}"))
 
 
 def main() -> int:
     from bench.quiet import quiet_libraries
 
     quiet_libraries()
-    req = json.loads(sys.stdin.read())
+    req = WorkerRequest.from_json(sys.stdin.read())
     result = outcome(req)
     sys.stdout.write("\n" + json.dumps(result, ensure_ascii=False) + "\n")
     sys.stdout.flush()

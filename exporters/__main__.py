@@ -1,5 +1,3 @@
-import sys
+from exporters.cli import main
 
-from bench.cli import main
-
-raise SystemExit(main(["export", *sys.argv[1:]]))
+raise SystemExit(main())

@@ -8,6 +8,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from bench.corpus import Workload
+from bench.errors import ConfigError
 from bench.tokenize import encode
 
 
@@ -20,7 +21,7 @@ class Thresholds:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_agreement <= 1.0 or self.max_abs_diff <= 0:
-            raise ValueError(f"bad parity thresholds: {self}")
+            raise ConfigError(f"bad parity thresholds: {self}")
 
 
 # Float variants differ from torch only by kernel rounding; INT8 moves logits by quantisation noise.

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import paths
-from bench.errors import BenchError
-from exporters.layout import MANIFEST, MANIFEST_VERSION, ONNX_FILES
+from bench.artifacts import MANIFEST, MANIFEST_VERSION, ONNX_FILES
+from bench.errors import BenchError, ConfigError
+from bench.host import library_versions
 from exporters.parity import DEFAULT_THRESHOLDS
 
 GATED = ("fp32", "fp32-fused", "int8", "torch-int8")
@@ -36,9 +37,9 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         if self.parity_n < 1:
-            raise ValueError(f"parity_n must be >= 1 (got {self.parity_n})")
+            raise ConfigError(f"parity_n must be >= 1 (got {self.parity_n})")
         if not 3 <= self.parity_max_length <= 512:
-            raise ValueError(f"parity_max_length must be within 3..512 (got {self.parity_max_length})")
+            raise ConfigError(f"parity_max_length must be within 3..512 (got {self.parity_max_length})")
 
 
 def log(msg: str) -> None:
@@ -51,18 +52,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def library_versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
 
 
 def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
@@ -78,7 +67,7 @@ def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
 def reusable(out_dir: Path, key: str) -> dict | None:
     """The existing manifest if it was made from the same inputs. Files that no longer match their
     recorded sha256 are an error, not a reason to rebuild: someone changed them, and we do not overwrite."""
-    from exporters.layout import read_manifest
+    from bench.artifacts import read_manifest
 
     if not (out_dir / MANIFEST).exists():
         return None
@@ -161,9 +150,8 @@ def parity_runners(model_dir: Path, out_dir: Path, threads: int | None) -> dict:
 
     from bench.backends import BackendConfig, BackendSpec
 
-    def cfg(engine, precision, device, path=None):
-        opts = {"onnx_path": str(path)} if path else {}
-        return BackendConfig(BackendSpec(engine, precision, device), model_dir, out_dir, threads, opts)
+    def cfg(engine, precision, device, path=None):  # the manifest is not written yet: the file is given
+        return BackendConfig(BackendSpec(engine, precision, device), model_dir, path, threads)
 
     runners = {p: cfg("ort", p, "cpu", out_dir / ONNX_FILES[p]) for p in ("fp32", "fp32-fused", "int8")}
     runners["torch-int8"] = cfg("torch", "int8", "cpu")

@@ -7,7 +7,9 @@ sent at intended times whatever the server does, and latency is measured from th
 slow server cannot hide its queue (no coordinated omission).
 
 Environment: STRUCTBENCH_WORKLOAD=corpus|zipf, STRUCTBENCH_SEED, STRUCTBENCH_CLIENT_OUT (JSON file of
-client-side figures: Server-Timing means, open-loop latencies, late sends, invalid answers).
+client-side figures: Server-Timing means, open-loop latencies, late sends, invalid answers). With it set, every
+process that sends requests also writes each request of the timed window to its own samples file beside it
+(loadtests/samples.py: `<tag>_samples_<pid>.csv` for `<tag>_client.json`).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ import time
 
 import gevent
 from locust import FastHttpUser, constant, events, task
-from locust.runners import WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
+from loadtests.samples import SampleWriter, samples_path
 from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing
 
 MODE = os.environ.get("STRUCTBENCH_MODE", "closed")
 STATS = ClientStats()
+SAMPLES: SampleWriter | None = None  # this process's raw requests, once init knows it sends any
+_RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
 _TEXTS: list = []
 
 
@@ -55,8 +60,10 @@ def validate(resp, text: str) -> None:
         resp.success()
 
 
-def post(client, text: str) -> int:
-    with client.post("/api/sentiment", json={"text": text}, catch_response=True, name="/api/sentiment") as resp:
+def post(client, text: str, context: dict | None = None) -> int:
+    """`context` reaches the request event's listeners (the open loop passes its intended send time there)."""
+    with client.post("/api/sentiment", json={"text": text}, catch_response=True, name="/api/sentiment",
+                     context=context or {}) as resp:
         validate(resp, text)
         return resp.status_code
 
@@ -91,17 +98,18 @@ class OpenLoopUser(FastHttpUser):
         duration = float(os.environ.get("STRUCTBENCH_DURATION", "10"))
         poisson = os.environ.get("STRUCTBENCH_ARRIVALS", "poisson") == "poisson"
         pool, start, inflight = texts(), time.perf_counter(), []
+        epoch_offset = time.time() - start  # intended times travel as epoch seconds, like Locust's start_time
         for i, due in enumerate(arrival_times(rate, duration, poisson, int(os.environ.get("STRUCTBENCH_SEED", "0")))):
             gevent.sleep(max(0.0, start + due - time.perf_counter()))
             STATS.intended += 1
             if time.perf_counter() - (start + due) > LATE_SEND_S:
                 STATS.late_sends += 1
-            inflight.append(gevent.spawn(self.send, pool[i % len(pool)], start + due))
+            inflight.append(gevent.spawn(self.send, pool[i % len(pool)], start + due, epoch_offset))
         gevent.joinall(inflight, timeout=30)
         self.environment.runner.quit()
 
-    def send(self, text: str, intended: float) -> None:
-        status = post(self.client, text)
+    def send(self, text: str, intended: float, epoch_offset: float) -> None:
+        status = post(self.client, text, {"intended_s": intended + epoch_offset})
         if status == 200:  # latency of accepted requests; rejections (503) are counted apart
             STATS.open_latencies_ms.append((time.perf_counter() - intended) * 1000.0)
         else:
@@ -125,3 +133,43 @@ def _write(environment, **_kw) -> None:
     if out and not isinstance(environment.runner, WorkerRunner):
         with open(out, "w", encoding="utf-8") as fh:
             json.dump(STATS.summary(), fh)
+
+
+@events.init.add_listener
+def _open_samples(environment, **_kw) -> None:
+    """Every process that sends requests (not a --processes master) keeps its own samples file."""
+    global SAMPLES, _RESET_AFTER_RAMP
+    _RESET_AFTER_RAMP = bool(environment.reset_stats)
+    out = os.environ.get("STRUCTBENCH_CLIENT_OUT")
+    if out and not isinstance(environment.runner, MasterRunner):
+        SAMPLES = SampleWriter(samples_path(out, os.getpid()))
+
+
+@events.request.add_listener
+def _record(start_time, response_time, exception=None, context=None, **_kw) -> None:
+    if SAMPLES is not None:
+        SAMPLES.add(start_time, response_time, exception is None, (context or {}).get("intended_s"))
+
+
+@events.test_start.add_listener
+def _timed_from_start(**_kw) -> None:
+    if SAMPLES is not None:
+        SAMPLES.start_test(time.time())
+
+
+@events.spawning_complete.add_listener
+def _timed_from_reset(**_kw) -> None:
+    """--reset-stats: Locust resets its stats in its own spawning_complete listener (locust/runners.py), not via
+    events.reset_stats (fired only by the web UI's button). This listener was added at import, before the runner
+    added its own, so it runs first in the same greenlet and no request completes between the two resets."""
+    if SAMPLES is not None and _RESET_AFTER_RAMP:
+        SAMPLES.start_window(time.time())
+
+
+@events.test_stop.add_listener
+@events.quitting.add_listener
+@events.quit.add_listener
+def _flush_samples(**_kw) -> None:
+    """After the users stop (test_stop) and again at exit, in case a request completed in between."""
+    if SAMPLES is not None:
+        SAMPLES.flush()

@@ -64,7 +64,7 @@ def rss_mb(pid: int) -> float:
 
 
 def run_overload(model: str, out_dir: Path, duration_s: float = 60.0, factor: float = 4.0,
-                 variant: ServiceVariant = ServiceVariant("int8 batching")) -> dict:
+                 variant: ServiceVariant = ServiceVariant.of("int8 batching", cache_size=0)) -> dict:
     service = ServiceProcess(model, variant)
     try:
         url = service.wait_ready()

@@ -11,28 +11,39 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bench.errors import BenchError
+from bench.records import ServiceSetup
+from bench.service.config import ServiceConfig
 
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
 
 
 @dataclass(frozen=True)
 class ServiceVariant:
-    """One service configuration of a sweep."""
+    """One service configuration of a sweep: a label and the ServiceConfig the service runs with (its model
+    and address fields are set when the service starts)."""
 
     label: str
-    backend: str = "ort-int8-cpu"
-    batching: bool = True
-    max_batch: int = 8
-    max_wait_ms: float = 0.0  # 0 = greedy: batch whatever queued while the model was busy, never wait
-    cache_size: int = 0
+    config: ServiceConfig = field(default_factory=ServiceConfig)
+
+    @classmethod
+    def of(cls, label: str, **settings) -> "ServiceVariant":
+        """ServiceVariant.of("int8 no batching", batching=False): settings are ServiceConfig fields."""
+        return cls(label, ServiceConfig(**settings))
 
     def flags(self) -> list[str]:
-        return ["--backend", self.backend, "--batching" if self.batching else "--no-batching",
-                "--max-batch", str(self.max_batch), "--max-wait-ms", str(self.max_wait_ms),
-                "--cache-size", str(self.cache_size)]
+        c = self.config
+        out = ["--backend", c.backend, "--batching" if c.batching else "--no-batching", "--max-batch", str(c.max_batch),
+               "--max-wait-ms", str(c.max_wait_ms), "--cache-size", str(c.cache_size)]
+        out += ["--threads", str(c.threads)] if c.threads else []
+        return out + (["--max-padding", str(c.max_padding)] if c.max_padding is not None else [])
+
+    def setup(self) -> ServiceSetup:
+        """The record of this configuration in the results file."""
+        c = self.config
+        return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size, c.threads)
 
 
 class ServiceProcess:

@@ -7,6 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from bench.errors import ConfigError
+
 SERVER_TIMING = re.compile(r"([a-z]+);dur=([0-9.]+)")
 LATE_SEND_S = 0.010  # a send more than 10 ms after its intended time means the client is saturated
 
@@ -14,7 +16,7 @@ LATE_SEND_S = 0.010  # a send more than 10 ms after its intended time means the 
 def arrival_times(rate: float, duration_s: float, poisson: bool = True, seed: int = 0) -> np.ndarray:
     """Intended send times (seconds from start) for `rate` requests/s over `duration_s`."""
     if rate <= 0 or duration_s <= 0:
-        raise ValueError(f"rate and duration must be > 0 (got {rate}, {duration_s})")
+        raise ConfigError(f"rate and duration must be > 0 (got {rate}, {duration_s})")
     if not poisson:
         return np.arange(0.0, duration_s, 1.0 / rate)
     rng = np.random.default_rng(seed)

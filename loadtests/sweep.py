@@ -13,20 +13,22 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
+from loadtests.levels import Window, pooled_level
+from loadtests.samples import sample_paths
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-CLIENT_SATURATED_PERCENT = 85.0  # a Locust process above this share of one core is the bottleneck
+# Sweeps measure the model, so the cache is off except where it is the point (one default: ServiceConfig's).
 PRESETS = {
-    "batch": ServiceVariant("int8 batching"),
-    "nobatch": ServiceVariant("int8 no batching (article)", batching=False),
-    "cache": ServiceVariant("int8 batching + LRU cache", cache_size=1024),
-    "fp32": ServiceVariant("fused fp32 batching", backend="ort-fp32-fused-cpu"),
-    "torch": ServiceVariant("torch fp32 batching", backend="torch-fp32-cpu"),
+    "batch": ServiceVariant.of("int8 batching", cache_size=0),
+    "nobatch": ServiceVariant.of("int8 no batching (article)", batching=False, cache_size=0),
+    "cache": ServiceVariant.of("int8 batching + LRU cache", cache_size=1024),
+    "fp32": ServiceVariant.of("fused fp32 batching", backend="ort-fp32-fused-cpu", cache_size=0),
+    "torch": ServiceVariant.of("torch fp32 batching", backend="torch-fp32-cpu", cache_size=0),
 }
 DEFAULT_VARIANTS = (PRESETS["batch"], PRESETS["nobatch"])
 
@@ -42,15 +44,19 @@ class SweepConfig:
     workers: int = 1
     workload: str = "corpus"
     seed: int = 0
+    repeats: int = 2  # windows per configuration and level, interleaved A B B A: a comparison gets a CI
+    window_s: float = 2.0  # QPS is counted per window of this length; its CI is across windows
 
     def __post_init__(self) -> None:
+        if self.repeats < 1 or self.window_s <= 0:
+            raise ConfigError(f"repeats must be >= 1 and window_s > 0 (got {self.repeats}, {self.window_s})")
         if not self.variants or any(u < 1 for u in self.users) or any(r <= 0 for r in self.open_rates):
-            raise ValueError("a sweep needs service variants, users >= 1 and open-loop rates > 0")
+            raise ConfigError("a sweep needs service variants, users >= 1 and open-loop rates > 0")
         if self.duration_s <= 0 or self.ramp_s < 0 or self.workers < 1:
-            raise ValueError(f"bad sweep timing/workers: duration {self.duration_s}, ramp {self.ramp_s}, "
+            raise ConfigError(f"bad sweep timing/workers: duration {self.duration_s}, ramp {self.ramp_s}, "
                              f"workers {self.workers}")
         if self.workload not in ("corpus", "zipf"):
-            raise ValueError(f"workload must be corpus or zipf (got {self.workload!r})")
+            raise ConfigError(f"workload must be corpus or zipf (got {self.workload!r})")
 
 
 class CpuWatch:
@@ -99,6 +105,8 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
     """One Locust run; returns the aggregated CSV row, client figures and client CPU."""
     prefix = out_dir / tag
     client_out = out_dir / f"{tag}_client.json"
+    for stale in sample_paths(client_out):  # a re-run with the same tag must not merge an older run's samples
+        stale.unlink()
     env = {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
            "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
            "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s)}
@@ -138,54 +146,40 @@ def server_deltas(before: dict, after: dict) -> dict:
             "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None}
 
 
-def record(variant: ServiceVariant, cfg: SweepConfig, users: int, result: dict, server: dict,
-           rate: float | None) -> dict:
-    row, client = result["row"], result["client"]
-    requests = int(number(row, "Request Count") or 0)
-    entry = {"config": asdict(variant), "mode": "open" if rate else "closed", "users": None if rate else users,
-             "offered_rps": rate, "duration_s": cfg.duration_s, "ramp_s": 0.0 if rate else cfg.ramp_s,
-             "workers": 1 if rate else cfg.workers, "workload": cfg.workload, "requests": requests,
-             "failures": int(number(row, "Failure Count") or 0), "qps": number(row, "Requests/s"),
-             "mean_ms": number(row, "Average Response Time"), "p50_ms": number(row, "50%"),
-             "p95_ms": number(row, "95%"), "p99_ms": number(row, "99%"),
-             "server_timing_ms": client.get("server_timing_ms", {}), "invalid_answers": client.get("invalid_answers"),
-             "client_cpu_percent": result["client_cpu_percent"],
-             "client_max_process_cpu_percent": result["client_max_process_cpu_percent"], **server,
-             "source": "locust csv (Aggregated row, stats reset after ramp)"}
-    open_loop = client.get("open_loop")
-    if open_loop:
-        # Latency from the intended send time: Locust's own numbers would start at the actual send.
-        entry.update({"requests": open_loop["completed"], "p50_ms": open_loop.get("p50_ms"), "p95_ms": open_loop.get("p95_ms"),
-                      "p99_ms": open_loop.get("p99_ms"), "achieved_rps": open_loop["accepted"] / cfg.duration_s,
-                      "late_send_percent": open_loop["late_send_percent"], "open_loop": open_loop,
-                      "source": "open loop: latency from intended send time"})
-    entry["client_saturated"] = (result["client_max_process_cpu_percent"] > CLIENT_SATURATED_PERCENT
-                                 or entry.get("late_send_percent", 0.0) > 5.0)
-    return entry
+def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str) -> Window:
+    before = metrics(url)
+    result = run_locust(url, users, cfg, out_dir, tag, rate)
+    server = server_deltas(before, metrics(url))
+    return Window(users, rate, result["row"], result["client"],
+                  {k: v for k, v in result.items() if k not in ("row", "client")}, server,
+                  tuple(str(p) for p in sample_paths(out_dir / f"{tag}_client.json")))
 
 
 def sweep_variant(variant: ServiceVariant, cfg: SweepConfig, out_dir: Path, bar,
-                  plan: list[tuple[int, float | None]] | None = None) -> list[dict]:
-    """One service process, Locust at each level of `plan` (default: the config's levels) in that order.
-    A level may repeat (interleaved designs): repeats get a window number in their file names and records."""
+                  plan: list[tuple[int, float | None]] | None = None) -> list:
+    """One service process, Locust at each level of `plan` (default: the config's levels) in that order; one
+    LoadLevel per window, numbered by its place in the plan (checks that model drift between windows)."""
     plan = plan or levels(cfg)
-    repeated = len(set(plan)) < len(plan)
     service = ServiceProcess(cfg.model, variant)
     records = []
     try:
         url = service.wait_ready()
         for i, (users, rate) in enumerate(plan):
-            tag = f"{slug(variant.label)}_{'r' + format(rate, 'g') if rate else 'u' + str(users)}"
-            tag += f"_w{i:02d}" if repeated else ""
-            bar.set_postfix_str(f"{variant.label}: " + (f"open loop {rate:g} req/s" if rate else f"{users} users"))
-            before = metrics(url)
-            result = run_locust(url, users, cfg, out_dir, tag, rate)
-            entry = record(variant, cfg, users, result, server_deltas(before, metrics(url)), rate)
-            records.append({**entry, "window": i} if repeated else entry)
+            bar.set_postfix_str(f"{variant.label}: " + level_text(users, rate))
+            window = run_window(url, users, rate, cfg, out_dir, f"{slug(variant.label)}_{level_tag(users, rate)}_w{i:02d}")
+            records.append(pooled_level(variant, cfg, [window], index=i))
             bar.update(1)
     finally:
         service.stop()
     return records
+
+
+def level_text(users: int, rate: float | None) -> str:
+    return f"open loop {rate:g} req/s" if rate else f"{users} users"
+
+
+def level_tag(users: int, rate: float | None) -> str:
+    return f"r{rate:g}" if rate else f"u{users}"
 
 
 def levels(cfg: SweepConfig) -> list[tuple[int, float | None]]:
@@ -196,31 +190,59 @@ def slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
-def run_sweep(cfg: SweepConfig, out_dir: Path) -> list[dict]:
-    """Every variant × level; a variant whose service fails is recorded as failed and the sweep goes on."""
+def interleaved(variants: tuple, repeats: int) -> list[tuple[int, ServiceVariant]]:
+    """A B B A …: each level visits the configurations forwards, then backwards, so a drift of the host's speed
+    over the level lands on every configuration alike."""
+    return [(r, v) for r in range(repeats) for v in (variants if r % 2 == 0 else variants[::-1])]
+
+
+def start_services(cfg: SweepConfig) -> tuple[dict, list]:
+    """Every configuration's service, started before any load (idle services cost no CPU); one that fails
+    becomes a failed LoadLevel and the sweep goes on."""
+    from bench.records import LoadLevel
+
+    running, failed = {}, []
+    for variant in cfg.variants:
+        service = ServiceProcess(cfg.model, variant)
+        try:
+            running[variant.label] = (variant, service, service.wait_ready())
+        except (BenchError, subprocess.SubprocessError, OSError) as exc:
+            failed.append(LoadLevel(config=variant.setup(), status="failed", reason=str(exc)))
+    return running, failed
+
+
+def run_sweep(cfg: SweepConfig, out_dir: Path) -> list:
+    """Every configuration × level, the configurations' windows interleaved within each level (A B B A);
+    returns one LoadLevel per configuration × level (failed configurations as failed records)."""
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    with tqdm(total=len(cfg.variants) * len(levels(cfg)), desc="loadtest", unit="level", file=sys.stderr) as bar:
-        for variant in cfg.variants:
-            try:
-                records.extend(sweep_variant(variant, cfg, out_dir, bar))
-            except (BenchError, subprocess.SubprocessError, OSError) as exc:
-                records.append({"config": asdict(variant), "mode": "closed", "status": "failed", "reason": str(exc)})
-    return records
+    running, failed = start_services(cfg)
+    plan = [(lv, r, v) for lv in levels(cfg) for r, v in interleaved(tuple(x for x, _, _ in running.values()),
+                                                                           cfg.repeats)]
+    windows: dict = {}
+    try:
+        with tqdm(total=len(plan), desc="loadtest", unit="window", file=sys.stderr) as bar:
+            for (users, rate), r, variant in plan:
+                bar.set_postfix_str(f"{variant.label}: {level_text(users, rate)} #{r + 1}")
+                tag = f"{slug(variant.label)}_{level_tag(users, rate)}_rep{r}"
+                key = (variant.label, users, rate)
+                if not isinstance(windows.get(key), BenchError):
+                    try:
+                        window = run_window(running[variant.label][2], users, rate, cfg, out_dir, tag)
+                        windows.setdefault(key, []).append(window)
+                    except BenchError as exc:  # recorded with its level; the other windows go on
+                        windows[key] = exc
+                bar.update(1)
+    finally:
+        for _, service, _ in running.values():
+            service.stop()
+    return failed + [pooled_or_failed(running[label][0], cfg, ws) for (label, _, _), ws in windows.items()]
 
 
-def sweep_into_run(cfg: SweepConfig, run_dir: Path) -> Path:
-    """Run the sweep and merge its records into run_dir/results.json (created if the folder has none)."""
-    from bench.results import load_run, save_run
+def pooled_or_failed(variant: ServiceVariant, cfg: SweepConfig, windows):
+    from bench.records import LoadLevel
 
-    records = run_sweep(cfg, run_dir / "loadtests")
-    run = load_run(run_dir)
-    kept = tuple(r for r in run.loadtests if not any(same_level(r, n) for n in records))
-    return save_run(replace(run, loadtests=kept + tuple(records)), run_dir)
-
-
-def same_level(a: dict, b: dict) -> bool:
-    keys = ("mode", "users", "offered_rps", "workers", "workload")
-    return a.get("config") == b.get("config") and all(a.get(k) == b.get(k) for k in keys)
+    if isinstance(windows, BenchError):
+        return LoadLevel(config=variant.setup(), status="failed", reason=str(windows), workload=cfg.workload)
+    return pooled_level(variant, cfg, windows)

@@ -6,34 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.errors import BenchError
-
-RUN_HELP = "a run folder, its results.json, a run id under the results folder, or 'latest'"
-
-
-def resolve_run(text: str) -> Path:
-    """The results.json that RUN names: a path, a run id under results_dir(), or 'latest' (newest run)."""
-    from bench.paths import results_dir
-
-    if text == "latest":
-        return latest_run(results_dir())
-    path = Path(text)
-    if path.is_dir():
-        path = path / "results.json"
-    if path.is_file():
-        return path
-    by_id = results_dir() / text / "results.json"
-    if by_id.is_file():
-        return by_id
-    raise BenchError(f"no results at {text!r}: expected {RUN_HELP} (looked in {results_dir()})")
-
-
-def latest_run(root: Path) -> Path:
-    """results.json of the most recently written run under `root`."""
-    found = sorted(root.glob("*/results.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
-    if not found:
-        raise BenchError(f"no runs under {root}: run `python -m bench run` first, or name a results file")
-    return found[-1]
+from bench.paths import RUN_FORMS as RUN_HELP
+from bench.paths import resolve_run
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -41,20 +15,26 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
 
     d = ReportOptions()
     p.add_argument("run", nargs="?", default="latest", help=f"{RUN_HELP} (default: latest)")
-    p.add_argument("--slo-p95-ms", type=float, default=d.slo_p95_ms, help=f"P95 latency target (default {d.slo_p95_ms:g})")
+    p.add_argument("--slo-p95-ms", type=float, default=d.slo_p95_ms,
+                   help=f"P95 latency target (default {d.slo_p95_ms:g})")
     p.add_argument("--cpu-hour-usd", type=float, default=d.cpu_hour_usd,
                    help=f"price of one CPU host hour for the cost column (default {d.cpu_hour_usd:.2f}, a 2-vCPU VM)")
     p.add_argument("--gpu-hour-usd", type=float, default=d.gpu_hour_usd,
                    help=f"price of one GPU host hour (default {d.gpu_hour_usd:.2f}, e.g. a T4 VM)")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from reports.render import ReportOptions, write_report
+def report_options(args: argparse.Namespace):
+    """ReportOptions from the report flags; `bench all` has none of them, so the defaults apply there."""
+    from reports.render import ReportOptions
 
-    # getattr: `bench all` calls this with its own arguments, which may not include the report options.
     d = ReportOptions()
-    options = ReportOptions(*(getattr(args, k, getattr(d, k)) for k in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd")))
-    html_path, md_path = write_report(resolve_run(args.run), options)
+    return ReportOptions(*(getattr(args, k, getattr(d, k)) for k in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd")))
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports.render import write_report
+
+    html_path, md_path = write_report(resolve_run(args.run), report_options(args))
     print(f"report:  {html_path}")
     print(f"summary: {md_path}")
     return 0
@@ -74,7 +54,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("b", help="run to compare against the baseline (same forms)")
     p.add_argument("--force", action="store_true", help="compare runs from different hosts anyway")
     p.add_argument("--fail-on", action="append", default=[], type=threshold_arg, metavar="METRIC:±N%",
-                   help="exit 1 when a significant change passes this limit, e.g. p95:+5%%, qps:-5%% (repeatable)")
+                   help="exit 1 when a significant change of an engine cell or a load-test level passes this "
+                        "limit, e.g. p95:+5%%, qps:-5%% (repeatable)")
     p.add_argument("--html", type=Path, default=None, help="also write the comparison as HTML to this file")
 
 

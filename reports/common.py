@@ -6,6 +6,8 @@ A table cell is a dict the templates know how to draw: {"text", "kind"} where ki
 
 from __future__ import annotations
 
+from bench.backends.base import BackendSpec
+from bench.errors import ConfigError
 from bench.results import CellResult, RunResult
 
 GPU_DEVICES = ("cuda", "tensorrt")
@@ -43,20 +45,29 @@ def table(tid: str, title: str, columns: list, rows: list, notes: list | tuple =
             "empty": empty if not rows else None}
 
 
-def backend_parts(name: str) -> dict:
-    """'ort-int8-cpu' -> engine ort, precision int8, device cpu; GPU devices are priced per GPU hour."""
-    parts = name.split("-")
-    device = parts[-1] if len(parts) > 1 else "cpu"
-    return {"engine": parts[0], "precision": "-".join(parts[1:-1]) or "fp32", "device": device,
-            "gpu": device in GPU_DEVICES}
+def backend_parts(name: str | None) -> BackendSpec | None:
+    """'ort-int8-cpu' -> engine ort, precision int8, device cpu ('ort-int8': device cpu, BackendSpec.parse's
+    default); None for a name that is not ENGINE-PRECISION[-DEVICE] with known parts."""
+    try:
+        return BackendSpec.parse(name or "")
+    except ConfigError:
+        return None
+
+
+def on_gpu(backend: str | None) -> bool:
+    """GPU devices are priced per GPU hour; an unreadable backend name counts as CPU."""
+    spec = backend_parts(backend)
+    return spec is not None and spec.device in GPU_DEVICES
 
 
 def variant_of(backend: str) -> str | None:
     """The exported variant a backend runs (names as in run.model.variants); None for the FP32 reference."""
     p = backend_parts(backend)
-    if p["engine"] == "ort":
-        return p["precision"]
-    return None if p["precision"] == "fp32" else f"torch-{p['precision']}"
+    if p is None:
+        return None
+    if p.engine == "ort":
+        return p.precision
+    return None if p.precision == "fp32" else f"torch-{p.precision}"
 
 
 def cell_label(cell: CellResult) -> str:
@@ -69,13 +80,19 @@ def batch1_corpus(run: RunResult) -> list[CellResult]:
     return [c for c in run.cells if c.spec.batch == 1 and c.spec.workload == "corpus"]
 
 
-def items_measured(cell: CellResult) -> int:
-    return len(cell.latencies_s) * cell.items_per_batch
+def throughput_ci(cell: CellResult) -> tuple:
+    """95 % interval of a cell's throughput. Throughput is items over the timed windows, inversely proportional
+    to the mean batch latency, so its interval is the hierarchical-bootstrap interval of that mean, inverted."""
+    s, thr = cell.stats, cell.throughput
+    if thr is None or not s or s["mean_ci95"][0] <= 0:
+        return ()
+    return thr * s["mean"] / s["mean_ci95"][1], thr * s["mean"] / s["mean_ci95"][0]
 
 
-def energy_per_item_j(cell: CellResult) -> float | None:
-    energy, n = cell.energy.get("energy_j"), items_measured(cell)
-    return energy / n if energy is not None and n else None
+def one_process(cell: CellResult) -> bool:
+    """A cell measured in one worker process: its CI covers that process's noise only, not the spread between
+    fresh processes (±5 % on a shared host), so it is too narrow to rank cells with confidence."""
+    return len(cell.runs) < 2
 
 
 def why_not(cell: CellResult) -> str:

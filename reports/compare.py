@@ -1,8 +1,20 @@
-"""Compare two runs cell by cell: ratios of P50, P95 and throughput, whether each change is significant, and a
-verdict against thresholds such as "p95:+5%" with an exit code for CI (after pyperf's compare).
+"""Compare two runs: engine cells (matched by CellSpec.key) and load-test levels (matched by LoadLevel.level_key),
+the ratios B/A of P50, P95 and QPS, whether each change is significant, and a verdict against thresholds such as
+"p95:+5%" with an exit code for CI (after pyperf's compare). A change is significant only when the 95 % interval
+of the ratio B/A excludes 1.
 
-Significance is a bootstrap on the raw latencies: both runs are resampled independently (fixed seed) and a
-change counts only when the 95 % interval of the ratio B/A excludes 1.
+Cells: P50, P95 and the mean latency of each run are resampled with the hierarchical bootstrap of
+bench.measure.stats (worker processes first, then samples within each), A and B independently (seeds 0 and 1);
+the interval is the 2.5–97.5 % quantiles of the resampled ratios. QPS is items over the timed windows, inversely
+proportional to the mean latency, so its interval is that of mean_A / mean_B. A cell measured in one process (every
+schema-1 cell) has an interval from that process's samples only: necessarily narrow, since it cannot see the few
+per cent by which fresh processes differ. The output says so.
+
+Load-test levels keep 95 % CIs, not samples. Their ratio interval is [lo_B / hi_A, hi_B / lo_A], every ratio of
+two values inside the two CIs (QPS: qps_ci across the 2 s windows; P50/P95: p50_ci_ms/p95_ci_ms). It excludes 1
+exactly when the two CIs do not overlap, which for 95 % intervals of similar width means p < 0.01: conservative
+(a small real change may go unflagged; a flagged one is firm). A level without CIs (schema 1: one window) is
+shown and never significant.
 """
 
 from __future__ import annotations
@@ -12,17 +24,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError
 from bench.host import same_host
+from bench.measure.stats import hierarchical_bootstrap_distribution
+from bench.records import LoadLevel
 from bench.results import CellResult, RunResult
 from reports import fmt
+from reports.service import label_of, load_point, measured
 
 METRICS = ("p50", "p95", "qps")
 THRESHOLD = re.compile(r"^(p50|p95|qps):([+-])(\d+(?:\.\d+)?)%$")
 N_BOOT = 1000
-SEED = 0
-# Resample in chunks of at most this many values (8 bytes each): a 100k-sample cell stays near 32 MB.
-CHUNK_ELEMENTS = 4_000_000
+SEEDS = (0, 1)  # A and B are resampled independently
+SIGNIFICANT = ("significant: the 95 % interval of the ratio B/A excludes 1 (cells: hierarchical bootstrap over "
+               "worker processes, then samples; levels: from both runs' CIs, conservative)")
 
 
 @dataclass(frozen=True)
@@ -42,16 +57,16 @@ def parse_threshold(text: str) -> Threshold:
     """'p95:+5%' -> Threshold("p95", 0.05). The sign is required: it says which direction is a regression."""
     match = THRESHOLD.match(text.strip().lower().replace(" ", ""))
     if not match:
-        raise ValueError(f"bad threshold {text!r}: expected METRIC:+N% or METRIC:-N% with METRIC one of "
-                         f"{', '.join(METRICS)} (e.g. p95:+5% fails when P95 grows by more than 5 %, "
-                         f"qps:-5% when throughput drops by more than 5 %)")
+        raise ConfigError(f"bad threshold {text!r}: expected METRIC:+N% or METRIC:-N% with METRIC one of "
+                          f"{', '.join(METRICS)} (e.g. p95:+5% fails when P95 grows by more than 5 %, "
+                          f"qps:-5% when throughput drops by more than 5 %)")
     metric, sign, amount = match.groups()
     return Threshold(metric, float(amount) / 100 * (1 if sign == "+" else -1), text.strip())
 
 
 @dataclass(frozen=True)
 class Change:
-    """One metric of one cell in both runs: values, ratio B/A and its 95 % bootstrap interval."""
+    """One metric in both runs: values (latencies in ms), ratio B/A and its 95 % interval (() when unknown)."""
 
     metric: str
     a: float
@@ -61,16 +76,20 @@ class Change:
 
     @property
     def significant(self) -> bool:
-        return self.ci[0] > 1.0 or self.ci[1] < 1.0
+        return bool(self.ci) and (self.ci[0] > 1.0 or self.ci[1] < 1.0)
 
 
 @dataclass(frozen=True)
 class CellChange:
-    key: str
-    changes: tuple  # of Change, in METRICS order
+    """One compared engine cell or load-test level; `note` says why its intervals are narrow or missing."""
 
-    def get(self, metric: str) -> Change:
-        return next(c for c in self.changes if c.metric == metric)
+    key: str
+    changes: tuple  # of Change, in METRICS order (a level lacks the metrics it did not record)
+    note: str = ""
+    unit: str = "items/s"  # of its QPS: items per second for cells, requests per second for levels
+
+    def get(self, metric: str) -> Change | None:
+        return next((c for c in self.changes if c.metric == metric), None)
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,9 @@ class Comparison:
     host_differences: tuple = ()
     thresholds: tuple = ()
     failed: tuple = field(default=())
+    levels: tuple = ()
+    levels_only_in_a: tuple = ()
+    levels_only_in_b: tuple = ()
 
     @property
     def exit_code(self) -> int:
@@ -92,7 +114,8 @@ class Comparison:
 
 
 def compare_runs(a: RunResult, b: RunResult, force: bool = False, thresholds=()) -> Comparison:
-    """Compare ok cells present in both runs (matched by CellSpec.key); refuse different hosts unless forced."""
+    """Compare ok cells present in both runs (by CellSpec.key) and measured load-test levels present in both (by
+    LoadLevel.level_key); refuse different hosts unless forced."""
     limits = tuple(t if isinstance(t, Threshold) else parse_threshold(t) for t in thresholds)
     differences = host_differences(a, b)
     if differences and not force:
@@ -101,8 +124,16 @@ def compare_runs(a: RunResult, b: RunResult, force: bool = False, thresholds=())
     ok_a = {c.spec.key: c for c in a.cells if c.status == "ok" and c.latencies_s}
     ok_b = {c.spec.key: c for c in b.cells if c.status == "ok" and c.latencies_s}
     cells = tuple(compare_cell(ok_a[k], ok_b[k]) for k in ok_a if k in ok_b)
-    return Comparison(a.run_id, b.run_id, cells, tuple(k for k in ok_a if k not in ok_b),
-                      tuple(k for k in ok_b if k not in ok_a), tuple(differences), limits, violations(cells, limits))
+    lv_a, lv_b = measured_levels(a), measured_levels(b)
+    levels = tuple(compare_level(lv_a[k], lv_b[k]) for k in lv_a if k in lv_b)
+    return Comparison(a.run_id, b.run_id, cells, only(ok_a, ok_b), only(ok_b, ok_a), tuple(differences), limits,
+                      violations(cells + levels, limits), levels,
+                      tuple(level_name(lv_a[k]) for k in only(lv_a, lv_b)),
+                      tuple(level_name(lv_b[k]) for k in only(lv_b, lv_a)))
+
+
+def only(mine: dict, theirs: dict) -> tuple:
+    return tuple(k for k in mine if k not in theirs)
 
 
 def host_differences(a: RunResult, b: RunResult) -> list[str]:
@@ -110,28 +141,20 @@ def host_differences(a: RunResult, b: RunResult) -> list[str]:
 
 
 def compare_cell(a: CellResult, b: CellResult) -> CellChange:
-    rng = np.random.default_rng(SEED)
-    boot_a, boot_b = boot_stats(np.asarray(a.latencies_s), rng), boot_stats(np.asarray(b.latencies_s), rng)
-    changes = [Change(m, a.stats[m], b.stats[m], b.stats[m] / a.stats[m], interval(boot_b[m] / boot_a[m]))
+    boot_a, boot_b = resampled(a, SEEDS[0]), resampled(b, SEEDS[1])
+    changes = [Change(m, a.stats[m] * 1000, b.stats[m] * 1000, b.stats[m] / a.stats[m], interval(boot_b[m] / boot_a[m]))
                for m in ("p50", "p95")]
-    # Throughput is items over wall time, one number per run: its uncertainty comes from the mean latency,
-    # which it is inversely proportional to (the same batch size in both runs, since the keys match).
+    # Throughput is items over wall time: its uncertainty comes from the mean latency, to which it is inversely
+    # proportional (the same batch size in both runs, since the keys match).
     qps_a, qps_b = a.throughput, b.throughput
     changes.append(Change("qps", qps_a, qps_b, qps_b / qps_a, interval(boot_a["mean"] / boot_b["mean"])))
-    return CellChange(a.spec.key, tuple(changes))
+    return CellChange(a.spec.key, tuple(changes), process_note(len(a.runs), len(b.runs)))
 
 
-def boot_stats(data: np.ndarray, rng: np.random.Generator) -> dict:
-    """N_BOOT resampled P50, P95 and means of `data`, drawn chunk by chunk to bound memory."""
-    out = {"p50": [], "p95": [], "mean": []}
-    rows = max(1, CHUNK_ELEMENTS // data.size)
-    for begin in range(0, N_BOOT, rows):
-        sample = data[rng.integers(0, data.size, size=(min(rows, N_BOOT - begin), data.size))]
-        p50, p95 = np.percentile(sample, [50, 95], axis=1, method="linear")
-        out["p50"].append(p50)
-        out["p95"].append(p95)
-        out["mean"].append(sample.mean(axis=1))
-    return {k: np.concatenate(v) for k, v in out.items()}
+def resampled(cell: CellResult, seed: int) -> dict:
+    """N_BOOT hierarchical resamples (processes, then samples) of the cell's P50, P95 and mean latency."""
+    groups = [r.latencies_s for r in cell.runs if r.latencies_s]
+    return {m: hierarchical_bootstrap_distribution(groups, m, N_BOOT, seed) for m in ("p50", "p95", "mean")}
 
 
 def interval(ratios: np.ndarray) -> tuple:
@@ -139,14 +162,47 @@ def interval(ratios: np.ndarray) -> tuple:
     return float(low), float(high)
 
 
-def violations(cells: tuple, limits: tuple) -> tuple:
-    """'key: p95 +30.2 % (limit +5 %)' for each threshold a cell breaks with a significant change."""
+def process_note(n_a: int, n_b: int) -> str:
+    if min(n_a, n_b) >= 2:
+        return ""
+    return (f"A has {n_a} worker process(es), B {n_b}: with one process the interval sees only that process's "
+            "noise and is necessarily narrow (fresh processes differ by a few %); rerun with --processes 2 or more "
+            "before trusting 'significant'")
+
+
+def measured_levels(run: RunResult) -> dict:
+    return {lv.level_key: lv for lv in run.loadtests if measured(lv)}
+
+
+def level_name(lv: LoadLevel) -> str:
+    return f"{label_of(lv)} · {load_point(lv)}"
+
+
+def compare_level(a: LoadLevel, b: LoadLevel) -> CellChange:
+    figures = (("p50", a.p50_ms, b.p50_ms, a.p50_ci_ms, b.p50_ci_ms), ("p95", a.p95_ms, b.p95_ms, a.p95_ci_ms,
+               b.p95_ci_ms), ("qps", a.qps, b.qps, a.qps_ci, b.qps_ci))
+    changes = tuple(Change(m, va, vb, vb / va, ratio_bounds(ca, cb)) for m, va, vb, ca, cb in figures if va and vb)
+    missing = [side for side, lv in (("A", a), ("B", b)) if not lv.qps_ci]
+    note = f"no CI on {' and '.join(missing)} (schema-1 file: one window): shown, never significant" \
+        if missing else ""
+    return CellChange(level_name(a), changes, note, unit="req/s")
+
+
+def ratio_bounds(ci_a: tuple, ci_b: tuple) -> tuple:
+    """[lo_B / hi_A, hi_B / lo_A]: every ratio of two values inside the two CIs; () without both CIs."""
+    if not ci_a or not ci_b or ci_a[0] <= 0:
+        return ()
+    return ci_b[0] / ci_a[1], ci_b[1] / ci_a[0]
+
+
+def violations(rows: tuple, limits: tuple) -> tuple:
+    """'key: p95 +30.2 % (limit +5 %)' for each threshold a cell or level breaks with a significant change."""
     out = []
-    for cell in cells:
+    for row in rows:
         for limit in limits:
-            change = cell.get(limit.metric)
-            if limit.violated(change.ratio) and change.significant:
-                out.append(f"{cell.key}: {limit.metric} {percent_change(change.ratio)} (limit {limit.text})")
+            change = row.get(limit.metric)
+            if change is not None and limit.violated(change.ratio) and change.significant:
+                out.append(f"{row.key}: {limit.metric} {percent_change(change.ratio)} (limit {limit.text})")
     return tuple(out)
 
 
@@ -154,37 +210,58 @@ def percent_change(ratio: float) -> str:
     return f"{(ratio - 1) * 100:+.1f} %"
 
 
+def metric_view(row: CellChange, metric: str) -> dict:
+    """One metric of a row as text: 'A', 'B', change, '[lo–hi]' of the ratio (or 'no CI'), significance."""
+    c = row.get(metric)
+    unit = row.unit if metric == "qps" else "ms"
+    if c is None:
+        return {"metric": metric, "unit": unit, "a": "—", "b": "—", "change": "not recorded", "ci": "",
+                "significant": False}
+    show = fmt.qps if metric == "qps" else fmt.num
+    ci = f"[{fmt.ratio(c.ci[0])}–{fmt.ratio(c.ci[1])}]" if c.ci else "no CI"
+    return {"metric": metric, "unit": unit, "a": show(c.a), "b": show(c.b), "change": percent_change(c.ratio),
+            "ci": ci, "significant": c.significant}
+
+
 def comparison_context(cmp: Comparison) -> dict:
-    """Plain dicts for both renderers: one row per cell, each metric as 'A → B' and 'ratio [lo–hi]'."""
-    rows = []
-    for cell in cmp.cells:
-        metrics = []
-        for c in cell.changes:
-            show = fmt.qps if c.metric == "qps" else fmt.ms
-            metrics.append({"metric": c.metric, "a": show(c.a), "b": show(c.b), "change": percent_change(c.ratio),
-                            "ci": f"[{fmt.ratio(c.ci[0])}–{fmt.ratio(c.ci[1])}]", "significant": c.significant})
-        rows.append({"key": cell.key, "metrics": metrics})
-    return {"a": cmp.a_id, "b": cmp.b_id, "rows": rows, "only_in_a": list(cmp.only_in_a),
-            "only_in_b": list(cmp.only_in_b), "host_differences": list(cmp.host_differences),
-            "thresholds": [t.text for t in cmp.thresholds], "failed": list(cmp.failed), "exit_code": cmp.exit_code}
+    """Plain dicts for both renderers: one row per cell or level, each metric as 'A → B' and 'ratio [lo–hi]'."""
+    def rows(items):
+        return [{"key": r.key, "note": r.note, "metrics": [metric_view(r, m) for m in METRICS]} for r in items]
+
+    return {"a": cmp.a_id, "b": cmp.b_id, "rows": rows(cmp.cells), "levels": rows(cmp.levels),
+            "only_in_a": list(cmp.only_in_a), "only_in_b": list(cmp.only_in_b),
+            "levels_only_in_a": list(cmp.levels_only_in_a), "levels_only_in_b": list(cmp.levels_only_in_b),
+            "host_differences": list(cmp.host_differences), "thresholds": [t.text for t in cmp.thresholds],
+            "failed": list(cmp.failed), "exit_code": cmp.exit_code, "significant_note": SIGNIFICANT}
+
+
+def row_lines(row: dict) -> list[str]:
+    lines = [row["key"]]
+    for m in row["metrics"]:
+        verdict = "significant" if m["significant"] else "not significant"
+        lines.append(f"    {m['metric'].upper() + ' ' + m['unit']:<12}{m['a']:>9} -> {m['b']:<9} {m['change']:>12}  "
+                     f"ratio CI {m['ci']:<17} {verdict}")
+    return lines + ([f"    note: {row['note']}"] if row["note"] else [])
 
 
 def render_comparison_text(cmp: Comparison) -> str:
-    """One block per cell, one line per metric: A -> B, change, interval of the ratio, significance."""
+    """One block per cell and per load-test level, one line per metric: A -> B, change, ratio interval, verdict."""
     ctx = comparison_context(cmp)
     lines = [f"compare {ctx['a']} (A) -> {ctx['b']} (B)"]
     if ctx["host_differences"]:
         lines.append(f"FORCED across different hosts: {'; '.join(ctx['host_differences'])}")
+    if ctx["rows"]:
+        lines.append("engine cells (matched by backend, batch, workload, threads):")
     for row in ctx["rows"]:
-        lines.append(row["key"])
-        for m in row["metrics"]:
-            unit = "items/s" if m["metric"] == "qps" else "ms"
-            verdict = "significant" if m["significant"] else "not significant"
-            lines.append(f"    {m['metric'].upper() + ' ' + unit:<12}{m['a']:>9} -> {m['b']:<9} {m['change']:>9}  "
-                         f"ratio CI {m['ci']:<17} {verdict}")
-    lines.append("significant: the 95 % bootstrap interval of the ratio B/A excludes 1")
-    lines += [f"only in A (not compared): {', '.join(ctx['only_in_a'])}"] if ctx["only_in_a"] else []
-    lines += [f"only in B (not compared): {', '.join(ctx['only_in_b'])}"] if ctx["only_in_b"] else []
+        lines += row_lines(row)
+    if ctx["levels"]:
+        lines.append("load-test levels (matched by configuration, mode, users or offered rate, workers, workload):")
+        for row in ctx["levels"]:
+            lines += row_lines(row)
+    lines.append(ctx["significant_note"])
+    for what, keys in (("only in A", ctx["only_in_a"] + ctx["levels_only_in_a"]),
+                       ("only in B", ctx["only_in_b"] + ctx["levels_only_in_b"])):
+        lines += [f"{what} (not compared): {', '.join(keys)}"] if keys else []
     return "\n".join(lines + verdict_lines(ctx)) + "\n"
 
 

@@ -1,25 +1,75 @@
 """The decision: for a P95 SLO, the highest QPS each configuration sustains, its energy and cost per million
-inferences, and a recommendation sentence derived from those numbers. Also the article's multi-dimension
-summary (3.4), with measured cells from data and qualitative cells marked as judgement."""
+inferences, and a recommendation sentence derived from those numbers.
+
+Every ranked figure carries its 95 % CI, and configurations whose intervals overlap are called a tie, never
+ranked (the rule is in reports.ranking). The multi-dimension summary (3.4) is in reports.overview."""
 
 from __future__ import annotations
 
-from bench.results import RunResult
+import math
+from dataclasses import dataclass, replace
+
+from bench.results import CellResult, RunResult
 from reports import fmt
-from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, judgement, label,
-                            na, num, table, text, variant_of, why_not)
-from reports.sections import load_point
-from reports.service import failed_configs, label_of, measured, scaling, service_configs
+from reports.common import (cell_label, column, label, na, num, on_gpu, one_process, table, text, throughput_ci,
+                            variant_of, why_not)
+from reports.ranking import NO_CI, ONE_PROCESS, Entry, names_and, standings, tied_with
+from reports.service import failed_configs, label_of, load_point, measured, service_configs
 
 ENGINE = "engine only, in-process, no HTTP"
 SERVICE = "service, HTTP load test"
+SHORT = {ENGINE: "engine", SERVICE: "service"}
 
 
-def candidates(run: RunResult, options: dict) -> list[dict]:
-    """One dict per configuration: service configs from load tests, then engine cells of other backends."""
+@dataclass(frozen=True)
+class Candidate:
+    """One row of the decision table: a service configuration judged by its best load-test level within the SLO,
+    or an engine cell judged by its back-to-back throughput. `qps` is None when nothing meets the SLO."""
+
+    name: str
+    backend: str | None
+    kind: str
+    price: float  # USD per device hour (an input, not a measurement)
+    gpu: bool = False
+    measured: bool = True
+    reason: str | None = None
+    qps: float | None = None
+    qps_ci: tuple = ()
+    p95_ms: float | None = None
+    p95_ci_ms: tuple = ()
+    at: str | None = None
+    unranked: str | None = None  # why its CI cannot rank it; None when it can
+    energy_per_m_j: float | None = None
+    energy_estimated: bool = False
+    energy_reason: str | None = None
+
+    @property
+    def device(self) -> str:
+        return "GPU" if self.gpu else "CPU"
+
+    @property
+    def cost_per_m(self) -> float | None:
+        return cost_per_million(self.price, self.qps)
+
+    @property
+    def cost_ci(self) -> tuple:
+        """The QPS interval mapped through the cost formula (higher QPS, lower cost)."""
+        if not self.qps_ci or self.qps is None:
+            return ()
+        return cost_per_million(self.price, self.qps_ci[1]), cost_per_million(self.price, self.qps_ci[0]) or math.inf
+
+    def by_cost(self) -> Entry:
+        return Entry(self.name, self.cost_per_m, self.cost_ci, self.unranked)
+
+    def by_qps(self) -> Entry:
+        return Entry(self.name, self.qps, tuple(self.qps_ci), self.unranked)
+
+
+def candidates(run: RunResult, options: dict) -> list[Candidate]:
+    """Service configs from load tests, then engine cells of backends without a measured service."""
     # Backends with a measured service level are judged by it; a failed service leaves its engine cells in.
-    served = {cfg.get("backend") for name, cfg in service_configs(run).items() if name not in failed_configs(run)}
-    out = [service_candidate(run, name, cfg, options) for name, cfg in service_configs(run).items()]
+    served = {cfg.backend for name, cfg in service_configs(run).items() if name not in failed_configs(run)}
+    out = [service_candidate(run, name, cfg.backend, options) for name, cfg in service_configs(run).items()]
     seen_unmeasured = set()
     for cell in run.cells:
         if cell.spec.workload != "corpus" or cell.spec.backend in served:
@@ -28,52 +78,47 @@ def candidates(run: RunResult, options: dict) -> list[dict]:
             out.append(engine_candidate(cell, options))
         elif cell.spec.backend not in seen_unmeasured:  # one line per backend, not per batch size
             seen_unmeasured.add(cell.spec.backend)
-            row = base(cell.spec.backend, cell.spec.backend, ENGINE, options)
-            out.append(row | {"reason": why_not(cell), "measured": False})
+            out.append(replace(base(cell.spec.backend, cell.spec.backend, ENGINE, options), reason=why_not(cell),
+                               measured=False))
     return out
 
 
-def base(name: str, backend: str | None, kind: str, options: dict) -> dict:
-    gpu = backend_parts(backend or "")["gpu"]
-    price = options["gpu_hour_usd"] if gpu else options["cpu_hour_usd"]
-    return {"name": name, "backend": backend, "kind": kind, "device": "GPU" if gpu else "CPU", "price": price,
-            "qps": None, "p95_ms": None, "at": None, "energy_per_m_j": None, "energy_estimated": False,
-            "energy_reason": None, "cost_per_m": None, "reason": None, "measured": True}
+def base(name: str, backend: str | None, kind: str, options: dict) -> Candidate:
+    gpu = on_gpu(backend)
+    return Candidate(name, backend, kind, options["gpu_hour_usd"] if gpu else options["cpu_hour_usd"], gpu)
 
 
-def service_candidate(run: RunResult, name: str, cfg: dict, options: dict) -> dict:
+def service_candidate(run: RunResult, name: str, backend: str | None, options: dict) -> Candidate:
     slo = options["slo_p95_ms"]
-    row = base(name, cfg.get("backend"), SERVICE, options)
-    row["energy_reason"] = "load tests record no energy"
+    row = replace(base(name, backend, SERVICE, options), energy_reason="load tests record no energy")
     failed = failed_configs(run).get(name)
     if failed:
-        return row | {"reason": f"failed: {failed}", "measured": False}
-    points = [lt for lt in run.loadtests if label_of(lt) == name and measured(lt) and lt.get("p95_ms") is not None]
+        return replace(row, reason=f"failed: {failed}", measured=False)
+    points = [lt for lt in run.loadtests if label_of(lt) == name and measured(lt) and lt.p95_ms is not None]
     # A level with failed or wrong answers does not count as sustained, however fast it was.
-    meeting = [lt for lt in points if lt["p95_ms"] <= slo and not lt.get("failures")
-               and not lt.get("invalid_answers") and lt["qps"] > 0]
+    meeting = [lt for lt in points if lt.p95_ms <= slo and not lt.failures and not lt.invalid_answers and lt.qps > 0]
     if not meeting:
-        lowest = min((lt["p95_ms"] for lt in points), default=None)
-        row["reason"] = f"no tested load meets P95 ≤ {slo:g} ms" + \
-            (f" (lowest P95 {fmt.num(lowest)} ms)" if lowest is not None else "")
-        return row
-    best = max(meeting, key=lambda lt: lt["qps"])
-    at = load_point(best) + (", client saturated" if best.get("client_saturated") else "")
-    return row | {"qps": best["qps"], "p95_ms": best["p95_ms"], "at": at,
-                  "cost_per_m": cost_per_million(row["price"], best["qps"])}
+        lowest = min((lt.p95_ms for lt in points), default=None)
+        return replace(row, reason=f"no tested load meets P95 ≤ {slo:g} ms" +
+                       (f" (lowest P95 {fmt.num(lowest)} ms)" if lowest is not None else ""))
+    best = max(meeting, key=lambda lt: lt.qps)
+    at = load_point(best) + (", client saturated" if best.client_saturated else "")
+    return replace(row, qps=best.qps, qps_ci=tuple(best.qps_ci), p95_ms=best.p95_ms, p95_ci_ms=tuple(best.p95_ci_ms),
+                   at=at, unranked=None if best.qps_ci else NO_CI)
 
 
-def engine_candidate(cell, options: dict) -> dict:
+def engine_candidate(cell: CellResult, options: dict) -> Candidate:
     slo = options["slo_p95_ms"]
-    name = f"{cell_label(cell)} · batch {cell.spec.batch}"
-    row = base(name, cell.spec.backend, ENGINE, options)
-    per_item = energy_per_item_j(cell)
-    row |= {"energy_per_m_j": per_item * 1e6 if per_item is not None else None,
-            "energy_estimated": bool(cell.energy.get("estimated")), "energy_reason": "no energy reading",
-            "p95_ms": cell.stats["p95"] * 1000, "at": "back to back"}
-    if row["p95_ms"] > slo:
-        return row | {"reason": f"P95 {fmt.num(row['p95_ms'])} ms exceeds the {slo:g} ms SLO"}
-    return row | {"qps": cell.throughput, "cost_per_m": cost_per_million(row["price"], cell.throughput)}
+    per_item = cell.energy_per_item_j
+    row = replace(base(f"{cell_label(cell)} · batch {cell.spec.batch}", cell.spec.backend, ENGINE, options),
+                  energy_per_m_j=per_item * 1e6 if per_item is not None else None,
+                  energy_estimated=bool(cell.energy.estimated and cell.energy.source),
+                  energy_reason="no energy reading", p95_ms=cell.stats["p95"] * 1000,
+                  p95_ci_ms=tuple(x * 1000 for x in cell.stats["p95_ci95"]), at="back to back",
+                  unranked=ONE_PROCESS if one_process(cell) else None)
+    if row.p95_ms > slo:
+        return replace(row, reason=f"P95 {fmt.num(row.p95_ms)} ms exceeds the {slo:g} ms SLO")
+    return replace(row, qps=cell.throughput, qps_ci=throughput_ci(cell))
 
 
 def cost_per_million(price_per_hour: float, qps: float | None) -> float | None:
@@ -81,79 +126,146 @@ def cost_per_million(price_per_hour: float, qps: float | None) -> float | None:
     return price_per_hour / (qps * 3600.0) * 1e6 if qps else None
 
 
-def decision_order(c: dict) -> tuple:
+def decision_order(c: Candidate) -> tuple:
     """Configurations that meet the SLO first, cheapest first; then too slow; then not measured."""
-    if c["cost_per_m"] is not None:
-        return (0, c["cost_per_m"])
-    return (1, 0) if c["measured"] else (2, 0)
+    if c.cost_per_m is not None:
+        return (0, c.cost_per_m)
+    return (1, 0) if c.measured else (2, 0)
 
 
-def decision_table(cands: list[dict], options: dict) -> dict:
+def ranks(cands: list[Candidate]) -> dict:
+    """name -> Standing by cost among the configurations of the same kind that meet the SLO."""
+    out = {}
+    for kind in (SERVICE, ENGINE):
+        out |= standings([c.by_cost() for c in cands if c.kind == kind and c.cost_per_m is not None], higher=False)
+    return out
+
+
+def decision_table(cands: list[Candidate], options: dict) -> dict:
     slo = options["slo_p95_ms"]
     cols = [column("Configuration", False), column("Kind", False), column("Device", False),
-            column(f"Max QPS at P95 ≤ {slo:g} ms"), column("P95 ms there"), column("At", False),
-            column("Energy kJ / 1M inferences"), column("Cost USD / 1M inferences")]
+            column(f"Max QPS at P95 ≤ {slo:g} ms [95% CI]"), column("P95 ms there [95% CI]"), column("At", False),
+            column("Energy kJ / 1M inferences"), column("Cost USD / 1M inferences [95% CI]"),
+            column("Rank by cost within kind (≈ tie: CIs overlap)", False)]
     ordered = sorted(cands, key=decision_order)
-    rows = [decision_row(c) for c in ordered if c["measured"]]
+    standing = ranks(cands)
+    rows = [decision_row(c, standing.get(c.name)) for c in ordered if c.measured]
     gaps: dict = {}  # one row per reason for what was not measured
     for c in ordered:
-        if not c["measured"]:
-            gaps.setdefault((c["reason"], c["kind"], c["device"]), []).append(c["name"])
-    rows += [[text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=5)]
+        if not c.measured:
+            gaps.setdefault((c.reason, c.kind, c.device), []).append(c.name)
+    rows += [[text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=6)]
              for (reason, kind, device), names in gaps.items()]
-    notes = ["Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
-             "bound for a service on the same host); service = HTTP end to end under Locust.",
-             f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at CPU ${options['cpu_hour_usd']:.2f}/h "
-             f"and GPU ${options['gpu_hour_usd']:.2f}/h (prices are inputs, not measurements)."]
-    return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, notes,
+    return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, decision_notes(options),
                  empty="no configurations measured")
 
 
-SHORT = {ENGINE: "engine", SERVICE: "service"}
+def decision_notes(options: dict) -> list[str]:
+    return ["Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
+            "bound for a service on the same host); service = HTTP end to end under Locust.",
+            f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at CPU ${options['cpu_hour_usd']:.2f}/h "
+            f"and GPU ${options['gpu_hour_usd']:.2f}/h (prices are inputs, not measurements); its CI is the QPS CI "
+            "through that formula.",
+            "CIs: service QPS across the 2 s windows of every repeat; engine throughput from the hierarchical-"
+            "bootstrap CI of the mean latency (processes, then samples). Rank: 1 + the configurations whose whole "
+            "cost interval is lower; 'tie' where intervals overlap (indistinguishable on this host). No CI (a "
+            "single window) or a CI from one worker process: shown, not ranked with confidence."]
 
 
-def decision_row(c: dict) -> list:
-    head = [label(c["name"]), text(SHORT[c["kind"]]), text(c["device"])]
-    if c["qps"] is None:  # measured, but too slow for the SLO at every tested load
-        p95 = num(fmt.num(c["p95_ms"])) if c["p95_ms"] is not None else text("")
-        return head + [text(c["reason"]), p95, text(""), text(""), text("")]
-    energy = fmt.num(c["energy_per_m_j"] / 1000) if c["energy_per_m_j"] is not None else None
-    return head + [num(fmt.qps(c["qps"])), num(fmt.num(c["p95_ms"])), text(c["at"]),
-                   num(f"{energy}{' (est.)' if c['energy_estimated'] else ''}" if energy else None, c["energy_reason"]),
-                   num(fmt.usd(c["cost_per_m"]))]
+def decision_row(c: Candidate, standing) -> list:
+    head = [label(c.name), text(SHORT[c.kind]), text(c.device)]
+    if c.qps is None:  # measured, but too slow for the SLO at every tested load
+        p95 = num(fmt.num_ci(c.p95_ms, c.p95_ci_ms)) if c.p95_ms is not None else text("")
+        return head + [text(c.reason), p95, text(""), text(""), text(""), text("")]
+    energy = fmt.num(c.energy_per_m_j / 1000) if c.energy_per_m_j is not None else None
+    return head + [num(fmt.num_ci(c.qps, c.qps_ci)), num(fmt.num_ci(c.p95_ms, c.p95_ci_ms)), text(c.at),
+                   num(f"{energy}{' (est.)' if c.energy_estimated else ''}" if energy else None, c.energy_reason),
+                   num(f"{fmt.usd(c.cost_per_m)}{fmt.ci_suffix(c.cost_ci, fmt.usd)}"), text(standing.text)]
 
 
-def recommendation(run: RunResult, cands: list[dict], options: dict) -> list[str]:
-    """Sentences derived from the decision table: the pick, then what limits it and what was not measured.
+def recommendation(run: RunResult, cands: list[Candidate], options: dict) -> list[str]:
+    """Sentences derived from the decision table: the pick (or the tie), then what limits it and what was not
+    measured.
 
     Service rows (HTTP load tests) are preferred when any meets the SLO: engine-only throughput leaves out HTTP,
     tokenisation and queueing, so ranking it against end-to-end QPS would favour whatever was not load-tested.
     """
     slo = options["slo_p95_ms"]
-    meeting = [c for c in cands if c["cost_per_m"] is not None]
+    meeting = [c for c in cands if c.cost_per_m is not None]
     if not meeting:
         return [f"No measured configuration sustains P95 ≤ {slo:g} ms.", *not_measured(run, cands)]
-    served = [c for c in meeting if c["kind"] == SERVICE]
+    served = [c for c in meeting if c.kind == SERVICE]
     pool = served or meeting
-    cheapest = min(pool, key=lambda c: c["cost_per_m"])
-    fastest = max(pool, key=lambda c: c["qps"])
-    out = [f"Cheapest {'service ' if served else ''}configuration meeting P95 ≤ {slo:g} ms: {cheapest['name']} "
-           f"({cheapest['kind']}), {fmt.qps(cheapest['qps'])} inferences/s on one {cheapest['device']} at "
-           f"{fmt.usd(cheapest['cost_per_m'])} per million inferences."]
-    if fastest is not cheapest:
-        out.append(f"Highest sustained throughput: {fastest['name']}, {fmt.qps(fastest['qps'])} inferences/s "
-                   f"({fmt.usd(fastest['cost_per_m'])} per million).")
-    if cheapest["kind"] == ENGINE:
-        out.append("That figure is engine throughput without HTTP, tokenisation or queueing: confirm it with the "
-                   "service load test before sizing a deployment.")
-    engine_only = [c for c in meeting if c["kind"] == ENGINE]
-    if served and engine_only:
-        best = min(engine_only, key=lambda c: c["cost_per_m"])
-        out.append(f"Not load-tested as a service: {', '.join(c['name'] for c in engine_only)}; of these, "
-                   f"{best['name']} has the lowest engine-only cost ({fmt.usd(best['cost_per_m'])} per million, "
-                   "an upper bound without HTTP).")
-    out += parity_caveat(run, cheapest["backend"])
+    cheapest = min(pool, key=lambda c: c.cost_per_m)
+    out = [pick_sentence(cheapest, pool, "service " if served else "", f"P95 ≤ {slo:g} ms")]
+    out += fastest_sentence(cheapest, pool)
+    if cheapest.kind == ENGINE:
+        out.append("Engine throughput leaves out HTTP, tokenisation and queueing: confirm it with the service load "
+                   "test before sizing a deployment.")
+    out += engine_only_sentence([c for c in meeting if c.kind == ENGINE], bool(served))
+    out += parity_caveat(run, cheapest.backend)
     return out + not_measured(run, cands)
+
+
+def figures(c: Candidate) -> str:
+    return f"{fmt.num_ci(c.qps, c.qps_ci)} inferences/s on one {c.device} at {fmt.usd(c.cost_per_m)} per million " \
+        "inferences"
+
+
+def pick_sentence(cheapest: Candidate, pool: list[Candidate], kind: str, slo: str) -> str:
+    """The cheapest configuration, or the tie it is part of: configurations whose cost intervals overlap the
+    cheapest's are indistinguishable on this host and are named together, never ranked."""
+    costs = [c.by_cost() for c in pool]
+    tied = [c for c in pool if c.by_cost() in tied_with(cheapest.by_cost(), costs)]
+    if tied:
+        basis = "QPS CIs overlap" if len({c.price for c in [cheapest, *tied]}) == 1 else "cost CIs overlap"
+        return f"Meeting {slo}, {tie_phrase([cheapest, *tied], basis)}."
+    return f"Cheapest {kind}configuration meeting {slo}: {cheapest.name} ({cheapest.kind}), {figures(cheapest)}" \
+        f"{confidence(cheapest.by_cost(), costs)}."
+
+
+def fastest_sentence(cheapest: Candidate, pool: list[Candidate]) -> list[str]:
+    """The highest QPS when that is not the pick (a GPU can be faster and dearer), or its tie by QPS."""
+    fastest = max(pool, key=lambda c: c.qps)
+    rates = [c.by_qps() for c in pool]
+    tied = [c for c in pool if c.by_qps() in tied_with(fastest.by_qps(), rates)]
+    if fastest is cheapest or cheapest in tied:
+        return []
+    if tied:
+        return [f"Highest sustained throughput: {tie_phrase([fastest, *tied], 'QPS CIs overlap')}."]
+    return [f"Highest sustained throughput: {fastest.name}, {figures(fastest)}{confidence(fastest.by_qps(), rates)}."]
+
+
+def tie_phrase(group: list[Candidate], basis: str) -> str:
+    return f"{names_and([c.name for c in group])} are indistinguishable on this host ({basis}): " + \
+        "; ".join(f"{c.name} {figures(c)}" for c in group)
+
+
+def confidence(entry: Entry, entries: list[Entry]) -> str:
+    """What backs a claim of being first among `entries`: its CI is clear of the others', or why the claim is a
+    point estimate only (no usable CI, or an overlap: a tie)."""
+    others = [o for o in entries if o.name != entry.name]
+    if not others:
+        return ""
+    if not entry.ranked:
+        return f" (by point estimate only: {entry.why_not})"
+    tied = [o.name for o in tied_with(entry, others)]
+    if tied:
+        return f" (indistinguishable from {names_and(tied)}: CIs overlap)"
+    loose = [o.name for o in others if not o.ranked]
+    if not loose:
+        return " (its CI is clear of every other configuration's)"
+    clear = "its CI is clear of the other intervals; " if len(loose) < len(others) else ""
+    return f" ({clear}not ranked with confidence against {names_and(loose)}: no usable CI)"
+
+
+def engine_only_sentence(engine_only: list[Candidate], served: bool) -> list[str]:
+    if not (served and engine_only):
+        return []
+    best = min(engine_only, key=lambda c: c.cost_per_m)
+    return [f"Not load-tested as a service: {', '.join(c.name for c in engine_only)}; of these, {best.name} has the "
+            f"lowest engine-only cost ({fmt.usd(best.cost_per_m)} per million, an upper bound without HTTP)"
+            f"{confidence(best.by_cost(), [c.by_cost() for c in engine_only])}."]
 
 
 def parity_caveat(run: RunResult, backend: str | None) -> list[str]:
@@ -167,69 +279,17 @@ def parity_caveat(run: RunResult, backend: str | None) -> list[str]:
             f"{parity.get('n')} labels.{meaning}"]
 
 
-def not_measured(run: RunResult, cands: list[dict]) -> list[str]:
+def not_measured(run: RunResult, cands: list[Candidate]) -> list[str]:
     out = []
-    gpu_missing = sorted({c["backend"] for c in cands if not c["measured"] and c["device"] == "GPU"})
-    gpu_measured = any(c["measured"] and c["device"] == "GPU" for c in cands)
+    gpu_missing = sorted({c.backend for c in cands if not c.measured and c.gpu})
+    gpu_measured = any(c.measured and c.gpu for c in cands)
     if gpu_missing and not gpu_measured:
         out.append(f"No GPU on this host: GPU configurations ({', '.join(gpu_missing)}) not measured, so this "
                    "run cannot say whether a GPU would be cheaper.")
-    others = [c for c in cands if not c["measured"] and c["backend"] not in gpu_missing]
-    out += [f"Not measured: {c['name']} ({c['reason']})." for c in others]
+    others = [c for c in cands if not c.measured and c.backend not in gpu_missing]
+    out += [f"Not measured: {c.name} ({c.reason})." for c in others]
     if not run.loadtests:
         out.append("No service load tests in this run: every QPS above is engine throughput, not HTTP QPS.")
     if run.model.get("synthetic"):
         out.append("Weights are synthetic: accuracy is not part of this decision.")
     return out
-
-
-DEPLOY = {"torch": "torch + transformers wheels; no export step",
-          "ort": "onnxruntime + the exported .onnx file"}
-GPU_DEPLOY = {"cuda": "NVIDIA driver + CUDA-matched wheel",
-              "tensorrt": "driver + CUDA + TensorRT; engine built per GPU model"}
-MAINTAIN = {"torch": "fewest moving parts",
-            "ort": "re-export + parity gate on each model update"}
-
-
-def judgements(backend: str) -> tuple[str, str]:
-    """Deployment difficulty and maintainability: qualitative, from the backend's engine/device/precision."""
-    p = backend_parts(backend)
-    deploy = GPU_DEPLOY.get(p["device"]) or DEPLOY.get(p["engine"], "unknown engine")
-    maintain = MAINTAIN.get(p["engine"], "unknown engine")
-    if p["precision"] == "int8":
-        maintain += "; re-check quantised accuracy"
-    if p["gpu"]:
-        maintain += "; watch VRAM, driver, temperature"
-    return deploy, maintain
-
-
-def summary_table(run: RunResult) -> dict:
-    cols = [column("Backend", False), column("Speed: P50 ms"), column("Resource cost: peak RSS MiB"),
-            column("Resource cost: J / inference"), column("Deployment difficulty (judgement, not measured)", False),
-            column("Maintainability (judgement, not measured)", False),
-            column("Scaling: QPS at max users / at 1 user", False)]
-    scale = scaling(run)
-    rows, gaps = [], {}
-    for cell in batch1_corpus(run):
-        deploy, maintain = judgements(cell.spec.backend)
-        scaled = [f"{name}: {fmt.ratio(s['ratio'])} (1→{s['users']} users)" for name, s in scale.items()
-                  if s["backend"] == cell.spec.backend]
-        tail = (deploy, maintain, "; ".join(scaled))
-        if cell.status != "ok":  # backends skipped for one reason and judged alike share a row
-            gaps.setdefault((why_not(cell), *tail), []).append(cell_label(cell))
-            continue
-        per_item = energy_per_item_j(cell)
-        est = " (est.)" if cell.energy.get("estimated") else ""
-        rows.append([label(cell_label(cell)), num(fmt.ms(cell.stats["p50"])),
-                     num(fmt.mib(cell.resources.get("peak_rss_bytes"))),
-                     num(f"{fmt.num(per_item)}{est}" if per_item is not None else None, "no energy reading"),
-                     *summary_tail(*tail)])
-    rows += [[text(", ".join(names)), na(reason, span=3), *summary_tail(*tail)]
-             for (reason, *tail), names in gaps.items()]
-    notes = ["Italic cells are judgement, not measured (文章 3.4: 部署难度, 可维护性). Everything else comes from "
-             "this run's data; scaling comes from the service load tests."]
-    return table("summary", "Multi-dimension summary (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
-
-
-def summary_tail(deploy: str, maintain: str, scaled: str) -> list[dict]:
-    return [judgement(deploy), judgement(maintain), text(scaled) if scaled else na("no load test")]

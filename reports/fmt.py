@@ -26,13 +26,22 @@ def ms(seconds: float | None) -> str | None:
     return None if seconds is None else num(seconds * 1000.0)
 
 
+def ci_suffix(ci: list | tuple | None, show=None, missing: str = "no CI") -> str:
+    """' [lo–hi]' for a 95 % interval, ' (no CI)' when there is none (schema-1 levels: one window)."""
+    show = show or num
+    if not ci:
+        return f" ({missing})" if missing else ""
+    return f" [{show(ci[0])}–{show(ci[1])}]"
+
+
+def num_ci(value: float | None, ci: list | tuple | None, missing: str = "no CI") -> str | None:
+    """'P [lo–hi]' with the 95 % interval, or 'P (no CI)' when the record has none."""
+    return None if value is None else f"{num(value)}{ci_suffix(ci, num, missing)}"
+
+
 def ms_ci(value_s: float | None, ci_s: list | tuple | None) -> str | None:
     """'P [lo–hi]' in milliseconds; the bracket is the 95 % bootstrap interval."""
-    if value_s is None:
-        return None
-    if not ci_s:
-        return ms(value_s)
-    return f"{ms(value_s)} [{ms(ci_s[0])}–{ms(ci_s[1])}]"
+    return None if value_s is None else f"{ms(value_s)}{ci_suffix(ci_s, ms, missing='')}"
 
 
 def seconds(value: float | None) -> str | None:

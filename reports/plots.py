@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from bench.results import RunResult
-from reports.common import backend_parts, batch1_corpus, cell_label, energy_per_item_j
+from reports.common import backend_parts, batch1_corpus, cell_label
 from reports.service import closed, measured, opened, service_configs
 
 DPI = 100
@@ -120,32 +120,40 @@ def qps_vs_concurrency(run: RunResult) -> dict:
     fig, (left, right) = figure(2)
     for label in labels:
         pts = closed(run, label)
-        users = [p.get("users") for p in pts]
-        left.plot(users, [p["qps"] for p in pts], marker="o", label=label)
-        right.plot(users, [np.nan if p.get("p95_ms") is None else p["p95_ms"] for p in pts], marker="o", label=label)
-    left.set(ylabel="QPS (requests/s)")
-    right.set(ylabel="P95 latency (ms)")
-    users = sorted({p.get("users") for label in labels for p in closed(run, label)})
+        users = [p.users for p in pts]
+        left.errorbar(users, [p.qps for p in pts], yerr=ci_bars([(p.qps, p.qps_ci) for p in pts]), marker="o",
+                      capsize=3, label=label)
+        right.errorbar(users, [np.nan if p.p95_ms is None else p.p95_ms for p in pts], marker="o", capsize=3,
+                       yerr=ci_bars([(p.p95_ms, p.p95_ci_ms) for p in pts]), label=label)
+    left.set(ylabel="QPS (requests/s), 95% CI where recorded")
+    right.set(ylabel="P95 latency (ms), 95% CI where recorded")
+    users = sorted({p.users for label in labels for p in closed(run, label)})
     for ax in (left, right):
         integer_log2_axis(ax, users, "concurrent users")
     left.legend(fontsize=8)
     return png(fig, "concurrency", title)
 
 
+def ci_bars(points: list) -> np.ndarray:
+    """Error-bar lengths below and above each (value, ci) point; zero where the level has no CI (schema 1)."""
+    bars = [(v - ci[0], ci[1] - v) if ci and v is not None else (0.0, 0.0) for v, ci in points]
+    return np.array(bars, dtype=float).T.reshape(2, len(points))
+
+
 def knee(run: RunResult, slo_ms: float) -> dict:
     title = "P95 vs achieved QPS (the knee), with the SLO"
-    levels = [lt for lt in run.loadtests if measured(lt) and lt.get("p95_ms") is not None]
+    levels = [lt for lt in run.loadtests if measured(lt) and lt.p95_ms is not None]
     if not levels:
         return skipped("knee", title, "no measured load-test levels in this run")
     fig, (ax,) = figure()
     for label in service_configs(run):
-        pts = [p for p in closed(run, label) if p.get("p95_ms") is not None]
-        line = ax.plot([p["qps"] for p in pts], [p["p95_ms"] for p in pts], marker="o", label=label if pts else None)
-        extra = [lt for lt in opened(run, label) if lt.get("p95_ms") is not None]
+        pts = [p for p in closed(run, label) if p.p95_ms is not None]
+        line = ax.plot([p.qps for p in pts], [p.p95_ms for p in pts], marker="o", label=label if pts else None)
+        extra = [lt for lt in opened(run, label) if lt.p95_ms is not None]
         color = line[0].get_color() if line else None
-        ax.scatter([lt["qps"] for lt in extra], [lt["p95_ms"] for lt in extra], marker="x", s=60,
+        ax.scatter([lt.qps for lt in extra], [lt.p95_ms for lt in extra], marker="x", s=60,
                    color=color, label=f"{label} (open loop)" if extra else None)
-    highest = max(lt["p95_ms"] for lt in levels)
+    highest = max(lt.p95_ms for lt in levels)
     if slo_ms <= 2 * highest:
         ax.axhline(slo_ms, color="red", ls="--", lw=1, label=f"SLO: P95 = {slo_ms:g} ms")
     else:  # drawing a far-away line would squash every point against the axis
@@ -163,10 +171,10 @@ def memory_energy(run: RunResult) -> dict:
         return skipped("memory", title, "no measured batch-1 cells")
     fig, (mem, energy) = figure(2)
     names = [cell_label(c) for c in cells]
-    mem.barh(names, [(c.resources.get("peak_rss_bytes") or 0) / 2**20 for c in cells], color="#4c72b0")
+    mem.barh(names, [(c.resources.peak_rss_bytes or 0) / 2**20 for c in cells], color="#4c72b0")
     mem.set(xlabel="peak RSS (MiB)")
-    per_k = [(energy_per_item_j(c) or 0) * 1000 for c in cells]
-    hatches = ["//" if c.energy.get("estimated") else "" for c in cells]
+    per_k = [(c.energy_per_item_j or 0) * 1000 for c in cells]
+    hatches = ["//" if c.energy.estimated and c.energy.source else "" for c in cells]
     for name, value, hatch in zip(names, per_k, hatches):
         energy.barh(name, value, color="#dd8452", hatch=hatch, edgecolor="white")
     energy.set(xlabel="energy per 1,000 inferences (J)" + (", hatched = estimated" if any(hatches) else ""))
@@ -181,7 +189,7 @@ def roofline(run: RunResult) -> dict:
 
     title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM rate of the cell's precision"
     record = run.host.get("peak_gemm") or {}
-    judged = [(c, *peak_for(backend_parts(c.spec.backend)["precision"], record, run.peak_gemm_flops))
+    judged = [(c, *peak_for(precision_of(c.spec.backend), record, run.peak_gemm_flops))
               for c in run.cells if c.achieved_flops]
     judged = [(c, peak, kind) for c, peak, kind in judged if peak]
     if not judged:
@@ -193,7 +201,7 @@ def roofline(run: RunResult) -> dict:
     kinds = {"fp32": ("#55a868", f"float32 cells (peak {fp32 / 1e9:.0f} GFLOP/s)" if fp32 else "float32 cells"),
              "int8": ("#4c72b0", f"INT8 cells (INT8 peak {int8 / 1e9:.0f} GOP/s)" if int8 else "INT8 cells"),
              "int8-vs-fp32": ("#dd8452", "INT8 cells vs the float32 peak (no INT8 peak measured)")}
-    kind_of = ["int8" if kind == "int8" else "int8-vs-fp32" if "-int8-" in c.spec.backend else "fp32"
+    kind_of = ["int8" if kind == "int8" else "int8-vs-fp32" if precision_of(c.spec.backend) == "int8" else "fp32"
                for c, _, kind in judged]
     ax.barh([c.spec.key for c, _, _ in judged], [100 * c.achieved_flops / peak for c, peak, _ in judged],
             color=[kinds[k][0] for k in kind_of])
@@ -204,6 +212,11 @@ def roofline(run: RunResult) -> dict:
     fig.legend(handles=[Patch(color=kinds[k][0], label=kinds[k][1]) for k in dict.fromkeys(kind_of)],
                fontsize=7, loc="outside lower center", ncols=2, frameon=False)  # below the axes: hides no bar
     return png(fig, "roofline", title)
+
+
+def precision_of(backend: str) -> str:
+    spec = backend_parts(backend)
+    return spec.precision if spec else "fp32"
 
 
 def all_plots(run: RunResult, slo_ms: float) -> list[dict]:

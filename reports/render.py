@@ -10,9 +10,10 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.errors import ConfigError
 from bench.paths import atomic_write_text
 from bench.results import RunResult, load_run
-from reports import decision, plots, sections, service
+from reports import decision, overview, plots, sections, service
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -30,7 +31,7 @@ class ReportOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value <= 0:
-                raise ValueError(f"ReportOptions.{name} must be a finite number > 0, got {value!r}")
+                raise ConfigError(f"ReportOptions.{name} must be a finite number > 0, got {value!r}")
 
 
 def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> dict:
@@ -44,12 +45,12 @@ def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> d
                      "recommendation": decision.recommendation(run, cands, opts)},
         "article": [
             {"id": "s31", "title": "3.1 Load time and latency (响应延迟对比)",
-             "tables": [sections.load_table(run), sections.latency_table(run)]},
+             "tables": [sections.load_table(run), sections.latency_table(run), sections.spread_table(run)]},
             {"id": "s32", "title": "3.2 Resources (资源占用情况)", "tables": [sections.resources_table(run)]},
             {"id": "s33", "title": "3.3 Throughput by concurrency (吞吐能力 QPS)",
              "tables": [service.qps_table(run), service.open_loop_table(run), service.timing_table(run)]},
             {"id": "s34", "title": "3.4 Multi-dimension summary (多维度对比总结表)",
-             "tables": [decision.summary_table(run)]},
+             "tables": [overview.summary_table(run)]},
         ],
         "plots": plots.all_plots(run, options.slo_p95_ms),
         "parity": sections.parity_table(run),

@@ -8,9 +8,9 @@ from collections import defaultdict
 
 from bench.results import RunResult
 from reports import fmt
-from reports.common import (backend_parts, batch1_corpus, cell_label, column, energy_per_item_j, label, na, num,
-                            rows_for, table, text)
-from reports.service import failed_configs, label_of, measured
+from bench.records import Energy
+from reports.common import batch1_corpus, cell_label, column, label, na, num, on_gpu, rows_for, table, text
+from reports.service import failed_configs, label_of, load_point, measured
 
 ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimate": "estimated"}
 
@@ -61,41 +61,35 @@ def loadtest_issues(run: RunResult) -> list[dict]:
     out = [{"status": "failed", "reason": reason, "what": [f"service {name}"]}
            for name, reason in failed_configs(run).items()]
     for lt in filter(measured, run.loadtests):
-        wrong = [f"{lt[k]} {what}" for k, what in (("failures", "failed"), ("invalid_answers", "wrong answers"))
-                 if lt.get(k)]
+        wrong = [f"{n} {what}" for n, what in ((lt.failures, "failed"), (lt.invalid_answers, "wrong answers")) if n]
         if wrong:
-            out.append({"status": "errors", "reason": f"{' and '.join(wrong)} of {lt.get('requests')} requests",
+            out.append({"status": "errors", "reason": f"{' and '.join(wrong)} of {lt.requests} requests",
                         "what": [f"load test {label_of(lt)} ({load_point(lt)})"]})
     return out
-
-
-def load_point(lt: dict) -> str:
-    if lt.get("mode") == "open":
-        return f"open loop, {fmt.num(lt.get('offered_rps'))} req/s offered"
-    return f"{lt.get('users')} users"
 
 
 def load_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("Imports s"), column("Create session s"), column("First inference s"),
             column("Total s")]
     rows = rows_for(batch1_corpus(run), load_row, span=4)
-    notes = ["Each cell runs in a fresh worker process, so imports are cold: this is the time to a first answer "
-             "after a service starts (文章: 首次加载时间)."]
+    notes = ["Each cell runs in fresh worker processes, so imports are cold: this is the time to a first answer "
+             "after a service starts (文章: 首次加载时间). With several processes, each phase is their median."]
     return table("load", "Load time by phase (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells in this run")
 
 
 def load_row(cell) -> list:
-    phases = [cell.load.get(k) for k in ("imports_s", "create_s", "first_infer_s")]
-    total = sum(p for p in phases if p is not None) if any(p is not None for p in phases) else None
-    return [label(cell_label(cell)), *[num(fmt.num(p)) for p in phases], num(fmt.num(total))]
+    phases = cell.load
+    return [label(cell_label(cell)), *[num(fmt.num(p)) for p in (phases.imports_s, phases.create_s,
+                                                                  phases.first_infer_s)], num(fmt.num(phases.total_s))]
 
 
 def latency_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("n"), column("Mean ms [95% CI]"), column("P50 ms [95% CI]"),
             column("P95 ms [95% CI]"), column("P99 ms [95% CI]"), column("Stop", False)]
     rows = rows_for(batch1_corpus(run), latency_row, span=6)
-    notes = ["Engine latency of one review per call (inputs pre-tokenised; no HTTP). Brackets: 95 % bootstrap "
-             "confidence interval of the statistic."]
+    notes = ["Engine latency of one review per call (inputs pre-tokenised; no HTTP), pooled over the cell's worker "
+             "processes. Brackets: 95 % confidence interval of the statistic from a hierarchical bootstrap "
+             "(processes, then samples); see the between-process spread below."]
     return table("latency", "Latency per backend (batch 1, ≈80-character reviews)", cols, rows, notes,
                  empty="no batch-1 corpus cells in this run")
 
@@ -107,14 +101,35 @@ def latency_row(cell) -> list:
             label(cell.stop_reason or "")]
 
 
+def spread_table(run: RunResult) -> dict:
+    cols = [column("Backend", False), column("Processes"), column("P50 ms of each process", False),
+            column("Spread of the P50s (max / min − 1)")]
+    rows = rows_for(batch1_corpus(run), spread_row, span=3)
+    notes = ["Every CI in this report comes from a hierarchical bootstrap: worker processes are resampled first, "
+             "then samples within each, so the spread between fresh processes is part of the interval. With one "
+             "process the interval covers that process's noise only and is too narrow; rankings then are not "
+             "claimed (run with --processes 2 or more)."]
+    return table("spread", "Between-process spread (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
+
+
+def spread_row(cell) -> list:
+    s = cell.stats
+    spread = num(f"{s['process_spread'] * 100:+.1f} %") if s["processes"] > 1 else text("n/a (one process)")
+    return [label(cell_label(cell)), num(str(s["processes"])), text(", ".join(fmt.ms(p) for p in s["process_p50s"])),
+            spread]
+
+
 def resources_table(run: RunResult) -> dict:
     cols = [column("Backend", False), column("Peak RSS MiB"), column("Peak USS MiB"), column("Peak VRAM MiB"),
-            column("Mean CPU %"), column("Peak CPU %"), column("Mean power W"), column("Energy J / 1,000 inferences"),
+            column("Mean CPU % (timed window)"), column("Mean CPU % (whole worker life, load included)"),
+            column("Peak CPU % (whole life)"), column("Mean power W"), column("Energy J / 1,000 inferences"),
             column("Energy source", False)]
     assumptions: list = []  # filled by resources_row: footnotes for estimated energy
-    rows = rows_for(batch1_corpus(run), lambda cell: resources_row(cell, assumptions), span=8)
+    rows = rows_for(batch1_corpus(run), lambda cell: resources_row(cell, assumptions), span=9)
     cores = run.host.get("logical_cores", "?")
-    notes = [f"CPU %: 100 % is one fully busy logical core; this host has {cores}, so {cores}00 % is all of it.",
+    notes = [f"CPU %: 100 % is one fully busy logical core; this host has {cores}, so {cores}00 % is all of it. "
+             "The timed window is the measured loop only; the whole-life figure includes imports and loading.",
+             "(est.): power and energy estimated, not read from a counter (see the energy source).",
              *[f"[{i}] {a} (figures vary per cell; each cell's own note is in results.json)"
                for i, a in enumerate(assumptions, 1)]]
     return table("resources", "Resources per backend (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
@@ -122,30 +137,35 @@ def resources_table(run: RunResult) -> dict:
 
 def resources_row(cell, assumptions: list) -> list:
     r, e = cell.resources, cell.energy
-    per_k = energy_per_item_j(cell)
-    return [label(cell_label(cell)), num(fmt.mib(r.get("peak_rss_bytes"))), num(fmt.mib(r.get("peak_uss_bytes"))),
-            vram(cell), num(fmt.percent(r.get("mean_cpu_percent"))), num(fmt.percent(r.get("max_cpu_percent"))),
-            num(fmt.num(e.get("mean_power_w")), "no power reading"),
-            num(fmt.num(per_k * 1000 if per_k is not None else None), "no energy reading"),
+    per_k = cell.energy_per_item_j
+    est = " (est.)" if e.estimated and e.source else ""
+    return [label(cell_label(cell)), num(fmt.mib(r.peak_rss_bytes)), num(fmt.mib(r.peak_uss_bytes)), vram(cell),
+            num(fmt.percent(cell.meta.worker_cpu_percent_window), "no CPU time over the timed window recorded"),
+            num(fmt.percent(r.mean_cpu_percent)), num(fmt.percent(r.max_cpu_percent)),
+            num(estimated(fmt.num(e.mean_power_w), est), "no power reading"),
+            num(estimated(fmt.num(per_k * 1000 if per_k is not None else None), est), "no energy reading"),
             energy_source(e, assumptions)]
 
 
+def estimated(value: str | None, mark: str) -> str | None:
+    return None if value is None else f"{value}{mark}"
+
+
 def vram(cell) -> dict:
-    if not backend_parts(cell.spec.backend)["gpu"]:
+    if not on_gpu(cell.spec.backend):
         return text("n/a (CPU)")
     r = cell.resources
-    value = r.get("peak_proc_vram_bytes") or r.get("peak_vram_bytes") or \
-        cell.device_memory.get("torch_max_memory_allocated_bytes")
+    value = r.peak_proc_vram_bytes or r.peak_vram_bytes or cell.meta.torch_max_memory_allocated_bytes
     return num(fmt.mib(value), "no NVML or framework memory reading")
 
 
-def energy_source(energy: dict, assumptions: list) -> dict:
+def energy_source(energy: Energy, assumptions: list) -> dict:
     """Measured or estimated, with a numbered footnote for each distinct set of estimate assumptions."""
-    if not energy:
+    if energy.source is None:
         return na("no energy reading")
-    label = ENERGY_SOURCES.get(energy.get("source"), str(energy.get("source")))
-    note = energy.get("assumptions")
-    if energy.get("estimated") and note:
+    label = ENERGY_SOURCES.get(energy.source, str(energy.source))
+    note = energy.assumptions
+    if energy.estimated and note:
         keys = [number_blind(a) for a in assumptions]
         if number_blind(note) not in keys:
             assumptions.append(note)

@@ -1,107 +1,143 @@
 """Sections built from `run.loadtests` (the HTTP service under Locust): QPS by concurrency, open loop, where the
 server's time goes, and scaling (QPS at the highest concurrency / QPS at one user).
 
-A load-test record is one level (users or offered rate) of one service configuration; a configuration whose
-service failed to start is a single record with status "failed" and a reason, and has no numbers.
+A load-test record is a `LoadLevel`: one level (users or offered rate) of one service configuration, pooled over
+its interleaved repeats, with 95 % CIs (empty for schema-1 files: one window, shown as "no CI"). A configuration
+whose service failed to start is a single record with status "failed" and a reason, and has no numbers.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+from bench.records import LoadLevel, ServiceSetup
 from bench.results import RunResult
 from reports import fmt
 from reports.common import column, label, na, num, table, text
+from reports.ranking import NO_CI, Entry, order_text
 
 NO_LOADTESTS = "this results file has no load tests (the service sweep was not run)"
 SATURATED = "†"
 
 
-def label_of(lt: dict) -> str:
+def label_of(lt: LoadLevel) -> str:
     """The configuration's name; the workload and worker count join it when they differ from the default,
     since a cache measured on repeated (Zipf) texts is not the same configuration as on distinct reviews."""
-    cfg = lt.get("config") or {}
-    name = cfg.get("label") or cfg.get("backend") or "unnamed"
-    if lt.get("workload") not in (None, "corpus"):
-        name += f" ({lt['workload']} texts)"
-    return name + (f" ×{lt['workers']} clients" if (lt.get("workers") or 1) > 1 else "")
+    name = lt.config.label or lt.config.backend or "unnamed"
+    if lt.workload not in (None, "corpus"):
+        name += f" ({lt.workload} texts)"
+    return name + (f" ×{lt.workers} clients" if (lt.workers or 1) > 1 else "")
 
 
-def measured(lt: dict) -> bool:
-    return lt.get("status", "ok") == "ok" and lt.get("qps") is not None
+def load_point(lt: LoadLevel) -> str:
+    if lt.mode == "open":
+        return f"open loop, {fmt.num(lt.offered_rps)} req/s offered"
+    return f"{lt.users} users"
 
 
-def service_configs(run: RunResult) -> dict:
-    """name -> config dict, in the order the sweep ran them (failed configurations included)."""
+def measured(lt: LoadLevel) -> bool:
+    return lt.status == "ok" and lt.qps is not None
+
+
+def service_configs(run: RunResult) -> dict[str, ServiceSetup]:
+    """name -> configuration, in the order the sweep ran them (failed configurations included)."""
     out: dict = {}
     for lt in run.loadtests:
-        out.setdefault(label_of(lt), lt.get("config") or {})
+        out.setdefault(label_of(lt), lt.config)
     return out
 
 
 def failed_configs(run: RunResult) -> dict:
     """name -> reason, for configurations with no measured level at all."""
     ok = {label_of(lt) for lt in run.loadtests if measured(lt)}
-    return {label_of(lt): lt.get("reason") or "no reason recorded" for lt in run.loadtests
+    return {label_of(lt): lt.reason or "no reason recorded" for lt in run.loadtests
             if not measured(lt) and label_of(lt) not in ok}
 
 
-def closed(run: RunResult, name: str) -> list[dict]:
+def closed(run: RunResult, name: str) -> list[LoadLevel]:
     """Measured closed-loop levels of one configuration, by number of users."""
-    pts = [lt for lt in run.loadtests if lt.get("mode") == "closed" and label_of(lt) == name and measured(lt)]
-    return sorted(pts, key=lambda lt: lt.get("users") or 0)
+    pts = [lt for lt in run.loadtests if lt.mode == "closed" and label_of(lt) == name and measured(lt)]
+    return sorted(pts, key=lambda lt: lt.users or 0)
 
 
-def opened(run: RunResult, name: str | None = None) -> list[dict]:
-    return [lt for lt in run.loadtests if lt.get("mode") == "open" and measured(lt)
+def opened(run: RunResult, name: str | None = None) -> list[LoadLevel]:
+    return [lt for lt in run.loadtests if lt.mode == "open" and measured(lt)
             and (name is None or label_of(lt) == name)]
 
 
-def qps_text(lt: dict, errors: bool = True) -> str:
-    """QPS with a dagger when the load generator itself was the bottleneck (the QPS is then a lower bound)."""
-    mark = SATURATED if lt.get("client_saturated") else ""
-    failed = f" ({lt['failures']} failed)" if errors and lt.get("failures") else ""
-    return f"{fmt.qps(lt.get('qps'))}{mark}{failed}"
+def qps_text(lt: LoadLevel, errors: bool = True) -> str:
+    """QPS with its CI, and a dagger when the load generator itself was the bottleneck (the QPS is then a lower
+    bound)."""
+    mark = SATURATED if lt.client_saturated else ""
+    failed = f" ({lt.failures} failed)" if errors and lt.failures else ""
+    return f"{fmt.qps(lt.qps)}{mark}{fmt.ci_suffix(lt.qps_ci)}{failed}"
+
+
+def qps_entry(lt: LoadLevel, name: str) -> Entry:
+    return Entry(name, lt.qps, tuple(lt.qps_ci))
+
+
+def p95_entry(lt: LoadLevel, name: str) -> Entry:
+    return Entry(name, lt.p95_ms, tuple(lt.p95_ci_ms)) if lt.p95_ms is not None else Entry(name, 0.0)
+
+
+def ranking_text(points: dict[str, LoadLevel]) -> str:
+    """QPS and P95 order of the configurations measured at one load, ties where the 95 % intervals overlap."""
+    if len(points) < 2:
+        return ""
+    qps = order_text([qps_entry(lt, n) for n, lt in points.items()], higher=True)
+    p95 = order_text([p95_entry(lt, n) for n, lt in points.items()], higher=False)
+    return NO_CI if qps == p95 == NO_CI else f"QPS: {qps} · P95: {p95}"
 
 
 def qps_table(run: RunResult) -> dict:
     names = [n for n in service_configs(run) if closed(run, n)]
-    users = sorted({lt.get("users") for n in names for lt in closed(run, n)} - {None})
+    users = sorted({lt.users for n in names for lt in closed(run, n)} - {None})
     cols = [column("Concurrent users", True)]
     for name in names:
-        cols += [column(f"{name}: QPS"), column(f"{name}: P95 ms")]
+        cols += [column(f"{name}: QPS [95% CI]"), column(f"{name}: P95 ms [95% CI]")]
+    cols += [column("Ranking at this load (≈ tie: CIs overlap)", False)] if len(names) > 1 else []
     rows = []
     for n in users:
+        points = {name: next((lt for lt in closed(run, name) if lt.users == n), None) for name in names}
         row = [num(str(n))]
-        for name in names:
-            point = next((lt for lt in closed(run, name) if lt.get("users") == n), None)
-            row += [num(qps_text(point)), num(fmt.num(point.get("p95_ms")))] if point else \
+        for point in points.values():
+            row += [num(qps_text(point)), num(fmt.num_ci(point.p95_ms, point.p95_ci_ms))] if point else \
                 [na("not run at this concurrency", span=2)]
-        rows.append(row)
+        rows.append(row + ([text(ranking_text({k: v for k, v in points.items() if v}))] if len(names) > 1 else []))
     notes = [f"Closed loop: each user sends its next request when the previous answer arrives. {SATURATED} the "
-             "load generator's CPU was saturated, so that QPS is a lower bound.", *config_notes(run)]
+             "load generator's CPU was saturated, so that QPS is a lower bound.", RANKING_NOTE, *config_notes(run)]
     empty = NO_LOADTESTS if not run.loadtests else "no closed-loop level was measured"
     return table("qps", "QPS by concurrency per service configuration (HTTP, end to end)", cols, rows, notes,
                  empty=empty)
 
 
+RANKING_NOTE = ("Brackets: 95 % CIs (QPS across the fixed 2 s windows of every repeat; percentiles from every "
+                "request's latency). Ranking: '>' better with the intervals apart, '≈' a tie (intervals overlap: "
+                "indistinguishable on this host); a level with no CI (schema-1 file: one window) is shown but not "
+                "ranked with confidence.")
+
+
 def config_notes(run: RunResult) -> list[str]:
     out = []
     for name, cfg in service_configs(run).items():
-        wait = cfg.get("max_wait_ms")
-        window = "greedy, no waiting" if not wait else f"waiting up to {wait:g} ms"
-        batching = f"batches of up to {cfg.get('max_batch')} ({window})" if cfg.get("batching") else "no batching"
-        cache = f"LRU cache of {cfg['cache_size']}" if cfg.get("cache_size") else "no cache"
+        window = "greedy, no waiting" if not cfg.max_wait_ms else f"waiting up to {cfg.max_wait_ms:g} ms"
+        batching = f"batches of up to {cfg.max_batch} ({window})" if cfg.batching else "no batching"
+        cache = f"LRU cache of {cfg.cache_size}" if cfg.cache_size else "no cache"
         failed = failed_configs(run).get(name)
-        out.append(f"{name}: backend {cfg.get('backend')}, {batching}, {cache}."
+        out.append(f"{name}: backend {cfg.backend}, {batching}, {cache}."
                    + (f" Not measured: {failed}" if failed else ""))
     return out
 
 
 def open_loop_table(run: RunResult) -> dict:
-    cols = [column("Configuration", False), column("Offered req/s"), column("Achieved QPS"), column("P50 ms"),
-            column("P95 ms"), column("P99 ms"), column("Requests"), column("Failed")]
-    rows = [[label(label_of(lt)), num(fmt.num(lt.get("offered_rps"))), num(qps_text(lt, errors=False)),
-             *[num(fmt.num(lt.get(k))) for k in ("p50_ms", "p95_ms", "p99_ms")],
-             num(str(lt.get("requests"))), num(str(lt.get("failures", 0)))] for lt in opened(run)]
+    cols = [column("Configuration", False), column("Offered req/s"), column("Achieved QPS [95% CI]"),
+            column("P50 ms [95% CI]"), column("P95 ms [95% CI]"), column("P99 ms [95% CI]"), column("Requests"),
+            column("Failed")]
+    rows = [[label(label_of(lt)), num(fmt.num(lt.offered_rps)), num(qps_text(lt, errors=False)),
+             *[num(fmt.num_ci(value, ci)) for value, ci in ((lt.p50_ms, lt.p50_ci_ms), (lt.p95_ms, lt.p95_ci_ms),
+                                                             (lt.p99_ms, lt.p99_ci_ms))],
+             num(str(lt.requests)), num(str(lt.failures))] for lt in opened(run)]
     notes = ["Open loop: requests are sent on a schedule whatever the server's state, and latency counts from the "
              "intended send time, so queueing shows in the tail."]
     return table("open", "Open-loop load", cols, rows, notes,
@@ -124,27 +160,31 @@ def timing_table(run: RunResult) -> dict:
                  empty=NO_LOADTESTS if not run.loadtests else "no closed-loop level was measured")
 
 
-def timing_row(name: str, lt: dict) -> list:
-    timing = lt.get("server_timing_ms") or {}
-    cache = lt.get("cache") or {}
-    hit_rate = cache.get("hit_rate")
-    if not (lt.get("config") or {}).get("cache_size"):
+def timing_row(name: str, lt: LoadLevel) -> list:
+    timing = lt.server_timing_ms or {}  # free-form: the parts the server's Server-Timing header named
+    hit_rate = lt.cache.hit_rate if lt.cache else None
+    if not lt.config.cache_size:
         cache_cell = text("n/a (no cache)")
     else:
         cache_cell = num(f"{hit_rate:.2f}" if hit_rate is not None else None, "no lookups recorded")
-    return [label(name), num(str(lt.get("users"))),
+    return [label(name), num(str(lt.users)),
             *[num(fmt.num(timing.get(k)), "no Server-Timing header") for k in ("queue", "tokenize", "inference",
                                                                                 "total")],
-            num(fmt.num(lt.get("p50_ms"))), num(fmt.num(lt.get("mean_batch_size")), "no batch metrics"),
-            num(fmt.percent(lt.get("client_cpu_percent"))), cache_cell]
+            num(fmt.num(lt.p50_ms)), num(fmt.num(lt.mean_batch_size), "no batch metrics"),
+            num(fmt.percent(lt.client_cpu_percent)), cache_cell]
 
 
-def scaling(run: RunResult) -> dict:
-    """name -> {"backend", "ratio", "users"} for configs with a 1-user level and a higher one."""
+class Scaling(NamedTuple):
+    backend: str
+    ratio: float
+    users: int | None
+
+
+def scaling(run: RunResult) -> dict[str, Scaling]:
+    """name -> Scaling (QPS at the highest concurrency / at one user) for configs with a 1-user level and more."""
     out = {}
     for name, cfg in service_configs(run).items():
-        points = [p for p in closed(run, name) if p["qps"]]
-        if len(points) >= 2 and points[0].get("users") == 1:
-            out[name] = {"backend": cfg.get("backend"), "ratio": points[-1]["qps"] / points[0]["qps"],
-                         "users": points[-1].get("users")}
+        points = [p for p in closed(run, name) if p.qps]
+        if len(points) >= 2 and points[0].users == 1:
+            out[name] = Scaling(cfg.backend, points[-1].qps / points[0].qps, points[-1].users)
     return out

@@ -34,7 +34,8 @@ def tiny_model(bench_home) -> Path:
 def tiny_onnx(tiny_model) -> tuple[Path, dict]:
     from exporters.pipeline import ExportConfig, export_all
 
-    return export_all(ExportConfig(model="twin:tiny", parity_n=64))
+    # the default parity_n: a service the tests start exports with defaults and then reuses this folder
+    return export_all(ExportConfig(model="twin:tiny"))
 
 
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

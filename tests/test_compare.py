@@ -1,4 +1,5 @@
-"""Run comparison: ratios, bootstrap significance, thresholds and exit codes, host refusal."""
+"""Run comparison: ratios, hierarchical-bootstrap significance for cells, CI-based significance for load-test
+levels, thresholds and exit codes, host refusal."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bench.errors import BenchError
+from bench.records import CellResult, CellSpec, LoadLevel, ProcessRun, ServiceSetup
 from bench.results import load_run, run_to_dict
 from reports.cli import add_compare_args, cmd_compare
 from reports.compare import Threshold, compare_runs, parse_threshold, render_comparison_html, render_comparison_text
 
 RUN_FILE = Path(__file__).parent / "data" / "report_run.json"
+LOADTEST_FILE = Path(__file__).parent / "data" / "report_run_loadtests.json"
 
 
 @pytest.fixture(scope="module")
@@ -22,11 +26,15 @@ def base():
     return load_run(RUN_FILE)
 
 
+def scaled_cell(cell, factor: float):
+    """`cell` with every process's latencies (and so its window) `factor` times longer."""
+    return replace(cell, runs=tuple(replace(r, latencies_s=tuple(x * factor for x in r.latencies_s),
+                                            window_s=r.window_s * factor) for r in cell.runs))
+
+
 def scaled(run, factor: float, run_id: str):
     """A copy of `run` whose every latency (and so every window) is `factor` times longer."""
-    cells = tuple(replace(c, latencies_s=tuple(x * factor for x in c.latencies_s), window_s=c.window_s * factor)
-                  for c in run.cells)
-    return replace(run, run_id=run_id, cells=cells)
+    return replace(run, run_id=run_id, cells=tuple(scaled_cell(c, factor) for c in run.cells))
 
 
 def save(run, folder: Path) -> Path:
@@ -112,3 +120,69 @@ def test_bad_threshold_syntax_is_a_clear_error(bad, capsys):
         compare_cli("a", "b", "--fail-on", bad)
     assert exit_info.value.code == 2
     assert "bad threshold" in capsys.readouterr().err
+
+
+def test_single_process_cells_say_their_interval_is_narrow(base):
+    text = render_comparison_text(compare_runs(base, scaled(base, 1.3, "slower")))
+    assert "note: A has 1 worker process(es), B 1: with one process the interval sees only that process's noise " \
+           "and is necessarily narrow" in text
+
+
+def three_process_cell(p50s_ms=(1.0, 1.05, 0.95)) -> CellResult:
+    """Three fresh processes whose medians differ by ±5 %, each with a ±3 % spread of its own."""
+    runs = []
+    for p50 in p50s_ms:
+        lat = tuple(float(x) for x in np.linspace(0.97, 1.03, 201) * p50 / 1000)
+        runs.append(ProcessRun(latencies_s=lat, window_s=sum(lat)))
+    return CellResult(CellSpec("ort-int8-cpu"), "ok", runs=tuple(runs), items_per_batch=1)
+
+
+def test_cells_are_resampled_across_processes(base):
+    cell = three_process_cell()
+    a = replace(base, cells=(cell,))
+    # +2 % is well inside the spread between processes: not significant, though each process alone is precise.
+    small = compare_runs(a, replace(a, cells=(scaled_cell(cell, 1.02),)), thresholds=["p50:+1%"])
+    assert not small.cells[0].get("p50").significant and small.exit_code == 0
+    assert small.cells[0].note == ""  # three processes each: no narrow-interval warning
+    large = compare_runs(a, replace(a, cells=(scaled_cell(cell, 1.3),)), thresholds=["p50:+5%", "qps:-5%"])
+    assert large.cells[0].get("p50").significant and large.exit_code == 1
+    assert len(large.failed) == 2
+
+
+def level(users: int, qps: float, qps_ci: tuple, p95: float, p95_ci: tuple, name: str = "int8 batching"):
+    return LoadLevel(ServiceSetup(name), users=users, duration_s=20.0, requests=int(qps * 20), qps=qps, qps_ci=qps_ci,
+                     p50_ms=p95 / 2, p50_ci_ms=tuple(x / 2 for x in p95_ci), p95_ms=p95, p95_ci_ms=p95_ci)
+
+
+def test_load_test_levels_are_matched_and_judged_by_their_cis(base, tmp_path, capsys):
+    a = replace(base, loadtests=(level(4, 450.0, (440.0, 460.0), 13.9, (13.0, 14.5)),
+                                 level(8, 520.0, (500.0, 540.0), 24.0, (22.0, 26.0)),
+                                 level(16, 530.0, (500.0, 560.0), 48.0, (44.0, 52.0))))
+    b = replace(base, run_id="b", loadtests=(level(4, 380.0, (370.0, 390.0), 16.0, (15.0, 17.0)),
+                                             level(8, 510.0, (495.0, 530.0), 24.5, (22.5, 26.5))))
+    cmp = compare_runs(a, b, thresholds=["qps:-5%"])
+    four, eight = cmp.levels
+    assert four.key == "int8 batching · 4 users" and eight.key == "int8 batching · 8 users"
+    qps = four.get("qps")
+    assert qps.ratio == pytest.approx(380 / 450) and qps.ci == pytest.approx((370 / 460, 390 / 440))
+    assert qps.significant and four.get("p95").significant and four.get("p95").ci[0] > 1.0
+    assert not any(c.significant for c in eight.changes)  # overlapping CIs: no change shown
+    assert cmp.levels_only_in_a == ("int8 batching · 16 users",)
+    assert cmp.failed == ("int8 batching · 4 users: qps -15.6 % (limit qps:-5%)",)
+    assert compare_cli(str(save(a, tmp_path / "a")), str(save(b, tmp_path / "b")), "--fail-on", "qps:-5%",
+                       "--html", str(tmp_path / "cmp.html")) == 1
+    out = capsys.readouterr().out
+    assert "load-test levels (matched by configuration" in out and "QPS req/s" in out
+    assert "only in A (not compared): int8 batching · 16 users" in out
+    assert "Load-test levels" in (tmp_path / "cmp.html").read_text()
+
+
+def test_schema_1_levels_have_no_ci_and_never_fail():
+    run = load_run(LOADTEST_FILE)
+    slower = replace(run, run_id="slower", loadtests=tuple(replace(lv, qps=lv.qps * 0.5) if lv.qps else lv
+                                                           for lv in run.loadtests))
+    cmp = compare_runs(run, slower, thresholds=["qps:-5%"])
+    assert cmp.levels and all(not c.ci and not c.significant for lv in cmp.levels for c in lv.changes)
+    assert cmp.levels[0].get("qps").ratio == pytest.approx(0.5) and cmp.exit_code == 0
+    text = render_comparison_text(cmp)
+    assert "ratio CI no CI" in text and "no CI on A and B (schema-1 file: one window): shown, never significant" in text

@@ -9,7 +9,7 @@ import pytest
 from onnx import numpy_helper
 
 from bench.errors import BenchError
-from exporters.layout import ONNX_FILES, variant_path
+from bench.artifacts import ONNX_FILES, variant_path
 from exporters.pipeline import ExportConfig, check_gate, export_all, run_parity
 from exporters.quantize import choose_settings
 from tests.conftest import run_cli
@@ -38,7 +38,7 @@ def test_parity_passes_for_every_runnable_variant(tiny_onnx):
     _, manifest = tiny_onnx
     for name in ("fp32", "fp32-fused", "int8", "torch-int8"):
         parity = manifest["variants"][name]["parity"]
-        assert parity["passed"] is True and parity["n"] == 64 and parity["accuracy"] is None  # synthetic
+        assert parity["passed"] is True and parity["n"] == 256 and parity["accuracy"] is None  # synthetic
     assert manifest["variants"]["fp32"]["parity"]["max_abs_diff"] < 1e-4
     assert manifest["variants"]["fp16"]["parity"]["passed"] is None  # not measured without CUDA
 
@@ -52,7 +52,7 @@ def test_quantisation_settings_follow_cpu_flags(tiny_onnx):
 def test_rerun_with_same_inputs_reuses_artifacts(tiny_onnx):
     out_dir, manifest = tiny_onnx
     mtime = (out_dir / ONNX_FILES["int8"]).stat().st_mtime_ns
-    _, again = export_all(ExportConfig(model="twin:tiny", parity_n=64))
+    _, again = export_all(ExportConfig(model="twin:tiny"))
     assert again["created"] == manifest["created"]
     assert (out_dir / ONNX_FILES["int8"]).stat().st_mtime_ns == mtime
 
@@ -82,7 +82,7 @@ def test_broken_variant_fails_the_gate(tiny_onnx, tmp_path, tiny_model):
 
 
 def test_cli_export_prints_where_models_and_manifest_are(tiny_onnx, bench_home):
-    result = run_cli("export", "--model", "twin:tiny", "--parity-n", "64")
+    result = run_cli("export", "--model", "twin:tiny")
     assert result.returncode == 0, result.stderr
     assert f"manifest: {tiny_onnx[0] / 'manifest.json'}" in result.stdout
     assert "parity ok" in result.stdout and "up to date" in result.stderr
@@ -127,7 +127,7 @@ def test_tampered_artifact_is_refused_not_overwritten(tiny_onnx, tmp_path):
     data = bytearray(target.read_bytes())
     data[-10] ^= 0xFF
     target.write_bytes(bytes(data))
-    result = run_cli("export", "--model", "twin:tiny", "--parity-n", "64", "--out", str(out_dir))
+    result = run_cli("export", "--model", "twin:tiny", "--out", str(out_dir))
     assert result.returncode == 2 and "does not match the sha256" in result.stderr
     assert target.read_bytes() == bytes(data)  # nothing overwritten
 
@@ -138,5 +138,5 @@ def test_missing_artifact_gives_a_clear_error(tiny_onnx, tmp_path):
     (out_dir / ONNX_FILES["fp32-fused"]).unlink()
     with pytest.raises(BenchError, match="no fp32-fused ONNX model"):
         variant_path(out_dir, "fp32-fused")
-    result = run_cli("export", "--model", "twin:tiny", "--parity-n", "64", "--out", str(out_dir))
+    result = run_cli("export", "--model", "twin:tiny", "--out", str(out_dir))
     assert result.returncode == 2 and "is missing but listed" in result.stderr

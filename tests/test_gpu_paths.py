@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from bench.artifacts import model_file
 from bench.backends import BackendConfig, create, resolve
 from bench.backends.base import Unavailable
 from bench.measure.sampler import ResourceSampler
@@ -18,7 +19,9 @@ from tests.fakes import FakeNvml
                                          ("torch-fp16-cuda", "sees no CUDA device")])
 def test_gpu_backends_are_unavailable_with_a_reason(tiny_onnx, name, reason):
     onnx_dir, manifest = tiny_onnx
-    backend = create(BackendConfig(resolve(name), manifest["model_dir"], onnx_dir))
+    spec = resolve(name)
+    path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
+    backend = create(BackendConfig(spec, manifest["model_dir"], path))
     with pytest.raises(Unavailable, match=reason):
         backend.load()
 
@@ -29,7 +32,7 @@ def test_ort_path_never_imports_torch(tiny_onnx):
         "import sys\n"
         "from bench.backends import BackendConfig, create, resolve\n"
         "from bench.tokenize import encode, load_tokenizer\n"
-        f"b = create(BackendConfig(resolve('ort-int8-cpu'), {manifest['model_dir']!r}, {str(onnx_dir)!r}))\n"
+        f"b = create(BackendConfig(resolve('ort-int8-cpu'), {manifest['model_dir']!r}, {str(onnx_dir / 'model-int8.onnx')!r}))\n"
         "b.load()\n"
         f"b.infer(encode(load_tokenizer({manifest['model_dir']!r}), ['很好']))\n"
         "print('torch' in sys.modules)\n"
@@ -49,4 +52,24 @@ def test_sampler_reads_gpu_figures_through_nvml_fake():
 
         time.sleep(0.2)
     summary = sampler.summary()
-    assert summary["peak_vram_bytes"] > 0 and summary["mean_power_w"] > 0
+    # The fake's memory in use (not its 80 GiB total) and its 250,000 mW as watts.
+    assert summary["peak_vram_bytes"] == 2 * 2**30 and summary["mean_power_w"] == pytest.approx(250.0)
+
+
+@pytest.mark.parametrize("name,variant", [("ort-fp16-tensorrt", "model-fp32.onnx"), ("ort-fp32-tensorrt", "model-fp32.onnx"),
+                                          ("ort-fp16-cuda", "model-fp16.onnx"), ("ort-int8-cpu", "model-int8.onnx"),
+                                          ("torch-fp32-cpu", None)])
+def test_each_backend_gets_its_resolved_model_file(tiny_onnx, name, variant):
+    """TensorRT parses standard ONNX only: it gets the plain FP32 export (FP16 via trt_fp16_enable), never the
+    fused graph with com.microsoft nodes; torch loads the model directory itself."""
+    spec = resolve(name)
+    path = model_file(tiny_onnx[0], spec.engine, spec.precision, spec.device)
+    assert (path.name if path else None) == variant
+
+
+def test_an_ort_backend_without_a_model_file_is_a_clear_error(tiny_onnx):
+    from bench.errors import ConfigError
+
+    backend = create(BackendConfig(resolve("ort-int8-cpu"), tiny_onnx[1]["model_dir"], None))
+    with pytest.raises(ConfigError, match="needs an ONNX file"):
+        backend.load()

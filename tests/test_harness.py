@@ -1,19 +1,22 @@
 """The harness: fresh workers, failures as cells, schema, grid validation, GPU cells skipped with reasons."""
 
 
+from dataclasses import replace
+
 import pytest
 
+from bench.errors import ConfigError
 from bench.harness import RunConfig, build_grid, measure_cells
-from bench.results import (RunResult, load_run)
-from bench.runner import WorkerLimits, run_cell
+from bench.measure.stats import StopRule
+from bench.results import CellSpec
+from bench.runner import WorkerLimits, WorkerRequest, run_cell
 from tests.conftest import run_cli
 
-FAST_STOP = {"min_iters": 10, "min_time_s": 0.3, "max_time_s": 1.5, "target_rel_halfwidth": 0.2}
+FAST_STOP = StopRule(min_iters=10, min_time_s=0.3, max_time_s=1.5, target_rel_halfwidth=0.2)
 
 
 def request(model_dir, backend="fake-fp32-cpu", batch=1, **options):
-    return {"spec": {"backend": backend, "batch": batch, "workload": "corpus", "seq_len": None, "threads": None},
-            "model_dir": str(model_dir), "onnx_dir": None, "seed": 0, "stop": FAST_STOP, "options": options}
+    return WorkerRequest(CellSpec(backend, batch), str(model_dir), stop=FAST_STOP, options=options)
 
 
 def test_fake_backend_latency_matches_its_sleep(tiny_model):
@@ -21,8 +24,9 @@ def test_fake_backend_latency_matches_its_sleep(tiny_model):
     assert cell.status == "ok", cell.reason
     ratio = cell.stats["p50"] / 0.02
     assert 1.0 <= ratio < 1.5, ratio
-    assert cell.load.keys() == {"imports_s", "create_s", "first_infer_s"}
-    assert len(cell.warmup_s) == 3 and cell.stop_reason in ("ci-target-met", "time-cap", "iteration-cap")
+    load = cell.runs[0].load
+    assert all(x is not None and x >= 0 for x in (load.imports_s, load.create_s, load.first_infer_s))
+    assert len(cell.runs[0].warmup_s) == 3 and cell.stop_reason in ("ci-target-met", "time-cap", "iteration-cap")
     # throughput is measured over the window: close to 1/latency for a batch-1 sleeping backend
     assert 0.7 < cell.throughput * cell.stats["mean"] <= 1.01
 
@@ -38,26 +42,43 @@ def test_faulty_workers_become_failed_cells(tiny_model, fault, limits, expect):
     assert cell.status == "failed" and expect in cell.reason
 
 
-def test_run_continues_past_failed_cells_and_skips_gpu_with_reason(tiny_model, tmp_path):
+def test_run_continues_past_failed_cells_and_skips_gpu_with_reason(tiny_model):
     cfg = RunConfig(backends=("fake-fp32-cpu", "ort-fp32-cuda"), batches=(1, 2), min_time_s=0.3, max_time_s=1.0,
-                    backend_options={"fake-fp32-cpu|b1|corpus|tall": {"fault": "crash"},
-                                     "fake-fp32-cpu|b2|corpus|tall": {"sleep_s": 0.005}})
-    run = RunResult("t", "now", {}, {"source": {}}, {}, None)
-    run = measure_cells(cfg, tmp_path, run, tiny_model, tmp_path)
-    status = {c.spec.key: (c.status, c.reason) for c in run.cells}
+                    processes=2, backend_options={"fake-fp32-cpu|b1|corpus|tall": {"fault": "crash"},
+                                                  "fake-fp32-cpu|b2|corpus|tall": {"sleep_s": 0.005}})
+    seen = []
+    cells = measure_cells(cfg, (), tiny_model, None, seen.append)
+    status = {k: (c.status, c.reason) for k, c in cells.items()}
     assert status["fake-fp32-cpu|b1|corpus|tall"][0] == "failed"
-    assert status["fake-fp32-cpu|b2|corpus|tall"][0] == "ok"
+    assert status["fake-fp32-cpu|b2|corpus|tall"][0] == "ok" and len(cells["fake-fp32-cpu|b2|corpus|tall"].runs) == 2
     assert status["ort-fp32-cuda|b1|corpus|tall"] == ("skipped", "no NVIDIA GPU on this host (NVML found no "
                                                                   "driver/device)")
-    assert load_run(tmp_path).cells == run.cells  # saved after every cell, reloads identically
+    # round-robin: every cell's first worker before any cell's second; failed and skipped cells are not retried
+    assert [c.spec.key for c in seen] == ["fake-fp32-cpu|b1|corpus|tall", "fake-fp32-cpu|b2|corpus|tall",
+                                          "ort-fp32-cuda|b1|corpus|tall", "ort-fp32-cuda|b2|corpus|tall",
+                                          "fake-fp32-cpu|b2|corpus|tall"]
 
 
-def test_default_grid_has_batch1_for_every_backend_and_both_sweeps():
-    grid = build_grid(RunConfig())
-    keys = {c.key for c in grid}
+def test_a_resumed_cell_keeps_its_workers_and_gets_only_the_missing_ones(tiny_model):
+    cfg = RunConfig(backends=("fake-fp32-cpu",), batches=(1, 2), min_time_s=0.3, max_time_s=0.6, processes=2,
+                    backend_options={"fake-fp32-cpu": {"sleep_s": 0.002}})
+    first = measure_cells(replace(cfg, processes=1), (), tiny_model, None, lambda c: None)
+    done = (first["fake-fp32-cpu|b1|corpus|tall"],)
+    seen = []
+    cells = measure_cells(cfg, done, tiny_model, None, seen.append)
+    assert [c.spec.key for c in seen] == ["fake-fp32-cpu|b2|corpus|tall", "fake-fp32-cpu|b1|corpus|tall",
+                                          "fake-fp32-cpu|b2|corpus|tall"]
+    assert cells["fake-fp32-cpu|b1|corpus|tall"].runs[0] == done[0].runs[0]
+    assert all(len(c.runs) == 2 for c in cells.values())
+
+
+def test_default_grid_has_batch1_for_every_backend_and_the_full_profile_the_sweeps():
+    keys = {c.key for c in build_grid(RunConfig())}
     assert "torch-fp32-cpu|b1|corpus|tall" in keys and "ort-fp16-tensorrt|b1|corpus|tall" in keys
-    assert "ort-int8-cpu|b8|corpus|tall" in keys and "ort-int8-cpu|b1|L256|tall" in keys
-    assert len(keys) == len(grid)
+    assert "ort-int8-cpu|b8|corpus|tall" in keys and "ort-int8-cpu|b1|L256|tall" not in keys
+    full = {c.key for c in build_grid(RunConfig(profile="full"))}
+    assert keys < full and "ort-int8-cpu|b1|L256|tall" in full and "ort-int8-cpu|b64|corpus|tall" in full
+    assert RunConfig().n_processes == 3 and RunConfig(profile="quick").n_processes == 2
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -68,7 +89,7 @@ def test_default_grid_has_batch1_for_every_backend_and_both_sweeps():
     ({"profile": "fastest"}, "unknown profile"),
 ])
 def test_impossible_configs_are_refused_up_front(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         RunConfig(**kwargs)
 
 

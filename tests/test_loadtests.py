@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from bench.results import RunResult, load_run, save_run
+from bench.records import LoadLevel, ServiceSetup
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
 from loadtests.shapes import ClientStats, arrival_times, parse_server_timing
-from loadtests.sweep import SweepConfig, run_locust, sweep_into_run
+from loadtests.sweep import SweepConfig, interleaved, run_locust, run_sweep
 
 
 def test_constant_arrivals_are_evenly_spaced():
@@ -37,7 +37,7 @@ def test_server_timing_parse_and_client_stats_merge():
 
 @pytest.fixture(scope="module")
 def service(tiny_onnx):
-    proc = ServiceProcess("twin:tiny", ServiceVariant("t", cache_size=64))
+    proc = ServiceProcess("twin:tiny", ServiceVariant.of("t", cache_size=64))
     url = proc.wait_ready(300)
     yield url
     proc.stop()
@@ -79,16 +79,27 @@ def test_zipf_workload_hits_the_cache(service, tmp_path):
 
 
 def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path):
-    save_run(RunResult("s", "now", {}, {"spec": "twin:tiny"}, {}), tmp_path)
-    cfg = SweepConfig(model="twin:tiny", users=(1, 4), duration_s=2, ramp_s=1,
-                      variants=(ServiceVariant("ok"), ServiceVariant("no gpu", backend="ort-fp32-cuda")))
-    run = load_run(sweep_into_run(cfg, tmp_path))
-    ok = [r for r in run.loadtests if r["config"]["label"] == "ok"]
-    assert [r["users"] for r in ok] == [1, 4] and all(r["qps"] > 0 and r["failures"] == 0 for r in ok)
-    assert ok[1]["mean_batch_size"] >= 1.0 and ok[0]["server_timing_ms"]["total"] > 0
-    failed = [r for r in run.loadtests if r["config"]["label"] == "no gpu"]
-    assert failed[0]["status"] == "failed" and "did not become ready" in failed[0]["reason"]
-    assert (tmp_path / "loadtests" / "ok_u4_stats.csv").exists()
+    cfg = SweepConfig(model="twin:tiny", users=(1, 4), duration_s=2, ramp_s=1, repeats=2, window_s=0.5,
+                      variants=(ServiceVariant.of("ok", cache_size=0), ServiceVariant.of("nobatch", batching=False),
+                                ServiceVariant.of("no gpu", backend="ort-fp32-cuda")))
+    levels = run_sweep(cfg, tmp_path)
+    ok = [lv for lv in levels if lv.config.label == "ok"]
+    assert [lv.users for lv in ok] == [1, 4] and all(isinstance(lv, LoadLevel) for lv in levels)
+    for lv in ok:  # pooled over two interleaved repeats, CIs from raw samples and windows
+        assert lv.repeats == 2 and lv.failures == 0 and lv.requests > 0
+        assert lv.qps_ci[0] <= lv.qps <= lv.qps_ci[1] and lv.p95_ci_ms[0] <= lv.p95_ms <= lv.p95_ci_ms[1]
+        assert lv.locust_csv["windows_agreeing"] == 1.0  # our raw samples, rounded Locust's way, are Locust's
+    assert ok[0].server_timing_ms["total"] > 0 and ok[0].config == ServiceSetup("ok", cache_size=0)
+    failed = [lv for lv in levels if lv.config.label == "no gpu"]
+    assert failed[0].status == "failed" and "did not become ready" in failed[0].reason
+    assert sorted(p.name for p in tmp_path.glob("ok_u4_rep*_stats.csv")) == ["ok_u4_rep0_stats.csv",
+                                                                            "ok_u4_rep1_stats.csv"]
+
+
+def test_configurations_alternate_a_b_b_a():
+    a, b = ServiceVariant.of("a"), ServiceVariant.of("b")
+    assert [(r, v.label) for r, v in interleaved((a, b), 3)] == [(0, "a"), (0, "b"), (1, "b"), (1, "a"),
+                                                                 (2, "a"), (2, "b")]
 
 
 def test_interleaved_plan_runs_repeated_levels_in_one_service(tiny_onnx, tmp_path):
@@ -106,24 +117,25 @@ def test_interleaved_plan_runs_repeated_levels_in_one_service(tiny_onnx, tmp_pat
     cfg = SweepConfig(model="twin:tiny", users=(1, 2), duration_s=1.5, ramp_s=0.5)
     bar = Bar()
     plan = [(1, None), (2, None), (2, None), (1, None)]
-    records = sweep_variant(ServiceVariant("abba"), cfg, tmp_path, bar, plan)
-    assert [(r["window"], r["users"]) for r in records] == [(0, 1), (1, 2), (2, 2), (3, 1)] and bar.n == 4
-    assert all(r["qps"] > 0 and r["failures"] == 0 for r in records)
+    records = sweep_variant(ServiceVariant.of("abba"), cfg, tmp_path, bar, plan)
+    assert [(r.window, r.users) for r in records] == [(0, 1), (1, 2), (2, 2), (3, 1)] and bar.n == 4
+    assert all(r.qps > 0 and r.failures == 0 for r in records)
     assert all((tmp_path / f"abba_u{u}_w{i:02d}_stats.csv").exists() for i, (u, _) in enumerate(plan))
 
 
 def test_service_check_figures_from_interleaved_windows():
-    from bench.checks import service_figures
-    from bench.results import CellResult, CellSpec
+    from bench.checks.service import service_figures
+    from bench.records import CellResult, CellSpec, ProcessRun
 
-    def window(batching, users, qps, p50=50.0, mean=52.0, inference=49.0):
-        return {"config": {"batching": batching}, "users": users, "qps": qps, "p50_ms": p50, "mean_ms": mean,
-                "server_timing_ms": {"inference": inference}, "client_cpu_percent": 9.0}
+    def window(i, batching, users, qps, p50=50.0, mean=52.0, inference=49.0):
+        return LoadLevel(ServiceSetup("x", batching=batching), users=users, qps=qps, p50_ms=p50, mean_ms=mean,
+                         server_timing_ms={"inference": inference}, client_cpu_percent=9.0, window=i)
 
-    records = [window(True, u, q) for u, q in ((1, 18.0), (8, 19.0), (8, 19.4), (1, 18.2), (16, 19.9))]
-    records += [window(False, u, q) for u, q in ((1, 18.0), (8, 17.0), (8, 17.2), (1, 18.4))]
-    engine = {b: CellResult(CellSpec("ort-int8-cpu", batch=b), "ok", latencies_s=(0.048 * b, 0.050 * b) * 10,
-                            items_per_batch=b, window_s=1.0) for b in (1, 4)}
+    records = [window(i, True, u, q) for i, (u, q) in enumerate(((1, 18.0), (8, 19.0), (8, 19.4), (1, 18.2), (16, 19.9)))]
+    records += [window(i, False, u, q) for i, (u, q) in enumerate(((1, 18.0), (8, 17.0), (8, 17.2), (1, 18.4)))]
+    engine = {b: CellResult(CellSpec("ort-int8-cpu", batch=b), "ok", items_per_batch=b,
+                            runs=(ProcessRun(latencies_s=(0.048 * b, 0.050 * b) * 10, window_s=1.0),))
+              for b in (1, 4)}
     f = service_figures(records, engine)
     assert f["qps8_over_qps1_batching"] == pytest.approx(np.sqrt(19.0 * 19.4) / np.sqrt(18.0 * 18.2))
     lo, hi = f["qps8_over_qps1_no_batching_ci95"]

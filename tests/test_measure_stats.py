@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bench.measure.stats import (
     PERCENTILE_METHOD,
     StopRule,
     bootstrap_ci,
+    hierarchical_bootstrap_ci,
     percentile,
+    pooled_stat,
     run_until_stopped,
     summarize,
+    window_rate_ci,
 )
 from tests.fakes import FakeClock
 
@@ -93,11 +96,10 @@ def test_percentiles_ordered_and_bounded(samples):
 
 
 @settings(max_examples=30, deadline=None)
-@given(SAMPLES, st.sampled_from(["mean", "p50", "p95", "p99"]))
-def test_ci_lower_not_above_upper(samples, stat):
-    low, high = bootstrap_ci(samples, stat, n_boot=50)
-    assert low <= high
-    assert min(samples) <= low and high <= max(samples)
+@given(st.floats(min_value=0.0, max_value=1e3), st.integers(1, 50), st.sampled_from(["mean", "p50", "p95", "p99"]))
+@example(0.8, 3, "mean")  # the resampled means are 0.8000000000000002, one ulp past every sample
+def test_ci_of_identical_samples_is_exactly_that_value(value, n, stat):
+    assert bootstrap_ci([value] * n, stat, n_boot=50) == (value, value)
 
 
 @pytest.mark.parametrize(
@@ -219,3 +221,111 @@ def test_ratio_ci_with_times_removes_a_linear_drift():
     assert whi - wlo > 2 * (hi - lo)  # Welch, blind to time, pays for the drift in width
     with pytest.raises(ValueError, match="one time per value"):
         ratio_ci(num, den, times=([0, 1], [2, 3]))
+
+
+def _process_groups(rng, k: int, m: int, spread: float = 0.05, sigma: float = 0.3) -> list:
+    """k processes of m lognormal latencies whose medians differ by `spread` (log sd) around 50 ms.
+
+    Every process's median is 50 · exp(spread · z), so the population pooled over all processes is lognormal with
+    median exactly 50: the number any fresh set of processes is estimating."""
+    return [50.0 * np.exp(spread * rng.standard_normal() + sigma * rng.standard_normal(m)) for _ in range(k)]
+
+
+def test_hierarchical_ci_covers_the_process_population_median_where_the_pooled_bootstrap_does_not():
+    # 8 processes differing by ±5 %, as on this host. The pooled bootstrap sees 1600 samples from "one process"
+    # and is sure of the median to ~±1.5 %, but the process spread alone moves the pooled median by ~±1.8 %.
+    hier = plain = 0
+    trials = 60
+    for trial in range(trials):
+        groups = _process_groups(np.random.default_rng(trial), k=8, m=200)
+        lo, hi = hierarchical_bootstrap_ci(groups, "p50", n_boot=300, seed=trial)
+        hier += lo < 50.0 < hi
+        lo, hi = bootstrap_ci(np.concatenate(groups), "p50", n_boot=300, seed=trial)
+        plain += lo < 50.0 < hi
+    assert hier / trials >= 0.88  # nominal 95 %; 8 groups of a bootstrap undercover slightly
+    assert plain / trials <= 0.75 and hier - plain >= 0.2 * trials
+
+
+def test_hierarchical_ci_is_wider_than_pooled_when_processes_differ_and_brackets_the_pooled_stat():
+    groups = _process_groups(np.random.default_rng(5), k=5, m=1000)
+    for stat in ("mean", "p50", "p95", "p99"):
+        lo, hi = hierarchical_bootstrap_ci(groups, stat)
+        plo, phi = bootstrap_ci(np.concatenate(groups), stat, n_boot=1000)
+        assert lo <= pooled_stat(groups, stat) <= hi and hi - lo > 1.5 * (phi - plo)
+
+
+def test_hierarchical_with_one_group_is_the_plain_bootstrap():
+    data = np.random.default_rng(1).exponential(size=700)
+    for stat in ("mean", "p50", "p99"):
+        plain = bootstrap_ci(data, stat, n_boot=500, seed=4)
+        assert hierarchical_bootstrap_ci([data], stat, n_boot=500, seed=4) == plain  # the very same draws
+
+
+def test_hierarchical_ci_does_not_depend_on_the_chunk_size(monkeypatch):
+    import bench.measure.stats as stats_module
+
+    groups = _process_groups(np.random.default_rng(2), k=4, m=150)
+    wide = hierarchical_bootstrap_ci(groups, "p95", n_boot=2000)
+    # One resample per chunk (600 elements per chunk, 600 samples), and a chunk size that leaves a remainder.
+    for elements in (600, 7 * 600 + 5):
+        monkeypatch.setattr(stats_module, "_BOOT_CHUNK_ELEMENTS", elements)
+        narrow = hierarchical_bootstrap_ci(groups, "p95", n_boot=2000)
+        assert narrow == pytest.approx(wide, rel=0.02)  # other draws, same distribution: Monte Carlo noise only
+        assert narrow == hierarchical_bootstrap_ci(groups, "p95", n_boot=2000)  # and still seeded
+
+
+def test_hierarchical_ci_deterministic_for_a_seed_and_unequal_groups():
+    groups = [np.arange(1.0, 51.0), np.arange(100.0, 110.0), np.arange(20.0, 220.0)]
+    assert hierarchical_bootstrap_ci(groups, "p50", seed=3) == hierarchical_bootstrap_ci(groups, "p50", seed=3)
+    assert hierarchical_bootstrap_ci(groups, "p50", seed=3) != hierarchical_bootstrap_ci(groups, "p50", seed=4)
+    lo, hi = hierarchical_bootstrap_ci(groups, "mean")
+    assert 1.0 <= lo < pooled_stat(groups, "mean") < hi <= 219.0
+
+
+def test_pooled_stat_is_the_statistic_of_all_samples():
+    groups = [[1.0, 2.0], [3.0, 4.0, 10.0]]
+    assert pooled_stat(groups, "mean") == pytest.approx(4.0)
+    assert pooled_stat(groups, "p50") == 3.0 and pooled_stat(groups, "p95") == percentile([1, 2, 3, 4, 10], 95)
+
+
+@pytest.mark.parametrize("groups, message", [([], "no groups"), ([[1.0], []], "no samples"),
+                                             ([[1.0, float("nan")]], "NaN")])
+def test_hierarchical_refuses_empty_or_bad_input(groups, message):
+    with pytest.raises(ValueError, match=message):
+        hierarchical_bootstrap_ci(groups, "p50")
+    with pytest.raises(ValueError, match=message):
+        pooled_stat(groups, "p50")
+
+
+def test_hierarchical_validates_arguments():
+    with pytest.raises(ValueError, match="unknown statistic"):
+        hierarchical_bootstrap_ci([[1.0]], "median")
+    with pytest.raises(ValueError, match="n_boot"):
+        hierarchical_bootstrap_ci([[1.0]], "mean", n_boot=0)
+    with pytest.raises(ValueError, match="confidence"):
+        hierarchical_bootstrap_ci([[1.0]], "mean", confidence=0.0)
+
+
+def test_window_rate_ci_is_a_t_interval_over_window_rates():
+    from scipy import stats as sps
+
+    counts = [40, 44, 38, 41, 43]
+    mean, lo, hi = window_rate_ci(counts, window_s=2.0)
+    rates = np.asarray(counts) / 2.0
+    half = sps.t.ppf(0.975, 4) * rates.std(ddof=1) / np.sqrt(5)
+    assert mean == pytest.approx(20.6) and (lo, hi) == pytest.approx((20.6 - half, 20.6 + half))
+    assert window_rate_ci([30, 30, 30], 1.5) == (20.0, 20.0, 20.0)
+    assert window_rate_ci([0, 9], 1.0)[1] == 0.0  # a rate is never negative
+
+
+def test_window_rate_ci_covers_the_true_rate_with_few_windows():
+    rng = np.random.default_rng(11)
+    hits = sum(lo < 20.0 < hi for _, lo, hi in (window_rate_ci(rng.poisson(40, size=4), 2.0) for _ in range(400)))
+    assert 0.92 <= hits / 400 <= 0.98  # t with 3 degrees of freedom keeps its 95 % even from 4 windows
+
+
+@pytest.mark.parametrize("counts, window_s, message", [([], 1.0, "no samples"), ([5], 1.0, ">= 2 windows"),
+                                                       ([5, -1], 1.0, ">= 0"), ([5, 6], 0.0, "window_s")])
+def test_window_rate_ci_refuses_bad_input(counts, window_s, message):
+    with pytest.raises(ValueError, match=message):
+        window_rate_ci(counts, window_s)

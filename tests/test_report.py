@@ -21,8 +21,10 @@ import pytest
 from bench.errors import BenchError
 from bench.results import SCHEMA_VERSION, CellResult, CellSpec, load_run
 from reports import fmt
-from reports.cli import add_report_args, cmd_report, resolve_run
+from bench.paths import resolve_run
+from reports.cli import add_report_args, cmd_report
 from reports.decision import cost_per_million
+from reports.ranking import NO_CI, ONE_PROCESS
 from reports.plots import latency_vs_length
 from reports.render import (ReportOptions, build_context, render_context, render_html, render_markdown,
                             write_report)
@@ -109,19 +111,22 @@ def test_throughput_and_energy_in_the_decision_table_equal_the_file(written, raw
     items = len(cell["latencies_s"]) * cell["items_per_batch"]
     qps = items / cell["window_s"]
     row = row_of(tables_of(html_path.read_text())["decision"], "torch-fp32-cpu · batch 1")
-    assert row[3] == fmt.qps(qps)
+    assert row[3].startswith(f"{fmt.qps(qps)} [")  # with its 95 % CI
     assert row[6] == f"{fmt.num(cell['energy']['energy_j'] / items * 1e6 / 1000)} (est.)"
-    assert row[7] == fmt.usd(0.10 / (qps * 3600) * 1e6)
+    assert row[7].startswith(f"{fmt.usd(0.10 / (qps * 3600) * 1e6)} [")
+    assert row[8] == ONE_PROCESS  # a schema-1 cell: one worker process, so not ranked
 
 
 def test_load_test_numbers_appear_as_measured(written):
     _, html_path, md_path = written
     table = tables_of(html_path.read_text())["qps"]
-    assert table[0] == ["Concurrent users", "int8 batching: QPS", "int8 batching: P95 ms",
-                        "fp32 fused, no batching: QPS", "fp32 fused, no batching: P95 ms"]
-    assert row_of(table, "4") == ["4", "450", "13.9", "250", "26.0"]
-    assert row_of(table, "8")[1] == "520†"  # client saturated: a lower bound, marked
-    assert "| 4 | 450 | 13.9 | 250 | 26.0 |" in md_path.read_text()
+    assert table[0] == ["Concurrent users", "int8 batching: QPS [95% CI]", "int8 batching: P95 ms [95% CI]",
+                        "fp32 fused, no batching: QPS [95% CI]", "fp32 fused, no batching: P95 ms [95% CI]",
+                        "Ranking at this load (≈ tie: CIs overlap)"]
+    # A schema-1 level is one window without CIs: shown with "no CI", neither ranked nor tied.
+    assert row_of(table, "4") == ["4", "450 (no CI)", "13.9 (no CI)", "250 (no CI)", "26.0 (no CI)", NO_CI]
+    assert row_of(table, "8")[1] == "520† (no CI)"  # client saturated: a lower bound, marked
+    assert f"| 4 | 450 (no CI) | 13.9 (no CI) | 250 (no CI) | 26.0 (no CI) | {NO_CI} |" in md_path.read_text()
 
 
 def test_skipped_cells_render_as_skipped_with_their_reason(written):
@@ -169,16 +174,18 @@ def test_decision_follows_the_slo_and_the_prices():
     ctx = build_context(run, ReportOptions(slo_p95_ms=20.0, cpu_hour_usd=0.2))
     rows = {r[0]: r for r in tables_of(render_context(ctx, "report.html.j2"))["decision"]}
     # int8 batching: 520 QPS at 8 users has P95 24 ms > 20; the best point within the SLO is 450 at 4 users.
-    assert rows["int8 batching"][3:6] == ["450", "13.9", "4 users"]
-    assert rows["int8 batching"][7] == fmt.usd(cost_per_million(0.2, 450.0))
-    assert rows["fp32 fused, no batching"][3:6] == ["240", "12.5", "2 users"]
-    assert ctx["decision"]["recommendation"][0].startswith(
-        "Cheapest service configuration meeting P95 ≤ 20 ms: int8 batching")
+    assert rows["int8 batching"][3:6] == ["450 (no CI)", "13.9 (no CI)", "4 users"]
+    assert rows["int8 batching"][7:] == [f"{fmt.usd(cost_per_million(0.2, 450.0))} (no CI)", NO_CI]
+    assert rows["fp32 fused, no batching"][3:6] == ["240 (no CI)", "12.5 (no CI)", "2 users"]
+    pick = ctx["decision"]["recommendation"][0]
+    assert pick.startswith("Cheapest service configuration meeting P95 ≤ 20 ms: int8 batching")
+    assert pick.endswith(f"(by point estimate only: {NO_CI}).")
 
 
 def test_recommendation_falls_back_to_engine_cells_and_names_what_was_not_measured():
     sentences = build_context(load_run(RUN_FILE), ReportOptions())["decision"]["recommendation"]
     assert sentences[0].startswith("Cheapest configuration meeting P95 ≤ 300 ms: ort-int8-cpu · batch 1")
+    assert sentences[0].endswith(f"(by point estimate only: {ONE_PROCESS}).")
     assert any(s.startswith("No GPU on this host: GPU configurations (") for s in sentences)
     assert any(s.startswith("No service load tests in this run") for s in sentences)
 
@@ -222,7 +229,8 @@ def test_absent_plot_data_is_explained(written):
 def test_length_sweep_is_drawn_when_measured():
     run = load_run(RUN_FILE)
     base = run.cell("ort-int8-cpu|b1|L128|tall")
-    longer = replace(base, spec=replace(base.spec, seq_len=256), latencies_s=tuple(x * 2 for x in base.latencies_s))
+    runs = tuple(replace(r, latencies_s=tuple(x * 2 for x in r.latencies_s)) for r in base.runs)
+    longer = replace(base, spec=replace(base.spec, seq_len=256), runs=runs)
     plot = latency_vs_length(run.with_cell(longer))
     assert "png" in plot and base64.b64decode(plot["png"])[:4] == b"\x89PNG"
 
@@ -263,8 +271,9 @@ def test_report_command_resolves_latest_and_run_ids(tmp_path, monkeypatch, capsy
     for name in ("older", "newer"):
         (tmp_path / "results" / name).mkdir(parents=True)
         shutil.copy(RUN_FILE, tmp_path / "results" / name / "results.json")
-    assert resolve_run("latest") == tmp_path / "results" / "newer" / "results.json"
-    assert resolve_run("older") == tmp_path / "results" / "older" / "results.json"
+    assert resolve_run("latest") == tmp_path / "results" / "newer"
+    assert resolve_run("older") == tmp_path / "results" / "older"
+    assert resolve_run(str(tmp_path / "results" / "older" / "results.json")) == tmp_path / "results" / "older"
     parser = argparse.ArgumentParser()
     add_report_args(parser)
     assert cmd_report(parser.parse_args(["latest", "--slo-p95-ms", "50", "--cpu-hour-usd", "0.2"])) == 0
@@ -284,7 +293,7 @@ def test_failed_service_configuration_is_listed_not_priced(written):
     row = row_of(tables_of(html)["decision"], "torch fp32 batching")
     assert row[3] == "not measured: failed: service did not become ready within 600 s"
     # Its backend keeps its engine row: the failed service measured nothing to replace it with.
-    assert row_of(tables_of(html)["decision"], "torch-fp32-cpu · batch 1")[3] == "202"
+    assert row_of(tables_of(html)["decision"], "torch-fp32-cpu · batch 1")[3].startswith("202 [")
 
 
 def test_bench_cli_wiring(tmp_path):

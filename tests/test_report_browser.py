@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html as html_lib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from reports.render import write_report
+from tests.browser import chromium_path, skip_without_chromium
 
 DATA = Path(__file__).parent / "data"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or \
-    ("/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None)
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+pytestmark = skip_without_chromium
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -53,8 +51,8 @@ window.addEventListener('load', () => {
 
 
 def chromium(args: list, profile: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
-                          timeout=90)
+    return subprocess.run([chromium_path(), *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True,
+                          text=True, timeout=90)
 
 
 @pytest.fixture(scope="module")

@@ -141,6 +141,9 @@ def test_hf_source_downloads_through_snapshot_download(monkeypatch, tmp_path, ti
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
     snapshot = tmp_path / "snapshot"
     shutil.copytree(tiny_model, snapshot, ignore=shutil.ignore_patterns("source.json"))  # as a hub would ship it
+    config = json.loads((snapshot / "config.json").read_text())
+    del config["structbench"]  # a hub checkpoint carries no twin marker
+    (snapshot / "config.json").write_text(json.dumps(config))
     calls = []
     monkeypatch.setattr("huggingface_hub.snapshot_download", lambda repo_id, **kw: calls.append(repo_id) or snapshot)
     out = sources.materialize("hf:someone/some-model", cache_root=tmp_path / "cache")
@@ -148,3 +151,12 @@ def test_hf_source_downloads_through_snapshot_download(monkeypatch, tmp_path, ti
     assert calls == ["someone/some-model"]
     assert json.loads((out / "source.json").read_text()) == {"source": "hf:someone/some-model", "synthetic": False}
     np.testing.assert_allclose(logits_of(out), logits_of(tiny_model), atol=1e-6)
+
+
+def test_a_copied_twin_without_its_source_json_is_still_synthetic(tmp_path, tiny_model):
+    """The twin's config.json says its weights are synthetic; a copy that lost source.json must not pass as real."""
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy, ignore=shutil.ignore_patterns("source.json"))
+    assert sources.read_source_meta(copy)["synthetic"] is True
+    out = sources.materialize(str(copy), cache_root=tmp_path / "cache")
+    assert json.loads((out / "source.json").read_text())["synthetic"] is True

@@ -1,22 +1,19 @@
 """The WebUI in real headless Chromium against a real service: its request reaches the API and the answer
 is rendered as a chat bubble with the label and an emoji."""
 
-import shutil
 import subprocess
 import urllib.parse
 
-import pytest
-
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+from tests.browser import chromium_path, skip_without_chromium
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed (make test-deps)")
+pytestmark = skip_without_chromium
 
 
 def dump_dom(page: str, tmp_path) -> str:
     """The page's DOM after its scripts ran, in headless Chromium that can reach 127.0.0.1 and nothing else
     (every other host name fails to resolve), so a page that needs a CDN shows it."""
-    return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+    return subprocess.run([chromium_path(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                            "--no-first-run", "--disable-background-networking", "--disable-component-update",
                            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
                            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
@@ -25,7 +22,7 @@ def dump_dom(page: str, tmp_path) -> str:
 
 
 def test_webui_analyses_a_text_through_the_api(tiny_onnx, tmp_path):
-    service = ServiceProcess("twin:tiny", ServiceVariant("webui", cache_size=0))
+    service = ServiceProcess("twin:tiny", ServiceVariant.of("webui", cache_size=0))
     try:
         url = service.wait_ready(300)
         before = metrics(url).get('requests_total{endpoint="/api/sentiment",status="200"}', 0.0)

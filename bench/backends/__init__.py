@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 
 from bench.backends.base import Backend, BackendConfig, BackendSpec, Unavailable
+from bench.errors import ConfigError
 
 _TORCH = "bench.backends.torch_backend:TorchBackend"
 _ORT = "bench.backends.ort_backend:OrtBackend"
@@ -36,7 +37,7 @@ def resolve(name: str) -> BackendSpec:
     """Validate a backend name against the table (clear error for anything unknown)."""
     spec = BackendSpec.parse(name)
     if spec.name not in REGISTRY:
-        raise ValueError(f"unknown backend '{name}' (known: {', '.join(sorted(REGISTRY))})")
+        raise ConfigError(f"unknown backend '{name}' (known: {', '.join(sorted(REGISTRY))})")
     return spec
 
 

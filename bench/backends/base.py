@@ -9,6 +9,8 @@ from typing import Mapping
 
 import numpy as np
 
+from bench.errors import ConfigError
+
 ENGINES = ("torch", "ort", "fake")
 PRECISIONS = ("fp32", "fp32-fused", "int8", "fp16")
 DEVICES = ("cpu", "cuda", "tensorrt")
@@ -26,7 +28,7 @@ class BackendSpec:
         for value, allowed, what in ((self.engine, ENGINES, "engine"), (self.precision, PRECISIONS, "precision"),
                                      (self.device, DEVICES, "device")):
             if value not in allowed:
-                raise ValueError(f"unknown {what} '{value}' (choose from {', '.join(allowed)})")
+                raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(allowed)})")
 
     @property
     def name(self) -> str:
@@ -39,23 +41,24 @@ class BackendSpec:
         if parts[-1] in DEVICES and len(parts) >= 3:
             return cls(parts[0], "-".join(parts[1:-1]), parts[-1])
         if len(parts) < 2:
-            raise ValueError(f"backend '{name}' must look like ENGINE-PRECISION[-DEVICE], e.g. ort-int8-cpu")
+            raise ConfigError(f"backend '{name}' must look like ENGINE-PRECISION[-DEVICE], e.g. ort-int8-cpu")
         return cls(parts[0], "-".join(parts[1:]), "cpu")
 
 
 @dataclass(frozen=True)
 class BackendConfig:
-    """How to load it: model directory, ONNX directory, thread count and backend-specific options."""
+    """How to load it: model directory (tokenizer, torch weights), the resolved ONNX file an ORT backend runs,
+    thread count and backend-specific options. Callers resolve the file (bench.artifacts.model_file)."""
 
     spec: BackendSpec
     model_dir: Path
-    onnx_dir: Path | None = None
+    model_file: Path | None = None
     threads: int | None = None
     options: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 (got {self.threads})")
+            raise ConfigError(f"threads must be >= 1 (got {self.threads})")
 
 
 class Backend(ABC):

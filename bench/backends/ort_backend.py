@@ -7,7 +7,7 @@ from typing import Mapping
 import numpy as np
 
 from bench.backends.base import Backend, Unavailable
-from exporters.layout import variant_path
+from bench.errors import ConfigError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
@@ -30,9 +30,9 @@ class OrtBackend(Backend):
         if provider not in ort.get_available_providers():
             raise Unavailable(f"{provider} is not available in onnxruntime {ort.__version__} "
                               f"(installed: {', '.join(ort.get_available_providers())})")
-        # The exporter's parity gate runs a file before its manifest exists, so it passes the path directly.
-        path = self.config.options.get("onnx_path") or variant_path(self.config.onnx_dir, spec.precision)
-        self.session = ort.InferenceSession(str(path), self._session_options(ort), providers=self._providers(provider))
+        if self.config.model_file is None:
+            raise ConfigError(f"{spec.name} needs an ONNX file (BackendConfig.model_file); none was given")
+        self.session = ort.InferenceSession(str(self.config.model_file), self._session_options(ort), providers=self._providers(provider))
         self._device_id = int(self.config.options.get("device_id", 0))
 
     def _session_options(self, ort):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.errors import ConfigError
+
 TDP_ENV = "STRUCTBENCH_CPU_TDP_W"
 # Nominal desktop part: 65 W for 8 logical cores, scaled linearly to the host's logical core count.
 DEFAULT_TDP_W_PER_8_CORES = 65.0
@@ -26,7 +28,7 @@ def estimate_cpu_energy_j(cpu_seconds: float, n_cores_total: int, tdp_w: float) 
     busy; idle (static) power is excluded, so this is the energy attributable to the work, not the wall plug.
     """
     if cpu_seconds < 0 or n_cores_total < 1 or tdp_w <= 0:
-        raise ValueError(
+        raise ConfigError(
             f"need cpu_seconds >= 0, n_cores_total >= 1, tdp_w > 0; got {cpu_seconds}, {n_cores_total}, {tdp_w}"
         )
     return tdp_w * cpu_seconds / n_cores_total
@@ -39,9 +41,9 @@ def default_tdp_w(n_cores: int, env: Mapping[str, str] = os.environ) -> tuple[fl
         try:
             value = float(raw)
         except ValueError:
-            raise ValueError(f"{TDP_ENV}={raw!r} is not a number of watts") from None
+            raise ConfigError(f"{TDP_ENV}={raw!r} is not a number of watts") from None
         if value <= 0:
-            raise ValueError(f"{TDP_ENV}={raw!r} must be > 0")
+            raise ConfigError(f"{TDP_ENV}={raw!r} must be > 0")
         return value, f"${TDP_ENV}"
     return DEFAULT_TDP_W_PER_8_CORES * n_cores / 8, f"{DEFAULT_TDP_W_PER_8_CORES:g} W per 8 logical cores"
 
@@ -109,7 +111,7 @@ class EnergyMeter:
     ) -> None:
         self.n_cores = n_cores or os.cpu_count() or 1
         if tdp_w is not None and tdp_w <= 0:
-            raise ValueError(f"tdp_w must be > 0, got {tdp_w}")
+            raise ConfigError(f"tdp_w must be > 0, got {tdp_w}")
         self.tdp_w, self._tdp_origin = (tdp_w, "given") if tdp_w is not None else default_tdp_w(self.n_cores)
         self.root, self.hwmon_root, self.gpu, self._clock = Path(root), Path(hwmon_root), gpu, clock
         self._started_at: float | None = None

@@ -1,6 +1,6 @@
 """Roofline helpers: the FLOPs a BERT-class forward pass needs and the GEMM peak this host reaches.
 
-numpy only: measuring the peak must not import torch (STYLE.md: no heavy imports on paths that do not need them).
+numpy only: measuring the peak must not import torch (no heavy imports on paths that do not need them).
 """
 
 from __future__ import annotations

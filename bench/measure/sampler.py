@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from bench.errors import ConfigError
+
 USS_EVERY = 10
 # USS reads may use at most this share of one core (0.1%): one read costs ~0.5 ms, more for a
 # process with many mappings, so on a 10 ms period USS comes about every 0.5 s rather than every 10th tick.
@@ -126,7 +128,7 @@ class ResourceSampler:
 
     def __init__(self, pid: int, period_s: float = 0.01, gpu: Any = None) -> None:
         if period_s <= 0:
-            raise ValueError(f"period_s must be > 0, got {period_s}")
+            raise ConfigError(f"period_s must be > 0, got {period_s}")
         self.pid = pid
         self.period_s = period_s
         self.gpu = gpu

@@ -110,6 +110,8 @@ def _add_ops_routes(app: FastAPI, service: Service) -> None:
 def serve(config: ServiceConfig, log_level: str = "info") -> int:
     """Run the service in the foreground until SIGINT/SIGTERM; in-flight requests finish first. Prints
     `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code."""
+    import signal
+
     import uvicorn
 
     from bench.service.server import bind_socket, url_of, uvicorn_config
@@ -119,6 +121,9 @@ def serve(config: ServiceConfig, log_level: str = "info") -> int:
     server = uvicorn.Server(uvicorn_config(app, log_level, graceful_s=config.request_timeout_s * 3))
     service: Service = app.state.service
     service.on_failure = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises a handled SIGTERM once it has drained; under the default handler that kills the process
+    # (exit -15) after a clean shutdown. This handler asks for the same graceful exit, so serve() returns 0.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
     print(f"listening on {url_of(sock)}", flush=True)
     server.run(sockets=[sock])
     return 1 if service.status == "failed" else 0

@@ -7,6 +7,8 @@ import unicodedata
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
+from bench.errors import ConfigError
+
 V = TypeVar("V")
 
 
@@ -23,7 +25,7 @@ class LruCache(Generic[V]):
 
     def __init__(self, size: int) -> None:
         if size < 0:
-            raise ValueError(f"cache size must be >= 0 (got {size})")
+            raise ConfigError(f"cache size must be >= 0 (got {size})")
         self.size = size
         self.hits = 0
         self.misses = 0

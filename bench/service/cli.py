@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import fields
 
-from bench.errors import BenchError
+from bench.errors import BenchError, ConfigError, run_entry
 from bench.service.config import ServiceConfig
 
 DEFAULTS = ServiceConfig()
@@ -53,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
+    except ConfigError as exc:
+        parser.error(str(exc))  # usage error: exit code 2
     quiet_libraries()
+    return run_entry(lambda: serve_or_fail(config, args.log_level))
+
+
+def serve_or_fail(config: ServiceConfig, log_level: str) -> int:
     from bench.service.app import serve
 
     try:
-        return serve(config, log_level=args.log_level)
-    except (BenchError, OSError) as exc:  # e.g. the port is taken: one clear line, no traceback
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return serve(config, log_level=log_level)
+    except OSError as exc:  # e.g. the port is taken: one clear line, no traceback
+        raise BenchError(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}") from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.backends import resolve
+from bench.errors import ConfigError
 
 MAX_PORT = 65535
 CPU_MAX_PADDING, GPU_MAX_PADDING = 0.05, 1.0
@@ -42,27 +43,27 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         resolve(self.backend)  # raises ValueError naming the known backends
         if not self.model:
-            raise ValueError("model must name a model source, e.g. twin or twin:tiny")
+            raise ConfigError("model must name a model source, e.g. twin or twin:tiny")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 (got {self.threads})")
+            raise ConfigError(f"threads must be >= 1 (got {self.threads})")
         if not 0 <= self.port <= MAX_PORT:
-            raise ValueError(f"port must be within 0..{MAX_PORT} (got {self.port}); 0 picks a free port")
+            raise ConfigError(f"port must be within 0..{MAX_PORT} (got {self.port}); 0 picks a free port")
         self._check_positive()
         if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0 (got {self.max_wait_ms})")
+            raise ConfigError(f"max_wait_ms must be >= 0 (got {self.max_wait_ms})")
         if self.max_padding is not None and not 0 <= self.max_padding <= 10:
-            raise ValueError(f"max_padding must be within 0..10 (got {self.max_padding}); 0.15 = 15 % pad tokens")
+            raise ConfigError(f"max_padding must be within 0..10 (got {self.max_padding}); 0.15 = 15 % pad tokens")
         if self.cache_size < 0:
-            raise ValueError(f"cache_size must be >= 0 (got {self.cache_size}); 0 turns the cache off")
+            raise ConfigError(f"cache_size must be >= 0 (got {self.cache_size}); 0 turns the cache off")
         if self.warmup_runs < 0:
-            raise ValueError(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
+            raise ConfigError(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
 
     def _check_positive(self) -> None:
         for name in ("max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes", "max_batch_items",
                      "max_text_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not value > 0:
-                raise ValueError(f"{name} must be > 0 (got {value!r})")
+                raise ConfigError(f"{name} must be > 0 (got {value!r})")
 
     @property
     def effective_max_batch(self) -> int:

@@ -25,16 +25,18 @@ WARMUP_TEXTS = ("预热：这部电影太烂了，完全不值得一看", "今�
 def build_backend(config: ServiceConfig) -> Backend:
     """Materialise the model, export ONNX when an ort backend needs it, and create (not load) the backend."""
     from bench import backends
+    from bench.artifacts import model_file, variant_for
     from bench.sources import materialize
 
     spec = backends.resolve(config.backend)
     model_dir = materialize(config.model)
     onnx_dir = Path(config.onnx_dir) if config.onnx_dir else None
-    if spec.engine == "ort" and onnx_dir is None:
+    if variant_for(spec.engine, spec.precision, spec.device) and onnx_dir is None:
         from exporters.pipeline import ExportConfig, export_all
 
         onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
-    return backends.create(backends.BackendConfig(spec, model_dir, onnx_dir, config.threads))
+    path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
+    return backends.create(backends.BackendConfig(spec, model_dir, path, config.threads))
 
 
 def read_labels(model_dir: Path) -> dict[int, str]:

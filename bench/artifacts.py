@@ -1,4 +1,4 @@
-"""Where each exported variant lives inside an ONNX folder (no heavy imports: backends read this too)."""
+"""Where each exported variant lives inside an ONNX folder, and which file a backend runs (no heavy imports)."""
 
 from __future__ import annotations
 
@@ -41,3 +41,22 @@ def variant_path(onnx_dir: Path, precision: str) -> Path:
     if entry.get("parity", {}).get("passed") is False:
         raise BenchError(f"{precision} ONNX model in {onnx_dir} failed the parity gate; see {MANIFEST}")
     return path
+
+
+def variant_for(engine: str, precision: str, device: str) -> str | None:
+    """The exported variant a backend runs; None for torch (it loads the model directory itself).
+    TensorRT parses only standard ONNX ops, so it gets the plain FP32 export (FP16 through `trt_fp16_enable`),
+    never the ORT-fused graph with com.microsoft Attention / SkipLayerNormalization nodes."""
+    if engine != "ort":
+        return None
+    return "fp32" if device == "tensorrt" else precision
+
+
+def model_file(onnx_dir: Path | None, engine: str, precision: str, device: str) -> Path | None:
+    """The ONNX file a backend runs, refusing missing or parity-failed variants (BenchError)."""
+    variant = variant_for(engine, precision, device)
+    if variant is None:
+        return None
+    if onnx_dir is None:
+        raise BenchError(f"{engine}-{precision}-{device} needs an ONNX export: run `python -m bench export`")
+    return variant_path(onnx_dir, variant)

@@ -1,0 +1,39 @@
+"""Benchmark commands whose output states measured ratios (targets live here, not in timed unit tests).
+
+  python -m bench check int8      ORT-INT8 / torch-FP32 P50, and our INT8 vs INT8 quantised without the optimiser
+  python -m bench check trust     CI coverage of re-runs, sampler overhead, roofline efficiency
+  python -m bench check service   QPS scaling with concurrency, service vs engine, HTTP overhead
+  python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
+
+Each prints its figures with their targets and exits 1 when a target is missed (naming it), 2 on bad input or a
+failed measurement, 0 when every target is met.
+"""
+
+from __future__ import annotations
+
+
+def _int8(model: str) -> int:
+    from bench.checks.engine import check_int8
+
+    return check_int8(model)
+
+
+def _trust(model: str) -> int:
+    from bench.checks.engine import check_trust
+
+    return check_trust(model)
+
+
+def _service(model: str) -> int:
+    from bench.checks.service import check_service
+
+    return check_service(model)
+
+
+def _overload(model: str) -> int:
+    from bench.checks.service import check_overload
+
+    return check_overload(model)
+
+
+CHECKS = {"int8": _int8, "trust": _trust, "service": _service, "overload": _overload}  # name -> exit code

@@ -1,0 +1,143 @@
+"""One pipeline owns a run: prepare (export, open or resume the run folder) → measure → sweep → report.
+
+A `RunContext` travels through the stages; this module is the only writer of results.json. The stages below it
+(bench.harness, loadtests.sweep, reports) return records or write only their own files.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench import paths
+from bench.errors import BenchError
+from bench.harness import RunConfig, config_dict, measure_cells
+from bench.results import RunResult, load_run, save_run
+
+# Settings a resumed run takes from its own results file; giving a different value needs --force.
+RESUMED = ("model", "seed", "profile", "backends", "batches", "lengths", "threads", "max_time_s", "min_time_s",
+           "processes", "tdp_w")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What the stages share: the run folder, the results so far, and where the model's files are."""
+
+    run_dir: Path
+    result: RunResult
+    model_dir: Path
+    onnx_dir: Path | None
+
+    def save(self, result: RunResult) -> "RunContext":
+        """Write results.json atomically (the one writer) and return the context holding `result`."""
+        save_run(result, self.run_dir)
+        return replace(self, result=result)
+
+
+def export_model(model: str, seed: int = 0) -> tuple[Path, Path, dict]:
+    """Export (or reuse) the ONNX variants; the model block of the results file says what was measured."""
+    from exporters.pipeline import ExportConfig, export_all
+
+    onnx_dir, manifest = export_all(ExportConfig(model=model, seed=seed))
+    print(f"[run] models: {onnx_dir}\n[run] manifest: {onnx_dir / 'manifest.json'}", file=sys.stderr, flush=True)
+    block = {"spec": model, "source": manifest["source"], "synthetic": manifest["synthetic"],
+             "model_dir": manifest["model_dir"], "onnx_dir": str(onnx_dir), "quantization": manifest["quantization"],
+             "variants": {k: {kk: vv for kk, vv in v.items() if kk != "sha256"}
+                          for k, v in manifest["variants"].items()}}
+    return Path(manifest["model_dir"]), onnx_dir, block
+
+
+def resume_config(cfg: RunConfig, run: RunResult, run_dir: Path) -> RunConfig:
+    """The interrupted run's own settings (grid, stop rule, processes), refusing conflicting flags or another
+    host unless `cfg.force`."""
+    from bench.host import fingerprint, same_host
+
+    stored = {k: v for k, v in run.config.items() if k in RESUMED}
+    stored = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+    given = RunConfig(model=cfg.model)  # flags equal to the defaults were not given
+    conflicts = [k for k in RESUMED if getattr(cfg, k) != getattr(given, k) and getattr(cfg, k) != stored.get(k)]
+    if conflicts and not cfg.force:
+        raise BenchError(f"cannot resume {run_dir} with other settings ({', '.join(conflicts)}); "
+                         f"leave them out to continue as it was, or add --force")
+    differs = same_host(run.host, fingerprint())
+    if differs and not cfg.force:
+        raise BenchError(f"cannot resume {run_dir}: it ran on another host ({', '.join(differs)} differ); "
+                         f"add --force to mix hosts in one run")
+    return replace(cfg, **{k: v for k, v in stored.items() if k not in conflicts})
+
+
+def new_result(cfg: RunConfig, run_dir: Path, model: dict) -> RunResult:
+    from bench.host import fingerprint
+    from bench.measure.roofline import measure_peak
+
+    print("[run] measuring peak GEMM rate for the roofline …", file=sys.stderr, flush=True)
+    peak = measure_peak()
+    return RunResult(run_id=run_dir.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                     host={**fingerprint(), "peak_gemm": peak}, model=model, config=config_dict(cfg),
+                     peak_gemm_flops=peak["peak_flops"])
+
+
+def new_run_dir(cfg: RunConfig) -> Path:
+    run_id = cfg.run_id or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = paths.ensure_writable(paths.results_dir() / run_id)
+    if (run_dir / "results.json").exists():
+        raise BenchError(f"{run_dir} already holds a run; use --resume {run_id} or another --run-id")
+    return run_dir
+
+
+def prepare(cfg: RunConfig) -> tuple[RunConfig, RunContext]:
+    """Export (or reuse) the models and open a new run folder, or the one `cfg.resume` names (with its own
+    settings); nothing is measured yet. Returns the effective settings and the context."""
+    paths.ensure_writable(paths.results_dir())  # fail before the (minutes-long) export, not after
+    if cfg.resume:
+        run_dir = paths.resolve_run(cfg.resume)
+        stored = load_run(run_dir)  # a missing or corrupt run to resume fails here, before the export
+        cfg = resume_config(cfg, stored, run_dir)
+    model_dir, onnx_dir, model = export_model(cfg.model, cfg.seed)
+    if cfg.resume:
+        if stored.model.get("source") != model["source"]:
+            raise BenchError(f"cannot resume {run_dir}: it measured {stored.model.get('spec')}, not {cfg.model}")
+        return cfg, RunContext(run_dir, stored, model_dir, onnx_dir)
+    run_dir = new_run_dir(cfg)
+    ctx = RunContext(run_dir, new_result(cfg, run_dir, model), model_dir, onnx_dir)
+    return cfg, ctx.save(ctx.result)
+
+
+def measure(cfg: RunConfig, ctx: RunContext) -> RunContext:
+    """Every cell of the grid; results.json is written after every worker (a killed run loses one worker)."""
+    holder = [ctx]
+
+    def saved(cell) -> None:
+        holder[0] = holder[0].save(holder[0].result.with_cell(cell))
+
+    measure_cells(cfg, ctx.result.cells, ctx.model_dir, ctx.onnx_dir, saved)
+    return holder[0]
+
+
+def sweep(sweep_cfg, ctx: RunContext) -> RunContext:
+    """The load-test sweep (loadtests.sweep), its levels merged into the run."""
+    from loadtests.sweep import run_sweep
+
+    levels = run_sweep(sweep_cfg, ctx.run_dir / "loadtests")
+    return ctx.save(ctx.result.with_levels(tuple(levels)))
+
+
+def report(ctx: RunContext, options=None) -> tuple[Path, Path]:
+    from reports.render import ReportOptions, write_report
+
+    return write_report(ctx.run_dir, options or ReportOptions())
+
+
+def sweep_context(model: str, seed: int, run: str | None, run_id: str | None) -> RunContext:
+    """The run a stand-alone sweep adds to: an existing one (`run`), or a new run with no engine cells."""
+    if run:
+        run_dir = paths.resolve_run(run)
+        result = load_run(run_dir)
+        model_dir = Path(result.model["model_dir"]) if result.model.get("model_dir") else None
+        return RunContext(run_dir, result, model_dir, None)
+    return prepare(RunConfig(model=model, seed=seed, run_id=run_id))[1]
+
+
+__all__ = ["RunContext", "prepare", "measure", "sweep", "report", "sweep_context", "export_model"]

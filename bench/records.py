@@ -1,0 +1,345 @@
+"""Every stored record of a run, as frozen dataclasses: engine cells (one `ProcessRun` per fresh worker) and
+load-test levels. Readers use attributes, never string keys; `bench.results` reads and writes them.
+
+Raw samples are the truth. Statistics are derived on read (`CellResult.stats`), with confidence intervals from a
+hierarchical bootstrap over the worker processes: one process's samples say nothing about the ±5 % by which
+fresh processes differ on a shared host.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
+
+from bench.errors import ConfigError
+
+STATUSES = ("ok", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class CellSpec:
+    """One point of the grid: backend × batch × workload (corpus text or fixed-length bucket) × threads."""
+
+    backend: str
+    batch: int = 1
+    workload: str = "corpus"  # "corpus" (≈80-char reviews) or "bucket"
+    seq_len: int | None = None  # tokens, for bucket workloads
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch < 1:
+            raise ConfigError(f"batch must be >= 1 (got {self.batch})")
+        if self.workload not in ("corpus", "bucket"):
+            raise ConfigError(f"workload must be corpus or bucket (got {self.workload!r})")
+        if self.workload == "bucket" and not (self.seq_len and 3 <= self.seq_len <= 512):
+            raise ConfigError(f"sequence length must be within 3..512 tokens (got {self.seq_len})")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1 (got {self.threads})")
+
+    @property
+    def key(self) -> str:
+        shape = f"L{self.seq_len}" if self.workload == "bucket" else "corpus"
+        return f"{self.backend}|b{self.batch}|{shape}|t{self.threads or 'all'}"
+
+
+@dataclass(frozen=True)
+class LoadPhases:
+    """Seconds of each load phase of one worker: framework imports, model/session creation, first inference."""
+
+    imports_s: float | None = None
+    create_s: float | None = None
+    first_infer_s: float | None = None
+
+    @property
+    def total_s(self) -> float | None:
+        parts = [p for p in (self.imports_s, self.create_s, self.first_infer_s) if p is not None]
+        return sum(parts) if parts else None
+
+
+@dataclass(frozen=True)
+class Resources:
+    """The resource sampler's summary of one worker. CPU % is over the worker's whole life (load included);
+    the timed window's CPU % is `WorkerMeta.worker_cpu_percent_window`."""
+
+    peak_rss_bytes: int | None = None
+    peak_uss_bytes: int | None = None
+    mean_cpu_percent: float | None = None
+    max_cpu_percent: float | None = None
+    n_samples: int = 0
+    period_s: float | None = None
+    target_exited: bool = False
+    sampler_overhead_percent: float | None = None
+    peak_vram_bytes: int | None = None  # device-wide
+    peak_proc_vram_bytes: int | None = None  # this process, where NVML can match it
+    mean_gpu_util_percent: float | None = None
+    mean_power_w: float | None = None  # GPU board power from NVML samples
+
+
+@dataclass(frozen=True)
+class Energy:
+    """Energy over the timed window: measured (RAPL, NVML) or estimated, and always saying which."""
+
+    energy_j: float | None = None
+    source: str | None = None  # "rapl", "nvml" or "estimate"
+    estimated: bool = True
+    assumptions: str | None = None
+    mean_power_w: float | None = None
+
+
+@dataclass(frozen=True)
+class WorkerMeta:
+    worker_cpu_percent_window: float | None = None  # the worker's CPU time over the timed window
+    timer: str | None = None
+    process_start_to_ready_s: float | None = None
+    torch_max_memory_allocated_bytes: int | None = None  # CUDA cells of the torch backend
+
+
+@dataclass(frozen=True)
+class ProcessRun:
+    """What one fresh worker process measured for a cell."""
+
+    latencies_s: tuple[float, ...] = ()  # every timed batch, in order
+    warmup_s: tuple[float, ...] = ()
+    window_s: float = 0.0  # wall time of the timed loop
+    stop_reason: str | None = None
+    load: LoadPhases = field(default_factory=LoadPhases)
+    resources: Resources = field(default_factory=Resources)
+    energy: Energy = field(default_factory=Energy)
+    meta: WorkerMeta = field(default_factory=WorkerMeta)
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """Every worker's measurement of one cell, or why it was skipped / failed."""
+
+    spec: CellSpec
+    status: str
+    reason: str | None = None
+    runs: tuple[ProcessRun, ...] = ()  # one per fresh worker process, in the order they ran
+    items_per_batch: int = 0
+    tokens_per_item: float = 0.0
+    flops_per_batch: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ConfigError(f"cell status must be one of {STATUSES} (got {self.status!r})")
+
+    def with_run(self, other: "CellResult") -> "CellResult":
+        """This cell with another worker's measurement added (a failed or skipped one replaces it)."""
+        if other.status != "ok" or self.status != "ok":
+            return other if self.status == "ok" else self
+        return replace(self, runs=self.runs + other.runs)
+
+    @property
+    def latencies_s(self) -> tuple[float, ...]:
+        """All processes' timed samples, pooled."""
+        return tuple(x for r in self.runs for x in r.latencies_s)
+
+    @property
+    def window_s(self) -> float:
+        return sum(r.window_s for r in self.runs)
+
+    @property
+    def stop_reason(self) -> str | None:
+        reasons = sorted({r.stop_reason for r in self.runs if r.stop_reason})
+        return ", ".join(reasons) or None
+
+    @property
+    def load(self) -> LoadPhases:
+        """The median of each load phase over the processes (each process loads once, cold)."""
+        return LoadPhases(*(_median([getattr(r.load, f) for r in self.runs]) for f in ("imports_s", "create_s",
+                                                                                       "first_infer_s")))
+
+    @property
+    def resources(self) -> Resources:
+        """Peaks are the highest process's, means the mean over processes."""
+        rs = [r.resources for r in self.runs]
+        peak = lambda f: _max([getattr(x, f) for x in rs])  # noqa: E731
+        mean = lambda f: _mean([getattr(x, f) for x in rs])  # noqa: E731
+        return Resources(peak("peak_rss_bytes"), peak("peak_uss_bytes"), mean("mean_cpu_percent"),
+                         peak("max_cpu_percent"), sum(x.n_samples for x in rs), rs[0].period_s if rs else None,
+                         all(x.target_exited for x in rs), peak("sampler_overhead_percent"), peak("peak_vram_bytes"),
+                         peak("peak_proc_vram_bytes"), mean("mean_gpu_util_percent"), mean("mean_power_w"))
+
+    @property
+    def energy(self) -> Energy:
+        """Energy summed over every process's timed window (so per item = energy / items measured)."""
+        es = [r.energy for r in self.runs]
+        if not es or any(e.energy_j is None for e in es):
+            return Energy(source=es[0].source if es else None)
+        total = sum(e.energy_j for e in es)
+        return Energy(total, es[0].source, any(e.estimated for e in es), es[0].assumptions,
+                      total / self.window_s if self.window_s > 0 else None)
+
+    @property
+    def meta(self) -> WorkerMeta:
+        ms = [r.meta for r in self.runs]
+        return WorkerMeta(_mean([m.worker_cpu_percent_window for m in ms]), ms[0].timer if ms else None,
+                          _median([m.process_start_to_ready_s for m in ms]),
+                          _max([m.torch_max_memory_allocated_bytes for m in ms]))
+
+    @property
+    def items_measured(self) -> int:
+        return len(self.latencies_s) * self.items_per_batch
+
+    @property
+    def throughput(self) -> float | None:
+        """Items per second over the timed windows of every process: measured, not derived from latency."""
+        if self.status != "ok" or self.window_s <= 0:
+            return None
+        return self.items_measured / self.window_s
+
+    @property
+    def energy_per_item_j(self) -> float | None:
+        energy, n = self.energy.energy_j, self.items_measured
+        return energy / n if energy is not None and n else None
+
+    @property
+    def achieved_flops(self) -> float | None:
+        """Model FLOPs per second at the mean batch latency (for the roofline)."""
+        if not self.flops_per_batch or not self.stats:
+            return None
+        return self.flops_per_batch / self.stats["mean"]
+
+    @cached_property
+    def stats(self) -> dict:
+        """Pooled mean/percentiles, 95 % CIs from a hierarchical bootstrap (processes, then samples), and each
+        process's own median."""
+        if self.status != "ok" or not self.latencies_s:
+            return {}
+        return cell_stats([r.latencies_s for r in self.runs if r.latencies_s])
+
+
+@dataclass(frozen=True)
+class ServiceSetup:
+    """The service configuration a load-test level ran against (the fields of ServiceConfig that shape load)."""
+
+    label: str
+    backend: str = "ort-int8-cpu"
+    batching: bool = True
+    max_batch: int = 8
+    max_wait_ms: float = 0.0
+    cache_size: int = 0
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class CacheFigures:
+    hits: float = 0.0
+    misses: float = 0.0
+    hit_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class LoadLevel:
+    """One load-test level: a service configuration under closed-loop users or an open-loop offered rate,
+    pooled over its interleaved repeats.
+
+    Latency percentiles come from every request's own latency (open loop: from its intended send time), with
+    bootstrap CIs; QPS is completed requests per fixed window (2 s), with a CI across the windows of every
+    repeat. Locust's rounded CSV figures are kept beside them as a cross-check. A CI is () where it could not
+    be computed (e.g. a v1 file); readers show that as "no CI"."""
+
+    config: ServiceSetup
+    mode: str = "closed"  # "closed" (users) or "open" (Poisson arrivals at offered_rps)
+    status: str = "ok"
+    reason: str | None = None
+    users: int | None = None
+    offered_rps: float | None = None
+    duration_s: float = 0.0
+    ramp_s: float = 0.0
+    workers: int = 1
+    workload: str = "corpus"
+    repeats: int = 1  # interleaved windows pooled into this record (A B B A per level across configurations)
+    window: int | None = None  # position in the service process's plan (checks that keep windows apart)
+    requests: int = 0
+    failures: int = 0
+    qps: float | None = None
+    qps_ci: tuple[float, ...] = ()
+    mean_ms: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    p50_ci_ms: tuple[float, ...] = ()
+    p95_ci_ms: tuple[float, ...] = ()
+    p99_ci_ms: tuple[float, ...] = ()
+    achieved_rps: float | None = None
+    late_send_percent: float | None = None
+    invalid_answers: int | None = None
+    server_timing_ms: dict[str, float] = field(default_factory=dict)
+    mean_batch_size: float | None = None
+    cache: CacheFigures | None = None
+    client_cpu_percent: float | None = None
+    client_max_process_cpu_percent: float | None = None
+    client_saturated: bool = False
+    locust_csv: dict[str, float | None] = field(default_factory=dict)  # Locust's own (rounded) figures
+    source: str = ""
+    note: str | None = None
+
+    @property
+    def level_key(self) -> tuple:
+        """Levels with equal keys measure the same thing (repeats of one level)."""
+        return (self.config.label, self.mode, self.users, self.offered_rps, self.workers, self.workload)
+
+
+def known(cls: type, data: dict | None) -> dict:
+    """The keys of `data` that the record `cls` has as fields (measurement summaries and version 1 files may
+    carry more than a record keeps)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in (data or {}).items() if k in names}
+
+
+def cell_stats(groups: list) -> dict:
+    """Statistics of a cell from its processes' samples: pooled point estimates, 95 % CIs, each process's
+    median and the spread of those medians (max / min − 1)."""
+    from bench.measure.stats import summarize
+
+    out = summarize([x for g in groups for x in g])
+    for stat in ("mean", "p50", "p95", "p99"):
+        out[f"{stat}_ci95"] = list(process_ci(groups, stat, out[stat]))
+    medians = [summarize(g)["p50"] for g in groups]
+    out.update(processes=len(groups), process_p50s=medians, process_spread=max(medians) / min(medians) - 1.0)
+    return out
+
+
+def process_ci(groups: list, stat: str, point: float) -> tuple[float, float]:
+    """The wider of the hierarchical bootstrap CI (processes, then samples) and a Student-t interval over the
+    processes' own values of `stat`. With the 2–5 processes a run affords, resampling processes sees only those
+    few and its interval comes out too narrow; t(k−1) pays for estimating the spread from k values (k = 3:
+    ×2.2 wider than a normal interval)."""
+    import math
+
+    from scipy import stats as sps
+
+    from bench.measure.stats import hierarchical_bootstrap_ci, summarize
+
+    lo, hi = hierarchical_bootstrap_ci(groups, stat, n_boot=1000, seed=0)
+    k = len(groups)
+    if k < 2:
+        return lo, hi
+    values = [summarize(g)[stat] for g in groups]
+    mean = sum(values) / k
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
+    half = float(sps.t.ppf(0.975, k - 1)) * sd / math.sqrt(k)
+    return min(lo, point - half), max(hi, point + half)
+
+
+def _clean(values: list) -> list:
+    return [v for v in values if v is not None]
+
+
+def _max(values: list):
+    return max(_clean(values), default=None)
+
+
+def _mean(values: list) -> float | None:
+    vs = _clean(values)
+    return sum(vs) / len(vs) if vs else None
+
+
+def _median(values: list) -> float | None:
+    vs = sorted(_clean(values))
+    if not vs:
+        return None
+    mid = len(vs) // 2
+    return vs[mid] if len(vs) % 2 else (vs[mid - 1] + vs[mid]) / 2

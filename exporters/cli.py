@@ -1,0 +1,61 @@
+"""`python -m exporters` / `python -m bench export`: flags mapped onto ExportConfig, and the printed summary."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from exporters.pipeline import ExportConfig
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=ExportConfig.model,
+                   help="twin | twin:tiny | modelscope[:ID] | hf:ID | local directory (default: twin, offline)")
+    p.add_argument("--seed", type=int, default=ExportConfig.seed, help="seed of the twin's weights and of workloads")
+
+
+def add_export_args(p: argparse.ArgumentParser) -> None:
+    d = ExportConfig()
+    add_model_args(p)
+    p.add_argument("--out", type=Path, default=d.out_dir, help="output folder (default: artifacts/onnx/<model>)")
+    p.add_argument("--parity-n", type=int, default=d.parity_n, help=f"corpus texts for the parity gate ({d.parity_n})")
+    p.add_argument("--parity-max-length", type=int, default=d.parity_max_length,
+                   help=f"tokens per parity text ({d.parity_max_length})")
+    p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (default: all cores)")
+    p.add_argument("--force", action="store_true", help="rebuild even if the artifacts are up to date")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from exporters.pipeline import export_all
+
+    cfg = ExportConfig(model=args.model, seed=args.seed, out_dir=args.out, parity_n=args.parity_n,
+                       parity_max_length=args.parity_max_length, threads=args.threads, force=args.force)
+    out_dir, manifest = export_all(cfg)
+    print_export_summary(out_dir, manifest)
+    return 0
+
+
+def print_export_summary(out_dir: Path, manifest: dict) -> None:
+    synthetic = " (synthetic weights: labels meaningless)" if manifest["synthetic"] else ""
+    print(f"model: {manifest['source']['source']}{synthetic}")
+    for name, v in manifest["variants"].items():
+        par = v.get("parity", {})
+        size = f"{v['size_bytes'] / 1e6:7.1f} MB" if v.get("file") else "  (runtime)"
+        verdict = {True: "parity ok", False: "PARITY FAILED", None: "parity not measured"}[par.get("passed")]
+        figures = (f"agree {par['label_agreement']:.3f}  max|Δ| {par['max_abs_diff']:.2e}"
+                   if "label_agreement" in par else par.get("not_measured", ""))
+        print(f"  {name:<11} {size}  {verdict:<20} {figures}")
+    print(f"fused ops: {manifest['variants']['fp32-fused'].get('fused_ops')}")
+    print(f"models:   {out_dir}")
+    print(f"manifest: {out_dir / 'manifest.json'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.errors import run_entry
+    from bench.quiet import quiet_libraries
+
+    parser = argparse.ArgumentParser(prog="python -m exporters", description="Export the ONNX variants.")
+    add_export_args(parser)
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    return run_entry(lambda: cmd_export(args))

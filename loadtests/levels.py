@@ -1,0 +1,114 @@
+"""Turn a load level's windows (one Locust run each) into its LoadLevel record: latency percentiles and their
+CIs from every request's own latency, QPS per fixed window with a CI across windows, server and client figures,
+and Locust's own rounded CSV figures beside them as a cross-check."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, window_rate_ci
+from bench.records import CacheFigures, LoadLevel
+from loadtests.samples import crosscheck, level_stats, read_samples
+from loadtests.service_proc import ServiceVariant
+
+CLIENT_SATURATED_PERCENT = 85.0  # a Locust process above this share of one core is the bottleneck
+SOURCE = {"closed": "every request's latency (Locust request event), stats window after the ramp",
+          "open": "open loop: every request's latency from its intended send time"}
+
+
+@dataclass(frozen=True)
+class Window:
+    """One Locust run against one service: what it printed, wrote and cost (pooled into a LoadLevel)."""
+
+    users: int
+    rate: float | None
+    row: dict  # Locust's Aggregated CSV row (rounded figures)
+    client: dict  # the locustfile's client JSON
+    cpu: dict  # the Locust process tree's CPU use
+    server: dict  # /metrics deltas over the window
+    samples: tuple  # per-process raw sample files
+
+
+def pooled_level(variant: ServiceVariant, cfg, windows: list[Window], index: int | None = None) -> LoadLevel:
+    """The LoadLevel of one configuration × level from its windows (repeats, interleaved with other
+    configurations): percentiles and CIs from every request, QPS per fixed window with a CI across all of them."""
+    first, rate = windows[0], windows[0].rate
+    stats = [level_stats(read_samples(w.samples), cfg.window_s, cfg.duration_s) for w in windows]
+    figures = sample_figures(windows, stats, cfg.window_s, cfg.duration_s)
+    return LoadLevel(
+        config=variant.setup(), mode="open" if rate else "closed", users=None if rate else first.users,
+        offered_rps=rate, duration_s=cfg.duration_s, ramp_s=0.0 if rate else cfg.ramp_s,
+        workers=1 if rate else cfg.workers, workload=cfg.workload, repeats=len(windows), window=index,
+        **figures, **client_figures(windows, cfg.duration_s), **server_figures(windows),
+        locust_csv=locust_figures(windows, stats), source=SOURCE["open" if rate else "closed"])
+
+
+def latencies(window: Window) -> np.ndarray:
+    samples = read_samples(window.samples)
+    return samples.latency_from_intended_ms if samples.open_loop else samples.latency_ms
+
+
+def sample_figures(windows: list[Window], stats: list[dict], window_s: float, duration_s: float) -> dict:
+    """Percentiles pooled over the windows, CIs from a hierarchical bootstrap (windows, then requests within
+    each); QPS from the fixed windows of every repeat, t interval across them (a level shorter than two windows
+    gets requests / duration and no CI)."""
+    groups = [latencies(w) for w in windows]
+    out = {"requests": sum(s["n"] for s in stats), "failures": sum(s["failures"] for s in stats),
+           "mean_ms": float(np.mean(np.concatenate(groups)))}
+    for q in ("p50", "p95", "p99"):
+        out[f"{q}_ms"] = pooled_stat(groups, q)
+        out[f"{q}_ci_ms"] = tuple(hierarchical_bootstrap_ci(groups, q, n_boot=1000, seed=0))
+    counts = [c for s in stats for c in s["window_counts"]]
+    if len(counts) >= 2:
+        qps, lo, hi = window_rate_ci(counts, window_s)
+        out.update(qps=qps, qps_ci=(lo, hi))
+    else:
+        out["qps"] = out["requests"] / (duration_s * len(windows))
+    return out
+
+
+def locust_figures(windows: list[Window], stats: list[dict]) -> dict:
+    """Locust's own CSV figures (rounded to about two digits), averaged over the windows, and the share of windows
+    whose raw samples, rounded Locust's way, give exactly Locust's numbers. Locust rewrites its CSV once a second
+    and not at exit, so its row may lack the last second's requests; the cross-check compares the requests it saw."""
+    def mean(key: str):
+        values = [float(w.row[key]) for w in windows if w.row.get(key) not in (None, "", "N/A")]
+        return sum(values) / len(values) if values else None
+
+    agree = [crosscheck(s, w.row, read_samples(w.samples))["agree"] for s, w in zip(stats, windows)]
+    return {"qps": mean("Requests/s"), "p50_ms": mean("50%"), "p95_ms": mean("95%"), "p99_ms": mean("99%"),
+            "windows_agreeing": sum(agree) / len(agree)}
+
+
+def mean_of(values) -> float | None:
+    vs = [v for v in values if v is not None]
+    return sum(vs) / len(vs) if vs else None
+
+
+def client_figures(windows: list[Window], duration_s: float) -> dict:
+    cpu = [w.cpu for w in windows]
+    opened = [w.client.get("open_loop") for w in windows if w.client.get("open_loop")]
+    timing_keys = {k for w in windows for k in w.client.get("server_timing_ms", {})}
+    out = {"client_cpu_percent": max(c["client_cpu_percent"] for c in cpu),
+           "client_max_process_cpu_percent": max(c["client_max_process_cpu_percent"] for c in cpu),
+           "invalid_answers": sum(w.client.get("invalid_answers") or 0 for w in windows),
+           "server_timing_ms": {k: mean_of(w.client.get("server_timing_ms", {}).get(k) for w in windows)
+                                for k in sorted(timing_keys)}}
+    if opened:
+        out["achieved_rps"] = mean_of(o["accepted"] for o in opened) / duration_s
+        out["late_send_percent"] = mean_of(o["late_send_percent"] for o in opened)
+    late = out.get("late_send_percent") or 0.0
+    out["client_saturated"] = out["client_max_process_cpu_percent"] > CLIENT_SATURATED_PERCENT or late > 5.0
+    return out
+
+
+def server_figures(windows: list[Window]) -> dict:
+    hits = sum(w.server["cache"]["hits"] for w in windows)
+    misses = sum(w.server["cache"]["misses"] for w in windows)
+    sizes = [w.server["mean_batch_size"] for w in windows if w.server["mean_batch_size"] is not None]
+    return {"cache": CacheFigures(hits, misses, hits / (hits + misses) if hits + misses else None),
+            "mean_batch_size": mean_of(sizes)}
+
+

@@ -1,0 +1,65 @@
+"""The article's multi-dimension summary (3.4): measured cells from data, qualitative cells marked as judgement."""
+
+from __future__ import annotations
+
+from bench.results import CellResult, RunResult
+from reports import fmt
+from reports.common import (backend_parts, batch1_corpus, cell_label, column, judgement, label, na, num, on_gpu,
+                            table, text, why_not)
+from reports.service import scaling
+
+DEPLOY = {"torch": "torch + transformers wheels; no export step",
+          "ort": "onnxruntime + the exported .onnx file"}
+GPU_DEPLOY = {"cuda": "NVIDIA driver + CUDA-matched wheel",
+              "tensorrt": "driver + CUDA + TensorRT; engine built per GPU model"}
+MAINTAIN = {"torch": "fewest moving parts",
+            "ort": "re-export + parity gate on each model update"}
+
+
+def judgements(backend: str) -> tuple[str, str]:
+    """Deployment difficulty and maintainability: qualitative, from the backend's engine/device/precision."""
+    p = backend_parts(backend)
+    if p is None:
+        return "unknown backend", "unknown backend"
+    deploy = GPU_DEPLOY.get(p.device) or DEPLOY.get(p.engine, "unknown engine")
+    maintain = MAINTAIN.get(p.engine, "unknown engine")
+    if p.precision == "int8":
+        maintain += "; re-check quantised accuracy"
+    if on_gpu(backend):
+        maintain += "; watch VRAM, driver, temperature"
+    return deploy, maintain
+
+
+def summary_table(run: RunResult) -> dict:
+    cols = [column("Backend", False), column("Speed: P50 ms [95% CI]"), column("Resource cost: peak RSS MiB"),
+            column("Resource cost: J / inference"), column("Deployment difficulty (judgement, not measured)", False),
+            column("Maintainability (judgement, not measured)", False),
+            column("Scaling: QPS at max users / at 1 user", False)]
+    scale = scaling(run)
+    rows, gaps = [], {}
+    for cell in batch1_corpus(run):
+        scaled = [f"{name}: {fmt.ratio(s.ratio)} (1→{s.users} users)" for name, s in scale.items()
+                  if s.backend == cell.spec.backend]
+        tail = (*judgements(cell.spec.backend), "; ".join(scaled))
+        if cell.status != "ok":  # backends skipped for one reason and judged alike share a row
+            gaps.setdefault((why_not(cell), *tail), []).append(cell_label(cell))
+            continue
+        rows.append([*measured_part(cell), *summary_tail(*tail)])
+    rows += [[text(", ".join(names)), na(reason, span=3), *summary_tail(*tail)]
+             for (reason, *tail), names in gaps.items()]
+    notes = ["Italic cells are judgement, not measured (文章 3.4: 部署难度, 可维护性). Everything else comes from "
+             "this run's data; scaling comes from the service load tests. (est.): energy estimated, not read "
+             "from a counter."]
+    return table("summary", "Multi-dimension summary (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
+
+
+def measured_part(cell: CellResult) -> list[dict]:
+    per_item = cell.energy_per_item_j
+    est = " (est.)" if cell.energy.estimated and cell.energy.source else ""
+    return [label(cell_label(cell)), num(fmt.ms_ci(cell.stats["p50"], cell.stats["p50_ci95"])),
+            num(fmt.mib(cell.resources.peak_rss_bytes)),
+            num(f"{fmt.num(per_item)}{est}" if per_item is not None else None, "no energy reading")]
+
+
+def summary_tail(deploy: str, maintain: str, scaled: str) -> list[dict]:
+    return [judgement(deploy), judgement(maintain), text(scaled) if scaled else na("no load test")]

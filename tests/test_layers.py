@@ -1,0 +1,101 @@
+"""Imports go one way: core ← exporters ← service ← loadtests ← top (pipeline, checks, CLI); reports stand on the
+core alone. Read from the source with `ast` (every import, function-level ones included), so no upward import can
+hide behind laziness."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("bench", "exporters", "loadtests", "reports")
+TOP = ("bench.pipeline", "bench.cli", "bench.checks", "bench.__main__")
+# layer -> the layers it may import from (itself included)
+ALLOWED = {
+    "core": {"core"},
+    "exporters": {"core", "exporters"},
+    "service": {"core", "exporters", "service"},
+    "loadtests": {"core", "exporters", "service", "loadtests"},
+    "reports": {"core", "reports"},
+    "top": {"core", "exporters", "service", "loadtests", "reports", "top"},
+}
+
+
+def layer(module: str) -> str:
+    if module == "bench.service" or module.startswith("bench.service."):
+        return "service"
+    if any(module == t or module.startswith(t + ".") for t in TOP):
+        return "top"
+    root = module.split(".")[0]
+    return {"bench": "core", "exporters": "exporters", "loadtests": "loadtests", "reports": "reports"}[root]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of one of our packages in the file."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return [(line, m) for line, m in found if m.split(".")[0] in PACKAGES and is_module(m)]
+
+
+def is_module(name: str) -> bool:
+    """`from bench import paths` names a module; `from bench.errors import BenchError` names a class."""
+    base = REPO.joinpath(*name.split("."))
+    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+
+
+def violations(root: Path = REPO) -> list[str]:
+    out = []
+    for package in PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            here = layer(module_name(path))
+            for line, target in imported(path):
+                if layer(target) not in ALLOWED[here]:
+                    out.append(f"{path.relative_to(REPO)}:{line} ({here}) imports {target} ({layer(target)})")
+    return out
+
+
+def test_imports_go_one_way():
+    assert violations() == []
+
+
+@pytest.mark.parametrize("module,expected", [("bench.records", "core"), ("bench.service.app", "service"),
+                                             ("bench.checks.engine", "top"), ("bench.cli", "top"),
+                                             ("reports.render", "reports"), ("loadtests.sweep", "loadtests")])
+def test_layers_are_named_as_designed(module, expected):
+    assert layer(module) == expected
+
+
+def test_an_upward_import_is_caught(tmp_path, monkeypatch):
+    """A core module importing the pipeline (or a reports module importing loadtests) is reported."""
+    core = REPO / "bench" / "_layer_probe.py"
+    core.write_text("def f():\n    from bench.pipeline import prepare\n    import loadtests.sweep\n", encoding="utf-8")
+    try:
+        found = [v for v in violations() if "_layer_probe" in v]
+    finally:
+        core.unlink()
+    assert found == ["bench/_layer_probe.py:2 (core) imports bench.pipeline (top)",
+                     "bench/_layer_probe.py:3 (core) imports loadtests.sweep (loadtests)"]
+
+
+def test_functions_and_modules_stay_short():
+    """Legibility limits: no function over 40 lines, no module over 400."""
+    too_long = []
+    for path in sorted(REPO.glob("[bertl]*/**/*.py")):
+        if ".venv" in path.parts:
+            continue
+        source = path.read_text(encoding="utf-8")
+        if source.count("\n") > 400:
+            too_long.append(f"{path.relative_to(REPO)}: {source.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 40:
+                too_long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}()")
+    assert too_long == []
