@@ -4,33 +4,70 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip install --disable-pip-version-check -c constraints.txt
 STAMP   := $(VENV)/.stamp-install
+GPU_STAMP := $(VENV)/.stamp-install-gpu
+# Targets depend on whichever install this venv has: after `make install-gpu` its own stamp, so a later
+# `make bench` or `make test` never reinstalls the CPU builds over the GPU ones.
+ENV     := $(if $(wildcard $(GPU_STAMP)),$(GPU_STAMP),$(STAMP))
 MODEL   ?= twin
 ARGS    ?=
+TORCH   := 2.13.0
+TORCH_CPU_INDEX := https://download.pytorch.org/whl/cpu
+# GPU builds matched by the CUDA major version of the driver: `make install-gpu` (CUDA 13) or CUDA=12.
+# onnxruntime-gpu 1.27+ is built for CUDA 13 (no 1.32 GPU wheel exists); 1.26.0 is the last CUDA 12 build.
+CUDA    ?= 13
+ORT_GPU_13 := 1.31.1
+ORT_GPU_12 := 1.26.0
+TORCH_INDEX_13 := https://download.pytorch.org/whl/cu130
+TORCH_INDEX_12 := https://download.pytorch.org/whl/cu126
 
 .PHONY: help install install-gpu test-deps test bench export quick serve loadtest report check-int8 check-trust \
-        check-service check-overload fuzz clean distclean
+        check-service check-overload check-gpu fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
 	@echo "make test      set up and run the test suite"
 	@echo "make install | install-gpu | export | quick | serve | loadtest | report | clean"
-	@echo "make check-int8 | check-trust | check-service | check-overload | fuzz   (benchmark commands)"
+	@echo "make check-int8 | check-trust | check-service | check-overload | check-gpu | fuzz   (benchmark commands)"
 
-install: $(STAMP)
+install: $(ENV)
 
-# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
+# torch first and pinned, from PyTorch's CPU index: PyPI's Linux torch wheel is the multi-GB CUDA build. The index
+# is probed first (5 s cap), since pip waits long on an unreachable one; unreachable, pip's default index (or this
+# machine's local wheels) is used instead, with a note.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(PIP) torch==2.13.0
+	@if $(BIN)/python -c "import importlib.metadata as m, sys; sys.exit(m.version('torch') not in ('$(TORCH)', '$(TORCH)+cpu'))" 2>/dev/null; then \
+	  echo "torch $(TORCH) is installed"; \
+	elif timeout 5 $(PY) -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=4)" 2>/dev/null; then \
+	  $(PIP) torch==$(TORCH) --index-url $(TORCH_CPU_INDEX) --extra-index-url https://pypi.org/simple; \
+	else \
+	  echo "note: $(TORCH_CPU_INDEX) is unreachable: torch $(TORCH) from pip's default index (PyPI's is the CUDA build)"; \
+	  $(PIP) torch==$(TORCH); \
+	fi
 	$(PIP) -e '.[cpu,dev]'
 	touch $@
 
-# GPU hosts: CUDA torch and onnxruntime-gpu instead of the CPU builds (needs a CUDA 12 driver).
-install-gpu:
+# GPU hosts: CUDA-matched torch and a pinned onnxruntime-gpu with its CUDA/cuDNN pip packages, after removing the
+# CPU builds (CPU onnxruntime and onnxruntime-gpu share one package folder; torch==X does not replace X+cpu).
+install-gpu: $(GPU_STAMP)
+
+$(GPU_STAMP): pyproject.toml constraints.txt
+	@case "$(CUDA)" in 12|13) ;; *) echo "install-gpu: CUDA=$(CUDA): choose 13 (default) or 12"; exit 2;; esac
+	@v=$$($(PY) -m bench.measure.cuda_driver) || { echo "install-gpu: no NVIDIA driver (libcuda.so.1) on this host"; exit 1; }; \
+	if [ "$${v%%.*}" -lt "$(CUDA)" ]; then \
+	  echo "install-gpu: the driver supports CUDA $$v; the CUDA $(CUDA) builds need a CUDA $(CUDA).x driver."; \
+	  echo "  update the NVIDIA driver, or run: make install-gpu CUDA=12  (onnxruntime-gpu $(ORT_GPU_12), torch cu126)"; \
+	  exit 1; \
+	fi; echo "driver supports CUDA $$v: installing the CUDA $(CUDA) builds"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126
-	$(BIN)/pip install -e '.[gpu,dev]'
-	touch $(STAMP)
+	$(BIN)/pip uninstall -y -q torch onnxruntime onnxruntime-gpu || true
+	$(PIP) torch==$(TORCH) --index-url $(TORCH_INDEX_$(CUDA)) --extra-index-url https://pypi.org/simple
+	$(PIP) 'onnxruntime-gpu[cuda,cudnn]==$(ORT_GPU_$(CUDA))'
+	$(PIP) -e '.[gpu,dev]'
+	$(BIN)/python -c "import onnxruntime as o, torch; o.preload_dlls(); print('onnxruntime', o.__version__, \
+	  o.get_available_providers(), '| torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.is_available())"
+	rm -f $(STAMP)
+	touch $@
 
 # The report test drives Debian's headless Chromium; Chinese text needs the Noto CJK fonts.
 test-deps:
@@ -39,31 +76,31 @@ test-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
 	  || echo "could not install chromium: the browser test will be skipped with that reason"; }
 
-test: $(STAMP) test-deps
+test: $(ENV) test-deps
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
-bench: $(STAMP)
+bench: $(ENV)
 	$(BIN)/python -m bench all --model $(MODEL) $(ARGS)
 
-export: $(STAMP)
+export: $(ENV)
 	$(BIN)/python -m bench export --model $(MODEL) $(ARGS)
 
-quick: $(STAMP)
+quick: $(ENV)
 	$(BIN)/python -m bench all --quick --model $(MODEL) $(ARGS)
 
-serve: $(STAMP)
+serve: $(ENV)
 	$(BIN)/python -m bench serve --model $(MODEL) $(ARGS)
 
-loadtest: $(STAMP)
+loadtest: $(ENV)
 	$(BIN)/python -m bench sweep --model $(MODEL) --variants batch,nobatch --users 1,2,4,8,16 $(ARGS)
 
-report: $(STAMP)
+report: $(ENV)
 	$(BIN)/python -m bench report latest $(ARGS)
 
-check-int8 check-trust check-service check-overload: $(STAMP)
+check-int8 check-trust check-service check-overload check-gpu: $(ENV)
 	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
 
-fuzz: $(STAMP)
+fuzz: $(ENV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py -s --fuzz-examples 1000 $(ARGS)
 
 clean:

@@ -46,10 +46,13 @@ def variant_path(onnx_dir: Path, precision: str) -> Path:
 def variant_for(engine: str, precision: str, device: str) -> str | None:
     """The exported variant a backend runs; None for torch (it loads the model directory itself).
     TensorRT parses only standard ONNX ops, so it gets the plain FP32 export (FP16 through `trt_fp16_enable`),
-    never the ORT-fused graph with com.microsoft Attention / SkipLayerNormalization nodes."""
+    never the ORT-fused graph with com.microsoft Attention / SkipLayerNormalization nodes. On CUDA, FP32 runs the
+    fused graph as FP16 does (the FP16 file is the fused graph converted), so the two differ in precision only."""
     if engine != "ort":
         return None
-    return "fp32" if device == "tensorrt" else precision
+    if device == "tensorrt":
+        return "fp32"
+    return "fp32-fused" if device == "cuda" and precision == "fp32" else precision
 
 
 def model_file(onnx_dir: Path | None, engine: str, precision: str, device: str) -> Path | None:

@@ -7,6 +7,7 @@ Defaults come from the config dataclasses, so they are stated once.
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,7 +40,8 @@ def run_config(args: argparse.Namespace):
                      backends=args.backends, batches=args.batches, lengths=args.lengths,
                      threads=tuple(args.threads) if args.threads else (None,), max_time_s=args.duration,
                      min_time_s=args.min_time, processes=args.processes, run_id=args.run_id, resume=args.resume,
-                     force=args.force, tdp_w=args.tdp_w, limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb))
+                     force=args.force, tdp_w=args.tdp_w, limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb),
+                     gpu=args.gpu)
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -65,15 +67,28 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="continue an interrupted run with its own settings (its id, folder, results.json or latest)")
     p.add_argument("--force", action="store_true", help="resume on another host or with other settings anyway")
     p.add_argument("--tdp-w", type=float, default=d.tdp_w, help="CPU TDP for the power estimate (no RAPL)")
+    p.add_argument("--hour-usd", default=None,
+                   help="this host's price per hour, stored in the run for the report's cost and capacity plan")
     p.add_argument("--cell-timeout", type=float, default=limits.timeout_s, help="seconds before a worker counts as hung")
-    p.add_argument("--memory-limit-mb", type=int, default=limits.memory_limit_mb, help="address-space limit per worker")
+    p.add_argument("--memory-limit-mb", type=int, default=limits.memory_limit_mb,
+                   help="address-space limit per CPU worker (GPU workers get none: CUDA reserves huge ranges)")
+    p.add_argument("--gpu", type=int, default=d.gpu,
+                   help="CUDA device of the GPU cells, numbered as CUDA does within CUDA_VISIBLE_DEVICES (default 0)")
+
+
+def hour_usd(args: argparse.Namespace) -> float | None:
+    """--hour-usd as a number > 0 (one error line before any work otherwise)."""
+    from reports.hosts import positive
+
+    value = getattr(args, "hour_usd", None)
+    return None if value is None else positive("--hour-usd", value)
 
 
 def measure_run(args: argparse.Namespace):
     from bench import pipeline
     from bench.summary import print_summary
 
-    cfg, ctx = pipeline.prepare(run_config(args))
+    cfg, ctx = pipeline.prepare(run_config(args), hour_usd(args))
     ctx = pipeline.measure(cfg, ctx)
     print_summary(ctx.result)
     print(f"results: {ctx.run_dir / 'results.json'}")
@@ -101,6 +116,19 @@ def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, durat
                    help=f"interleaved windows per configuration and level (default {d.repeats}: A B B A)")
     p.add_argument("--workers", type=int, default=d.workers, help="Locust processes (distributed load, --processes)")
     p.add_argument("--workload", default=d.workload, help="corpus (≈80 chars) or zipf (repeats, cache study)")
+    add_search_args(p)
+
+
+def add_search_args(p: argparse.ArgumentParser) -> None:
+    from loadtests.slo_search import SearchConfig
+
+    d = SearchConfig()
+    p.add_argument("--slo-search", action="store_true",
+                   help="also search each service configuration's QPS at the SLO (open loop; off by default)")
+    p.add_argument("--slo-p95-ms", type=float, default=d.slo_ms,
+                   help=f"P95 latency target of the search and the report (default {d.slo_ms:g})")
+    p.add_argument("--search-time-cap", type=float, default=d.time_cap_s,
+                   help=f"seconds the search may take per configuration (default {d.time_cap_s:g})")
 
 
 def sweep_config(args: argparse.Namespace):
@@ -111,7 +139,17 @@ def sweep_config(args: argparse.Namespace):
         raise BenchError(f"unknown service variant(s) {unknown} (choose from {', '.join(PRESETS)})")
     return SweepConfig(model=args.model, variants=tuple(PRESETS[v] for v in args.variants), users=args.users,
                        open_rates=args.open_rates, duration_s=args.lt_duration, ramp_s=args.ramp,
-                       workers=args.workers, workload=args.workload, seed=args.seed, repeats=args.repeats)
+                       workers=args.workers, workload=args.workload, seed=args.seed, repeats=args.repeats,
+                       slo_search=search_config(args))
+
+
+def search_config(args: argparse.Namespace):
+    """The SLO search's settings with --slo-search, else None (no search)."""
+    from loadtests.slo_search import SearchConfig
+
+    if not getattr(args, "slo_search", False):
+        return None
+    return SearchConfig(slo_ms=args.slo_p95_ms, time_cap_s=args.search_time_cap)
 
 
 def quick_sweep(cfg):
@@ -125,8 +163,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     cfg = sweep_config(args)  # validated before any work starts
     ctx = pipeline.sweep(cfg, pipeline.sweep_context(args.model, args.seed, args.run, args.run_id))
+    print_searches(ctx.result.slo_searches)
     print_loadtests(ctx.result.loadtests, ctx.run_dir / "results.json")
     return 0
+
+
+def print_searches(searches: tuple) -> None:
+    for s in searches:
+        found = f"{s.qps:.2f} req/s {ci_text(s.qps_ci, '.2f')} at {s.rate_rps:.3g} offered, {s.requests} requests" \
+            if s.qps is not None else f"none: {s.reason}"
+        print(f"QPS at P{s.percentile:g} <= {s.slo_ms:g} ms, {s.config.label}: {found} ({len(s.probes)} probes, "
+              f"{s.stopped})")
 
 
 def ci_text(ci: tuple, spec: str = ".1f") -> str:
@@ -164,8 +211,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def all_args(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
-    # make bench's sweep: the levels the decision reads (1, 4, 16 users and one open-loop rate), 6 s windows
-    add_sweep_args(p, users=(1, 4, 16), duration=6.0, open_rates=(10.0,))
+    # make bench's sweep: the levels the decision reads (1 and 8 users, one open-loop rate) in 6 s windows, each
+    # configuration twice, interleaved: 12 windows, ~2.5 min; wider grids: `bench sweep`
+    add_sweep_args(p, users=(1, 8), duration=6.0, open_rates=(10.0,))
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep")
 
 
@@ -179,6 +227,7 @@ def cmd_all(args: argparse.Namespace) -> int:
     ctx = measure_run(args)
     if not args.no_loadtest:
         ctx = pipeline.sweep(sweep, ctx)
+        print_searches(ctx.result.slo_searches)
         print_loadtests(ctx.result.loadtests, ctx.run_dir / "results.json")
     html, md = pipeline.report(ctx, report_options(args))
     print(f"report:  {html}\nsummary: {md}")
@@ -188,6 +237,8 @@ def cmd_all(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from bench import checks
 
+    if args.which == "gpu":
+        return checks.CHECKS["gpu"](args.model, args.gpu)
     return checks.CHECKS[args.which](args.model)
 
 
@@ -197,6 +248,7 @@ def check_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("which", choices=tuple(checks.CHECKS))
     add_model_args(p)
+    p.add_argument("--gpu", type=int, default=0, help="check gpu: the CUDA device to check (default 0)")
 
 
 def commands() -> tuple:
@@ -218,18 +270,24 @@ def commands() -> tuple:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every subcommand is listed, but only the chosen one's flags are set up: setting up a command's flags may
+    import its stack (report: matplotlib), which another command, e.g. `check gpu` on a GPU host with only torch,
+    onnxruntime and nvidia-ml-py, must not need."""
+    words = sys.argv[1:] if argv is None else argv
+    chosen = next((w for w in words if not w.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="structbench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text, add_args, handler in commands():
         p = sub.add_parser(name, help=help_text)
-        add_args(p)
+        if name == chosen:
+            add_args(p)
         p.set_defaults(func=handler)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     from bench.quiet import quiet_libraries
 
     quiet_libraries()

@@ -63,8 +63,11 @@ class RunConfig:
     tdp_w: float | None = None
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     backend_options: dict = field(default_factory=dict)
+    gpu: int = 0  # the CUDA device GPU cells run on (CUDA's numbering, within CUDA_VISIBLE_DEVICES)
 
     def __post_init__(self) -> None:
+        if self.gpu < 0:
+            raise ConfigError(f"--gpu must be a CUDA device number >= 0 (got {self.gpu})")
         if self.profile not in PROFILES:
             raise ConfigError(f"unknown profile '{self.profile}' (choose from {', '.join(PROFILES)})")
         for name in self.backends or ():
@@ -109,24 +112,26 @@ def build_grid(cfg: RunConfig) -> list[CellSpec]:
     return list(dict.fromkeys(cells))
 
 
-def host_gpu_reason() -> str | None:
-    """Why GPU cells cannot run here (None if an NVIDIA GPU is visible): saves spawning doomed workers."""
-    from bench.measure.gpu import probe_gpu
+def host_gpu_reason(ordinal: int = 0, driver_loader=None) -> str | None:
+    """Why GPU cells cannot run here, or None: asked of the CUDA driver, not NVML, so a host whose NVML is missing
+    still runs its GPU cells (without NVML's power and VRAM figures). Saves spawning doomed workers."""
+    from bench.measure.cuda_driver import cuda_device_reason, load_driver
 
-    gpu = probe_gpu()
-    if gpu is None:
-        return "no NVIDIA GPU on this host (NVML found no driver/device)"
-    gpu.close()
-    return None
+    reason = cuda_device_reason(ordinal, driver_loader or load_driver)
+    return f"no usable NVIDIA GPU: {reason}" if reason else None
 
 
-def gpu_for(on_gpu: bool):
-    """An opened NVML handle for the sampler of a GPU cell (VRAM, utilisation, power), else None."""
+def gpu_for(on_gpu: bool, ordinal: int = 0):
+    """NVML's handle on the CUDA device of a GPU cell, for its sampler (VRAM, utilisation, power), else None."""
     if not on_gpu:
         return None
-    from bench.measure.gpu import probe_gpu
+    from bench.measure.gpu import open_cuda_gpu
 
-    return probe_gpu()
+    return open_cuda_gpu(ordinal)
+
+
+def on_gpu(spec: CellSpec) -> bool:
+    return backends.resolve(spec.backend).device != "cpu"
 
 
 def config_dict(cfg: RunConfig) -> dict:
@@ -136,7 +141,8 @@ def config_dict(cfg: RunConfig) -> dict:
     out["method"] = {"percentiles": "numpy linear interpolation, pooled over processes",
                      "ci": "hierarchical bootstrap (processes, then samples within each), 1000 resamples, 95 %, "
                            "widened for few processes (see bench.measure.stats.hierarchical_bootstrap_ci)",
-                     "latency": "engine only (inputs pre-tokenised); CPU: perf_counter_ns; CUDA: events + sync",
+                     "latency": "engine only (inputs pre-tokenised); CPU: perf_counter_ns; torch CUDA: events + sync; "
+                                "ORT GPU: host clock around IO binding with synchronize_inputs/outputs",
                      "throughput": "items / wall time of the timed windows",
                      "process": f"{cfg.n_processes} fresh workers per cell, round-robin over the grid"}
     return out
@@ -148,7 +154,7 @@ def cell_request(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path
     path = artifacts.model_file(onnx_dir, b.engine, b.precision, b.device)
     options = cfg.backend_options.get(spec.key, cfg.backend_options.get(spec.backend, {}))
     return WorkerRequest(spec, str(model_dir), str(path) if path else None, cfg.seed, cfg.stop_rule(),
-                         tdp_w=cfg.tdp_w, options=options)
+                         tdp_w=cfg.tdp_w, options=options, gpu=cfg.gpu)
 
 
 def pending(cfg: RunConfig, cells: dict[str, CellResult], spec: CellSpec, round_no: int) -> bool:
@@ -168,7 +174,7 @@ def measure_cells(cfg: RunConfig, done: tuple[CellResult, ...], model_dir: Path,
     cells = {c.spec.key: c for c in done}
     todo = [(r, s) for r in range(rounds) for s in grid if pending(cfg, cells, s, r)]
     print(f"[run] {len(grid)} cells × {rounds} processes, {len(todo)} workers to run", file=sys.stderr)
-    gpu_reason = host_gpu_reason()
+    gpu_reason = host_gpu_reason(cfg.gpu) if any(on_gpu(s) for s in grid) else None
     with tqdm(total=len(todo), desc="workers", unit="proc", position=0, file=sys.stderr) as bar:
         for round_no, spec in todo:
             if not pending(cfg, cells, spec, round_no):  # skipped or failed in an earlier round
@@ -189,8 +195,8 @@ def measure_one(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path 
 
     from bench.measure.sampler import ResourceSampler
 
-    on_gpu = backends.resolve(spec.backend).device != "cpu"
-    if gpu_reason and on_gpu:
+    gpu_cell = on_gpu(spec)
+    if gpu_reason and gpu_cell:
         return CellResult(spec, "skipped", gpu_reason)
     try:
         request = cell_request(cfg, spec, model_dir, onnx_dir)
@@ -199,5 +205,5 @@ def measure_one(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path 
     with tqdm(total=request.stop.max_time_s, desc="  timed s", position=1, leave=False, file=sys.stderr,
               bar_format="{desc} {bar} {n:.1f}/{total:.0f}") as inner:
         return run_cell(request, cfg.limits,
-                        sampler_factory=lambda pid: ResourceSampler(pid, 0.01, gpu=gpu_for(on_gpu)),
+                        sampler_factory=lambda pid: ResourceSampler(pid, 0.01, gpu=gpu_for(gpu_cell, cfg.gpu)),
                         on_progress=lambda s: setattr(inner, "n", min(s, inner.total)) or inner.refresh())

@@ -10,6 +10,9 @@ import sys
 
 FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "f16c")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# What a GPU figure also depends on: CUDA/cuDNN runtimes as pip packages (onnxruntime-gpu's extras), TensorRT.
+GPU_PACKAGES = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu13", "nvidia-cudnn-cu12",
+                "nvidia-cublas", "nvidia-cublas-cu12", "tensorrt", "nvidia-ml-py")
 # Keys that must match for two runs to be compared without --force (pyperf's _CHECKED_METADATA idea).
 CHECKED = ("cpu_model", "logical_cores", "gpu_name")
 
@@ -41,7 +44,7 @@ def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy"):
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", *GPU_PACKAGES):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -61,20 +64,30 @@ def git_commit() -> str | None:
     return f"{commit}{'-dirty' if dirty else ''}" if commit else None
 
 
-def gpu_info() -> dict:
-    from bench.measure.gpu import probe_gpu
+def gpu_info(ordinal: int = 0) -> dict:
+    """The CUDA device GPU cells run on, as NVML sees it (found by UUID / PCI bus id); from the CUDA driver alone
+    where NVML is missing, saying so."""
+    from bench.measure.cuda_driver import load_driver
+    from bench.measure.gpu import open_cuda_gpu
 
-    gpu = probe_gpu()
-    if gpu is None:
-        return {"gpu_name": None, "gpu_note": "no NVIDIA GPU/driver visible (NVML unavailable)"}
+    gpu = open_cuda_gpu(ordinal)
+    if gpu is not None:
+        try:
+            info = gpu.info()
+        finally:
+            gpu.close()
+        return {"gpu_cuda_device": ordinal, **{f"gpu_{k}": v for k, v in info.items()}}
+    driver, why = load_driver()
+    if driver is None:
+        return {"gpu_name": None, "gpu_note": f"no NVIDIA GPU/driver visible ({why})"}
     try:
-        info = gpu.info()
-    finally:
-        gpu.close()
-    return {f"gpu_{k}" if not k.startswith("gpu") else k: v for k, v in info.items()}
+        return {"gpu_name": driver.name(ordinal), "gpu_cuda": driver.version(), "gpu_uuid": driver.uuid(ordinal),
+                "gpu_cuda_device": ordinal, "gpu_note": "NVML unavailable: no board power, energy or VRAM figures"}
+    except OSError as exc:
+        return {"gpu_name": None, "gpu_note": f"CUDA driver present, device {ordinal} unusable ({exc})"}
 
 
-def fingerprint() -> dict:
+def fingerprint(gpu: int = 0) -> dict:
     import psutil
 
     flags = cpu_flags()
@@ -82,7 +95,7 @@ def fingerprint() -> dict:
         "hostname": platform.node(), "platform": platform.platform(), "python": sys.version.split()[0],
         "cpu_model": cpu_model(), "cpu_flags": {f: f in flags for f in FLAGS_OF_INTEREST},
         "logical_cores": os.cpu_count(), "physical_cores": psutil.cpu_count(logical=False),
-        "ram_bytes": psutil.virtual_memory().total, **gpu_info(),
+        "ram_bytes": psutil.virtual_memory().total, **gpu_info(gpu),
         "rapl_readable": rapl_readable(), "libraries": library_versions(),
         "thread_env": {k: os.environ.get(k) for k in THREAD_VARS}, "git_commit": git_commit(),
     }

@@ -18,7 +18,7 @@ from bench.results import RunResult, load_run, save_run
 
 # Settings a resumed run takes from its own results file; giving a different value needs --force.
 RESUMED = ("model", "seed", "profile", "backends", "batches", "lengths", "threads", "max_time_s", "min_time_s",
-           "processes", "tdp_w")
+           "processes", "tdp_w", "gpu")
 
 
 @dataclass(frozen=True)
@@ -61,22 +61,48 @@ def resume_config(cfg: RunConfig, run: RunResult, run_dir: Path) -> RunConfig:
     if conflicts and not cfg.force:
         raise BenchError(f"cannot resume {run_dir} with other settings ({', '.join(conflicts)}); "
                          f"leave them out to continue as it was, or add --force")
-    differs = same_host(run.host, fingerprint())
+    differs = same_host(run.host, fingerprint(cfg.gpu))
     if differs and not cfg.force:
         raise BenchError(f"cannot resume {run_dir}: it ran on another host ({', '.join(differs)} differ); "
                          f"add --force to mix hosts in one run")
     return replace(cfg, **{k: v for k, v in stored.items() if k not in conflicts})
 
 
-def new_result(cfg: RunConfig, run_dir: Path, model: dict) -> RunResult:
+def new_result(cfg: RunConfig, run_dir: Path, model: dict, hour_usd: float | None = None) -> RunResult:
     from bench.host import fingerprint
     from bench.measure.roofline import measure_peak
 
     print("[run] measuring peak GEMM rate for the roofline …", file=sys.stderr, flush=True)
     peak = measure_peak()
+    gpu = gpu_peak(cfg)
+    peak = {**peak, "gpu": gpu} if gpu else peak
     return RunResult(run_id=run_dir.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     host={**fingerprint(), "peak_gemm": peak}, model=model, config=config_dict(cfg),
-                     peak_gemm_flops=peak["peak_flops"])
+                     host={**fingerprint(cfg.gpu), "peak_gemm": peak}, model=model,
+                     config={**config_dict(cfg), **priced(hour_usd)}, peak_gemm_flops=peak["peak_flops"])
+
+
+def gpu_peak(cfg: RunConfig, timeout_s: float = 300.0) -> dict | None:
+    """The GPU's own dense GEMM peak (FP32, TF32, FP16) for the roofline of GPU cells, once per run and in a fresh
+    process, so this one never holds a CUDA context beside the workers; None without GPU cells or a usable GPU."""
+    import json
+    import subprocess
+
+    from bench.harness import build_grid, host_gpu_reason, on_gpu
+
+    if not any(on_gpu(s) for s in build_grid(cfg)) or host_gpu_reason(cfg.gpu):
+        return None
+    print(f"[run] measuring the GEMM peak of CUDA device {cfg.gpu} …", file=sys.stderr, flush=True)
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.measure.gpu_peak", "--gpu", str(cfg.gpu)],
+                             capture_output=True, text=True, timeout=timeout_s)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    except (subprocess.TimeoutExpired, ValueError, IndexError) as exc:
+        return {"error": f"GPU peak not measured: {type(exc).__name__}: {str(exc)[:200]}"}
+
+
+def priced(hour_usd: float | None) -> dict:
+    """The host's price per hour, an input the report uses for cost (absent: the report's example prices)."""
+    return {"hour_usd": hour_usd} if hour_usd is not None else {}
 
 
 def new_run_dir(cfg: RunConfig) -> Path:
@@ -87,9 +113,10 @@ def new_run_dir(cfg: RunConfig) -> Path:
     return run_dir
 
 
-def prepare(cfg: RunConfig) -> tuple[RunConfig, RunContext]:
+def prepare(cfg: RunConfig, hour_usd: float | None = None) -> tuple[RunConfig, RunContext]:
     """Export (or reuse) the models and open a new run folder, or the one `cfg.resume` names (with its own
-    settings); nothing is measured yet. Returns the effective settings and the context."""
+    settings); nothing is measured yet. `hour_usd`: this host's price per hour, stored in the run's config.
+    Returns the effective settings and the context."""
     paths.ensure_writable(paths.results_dir())  # fail before the (minutes-long) export, not after
     if cfg.resume:
         run_dir = paths.resolve_run(cfg.resume)
@@ -99,9 +126,10 @@ def prepare(cfg: RunConfig) -> tuple[RunConfig, RunContext]:
     if cfg.resume:
         if stored.model.get("source") != model["source"]:
             raise BenchError(f"cannot resume {run_dir}: it measured {stored.model.get('spec')}, not {cfg.model}")
-        return cfg, RunContext(run_dir, stored, model_dir, onnx_dir)
+        ctx = RunContext(run_dir, stored, model_dir, onnx_dir)
+        return cfg, ctx.save(replace(stored, config={**stored.config, **priced(hour_usd)})) if hour_usd else ctx
     run_dir = new_run_dir(cfg)
-    ctx = RunContext(run_dir, new_result(cfg, run_dir, model), model_dir, onnx_dir)
+    ctx = RunContext(run_dir, new_result(cfg, run_dir, model, hour_usd), model_dir, onnx_dir)
     return cfg, ctx.save(ctx.result)
 
 
@@ -117,11 +145,18 @@ def measure(cfg: RunConfig, ctx: RunContext) -> RunContext:
 
 
 def sweep(sweep_cfg, ctx: RunContext) -> RunContext:
-    """The load-test sweep (loadtests.sweep), its levels merged into the run."""
+    """The load-test sweep (loadtests.sweep), its levels merged into the run; then, when `sweep_cfg.slo_search`
+    is set, each configuration's QPS at the SLO (loadtests.slo_search), saved after the levels."""
     from loadtests.sweep import run_sweep
 
     levels = run_sweep(sweep_cfg, ctx.run_dir / "loadtests")
-    return ctx.save(ctx.result.with_levels(tuple(levels)))
+    ctx = ctx.save(ctx.result.with_levels(tuple(levels)))
+    if sweep_cfg.slo_search is None:
+        return ctx
+    from loadtests.slo_search import run_searches, start_hints
+
+    searches = run_searches(sweep_cfg, ctx.run_dir / "loadtests" / "search", start_hints(levels))
+    return ctx.save(ctx.result.with_searches(tuple(searches)))
 
 
 def report(ctx: RunContext, options=None) -> tuple[Path, Path]:

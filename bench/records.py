@@ -49,6 +49,7 @@ class LoadPhases:
     imports_s: float | None = None
     create_s: float | None = None
     first_infer_s: float | None = None
+    engine_build_s: float | None = None  # TensorRT engine build (0.0: cache reused), inside create_s or first_infer_s
 
     @property
     def total_s(self) -> float | None:
@@ -73,6 +74,7 @@ class Resources:
     peak_proc_vram_bytes: int | None = None  # this process, where NVML can match it
     mean_gpu_util_percent: float | None = None
     mean_power_w: float | None = None  # GPU board power from NVML samples
+    vram_scope: str | None = None  # "process" (NVML matched the worker's PID) or "device" (whole board: containers)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ class Energy:
     estimated: bool = True
     assumptions: str | None = None
     mean_power_w: float | None = None
+    covers: str | None = None  # what energy_j is: "gpu" (board, idle included, host CPU excluded) or "cpu"
+    host_cpu_energy_j: float | None = None  # GPU cells: the host CPU's share beside the board's energy_j
+    host_cpu_source: str | None = None  # "rapl" or "estimate"
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class WorkerMeta:
     timer: str | None = None
     process_start_to_ready_s: float | None = None
     torch_max_memory_allocated_bytes: int | None = None  # CUDA cells of the torch backend
+    providers: tuple[str, ...] = ()  # ORT: session.get_providers() after creation (the providers actually used)
+    tf32: str | None = None  # GPU float32 matmuls: "off", "on" or "trt-default" (TensorRT's builder decides)
+    gpu_device: str | None = None  # the CUDA device and the NVML board matched to it
 
 
 @dataclass(frozen=True)
@@ -146,9 +154,10 @@ class CellResult:
 
     @property
     def load(self) -> LoadPhases:
-        """The median of each load phase over the processes (each process loads once, cold)."""
-        return LoadPhases(*(_median([getattr(r.load, f) for r in self.runs]) for f in ("imports_s", "create_s",
-                                                                                       "first_infer_s")))
+        """Median of each load phase over the processes; TensorRT's engine build the longest (others reuse it)."""
+        ls = [r.load for r in self.runs]
+        return LoadPhases(*(_median([getattr(x, f) for x in ls]) for f in ("imports_s", "create_s", "first_infer_s")),
+                          _max([x.engine_build_s for x in ls]))
 
     @property
     def resources(self) -> Resources:
@@ -159,7 +168,8 @@ class CellResult:
         return Resources(peak("peak_rss_bytes"), peak("peak_uss_bytes"), mean("mean_cpu_percent"),
                          peak("max_cpu_percent"), sum(x.n_samples for x in rs), rs[0].period_s if rs else None,
                          all(x.target_exited for x in rs), peak("sampler_overhead_percent"), peak("peak_vram_bytes"),
-                         peak("peak_proc_vram_bytes"), mean("mean_gpu_util_percent"), mean("mean_power_w"))
+                         peak("peak_proc_vram_bytes"), mean("mean_gpu_util_percent"), mean("mean_power_w"),
+                         min(_clean([x.vram_scope for x in rs]), default=None))  # any "device" makes it "device"
 
     @property
     def energy(self) -> Energy:
@@ -167,16 +177,17 @@ class CellResult:
         es = [r.energy for r in self.runs]
         if not es or any(e.energy_j is None for e in es):
             return Energy(source=es[0].source if es else None)
-        total = sum(e.energy_j for e in es)
-        return Energy(total, es[0].source, any(e.estimated for e in es), es[0].assumptions,
-                      total / self.window_s if self.window_s > 0 else None)
+        total, host = sum(e.energy_j for e in es), [e.host_cpu_energy_j for e in es]
+        return replace(es[0], energy_j=total, estimated=any(e.estimated for e in es),
+                       mean_power_w=total / self.window_s if self.window_s > 0 else None,
+                       host_cpu_energy_j=None if None in host else sum(host))
 
     @property
     def meta(self) -> WorkerMeta:
-        ms = [r.meta for r in self.runs]
-        return WorkerMeta(_mean([m.worker_cpu_percent_window for m in ms]), ms[0].timer if ms else None,
-                          _median([m.process_start_to_ready_s for m in ms]),
-                          _max([m.torch_max_memory_allocated_bytes for m in ms]))
+        ms = [r.meta for r in self.runs] or [WorkerMeta()]
+        return replace(ms[0], worker_cpu_percent_window=_mean([m.worker_cpu_percent_window for m in ms]),
+                       process_start_to_ready_s=_median([m.process_start_to_ready_s for m in ms]),
+                       torch_max_memory_allocated_bytes=_max([m.torch_max_memory_allocated_bytes for m in ms]))
 
     @property
     def items_measured(self) -> int:
@@ -321,7 +332,9 @@ def process_ci(groups: list, stat: str, point: float) -> tuple[float, float]:
     mean = sum(values) / k
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
     half = float(sps.t.ppf(0.975, k - 1)) * sd / math.sqrt(k)
-    return min(lo, point - half), max(hi, point + half)
+    # No statistic of these samples can leave their range: clip there (a wide t interval can reach below 0 ms).
+    floor, ceiling = min(min(g) for g in groups), max(max(g) for g in groups)
+    return max(floor, min(lo, point - half)), min(ceiling, max(hi, point + half))
 
 
 def _clean(values: list) -> list:

@@ -8,6 +8,8 @@ Schema history (SCHEMA_VERSION):
   2 (2026-11-25) every record typed: a cell holds one ProcessRun per fresh worker (samples, load phases,
     resources, energy, meta); load-test levels are LoadLevel records with a ServiceSetup, raw-sample CIs and
     Locust's CSV figures beside them. Version 1 files are upgraded on read (`upgrade_v1`).
+    (2026-11-25, still 2) additive: `slo_searches`, SloSearch records (bench.search_records: the searched QPS at
+    the SLO per service configuration); files without it read as having none.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.paths import atomic_write_text
 from bench.records import CellResult, CellSpec, LoadLevel, ProcessRun
+from bench.search_records import SloSearch
 from bench.upgrade import UPGRADES
 
 __all__ = ["SCHEMA_VERSION", "RunResult", "CellResult", "CellSpec", "LoadLevel", "ProcessRun", "load_run", "save_run",
-           "run_from_dict", "run_to_dict", "cell_to_dict", "cell_from_dict", "record_from_dict"]
+           "run_from_dict", "run_to_dict", "cell_to_dict", "cell_from_dict", "record_from_dict", "stored_version"]
 
 SCHEMA_VERSION = 2
 
@@ -40,6 +43,7 @@ class RunResult:
     cells: tuple[CellResult, ...] = ()
     loadtests: tuple[LoadLevel, ...] = ()
     schema_version: int = SCHEMA_VERSION
+    slo_searches: tuple[SloSearch, ...] = ()
 
     def with_cell(self, cell: CellResult) -> "RunResult":
         """A new run with `cell` added or replacing the cell of the same key."""
@@ -50,6 +54,12 @@ class RunResult:
         """A new run with these load-test levels added; earlier levels of the same configurations are replaced."""
         labels = {lv.config.label for lv in levels}
         return replace(self, loadtests=tuple(lv for lv in self.loadtests if lv.config.label not in labels) + levels)
+
+    def with_searches(self, searches: tuple[SloSearch, ...]) -> "RunResult":
+        """A new run with these searches; earlier searches of the same configurations are replaced."""
+        labels = {s.config.label for s in searches}
+        kept = tuple(s for s in self.slo_searches if s.config.label not in labels)
+        return replace(self, slo_searches=kept + tuple(searches))
 
     def cell(self, key: str) -> CellResult | None:
         return next((c for c in self.cells if c.spec.key == key), None)
@@ -62,9 +72,12 @@ def cell_to_dict(cell: CellResult) -> dict:
 
 
 def run_to_dict(run: RunResult) -> dict:
-    out = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in ("cells", "loadtests")}
+    records = ("cells", "loadtests", "slo_searches")
+    out = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in records}
     out["cells"] = [cell_to_dict(c) for c in run.cells]
     out["loadtests"] = [asdict(level) for level in run.loadtests]
+    if run.slo_searches:  # left out when empty, so a run without searches reads in older toolkits too
+        out["slo_searches"] = [asdict(s) for s in run.slo_searches]
     return out
 
 
@@ -119,16 +132,30 @@ def run_from_dict(data: dict, path: Path = Path("<memory>")) -> RunResult:
     try:
         cells = tuple(cell_from_dict(c) for c in data.pop("cells", []))
         levels = tuple(record_from_dict(LoadLevel, lv) for lv in data.pop("loadtests", []))
-        return RunResult(cells=cells, loadtests=levels, **data)
+        searches = tuple(record_from_dict(SloSearch, s) for s in data.pop("slo_searches", []))
+        return RunResult(cells=cells, loadtests=levels, slo_searches=searches, **data)
     except (TypeError, ValueError, KeyError) as exc:
         raise BenchError(f"{path} is not a valid results file: {exc}") from None
 
 
 def load_run(path: Path) -> RunResult:
     """Read results.json (or a run folder) with clear errors for missing, corrupt or foreign files."""
+    path = results_file(path)
+    return run_from_dict(read_json(path), path)
+
+
+def stored_version(path: Path) -> int | None:
+    """The schema version a results file was written in (load_run upgrades it away)."""
+    version = read_json(results_file(path)).get("schema_version")
+    return version if isinstance(version, int) else None
+
+
+def results_file(path: Path) -> Path:
     path = Path(path)
-    if path.is_dir():
-        path = path / "results.json"
+    return path / "results.json" if path.is_dir() else path
+
+
+def read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -137,7 +164,7 @@ def load_run(path: Path) -> RunResult:
         raise BenchError(f"{path} is corrupt (not JSON: {exc})") from None
     if not isinstance(data, dict):
         raise BenchError(f"{path} is not a structbench results file")
-    return run_from_dict(data, path)
+    return data
 
 
 def save_run(run: RunResult, run_dir: Path) -> Path:

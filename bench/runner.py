@@ -32,10 +32,14 @@ class WorkerRequest:
     warmup_iters: int = 3  # untimed batches after the first (cold) inference
     tdp_w: float | None = None
     options: dict = field(default_factory=dict)  # backend-specific (e.g. a fake backend's sleep_s)
+    gpu: int = 0  # the CUDA device of a GPU cell (as CUDA numbers them, within CUDA_VISIBLE_DEVICES)
+    gpu_warmup_s: float = 1.0  # GPU warm-up: every batch shape once, then on until this much time has passed
 
     def __post_init__(self) -> None:
         if self.warmup_iters < 0:
             raise ConfigError(f"warmup_iters must be >= 0 (got {self.warmup_iters})")
+        if self.gpu < 0 or self.gpu_warmup_s < 0:
+            raise ConfigError(f"gpu and gpu_warmup_s must be >= 0 (got {self.gpu}, {self.gpu_warmup_s})")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -71,6 +75,14 @@ def _limit_memory(mb: int | None):
     return apply
 
 
+def memory_limit_mb(request: WorkerRequest, limits: WorkerLimits) -> int | None:
+    """The address-space cap of this worker: none for GPU cells, as CUDA reserves tens of GiB of virtual address
+    space at initialisation and would fail under any cap that means anything for host memory."""
+    from bench.backends import resolve
+
+    return None if resolve(request.spec.backend).device != "cpu" else limits.memory_limit_mb
+
+
 def _pump_stderr(proc: subprocess.Popen, out: WorkerOutput, on_progress) -> None:
     for line in proc.stderr:
         if line.startswith("PROGRESS "):
@@ -84,7 +96,8 @@ def spawn_worker(request: WorkerRequest, limits: WorkerLimits, on_progress=None,
     """Start `python -m bench.worker`, feed it the request, wait up to the timeout, collect its output.
     stdout and stderr are drained by threads so a full pipe can never look like a hang."""
     proc = subprocess.Popen([sys.executable, "-m", "bench.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, preexec_fn=_limit_memory(limits.memory_limit_mb))
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_limit_memory(memory_limit_mb(request, limits)))
     if on_start:
         on_start(proc.pid)
     out = WorkerOutput()

@@ -12,7 +12,10 @@ SUMMARY_COLUMNS = ("key", "backend", "batch", "workload", "seq_len", "threads", 
                    "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "p50_ci_lo_ms", "p50_ci_hi_ms",
                    "p95_ci_lo_ms", "p95_ci_hi_ms", "process_spread", "throughput_items_s", "peak_rss_mb",
                    "mean_cpu_percent_window", "energy_j_per_item", "energy_source", "energy_estimated",
-                   "synthetic_weights", "load_total_s", "stop_reason")
+                   "synthetic_weights", "load_total_s", "stop_reason",
+                   # GPU cells: what ran, what the energy figure covers, VRAM and whose it is
+                   "energy_covers", "host_cpu_energy_j_per_item", "peak_vram_mb", "vram_scope", "providers", "tf32",
+                   "engine_build_s", "gpu_device")
 
 
 def ms(value: float | None) -> float | None:
@@ -34,7 +37,17 @@ def summary_row(c: CellResult, synthetic: bool | None = None) -> dict:
         "mean_cpu_percent_window": c.meta.worker_cpu_percent_window, "energy_j_per_item": c.energy_per_item_j,
         "energy_source": c.energy.source, "energy_estimated": c.energy.estimated if c.energy.source else None,
         "synthetic_weights": synthetic, "load_total_s": c.load.total_s, "stop_reason": c.stop_reason,
+        **gpu_columns(c),
     }
+
+
+def gpu_columns(c: CellResult) -> dict:
+    r, e, n = c.resources, c.energy, c.items_measured
+    vram = r.peak_proc_vram_bytes if r.vram_scope == "process" else r.peak_vram_bytes
+    return {"energy_covers": e.covers, "host_cpu_energy_j_per_item": e.host_cpu_energy_j / n
+            if e.host_cpu_energy_j is not None and n else None, "peak_vram_mb": vram / 2**20 if vram else None,
+            "vram_scope": r.vram_scope, "providers": " ".join(c.meta.providers) or None, "tf32": c.meta.tf32,
+            "engine_build_s": c.load.engine_build_s, "gpu_device": c.meta.gpu_device}
 
 
 def summary_csv(run) -> str:

@@ -53,38 +53,74 @@ def progress(elapsed: float, n: int) -> None:
 
 def measure(req) -> dict:
     from bench import backends
-    from bench.backends.base import BackendConfig
-    from bench.measure.timer import make_timer
-    from bench.records import CellResult, LoadPhases
+    from bench.records import CellResult
 
     spec = req.spec
     bspec = backends.resolve(spec.backend)
-    config = BackendConfig(bspec, req.model_dir, req.model_file, spec.threads, req.options)
+    # GPU cells encode first: ORT's TensorRT profile is built from the batches' shapes (CPU cells keep the order
+    # their load phases were always measured in)
+    batches, tokens = encoded_batches(req, spec) if bspec.device != "cpu" else (None, None)
     imports_s = import_framework(bspec.engine)
-    backend = backends.create(config)
+    backend = backends.create(backend_config(req, bspec, batches))
     t0 = time.perf_counter()
     backend.load()
     create_s = time.perf_counter() - t0
-    batches, tokens = encoded_batches(req, spec)
-    timer = make_timer(bspec.device)
-    first_s = timer.measure(lambda: backend.infer(batches[0]))
-    warmup = [timer.measure(lambda b=b: backend.infer(b)) for b in batches[1:1 + req.warmup_iters]]
-    run = timed_window(req, backend, batches, timer, bspec.device)
-    run = replace(run, warmup_s=tuple(warmup), load=LoadPhases(imports_s, create_s, first_s))
+    if batches is None:
+        batches, tokens = encoded_batches(req, spec)
+    run = warm_and_time(req, backend, bspec, batches, create_s, imports_s)
     result = CellResult(spec=spec, status="ok", runs=(run,), items_per_batch=spec.batch, tokens_per_item=tokens,
                         flops_per_batch=flops(req.model_dir, spec.batch, tokens))
     backend.close()
     return cell_to_dict(result)
 
 
+def backend_config(req, bspec, batches: list):
+    """The backend's settings; GPU cells get the chosen device (`--gpu`) and, for ORT, the shape profile."""
+    from bench.backends.base import BackendConfig
+
+    options = dict(req.options)
+    if bspec.device != "cpu":
+        options["device_id"] = req.gpu
+        if bspec.engine == "ort":
+            from bench.backends.ort_gpu import shape_profile
+
+            options.setdefault("shape_profile", shape_profile(batches))
+    return BackendConfig(bspec, req.model_dir, req.model_file, req.spec.threads, options)
+
+
+def warm_and_time(req, backend, bspec, batches: list, create_s: float, imports_s: float):
+    """First (cold) inference, warm-up, timed window: one ProcessRun with its load phases."""
+    from bench.measure.timer import make_timer
+    from bench.records import LoadPhases
+
+    timer = make_timer(bspec.device, engine=bspec.engine)
+    first_s = timer.measure(lambda: backend.infer(batches[0]))
+    build_s = backend.engine_build_s(first_s)  # raises Unavailable when TensorRT took none of the graph
+    warmup = warm_up(req, backend, batches, timer, on_gpu=bspec.device != "cpu")
+    run = timed_window(req, backend, batches, timer, bspec.device)
+    return replace(run, warmup_s=tuple(warmup), load=LoadPhases(imports_s, create_s, first_s, build_s))
+
+
+def warm_up(req, backend, batches: list, timer, on_gpu: bool) -> list[float]:
+    """CPU: `warmup_iters` batches. GPU: every batch once (each shape the timed loop will feed, so no kernel
+    selection, allocator growth or TensorRT profile switch lands in it), then on until `gpu_warmup_s` passed."""
+    if not on_gpu:
+        return [timer.measure(lambda b=b: backend.infer(b)) for b in batches[1:1 + req.warmup_iters]]
+    out, end = [], time.perf_counter() + req.gpu_warmup_s
+    for i in itertools.count():
+        out.append(timer.measure(lambda b=batches[i % len(batches)]: backend.infer(b)))
+        if i + 1 >= max(len(batches), req.warmup_iters) and time.perf_counter() >= end:
+            return out
+
+
 def timed_window(req, backend, batches: list, timer, device: str):
     """The timed loop under the stop rule, with the energy meter around it: one ProcessRun."""
     from bench.measure.stats import run_until_stopped
-    from bench.records import Energy, ProcessRun, WorkerMeta
+    from bench.records import Energy, ProcessRun
 
     turn = itertools.count()  # cycle through the pre-encoded batches
-    gpu = open_gpu(device)
-    meter = energy_meter(req, gpu)
+    gpu = open_gpu(device, req.gpu)
+    meter = energy_meter(req, gpu, device)
     cpu0, w0 = time.process_time(), time.perf_counter()
     meter.start()
     samples, reason = run_until_stopped(lambda: timer.measure(lambda: backend.infer(batches[next(turn) % len(batches)])),
@@ -92,11 +128,18 @@ def timed_window(req, backend, batches: list, timer, device: str):
     window = time.perf_counter() - w0
     cpu_s = time.process_time() - cpu0
     energy = meter.stop(cpu_seconds=cpu_s)
+    meta = worker_meta(backend, timer, 100.0 * cpu_s / window, gpu)
     close_gpu(gpu)
-    meta = WorkerMeta(100.0 * cpu_s / window, type(timer).__name__, time.perf_counter() - T_START,
-                      backend.device_memory().get("torch_max_memory_allocated_bytes"))
     return ProcessRun(latencies_s=tuple(samples), window_s=window, stop_reason=reason, energy=Energy(**energy),
                       meta=meta)
+
+
+def worker_meta(backend, timer, cpu_percent: float, gpu):
+    from bench.records import WorkerMeta
+
+    return WorkerMeta(cpu_percent, type(timer).__name__, time.perf_counter() - T_START,
+                      backend.device_memory().get("torch_max_memory_allocated_bytes"),
+                      gpu_device=gpu.describe() if gpu is not None else None, **backend.run_info())
 
 
 _last_tick = [0.0]
@@ -117,12 +160,13 @@ def flops(model_dir: str, batch: int, tokens_per_item: float) -> float:
     return float(bert_flops(cfg))
 
 
-def open_gpu(device: str):
+def open_gpu(device: str, ordinal: int = 0):
+    """NVML's handle on the CUDA device this cell runs on (found by UUID / PCI bus id), or None."""
     if device == "cpu":
         return None
-    from bench.measure.gpu import probe_gpu
+    from bench.measure.gpu import open_cuda_gpu
 
-    return probe_gpu()
+    return open_cuda_gpu(ordinal)
 
 
 def close_gpu(gpu) -> None:
@@ -130,10 +174,10 @@ def close_gpu(gpu) -> None:
         gpu.close()
 
 
-def energy_meter(req, gpu):
+def energy_meter(req, gpu, device: str = "cpu"):
     from bench.measure.power import EnergyMeter
 
-    return EnergyMeter(tdp_w=req.tdp_w, gpu=gpu)
+    return EnergyMeter(tdp_w=req.tdp_w, gpu=gpu, gpu_cell=device != "cpu")
 
 
 def outcome(req) -> dict:

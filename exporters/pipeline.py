@@ -173,18 +173,22 @@ def run_parity(model_dir: Path, out_dir: Path, cfg: ExportConfig, synthetic: boo
     runners = {"torch-fp32": backends.BackendConfig(backends.BackendSpec("torch", "fp32"), model_dir, None,
                                                     cfg.threads)}
     runners.update(parity_runners(model_dir, out_dir, cfg.threads))
-    logits = {}
+    logits, unavailable = {}, {"fp16": "needs a CUDA execution provider"}
     with tqdm(total=len(workload) * len(runners), desc="parity", unit="text", file=sys.stderr) as bar:
         for name, bcfg in runners.items():
             backend = backends.create(bcfg)
-            backend.load()
+            try:
+                backend.load()
+            except backends.Unavailable as exc:  # e.g. CUDA listed but its libraries missing: ORT fell back
+                unavailable[name] = str(exc)
+                continue
             logits[name] = run_logits(backend.infer, tok, workload, cfg.parity_max_length, progress=bar)
             backend.close()
     ref = logits.pop("torch-fp32")
     results = {name: compare(ref, out, workload.labels, cfg.thresholds[name], synthetic)
                for name, out in logits.items()}
-    results["fp16"] = results.get("fp16") or {"passed": None, "not_measured": "needs a CUDA execution provider"}
-    return results
+    return {**{n: {"passed": None, "not_measured": why} for n, why in unavailable.items() if n not in results},
+            **results}
 
 
 def export_all(cfg: ExportConfig) -> tuple[Path, dict]:

@@ -15,11 +15,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, ConfigError
 from loadtests.levels import Window, pooled_level
 from loadtests.samples import sample_paths
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+
+if TYPE_CHECKING:  # the search imports this module; its config is only named here
+    from loadtests.slo_search import SearchConfig
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # Sweeps measure the model, so the cache is off except where it is the point (one default: ServiceConfig's).
@@ -46,6 +50,7 @@ class SweepConfig:
     seed: int = 0
     repeats: int = 2  # windows per configuration and level, interleaved A B B A: a comparison gets a CI
     window_s: float = 2.0  # QPS is counted per window of this length; its CI is across windows
+    slo_search: SearchConfig | None = None  # also search each configuration's QPS at the SLO (off: None)
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.window_s <= 0:

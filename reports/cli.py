@@ -14,27 +14,66 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     from reports.render import ReportOptions
 
     d = ReportOptions()
-    p.add_argument("run", nargs="?", default="latest", help=f"{RUN_HELP} (default: latest)")
+    p.add_argument("runs", nargs="*", default=["latest"], metavar="run",
+                   help=f"{RUN_HELP} (default: latest); two or more: one report over several hosts")
     p.add_argument("--slo-p95-ms", type=float, default=d.slo_p95_ms,
                    help=f"P95 latency target (default {d.slo_p95_ms:g})")
     p.add_argument("--cpu-hour-usd", type=float, default=d.cpu_hour_usd,
-                   help=f"price of one CPU host hour for the cost column (default {d.cpu_hour_usd:.2f}, a 2-vCPU VM)")
+                   help=f"price of one CPU host hour for the cost column (default {d.cpu_hour_usd:.2f}, an example: "
+                        "a 2-vCPU VM)")
     p.add_argument("--gpu-hour-usd", type=float, default=d.gpu_hour_usd,
-                   help=f"price of one GPU host hour (default {d.gpu_hour_usd:.2f}, e.g. a T4 VM)")
+                   help=f"price of one GPU host hour (default {d.gpu_hour_usd:.2f}, an example: a T4 VM)")
+    p.add_argument("--price", action="append", default=[], metavar="HOST=USD",
+                   help="price per hour of a host, matched by the words of its label or its run id, e.g. "
+                        "\"AMD EPYC 2c=0.10\" (repeatable; overrides the run's --hour-usd)")
+    p.add_argument("--traffic", default=None, metavar="REQ_PER_S",
+                   help="add a capacity plan for this mean traffic (requests per second)")
+    p.add_argument("--peak-factor", default=d.peak_factor, help="peak / mean traffic for the plan (default 1)")
+    p.add_argument("--target-utilisation", default=d.target_utilisation,
+                   help="share of each instance's capacity to plan on, within (0, 1] (default 1)")
+    p.add_argument("--force", action="store_true", help="merge runs of different models, workloads, SLOs or schemas")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder of a merged report (default: results/merged-<run ids>)")
 
 
 def report_options(args: argparse.Namespace):
-    """ReportOptions from the report flags; `bench all` has none of them, so the defaults apply there."""
+    """ReportOptions from the report flags, every number checked before any run is read; `bench all` has none of
+    them, so the defaults apply there."""
+    from reports.hosts import parse_price, positive
     from reports.render import ReportOptions
 
     d = ReportOptions()
-    return ReportOptions(*(getattr(args, k, getattr(d, k)) for k in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd")))
+    traffic = getattr(args, "traffic", None)
+    return ReportOptions(
+        *(getattr(args, k, getattr(d, k)) for k in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd")),
+        traffic_rps=None if traffic is None else positive("--traffic", traffic),
+        peak_factor=positive("--peak-factor", getattr(args, "peak_factor", d.peak_factor)),
+        target_utilisation=positive("--target-utilisation", getattr(args, "target_utilisation",
+                                                                     d.target_utilisation)),
+        prices=tuple(parse_price(p) for p in getattr(args, "price", None) or ()),
+        force=bool(getattr(args, "force", False)))
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from reports.render import write_report
 
-    html_path, md_path = write_report(resolve_run(args.run), report_options(args))
+    options = report_options(args)  # a bad number is one error line before any run is read
+    runs = args.runs or ["latest"]
+    if len(runs) > 1:
+        return merged_report([resolve_run(r) for r in runs], options, args.out)
+    html_path, md_path = write_report(resolve_run(runs[0]), options)
+    print(f"report:  {html_path}")
+    print(f"summary: {md_path}")
+    return 0
+
+
+def merged_report(paths: list[Path], options, out: Path | None) -> int:
+    from bench.paths import results_dir
+    from reports.multi import write_merged_report
+
+    folder = out or results_dir() / ("merged-" + "+".join(p.name for p in paths))
+    html_path, md_path, summary = write_merged_report(paths, options, folder)
+    print(summary, end="")
     print(f"report:  {html_path}")
     print(f"summary: {md_path}")
     return 0

@@ -14,6 +14,7 @@ from reports import fmt
 from reports.common import (cell_label, column, label, na, num, on_gpu, one_process, table, text, throughput_ci,
                             variant_of, why_not)
 from reports.ranking import NO_CI, ONE_PROCESS, Entry, names_and, standings, tied_with
+from reports.searched import searched_for
 from reports.service import failed_configs, label_of, load_point, measured, service_configs
 
 ENGINE = "engine only, in-process, no HTTP"
@@ -42,6 +43,13 @@ class Candidate:
     energy_per_m_j: float | None = None
     energy_estimated: bool = False
     energy_reason: str | None = None
+    host: str = ""  # in a report of several runs: the host label (the name then ends in " @ host")
+    searched: bool = False  # qps is the searched open-loop QPS at the SLO, not a grid level
+    requests: int | None = None  # behind the searched figure
+
+    @property
+    def config_name(self) -> str:
+        return self.name.removesuffix(f" @ {self.host}") if self.host else self.name
 
     @property
     def device(self) -> str:
@@ -85,7 +93,8 @@ def candidates(run: RunResult, options: dict) -> list[Candidate]:
 
 def base(name: str, backend: str | None, kind: str, options: dict) -> Candidate:
     gpu = on_gpu(backend)
-    return Candidate(name, backend, kind, options["gpu_hour_usd"] if gpu else options["cpu_hour_usd"], gpu)
+    price = options.get("hour_usd") or (options["gpu_hour_usd"] if gpu else options["cpu_hour_usd"])
+    return Candidate(name, backend, kind, price, gpu)
 
 
 def service_candidate(run: RunResult, name: str, backend: str | None, options: dict) -> Candidate:
@@ -94,6 +103,9 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
     failed = failed_configs(run).get(name)
     if failed:
         return replace(row, reason=f"failed: {failed}", measured=False)
+    search = searched_for(run, name, slo)
+    if search is not None and search.status != "failed":
+        return searched_candidate(row, search)
     points = [lt for lt in run.loadtests if label_of(lt) == name and measured(lt) and lt.p95_ms is not None]
     # A level with failed or wrong answers does not count as sustained, however fast it was.
     meeting = [lt for lt in points if lt.p95_ms <= slo and not lt.failures and not lt.invalid_answers and lt.qps > 0]
@@ -105,6 +117,16 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
     at = load_point(best) + (", client saturated" if best.client_saturated else "")
     return replace(row, qps=best.qps, qps_ci=tuple(best.qps_ci), p95_ms=best.p95_ms, p95_ci_ms=tuple(best.p95_ci_ms),
                    at=at, unranked=None if best.qps_ci else NO_CI)
+
+
+def searched_candidate(row: Candidate, search) -> Candidate:
+    """The searched QPS at the SLO (open loop, with its CI), preferred to the coarse closed-loop grid."""
+    if search.qps is None:
+        return replace(row, reason=search.reason or f"no searched rate meets P95 ≤ {search.slo_ms:g} ms")
+    probe = next((p for p in search.probes if p.passed and p.offered_rps == search.rate_rps), None)
+    return replace(row, qps=search.qps, qps_ci=tuple(search.qps_ci), p95_ms=probe.p95_ms if probe else None,
+                   at=f"searched: open loop, {fmt.num(search.rate_rps)} req/s offered, {search.requests} requests",
+                   searched=True, requests=search.requests, unranked=None if search.qps_ci else NO_CI)
 
 
 def engine_candidate(cell: CellResult, options: dict) -> Candidate:
@@ -143,37 +165,47 @@ def ranks(cands: list[Candidate]) -> dict:
 
 def decision_table(cands: list[Candidate], options: dict) -> dict:
     slo = options["slo_p95_ms"]
-    cols = [column("Configuration", False), column("Kind", False), column("Device", False),
-            column(f"Max QPS at P95 ≤ {slo:g} ms [95% CI]"), column("P95 ms there [95% CI]"), column("At", False),
-            column("Energy kJ / 1M inferences"), column("Cost USD / 1M inferences [95% CI]"),
+    multi = any(c.host for c in cands)  # runs of several hosts: a host column after the configuration
+    cols = [column("Configuration", False), *([column("Host", False)] if multi else []), column("Kind", False),
+            column("Device", False), column(f"Max QPS at P95 ≤ {slo:g} ms [95% CI]"),
+            column("P95 ms there [95% CI]"), column("At", False), column("Energy kJ / 1M inferences"),
+            column("Cost USD / 1M inferences [95% CI]"),
             column("Rank by cost within kind (≈ tie: CIs overlap)", False)]
     ordered = sorted(cands, key=decision_order)
     standing = ranks(cands)
-    rows = [decision_row(c, standing.get(c.name)) for c in ordered if c.measured]
+    rows = [with_host(decision_row(c, standing.get(c.name)), c.host, multi) for c in ordered if c.measured]
     gaps: dict = {}  # one row per reason for what was not measured
     for c in ordered:
         if not c.measured:
-            gaps.setdefault((c.reason, c.kind, c.device), []).append(c.name)
-    rows += [[text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=6)]
-             for (reason, kind, device), names in gaps.items()]
+            gaps.setdefault((c.reason, c.kind, c.device, c.host), []).append(c.config_name)
+    rows += [with_host([text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=6)], host, multi)
+             for (reason, kind, device, host), names in gaps.items()]
     return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, decision_notes(options),
                  empty="no configurations measured")
+
+
+def with_host(row: list, host: str, multi: bool) -> list:
+    return [row[0], label(host), *row[1:]] if multi else row
 
 
 def decision_notes(options: dict) -> list[str]:
     return ["Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
             "bound for a service on the same host); service = HTTP end to end under Locust.",
-            f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at CPU ${options['cpu_hour_usd']:.2f}/h "
-            f"and GPU ${options['gpu_hour_usd']:.2f}/h (prices are inputs, not measurements); its CI is the QPS CI "
-            "through that formula.",
+            f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at "
+            f"{options.get('price_note') or price_text(options)} (prices are inputs, not measurements); its CI is "
+            "the QPS CI through that formula.",
             "CIs: service QPS across the 2 s windows of every repeat; engine throughput from the hierarchical-"
             "bootstrap CI of the mean latency (processes, then samples). Rank: 1 + the configurations whose whole "
             "cost interval is lower; 'tie' where intervals overlap (indistinguishable on this host). No CI (a "
             "single window) or a CI from one worker process: shown, not ranked with confidence."]
 
 
+def price_text(options: dict) -> str:
+    return f"CPU ${options['cpu_hour_usd']:.2f}/h and GPU ${options['gpu_hour_usd']:.2f}/h"
+
+
 def decision_row(c: Candidate, standing) -> list:
-    head = [label(c.name), text(SHORT[c.kind]), text(c.device)]
+    head = [label(c.config_name), text(SHORT[c.kind]), text(c.device)]
     if c.qps is None:  # measured, but too slow for the SLO at every tested load
         p95 = num(fmt.num_ci(c.p95_ms, c.p95_ci_ms)) if c.p95_ms is not None else text("")
         return head + [text(c.reason), p95, text(""), text(""), text(""), text("")]

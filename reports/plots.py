@@ -186,10 +186,13 @@ def memory_energy(run: RunResult) -> dict:
 
 def roofline(run: RunResult) -> dict:
     from bench.measure.roofline import peak_for
+    from reports.common import on_gpu
 
     title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM rate of the cell's precision"
     record = run.host.get("peak_gemm") or {}
-    judged = [(c, *peak_for(precision_of(c.spec.backend), record, run.peak_gemm_flops))
+    # GPU cells against the GPU's own peak of their precision only (none measured: not drawn)
+    judged = [(c, *peak_for(precision_of(c.spec.backend), record, run.peak_gemm_flops,
+                            "cuda" if on_gpu(c.spec.backend) else "cpu", c.meta.tf32))
               for c in run.cells if c.achieved_flops]
     judged = [(c, peak, kind) for c, peak, kind in judged if peak]
     if not judged:
@@ -201,8 +204,11 @@ def roofline(run: RunResult) -> dict:
     kinds = {"fp32": ("#55a868", f"float32 cells (peak {fp32 / 1e9:.0f} GFLOP/s)" if fp32 else "float32 cells"),
              "int8": ("#4c72b0", f"INT8 cells (INT8 peak {int8 / 1e9:.0f} GOP/s)" if int8 else "INT8 cells"),
              "int8-vs-fp32": ("#dd8452", "INT8 cells vs the float32 peak (no INT8 peak measured)")}
-    kind_of = ["int8" if kind == "int8" else "int8-vs-fp32" if precision_of(c.spec.backend) == "int8" else "fp32"
-               for c, _, kind in judged]
+    gpu = record.get("gpu") or {}
+    kinds.update({f"gpu-{k}": (color, f"GPU {k.upper()} cells (GPU peak {(gpu.get(k) or 0) / 1e12:.0f} TFLOP/s)")
+                  for k, color in (("fp32", "#8172b3"), ("tf32", "#937860"), ("fp16", "#da8bc3"))})
+    kind_of = [kind if kind.startswith("gpu") else "int8" if kind == "int8" else
+               "int8-vs-fp32" if precision_of(c.spec.backend) == "int8" else "fp32" for c, _, kind in judged]
     ax.barh([c.spec.key for c, _, _ in judged], [100 * c.achieved_flops / peak for c, peak, _ in judged],
             color=[kinds[k][0] for k in kind_of])
     ax.axvline(100, color="grey", linewidth=0.8, linestyle=":")

@@ -13,29 +13,60 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.paths import atomic_write_text
 from bench.results import RunResult, load_run
-from reports import decision, overview, plots, sections, service
+from reports import decision, overview, plots, searched, sections, service
+from reports.hostplots import break_even
+from reports.hosts import EXAMPLE_PRICES, SOURCES, HostRun, host_runs, positive
+from reports.plan import PlanInputs, plan_row
+from reports.plansection import plan_sentences, plan_table
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 @dataclass(frozen=True)
 class ReportOptions:
-    """What the report needs that the run did not measure: the latency target and the price of a device hour."""
+    """What the report needs that the run did not measure: the latency target, prices (example prices per
+    device hour unless a host has its own, see reports.hosts) and, for a capacity plan, the traffic."""
 
     slo_p95_ms: float = 300.0
-    cpu_hour_usd: float = 0.10  # a 2-vCPU cloud VM
-    gpu_hour_usd: float = 0.53  # e.g. a T4 VM
+    cpu_hour_usd: float = EXAMPLE_PRICES["cpu"]  # an example: a 2-vCPU cloud VM
+    gpu_hour_usd: float = EXAMPLE_PRICES["gpu"]  # an example: a T4 VM
+    traffic_rps: float | None = None  # mean req/s to plan for; None: no capacity plan
+    peak_factor: float = 1.0  # peak / mean traffic
+    target_utilisation: float = 1.0  # share of an instance's capacity to plan on
+    prices: tuple = ()  # (host key, USD per hour) pairs from --price
+    force: bool = False  # merge runs that measured different things
 
     def __post_init__(self) -> None:
-        for name in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd"):
+        for name in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd", "peak_factor", "target_utilisation"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value <= 0:
                 raise ConfigError(f"ReportOptions.{name} must be a finite number > 0, got {value!r}")
+        if self.traffic_rps is not None:
+            positive("--traffic", self.traffic_rps)
+        if self.target_utilisation > 1:
+            raise ConfigError(f"--target-utilisation must be within (0, 1], got {self.target_utilisation!r}")
+        for key, usd in self.prices:
+            positive(f"--price {key!r}", usd)
+
+    @property
+    def plan(self) -> PlanInputs | None:
+        if self.traffic_rps is None:
+            return None
+        return PlanInputs(self.traffic_rps, self.peak_factor, self.target_utilisation)
+
+
+def host_options(host: HostRun, opts: dict) -> dict:
+    """The report options for one host's candidates: its own price where it has one."""
+    if host.hour_usd is None:
+        return opts
+    return {**opts, "hour_usd": host.hour_usd,
+            "price_note": f"${host.hour_usd:.2f}/h for {host.label} ({SOURCES[host.price_source]})"}
 
 
 def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> dict:
-    opts = asdict(options)
+    host = host_runs([run], options.prices)[0]
+    opts = host_options(host, options_dict(options))
     cands = decision.candidates(run, opts)
     return {
         "title": f"structbench report: {run.run_id}",
@@ -43,19 +74,53 @@ def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> d
         "options": opts,
         "decision": {"table": decision.decision_table(cands, opts),
                      "recommendation": decision.recommendation(run, cands, opts)},
-        "article": [
-            {"id": "s31", "title": "3.1 Load time and latency (响应延迟对比)",
-             "tables": [sections.load_table(run), sections.latency_table(run), sections.spread_table(run)]},
-            {"id": "s32", "title": "3.2 Resources (资源占用情况)", "tables": [sections.resources_table(run)]},
-            {"id": "s33", "title": "3.3 Throughput by concurrency (吞吐能力 QPS)",
-             "tables": [service.qps_table(run), service.open_loop_table(run), service.timing_table(run)]},
-            {"id": "s34", "title": "3.4 Multi-dimension summary (多维度对比总结表)",
-             "tables": [overview.summary_table(run)]},
-        ],
+        "article": article(run),
         "plots": plots.all_plots(run, options.slo_p95_ms),
+        "plan": plan_context([host], cands, options),
         "parity": sections.parity_table(run),
         "environment": sections.environment(run, opts),
     }
+
+
+# The source article's sections 3.1–3.4 and the tables each holds (functions of one run).
+ARTICLE = (
+    ("s31", "3.1 Load time and latency (响应延迟对比)", (sections.load_table, sections.latency_table,
+                                                  sections.spread_table)),
+    ("s32", "3.2 Resources (资源占用情况)", (sections.resources_table,)),
+    ("s33", "3.3 Throughput by concurrency (吞吐能力 QPS)", (service.qps_table, searched.search_table,
+                                                   service.open_loop_table, service.timing_table)),
+    ("s34", "3.4 Multi-dimension summary (多维度对比总结表)", (overview.summary_table,)),
+)
+
+
+def article(run: RunResult) -> list[dict]:
+    """Sections 3.1–3.4; a table function returns None where its table does not apply to this run."""
+    out = []
+    for sid, title, fns in ARTICLE:
+        out.append({"id": sid, "title": title, "tables": [t for t in (fn(run) for fn in fns) if t]})
+    return out
+
+
+def plan_context(hosts: list[HostRun], cands: list, options: ReportOptions) -> dict | None:
+    """The capacity plan section (None without --traffic): table, sentences and the break-even plot."""
+    plan = options.plan
+    if plan is None:
+        return None
+    by_host = {h.label: h for h in hosts}
+    rows = [plan_row(by_host[c.host] if c.host else hosts[0], c) for c in cands]
+    return {"table": plan_table(rows, plan), "sentences": plan_sentences(rows, plan, hosts),
+            "plot": break_even(rows, plan, [h.label for h in hosts]), "rows": [plain(asdict(r)) for r in rows]}
+
+
+def plain(value):
+    """Tuples as lists, as JSON has them: the context is plain data."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return [plain(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def options_dict(options: ReportOptions) -> dict:
+    return plain(asdict(options))
 
 
 def render_html(run: RunResult, options: ReportOptions = ReportOptions()) -> str:

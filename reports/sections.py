@@ -9,6 +9,7 @@ from collections import defaultdict
 from bench.results import RunResult
 from reports import fmt
 from bench.records import Energy
+from reports.hosts import EXAMPLE_PRICES, EXAMPLE_SOURCE
 from reports.common import batch1_corpus, cell_label, column, label, na, num, on_gpu, rows_for, table, text
 from reports.service import failed_configs, label_of, load_point, measured
 
@@ -23,6 +24,7 @@ def header(run: RunResult) -> dict:
         "model_spec": run.model.get("spec") or "not recorded",
         "model_source": source.get("source") if isinstance(source, dict) else str(source),
         "synthetic": synthetic, "host": host_lines(run.host), "issues": issues(run),
+        "test_data": run.host.get("test_data") or run.config.get("test_data"),  # built by tests: not measured
     }
 
 
@@ -224,6 +226,12 @@ def int8_peak_text(peak: dict) -> str | None:
     return f"{ops / 1e9:.1f} GOP/s ({peak.get('int8_kernel', 'INT8 GEMM')}); INT8 cells' roofline uses it" if ops else None
 
 
+def example_prices(options: dict) -> bool:
+    """Whether the report prices anything at the built-in example prices (no host price, default flags)."""
+    return not options.get("price_note") and (options["cpu_hour_usd"] == EXAMPLE_PRICES["cpu"]
+                                              or options["gpu_hour_usd"] == EXAMPLE_PRICES["gpu"])
+
+
 def environment(run: RunResult, options: dict) -> list[dict]:
     """Label/value pairs: versions, threads, stop rule, statistics methods, and the report's own inputs."""
     host, config = run.host, run.config
@@ -239,5 +247,8 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
              ("Profile", config.get("profile")), ("Seed", config.get("seed")),
              ("Report SLO", f"P95 ≤ {options['slo_p95_ms']:g} ms"),
-             ("Prices (inputs, not measured)", f"CPU ${options['cpu_hour_usd']:.2f}/h, GPU ${options['gpu_hour_usd']:.2f}/h")]
-    return [{"label": k, "value": "not recorded" if v in (None, "") else str(v)} for k, v in pairs]
+             ("Prices (inputs, not measured)", options.get("price_note") or
+              f"CPU ${options['cpu_hour_usd']:.2f}/h, GPU ${options['gpu_hour_usd']:.2f}/h"),
+             ("Example prices", EXAMPLE_SOURCE if example_prices(options) else None)]
+    return [{"label": k, "value": "not recorded" if v in (None, "") else str(v)} for k, v in pairs
+            if k != "Example prices" or v]

@@ -90,8 +90,9 @@ def ranking_text(points: dict[str, LoadLevel]) -> str:
     return NO_CI if qps == p95 == NO_CI else f"QPS: {qps} · P95: {p95}"
 
 
-def qps_table(run: RunResult) -> dict:
-    names = [n for n in service_configs(run) if closed(run, n)]
+def qps_table(run: RunResult, names: list[str] | None = None) -> dict:
+    """`names`: the configurations to give columns (a report of several hosts passes all hosts' names)."""
+    names = names if names is not None else [n for n in service_configs(run) if closed(run, n)]
     users = sorted({lt.users for n in names for lt in closed(run, n)} - {None})
     cols = [column("Concurrent users", True)]
     for name in names:

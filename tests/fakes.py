@@ -13,6 +13,7 @@ from typing import Any
 NVML_ERROR_UNINITIALIZED = 1
 NVML_ERROR_INVALID_ARGUMENT = 2
 NVML_ERROR_NOT_SUPPORTED = 3
+NVML_ERROR_NOT_FOUND = 6
 NVML_ERROR_DRIVER_NOT_LOADED = 9
 
 
@@ -55,6 +56,11 @@ class NVMLError_NotSupported(NVMLError):  # noqa: N801
         super().__init__(NVML_ERROR_NOT_SUPPORTED)
 
 
+class NVMLError_NotFound(NVMLError):  # noqa: N801
+    def __init__(self, *args: object) -> None:
+        super().__init__(NVML_ERROR_NOT_FOUND)
+
+
 class NVMLError_DriverNotLoaded(NVMLError):  # noqa: N801
     def __init__(self, *args: object) -> None:
         super().__init__(NVML_ERROR_DRIVER_NOT_LOADED)
@@ -73,6 +79,9 @@ class FakeGpuState:
     power_mw: int = 250_000
     energy_supported: bool = True
     energy_base_mj: int = 1_000_000
+    uuid: str = ""  # default: GPU-0000000<index>-…
+    pci_bus_id: str = ""  # default: 00000000:<17 + index>:00.0 (NVML's form: 8-digit domain, upper case)
+    power_supported: bool = True
 
 
 class FakeNvml:
@@ -83,6 +92,8 @@ class FakeNvml:
     NVMLError_InvalidArgument = NVMLError_InvalidArgument
     NVMLError_NotSupported = NVMLError_NotSupported
     NVMLError_DriverNotLoaded = NVMLError_DriverNotLoaded
+    NVMLError_NotFound = NVMLError_NotFound
+    NVML_ERROR_NOT_FOUND = NVML_ERROR_NOT_FOUND
     NVML_ERROR_UNINITIALIZED = NVML_ERROR_UNINITIALIZED
     NVML_ERROR_INVALID_ARGUMENT = NVML_ERROR_INVALID_ARGUMENT
     NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
@@ -99,6 +110,9 @@ class FakeNvml:
         cuda: int = 12040,
     ) -> None:
         self.gpus = gpus if gpus is not None else [FakeGpuState()]
+        for i, gpu in enumerate(self.gpus):
+            gpu.uuid = gpu.uuid or f"GPU-{i:08x}-0000-4000-8000-000000000000"
+            gpu.pci_bus_id = gpu.pci_bus_id or f"00000000:{0x17 + i:02X}:00.0"
         self.clock = clock or FakeClock()
         self.names_as_bytes = names_as_bytes
         self.driver_loaded = driver_loaded
@@ -125,6 +139,31 @@ class FakeNvml:
             raise NVMLError_InvalidArgument()
         return SimpleNamespace(index=index)
 
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> Any:
+        self._check()
+        key = uuid.decode() if isinstance(uuid, bytes) else uuid
+        return self._handle_where(lambda g: g.uuid == key)
+
+    def nvmlDeviceGetHandleByPciBusId(self, pciBusId: str | bytes) -> Any:  # noqa: N803 - pynvml's spelling
+        """NVML parses the id as hex numbers: "0000:17:00.0" and "00000000:17:00.0" name the same board."""
+        self._check()
+        key = pciBusId.decode() if isinstance(pciBusId, bytes) else pciBusId
+        return self._handle_where(lambda g: _pci_numbers(g.pci_bus_id) == _pci_numbers(key))
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str | bytes:
+        uuid = self._gpu(handle).uuid
+        return uuid.encode() if self.names_as_bytes else uuid
+
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        self._gpu(handle)
+        return handle.index
+
+    def _handle_where(self, match) -> Any:
+        for index, gpu in enumerate(self.gpus):
+            if match(gpu):
+                return SimpleNamespace(index=index)
+        raise NVMLError_NotFound()
+
     def nvmlDeviceGetName(self, handle: Any) -> str | bytes:
         name = self._gpu(handle).name
         return name.encode() if self.names_as_bytes else name
@@ -150,7 +189,10 @@ class FakeNvml:
         return SimpleNamespace(gpu=gpu.util_gpu, memory=gpu.util_memory)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
-        return self._gpu(handle).power_mw
+        gpu = self._gpu(handle)
+        if not gpu.power_supported:
+            raise NVMLError_NotSupported()
+        return gpu.power_mw
 
     def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
         gpu = self._gpu(handle)
@@ -165,6 +207,12 @@ class FakeNvml:
     def _gpu(self, handle: Any) -> FakeGpuState:
         self._check()
         return self.gpus[handle.index]
+
+
+def _pci_numbers(bus_id: str) -> tuple[int, ...]:
+    domain, bus, rest = bus_id.split(":")
+    device, function = rest.split(".")
+    return tuple(int(x, 16) for x in (domain, bus, device, function))
 
 
 class FakeCudaEvent:

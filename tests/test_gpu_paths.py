@@ -17,7 +17,14 @@ from tests.fakes import FakeNvml
                                          ("ort-fp32-tensorrt", "TensorrtExecutionProvider is not available"),
                                          ("ort-int8-cuda", "not a real INT8 path"),
                                          ("torch-fp16-cuda", "sees no CUDA device")])
-def test_gpu_backends_are_unavailable_with_a_reason(tiny_onnx, name, reason):
+def test_gpu_backends_are_unavailable_with_a_reason(tiny_onnx, name, reason, monkeypatch):
+    """What a CPU-only install says, on any host: a CPU build of onnxruntime lists only the CPU provider, and
+    torch without a usable CUDA device says so (faked here, so the test holds on a GPU host too)."""
+    import onnxruntime
+    import torch
+
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     onnx_dir, manifest = tiny_onnx
     spec = resolve(name)
     path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
@@ -57,11 +64,13 @@ def test_sampler_reads_gpu_figures_through_nvml_fake():
 
 
 @pytest.mark.parametrize("name,variant", [("ort-fp16-tensorrt", "model-fp32.onnx"), ("ort-fp32-tensorrt", "model-fp32.onnx"),
-                                          ("ort-fp16-cuda", "model-fp16.onnx"), ("ort-int8-cpu", "model-int8.onnx"),
+                                          ("ort-fp16-cuda", "model-fp16.onnx"), ("ort-fp32-cuda", "model-fp32-fused.onnx"),
+                                          ("ort-fp32-cpu", "model-fp32.onnx"), ("ort-int8-cpu", "model-int8.onnx"),
                                           ("torch-fp32-cpu", None)])
 def test_each_backend_gets_its_resolved_model_file(tiny_onnx, name, variant):
     """TensorRT parses standard ONNX only: it gets the plain FP32 export (FP16 via trt_fp16_enable), never the
-    fused graph with com.microsoft nodes; torch loads the model directory itself."""
+    fused graph with com.microsoft nodes; on CUDA, FP32 and FP16 both run the fused graph (they differ in precision
+    only); torch loads the model directory itself."""
     spec = resolve(name)
     path = model_file(tiny_onnx[0], spec.engine, spec.precision, spec.device)
     assert (path.name if path else None) == variant

@@ -5,17 +5,17 @@ import pytest
 
 from bench import backends
 from bench.artifacts import model_file
-from bench.measure.gpu import probe_gpu
 from bench.measure.stats import StopRule
 from bench.records import CellSpec
 from bench.runner import WorkerLimits, WorkerRequest, run_cell
 
 
 def cuda_reason() -> str | None:
-    gpu = probe_gpu()
-    if gpu is None:
-        return "no NVIDIA GPU/driver on this host (NVML unavailable)"
-    gpu.close()
+    from bench.measure.cuda_driver import cuda_device_reason
+
+    reason = cuda_device_reason()
+    if reason:
+        return f"no usable CUDA device on this host ({reason})"
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -27,7 +27,6 @@ REASON = cuda_reason()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 
-@pytest.mark.parametrize("backend", ["torch-fp32-cuda", "torch-fp16-cuda", "ort-fp32-cuda", "ort-fp16-cuda"])
 def request(tiny_onnx, backend: str, batch: int) -> WorkerRequest:
     onnx_dir, manifest = tiny_onnx
     b = backends.resolve(backend)
@@ -36,12 +35,28 @@ def request(tiny_onnx, backend: str, batch: int) -> WorkerRequest:
                          stop=StopRule(min_iters=10, min_time_s=0.5, max_time_s=2.0))
 
 
-def test_cuda_backend_measures_with_vram_and_nvml_energy(tiny_onnx, backend):
-    cell = run_cell(request(tiny_onnx, backend, 4), WorkerLimits(timeout_s=300))
+@pytest.mark.parametrize("backend", ["torch-fp32-cuda", "torch-fp16-cuda", "ort-fp32-cuda", "ort-fp16-cuda"])
+def test_cuda_backend_measures_with_its_provider_and_nvml_energy(tiny_onnx, backend):
+    from bench.backends.ort_gpu import CUDA
+    from bench.harness import gpu_for
+    from bench.measure.sampler import ResourceSampler
+
+    cell = run_cell(request(tiny_onnx, backend, 4), WorkerLimits(timeout_s=300),
+                    sampler_factory=lambda pid: ResourceSampler(pid, 0.01, gpu=gpu_for(True)))
     assert cell.status == "ok", cell.reason
-    assert cell.meta.timer == "CudaTimer" and cell.energy.source in ("nvml", "estimate")
+    assert cell.energy.source in ("nvml", "nvml-power") and cell.energy.covers == "gpu"
+    assert cell.resources.vram_scope in ("process", "device") and cell.meta.tf32 == "off"
     if backend.startswith("torch"):
-        assert cell.meta.torch_max_memory_allocated_bytes > 0
+        assert cell.meta.timer == "CudaTimer" and cell.meta.torch_max_memory_allocated_bytes > 0
+    else:
+        assert cell.meta.timer == "SyncedCallTimer" and CUDA in cell.meta.providers
+
+
+def test_gpu_fp16_at_batch_32_beats_the_cpu_cell(tiny_onnx):
+    gpu = run_cell(request(tiny_onnx, "torch-fp16-cuda", 32), WorkerLimits(timeout_s=300))
+    cpu = run_cell(request(tiny_onnx, "ort-int8-cpu", 32), WorkerLimits(timeout_s=300))
+    assert gpu.status == cpu.status == "ok", (gpu.reason, cpu.reason)
+    assert gpu.throughput > cpu.throughput
 
 
 def test_int8_on_cuda_is_skipped_not_published(tiny_onnx):

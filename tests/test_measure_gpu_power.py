@@ -90,7 +90,8 @@ def test_nvml_gpu_reads_everything(as_bytes):
     nvml = FakeNvml([state], clock, names_as_bytes=as_bytes, cuda=12040)
     with NvmlGpu(0, nvml) as gpu:
         assert gpu.info() == {"index": 0, "name": "NVIDIA H100 80GB HBM3", "driver": "550.54.15", "cuda": "12.4",
-                              "total_memory_bytes": 80 * 2**30}
+                              "total_memory_bytes": 80 * 2**30, "uuid": "GPU-00000000-0000-4000-8000-000000000000",
+                              "matched_by": "index"}
         assert gpu.memory_used() == 2 * 2**30
         assert gpu.process_memory(4242) == 3 * 2**30
         assert gpu.process_memory(77) is None and gpu.process_memory(1) is None
@@ -118,7 +119,10 @@ def test_nvml_other_errors_propagate():
 
 
 def test_probe_gpu_none_without_driver_or_device():
-    assert probe_gpu() is None  # this host: pynvml installed, no NVIDIA driver
+    from bench.measure.cuda_driver import cuda_device_reason
+
+    if cuda_device_reason() is not None:  # no NVIDIA driver here: the real NVML cannot start either
+        assert probe_gpu() is None
     assert probe_gpu(nvml=FakeNvml(driver_loaded=False)) is None
     nvml = FakeNvml()
     assert probe_gpu(index=3, nvml=nvml) is None and nvml.init_count == 0  # no such GPU: init undone
@@ -259,3 +263,129 @@ def test_int8_peak_runs_the_int8_models_kernel_path():
     from bench.measure.roofline import measure_peak_int8_ort
 
     assert measure_peak_int8_ort(32, 64, 48, repeats=2, min_time_s=0.0) > 0
+
+
+# --- GPU selection, VRAM scope, GPU energy, GPU roofline (issue 12) ---------------------------------------------
+
+def two_boards(clock=None) -> FakeNvml:
+    """CUDA's device 0 (fastest first) is NVML's board 1 (NVML numbers by PCI bus): the indices disagree."""
+    return FakeNvml([FakeGpuState(name="NVIDIA L4", power_mw=70_000), FakeGpuState(power_mw=400_000)], clock)
+
+
+def driver_for(nvml: FakeNvml, board: int):
+    from bench.measure.cuda_driver import CudaDriver
+    from tests.fakes_gpu import FakeLibcuda
+
+    gpu = nvml.gpus[board]
+    raw = bytes.fromhex(gpu.uuid[4:].replace("-", ""))
+    return lambda: (CudaDriver(FakeLibcuda([(gpu.name, raw, gpu.pci_bus_id[4:].lower())])), None)
+
+
+def test_cuda_driver_reads_identity_through_the_c_api():
+    from bench.measure.cuda_driver import CudaDriver
+    from tests.fakes_gpu import FakeLibcuda
+
+    driver = CudaDriver(FakeLibcuda([("NVIDIA H100 80GB HBM3", bytes(range(16)), "0000:3b:00.0")], version=12040))
+    assert (driver.version(), driver.device_count(), driver.name(0)) == ("12.4", 1, "NVIDIA H100 80GB HBM3")
+    assert driver.uuid(0) == "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f" and driver.pci_bus_id(0) == "0000:3b:00.0"
+    with pytest.raises(OSError, match="cuDeviceGet"):
+        driver.uuid(1)
+
+
+def test_nvml_index_differs_from_cuda_index_so_the_right_boards_energy_is_read(tmp_path):
+    from bench.measure.gpu import open_cuda_gpu
+
+    clock = FakeClock()
+    nvml = two_boards(clock)
+    gpu = open_cuda_gpu(0, nvml, driver_for(nvml, board=1))
+    assert gpu.index == 1 and gpu.matched_by == "uuid" and gpu.info()["name"] == "NVIDIA H100 80GB HBM3"
+    meter = EnergyMeter(tmp_path, gpu=gpu, clock=clock, gpu_cell=True, n_cores=2, tdp_w=20.0,
+                        hwmon_root=tmp_path)  # no RAPL: the host CPU's share is the estimate
+    meter.start()
+    clock.advance(2.0)
+    result = meter.stop(cpu_seconds=1.0)
+    gpu.close()
+    assert result["source"] == "nvml" and result["energy_j"] == pytest.approx(800.0)  # board 1: 400 W × 2 s
+    assert result["covers"] == "gpu" and "idle power included; host CPU excluded" in result["assumptions"]
+    assert result["host_cpu_source"] == "estimate" and result["host_cpu_energy_j"] == pytest.approx(10.0)
+
+
+def test_nvml_found_by_pci_bus_id_when_the_uuid_is_unknown():
+    nvml = two_boards()
+    gpu = probe_gpu(nvml=nvml, uuid="GPU-ffffffff-0000-0000-0000-000000000000", pci_bus_id="0000:18:00.0")
+    assert gpu.index == 1 and gpu.matched_by == "pci bus id"
+    gpu.close()
+    assert probe_gpu(nvml=nvml, uuid="GPU-ffffffff-0000-0000-0000-000000000000") is None  # never index 0 instead
+
+
+def test_cuda_visible_devices_names_the_board_when_the_driver_cannot():
+    from bench.measure.gpu import cuda_identity
+
+    none = lambda: (None, "no libcuda")  # noqa: E731
+    env = {"CUDA_VISIBLE_DEVICES": "GPU-00000001-0000-4000-8000-000000000000,3"}
+    assert cuda_identity(0, none, env) == {"uuid": "GPU-00000001-0000-4000-8000-000000000000"}
+    assert cuda_identity(1, none, env) == {}  # a bare number in CUDA's fastest-first order: unknown to NVML
+    assert cuda_identity(1, none, {**env, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}) == {"index": 3}
+
+
+@pytest.mark.parametrize("ours,scope", [(True, "process"), (False, "device")])
+def test_vram_is_labelled_device_wide_when_nvml_lists_no_pid_of_ours(ours, scope):
+    """Inside a container NVML lists host PIDs: the figure is then the whole board's, and says so."""
+    import os
+    import time
+
+    from bench.measure.sampler import ResourceSampler
+
+    pid = os.getpid() if ours else 999_999  # a host PID, as NVML reports in a container
+    gpu = NvmlGpu(0, nvml=FakeNvml([FakeGpuState(processes={pid: 3 * 2**30})])).open()
+    with ResourceSampler(os.getpid(), 0.01, gpu=gpu) as sampler:
+        time.sleep(0.05)
+    summary = sampler.summary()
+    assert summary["vram_scope"] == scope and summary["peak_vram_bytes"] == 2 * 2**30
+
+
+def test_gpu_energy_falls_back_to_sampled_board_power_labelled():
+    import time
+
+    with NvmlGpu(0, FakeNvml([FakeGpuState(energy_supported=False, power_mw=250_000)])) as gpu:
+        meter = EnergyMeter(gpu=gpu, gpu_cell=True, power_period_s=0.01)
+        meter.start()
+        t0 = time.monotonic()
+        time.sleep(0.1)
+        result = meter.stop(cpu_seconds=0.0)
+        elapsed = time.monotonic() - t0
+    assert result["source"] == "nvml-power" and result["estimated"] is False and result["covers"] == "gpu"
+    assert result["energy_j"] == pytest.approx(250.0 * elapsed, rel=0.1)
+    assert "sampled every 0.01 s" in result["assumptions"]
+
+
+def test_gpu_without_energy_or_power_gives_a_cpu_estimate_that_says_so():
+    nvml = FakeNvml([FakeGpuState(energy_supported=False, power_supported=False)])
+    with NvmlGpu(0, nvml) as gpu:
+        meter = EnergyMeter(gpu=gpu, gpu_cell=True, tdp_w=10.0, n_cores=2, clock=FakeClock())
+        meter.start()
+        result = meter.stop(cpu_seconds=1.0)
+    assert result["covers"] == "cpu" and "GPU energy not included" in result["assumptions"]
+
+
+def test_gpu_cells_are_judged_against_the_gpus_own_peak_of_their_precision():
+    from bench.measure.roofline import peak_for
+
+    record = {"peak_flops": 1e11, "gpu": {"fp32": 5e13, "tf32": 4e14, "fp16": 8e14}}
+    assert peak_for("fp16", record, device="cuda") == (8e14, "gpu-fp16")
+    assert peak_for("fp32", record, device="cuda", tf32="off") == (5e13, "gpu-fp32")
+    assert peak_for("fp32", record, device="tensorrt", tf32="trt-default") == (4e14, "gpu-tf32")
+    assert peak_for("fp32", {"peak_flops": 1e11}, 1e11, device="cuda") == (None, "gpu-fp32")  # never the CPU's
+    assert peak_for("fp32", record) == (1e11, "float32")
+
+
+def test_gpu_peak_takes_the_best_engine_and_says_why_one_did_not_run():
+    from bench.measure.gpu_peak import measure_gpu_peak
+
+    def torch_missing(ordinal):
+        raise ImportError("No module named 'torch'", name="torch")
+
+    peak = measure_gpu_peak(1, {"torch": torch_missing, "onnxruntime": lambda o: {"fp32": 5e13, "tf32": 3e14,
+                                                                                   "fp16": 7e14}})
+    assert (peak["fp32"], peak["tf32"], peak["fp16"], peak["device"]) == (5e13, 3e14, 7e14, 1)
+    assert peak["by_engine"]["torch"] == "not installed (torch)"

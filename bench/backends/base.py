@@ -84,6 +84,14 @@ class Backend(ABC):
         """Framework-level device memory figures (e.g. torch.cuda.max_memory_allocated); empty on CPU."""
         return {}
 
+    def run_info(self) -> dict:
+        """What ran, for the record (WorkerMeta fields): providers actually used, the TF32 setting."""
+        return {}
+
+    def engine_build_s(self, first_infer_s: float) -> float | None:
+        """Seconds spent building an engine during load (TensorRT); None where there is none to build."""
+        return None
+
 
 class Unavailable(Exception):
     """This backend cannot run on this host (no CUDA, provider missing, not a real path): a skip reason."""

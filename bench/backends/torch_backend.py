@@ -25,6 +25,13 @@ def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
     return model
 
 
+def set_tf32(torch, on: bool) -> None:
+    """TF32 for float32 matmuls and convolutions, set explicitly (ORT's CUDA provider gets the same setting
+    through `use_tf32`), so "fp32" means IEEE float32 on both engines unless a cell asks for TF32."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+
+
 class TorchBackend(Backend):
     model = None
 
@@ -40,10 +47,20 @@ class TorchBackend(Backend):
             torch.set_num_threads(self.config.threads)
         model = load_torch_model(self.config.model_dir, spec.precision)
         if spec.device == "cuda":
+            # The current device: CUDA events, synchronize() and .to("cuda") all act on the one --gpu chose.
+            torch.cuda.set_device(int(self.config.options.get("device_id", 0)))
+            set_tf32(torch, self._tf32)
             model = model.to("cuda")
             model = model.half() if spec.precision == "fp16" else model
             torch.cuda.reset_peak_memory_stats()
         self.model, self._torch = model, torch
+
+    @property
+    def _tf32(self) -> bool:
+        return bool(self.config.options.get("tf32", False))
+
+    def run_info(self) -> dict:
+        return {"tf32": "on" if self._tf32 else "off"} if self.config.spec.device == "cuda" else {}
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         torch = self._torch

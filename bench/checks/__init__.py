@@ -4,9 +4,11 @@
   python -m bench check trust     CI coverage of re-runs, sampler overhead, roofline efficiency
   python -m bench check service   QPS scaling with concurrency, service vs engine, HTTP overhead
   python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
+  python -m bench check gpu       every GPU path briefly on the GPU (--gpu N), one verdict per check
 
 Each prints its figures with their targets and exits 1 when a target is missed (naming it), 2 on bad input or a
-failed measurement, 0 when every target is met.
+failed measurement, 0 when every target is met; `check gpu` exits 3 where there is no usable CUDA device (not
+available: nothing was checked), see bench.checks.gpu.
 """
 
 from __future__ import annotations
@@ -36,4 +38,10 @@ def _overload(model: str) -> int:
     return check_overload(model)
 
 
-CHECKS = {"int8": _int8, "trust": _trust, "service": _service, "overload": _overload}  # name -> exit code
+def _gpu(model: str, gpu: int = 0) -> int:
+    from bench.checks.gpu import check_gpu
+
+    return check_gpu(model, gpu)
+
+
+CHECKS = {"int8": _int8, "trust": _trust, "service": _service, "overload": _overload, "gpu": _gpu}  # -> exit code

@@ -1,13 +1,16 @@
 """Energy over a measurement window, from the best source the host has.
 
-Priority: the GPU's NVML energy counter (GPU cells), then RAPL package counters (Linux powercap, or the
-`amd_energy` hwmon driver), else an estimate from CPU time and a nominal TDP. Every result says which
-source it used and, for estimates, exactly what was assumed.
+Priority: the GPU's NVML total-energy counter (GPU cells), else NVML board power sampled over the window
+("nvml-power", boards without the counter), then RAPL package counters (Linux powercap, or the `amd_energy`
+hwmon driver), else an estimate from CPU time and a nominal TDP. Every result says which source it used, what
+its figure covers ("gpu": the board, idle included, host CPU excluded; "cpu") and, for estimates, what was
+assumed. A GPU cell also gets the host CPU's energy beside the board's, labelled with its own source.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -108,6 +111,8 @@ class EnergyMeter:
         hwmon_root: str | Path = "/sys/class/hwmon",
         n_cores: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gpu_cell: bool = False,
+        power_period_s: float = 0.05,
     ) -> None:
         self.n_cores = n_cores or os.cpu_count() or 1
         if tdp_w is not None and tdp_w <= 0:
@@ -119,10 +124,17 @@ class EnergyMeter:
         self._counters: list[_Counter] = []
         self._start_values: list[float] = []
         self._cpu0 = 0.0
+        self.gpu_cell, self._power_period_s = gpu_cell, power_period_s
+        self._power: PowerIntegrator | None = None
+        self._host: tuple[str, list[_Counter], list[float]] | None = None
 
     def start(self) -> None:
         self._cpu0 = time.process_time()
         self._source, self._counters, self._start_values = self._pick_source()
+        if self._source.startswith("nvml"):  # the board's energy; the host CPU's is measured beside it
+            self._host = self._cpu_source()
+        if self._source == "nvml-power":
+            self._power = PowerIntegrator(self.gpu.power_w, self._clock, self._power_period_s).start()
         self._started_at = self._clock()
 
     def _pick_source(self) -> tuple[str, list[_Counter], list[float]]:
@@ -130,6 +142,11 @@ class EnergyMeter:
             joules = self.gpu.energy_j()
             if joules is not None:
                 return "nvml", [], [joules]
+            if self.gpu_cell and _power_readable(self.gpu):
+                return "nvml-power", [], []
+        return self._cpu_source()
+
+    def _cpu_source(self) -> tuple[str, list[_Counter], list[float]]:
         counters = rapl_counters(self.root) or amd_energy_counters(self.hwmon_root)
         start_values: list[float] = []
         try:
@@ -145,35 +162,44 @@ class EnergyMeter:
         if self._started_at is None:
             raise RuntimeError("EnergyMeter.stop() called before start()")
         elapsed = self._clock() - self._started_at
-        measured = self._measured_j()
+        measured = self._measured_j(self._source, self._counters, self._start_values)
         if measured is not None:
             energy, source, estimated, note = measured, self._source, False, self._measured_note()
         else:
             energy, note = self._estimate_j(cpu_seconds)
             source, estimated = "estimate", True
-        return {
-            "energy_j": energy,
-            "source": source,
-            "estimated": estimated,
-            "assumptions": note,
-            "mean_power_w": energy / elapsed if elapsed > 0 else None,
-        }
+        out = {"energy_j": energy, "source": source, "estimated": estimated, "assumptions": note,
+               "mean_power_w": energy / elapsed if elapsed > 0 else None,
+               "covers": "gpu" if source.startswith("nvml") else "cpu"}
+        return {**out, **self._host_cpu(cpu_seconds)} if out["covers"] == "gpu" else out
 
-    def _measured_j(self) -> float | None:
-        if self._source == "nvml":
+    def _host_cpu(self, cpu_seconds: float | None) -> dict:
+        """The host CPU's energy over the same window (RAPL where readable, else the estimate), for GPU cells."""
+        measured = self._measured_j(*self._host) if self._host else None
+        if measured is not None:
+            return {"host_cpu_energy_j": measured, "host_cpu_source": "rapl"}
+        return {"host_cpu_energy_j": self._estimate_j(cpu_seconds)[0], "host_cpu_source": "estimate"}
+
+    def _measured_j(self, source: str, counters: list[_Counter], start_values: list[float]) -> float | None:
+        if source == "nvml":
             end = self.gpu.energy_j()
-            return None if end is None else end - self._start_values[0]
-        if self._source == "rapl":
+            return None if end is None else end - start_values[0]
+        if source == "nvml-power":
+            return self._power.stop() if self._power is not None else None
+        if source == "rapl":
             try:
-                ends = [c.read_uj() for c in self._counters]
+                ends = [c.read_uj() for c in counters]
             except (OSError, ValueError):
                 return None
-            return sum(c.delta_uj(s, e) for c, s, e in zip(self._counters, self._start_values, ends)) / 1e6
+            return sum(c.delta_uj(s, e) for c, s, e in zip(counters, start_values, ends)) / 1e6
         return None
 
     def _measured_note(self) -> str:
+        board = f"GPU {getattr(self.gpu, 'index', '?')}: whole board, idle power included; host CPU excluded"
         if self._source == "nvml":
-            return f"NVML total energy counter of GPU {getattr(self.gpu, 'index', '?')}: whole board; CPU excluded"
+            return f"NVML total energy counter of {board}"
+        if self._source == "nvml-power":
+            return f"NVML board power sampled every {self._power_period_s:g} s and integrated, {board}"
         zones = ", ".join(c.path.parent.name for c in self._counters)
         kind = "amd_energy socket" if zones.startswith("hwmon") else "RAPL package"
         return f"{kind} counters ({zones}): whole sockets, all processes; DRAM excluded"
@@ -188,6 +214,45 @@ class EnergyMeter:
             f"logical cores, from {whose} ({cpu_seconds:.3f} s); linear in utilisation; idle power excluded; "
             f"no readable RAPL on this host"
         )
-        if self.gpu is not None:
-            note += "; GPU energy not included (no NVML energy counter)"
+        if self.gpu is not None or self.gpu_cell:
+            note += "; GPU energy not included (NVML gave neither energy nor power)"
         return energy, note
+
+
+class PowerIntegrator:
+    """Energy from power readings (`read_w()`, watts) taken every `period_s` on a daemon thread, integrated with
+    the trapezoid rule from `start()` to `stop()`; for boards whose NVML has no total-energy counter."""
+
+    def __init__(self, read_w: Callable[[], float], clock: Callable[[], float] = time.monotonic,
+                 period_s: float = 0.05) -> None:
+        self._read_w, self._clock, self.period_s = read_w, clock, period_s
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gpu-power", daemon=True)
+
+    def start(self) -> PowerIntegrator:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def sample(self) -> None:
+        self.samples.append((self._clock(), float(self._read_w())))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            self.sample()
+
+    def stop(self) -> float | None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+        pts = sorted(self.samples)
+        return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in zip(pts, pts[1:])) if len(pts) > 1 else None
+
+
+def _power_readable(gpu: Any) -> bool:
+    try:
+        gpu.power_w()
+        return True
+    except gpu.nvml.NVMLError:  # e.g. NVMLError_NotSupported: this board reports no power either
+        return False

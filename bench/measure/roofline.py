@@ -175,10 +175,16 @@ def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
             "int8_by_shape": int8, "int8_kernel": "ORT DynamicQuantizeLinear + MatMulInteger (u8 x s8, 7-bit weights)"}
 
 
-def peak_for(precision: str, peak: dict | None, fallback: float | None = None) -> tuple[float | None, str]:
+def peak_for(precision: str, peak: dict | None, fallback: float | None = None, device: str = "cpu",
+             tf32: str | None = None) -> tuple[float | None, str]:
     """The peak a cell of this precision is judged against, and its name: INT8 cells against the INT8 GEMM
-    peak when the run measured one, everything else (and INT8 in older runs) against the float32 peak."""
+    peak when the run measured one, everything else (and INT8 in older runs) against the float32 peak.
+    GPU cells only against the GPU's own peak of their precision (`peak["gpu"]`, bench.measure.gpu_peak): FP16,
+    TF32 where the cell allowed it, else FP32; None without one (never the host CPU's peak)."""
     peak = peak or {}
+    if device != "cpu":
+        kind = "fp16" if precision == "fp16" else "tf32" if tf32 in ("on", "trt-default") else "fp32"
+        return (peak.get("gpu") or {}).get(kind), f"gpu-{kind}"
     if precision == "int8" and peak.get("int8_peak_ops"):
         return peak["int8_peak_ops"], "int8"
     return peak.get("peak_flops") or fallback, "float32"

@@ -214,6 +214,9 @@ class ResourceSampler:
             out["peak_proc_vram_bytes"] = _max(s.proc_vram_bytes for s in samples)
             out["mean_gpu_util_percent"] = _mean(s.gpu_util_percent for s in samples)
             out["mean_power_w"] = _mean(s.power_w for s in samples)
+            # NVML matched no PID of ours (containers: it lists host PIDs): the VRAM figure is the whole board's,
+            # other tenants included, and the record says so.
+            out["vram_scope"] = "process" if out["peak_proc_vram_bytes"] is not None else "device"
         return out
 
     def self_overhead_percent(self) -> float:

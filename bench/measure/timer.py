@@ -54,11 +54,23 @@ class CudaTimer:
         return start.elapsed_time(end) / 1000.0  # elapsed_time is in milliseconds
 
 
-def make_timer(device: str, cuda_module: Any = None) -> CpuTimer | CudaTimer:
-    """The timer for `device` ("cpu", "cuda", "cuda:1", "tensorrt"); torch is imported only for GPU devices."""
+class SyncedCallTimer(CpuTimer):
+    """Host clock around a GPU call that synchronises by itself: ONNX Runtime with IO binding calls
+    `synchronize_inputs()` before and `synchronize_outputs()` after `run_with_iobinding`, then copies the logits
+    to the host, so nothing of the call is still queued when the clock stops. ORT runs on its own CUDA stream:
+    torch's events on torch's stream would time nothing of ORT's work, and the ORT path must not need torch."""
+
+    device = "cuda"
+
+
+def make_timer(device: str, cuda_module: Any = None, engine: str = "torch") -> CpuTimer | CudaTimer:
+    """The timer for `device` ("cpu", "cuda", "cuda:1", "tensorrt") and `engine`: ORT GPU calls get the host clock
+    around their own synchronisation; torch is imported only for torch GPU cells."""
     kind = device.split(":", 1)[0].lower()
     if kind == "cpu":
         return CpuTimer()
+    if kind in CUDA_DEVICES and engine != "torch":
+        return SyncedCallTimer()
     if kind in CUDA_DEVICES:
         if cuda_module is None:
             import torch.cuda as cuda_module  # lazy: CPU-only paths must not pay for (or need) torch

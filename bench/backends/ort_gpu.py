@@ -1,0 +1,135 @@
+"""ONNX Runtime on NVIDIA GPUs, correct by construction: provider options built from the cell (device, TF32,
+TensorRT caches and shape profiles), and the check that the provider asked for is the one the session uses.
+
+`get_available_providers()` lists what the wheel was built with, not what can load: when the CUDA provider's
+libraries (libcudart, cuDNN) or TensorRT's libnvinfer are missing, ORT logs a warning on the C++ side and runs on
+the next provider in the list. Only `session.get_providers()` after creation says what runs; a fallback makes the
+cell unavailable with ORT's own words, never a CPU (or CUDA) number published as CUDA (or TensorRT).
+No onnxruntime import here: the caller passes the module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+PROVIDERS = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT}
+
+
+def cuda_options(device_id: int, tf32: bool) -> dict:
+    """The CUDA provider on `device_id`. ORT enables TF32 by default while torch's matmul does not: both engines
+    get it set explicitly, so an "fp32" cell is IEEE float32 on either."""
+    return {"device_id": device_id, "use_tf32": int(tf32)}
+
+
+def shape_profile(batches: Sequence[Mapping[str, object]]) -> dict[str, list[list[int]]]:
+    """min / opt / max shape of every input over the batches a cell feeds (opt: the median width), so one
+    TensorRT engine covers every shape of the timed loop instead of rebuilding inside it."""
+    out = {}
+    for name in batches[0]:
+        shapes = sorted((tuple(b[name].shape) for b in batches), key=lambda s: s[::-1])
+        low = [min(s[i] for s in shapes) for i in range(len(shapes[0]))]
+        high = [max(s[i] for s in shapes) for i in range(len(shapes[0]))]
+        out[name] = [low, list(shapes[len(shapes) // 2]), high]
+    return out
+
+
+def trt_profile_options(profile: Mapping[str, Sequence[Sequence[int]]]) -> dict:
+    """ORT's explicit-profile options: "input_ids:8x17,attention_mask:8x17" for each of min, opt and max."""
+    text = lambda k: ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in profile.items())  # noqa: E731
+    return {f"trt_profile_{kind}_shapes": text(k) for k, kind in enumerate(("min", "opt", "max"))} if profile else {}
+
+
+def trt_options(device_id: int, fp16: bool, cache_dir: Path, profile: Mapping) -> dict:
+    """TensorRT with its engine and timing caches under `cache_dir` (built once, reused by later workers) and an
+    explicit shape profile. There is no TF32 switch for TensorRT in ORT: its builder decides ("trt-default")."""
+    return {"device_id": device_id, "trt_fp16_enable": int(fp16), "trt_engine_cache_enable": 1,
+            "trt_engine_cache_path": str(cache_dir), "trt_timing_cache_enable": 1,
+            "trt_timing_cache_path": str(cache_dir), **trt_profile_options(profile)}
+
+
+def provider_list(device: str, fp16: bool, device_id: int, tf32: bool, cache_dir: Path | None,
+                  profile: Mapping) -> list:
+    """The providers to ask for, best first: TensorRT falls back to CUDA for nodes it cannot take."""
+    if device == "cpu":
+        return [CPU]
+    cuda = (CUDA, cuda_options(device_id, tf32))
+    if device == "tensorrt":
+        return [(TRT, trt_options(device_id, fp16, cache_dir, profile)), cuda, CPU]
+    return [cuda, CPU]
+
+
+def fallback_reason(wanted: str, used: Sequence[str], log: str) -> str | None:
+    """None when `wanted` is among the providers the session uses; else why not, in ORT's own words."""
+    if wanted in used:
+        return None
+    log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # ORT colours its log lines on a terminal
+    keep = (":onnxruntime:", "EP Error", "Warning")
+    lines = [ln.split("] ", 1)[-1].strip() for ln in log.splitlines()
+             if any(k in ln for k in keep) and not ln.startswith("*")]  # "**** EP Error ****" is a banner
+    why = "; ".join(dict.fromkeys(ln for ln in lines if ln)) or "ONNX Runtime logged no reason"
+    return f"{wanted} did not load; the session runs on {', '.join(used) or 'nothing'}: {why[:600]}"
+
+
+@contextlib.contextmanager
+def native_stderr() -> Iterator[dict]:
+    """Capture what ORT says while a session is created: file descriptor 2 (its C++ logger, unseen by
+    sys.stderr), Python prints (its "EP Error … Falling back" notice goes to stdout, which carries a worker's
+    result) and Python warnings. The text is passed on to stderr and kept in the yielded dict under "text"."""
+    out = {"text": ""}
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp, warnings.catch_warnings(record=True) as caught, \
+            contextlib.redirect_stdout(io.StringIO()) as printed:
+        warnings.simplefilter("always")
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            py = "".join(f"Warning: {w.message}\n" for w in caught)
+            out["text"] = printed.getvalue() + tmp.read().decode("utf-8", "replace") + py
+            sys.stderr.write(out["text"])
+
+
+def preload_cuda_libraries(ort) -> None:
+    """onnxruntime-gpu's [cuda,cudnn] extras install CUDA and cuDNN as pip packages the loader does not search;
+    `preload_dlls()` loads them before the first session. It prints to stdout, which carries the worker's result."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
+            preload()
+        except (OSError, RuntimeError) as exc:  # missing libraries: the session's provider check reports it
+            print(f"onnxruntime.preload_dlls: {exc}", file=sys.stderr)
+
+
+def trt_cache_dir(model_file: Path, fp16: bool, root: Path | None = None) -> Path:
+    """One engine + timing cache folder per exported model file and precision, under the artifacts folder. ORT
+    names engines after the graph's structure, not its weights: the file's size and modification time are part
+    of the folder name, so a re-export (new weights, same graph) never runs a stale engine."""
+    import hashlib
+
+    from bench.paths import artifacts_dir
+
+    model_file = Path(model_file)
+    st = model_file.stat()
+    stamp = hashlib.sha1(f"{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+    base = root or artifacts_dir() / "tensorrt-cache"
+    return base / f"{model_file.parent.name}-{model_file.stem}-{'fp16' if fp16 else 'fp32'}-{stamp}"
+
+
+def engine_files(cache_dir: Path | None) -> int:
+    """How many serialized TensorRT engines the cache holds (ORT writes one `.engine` file per TensorRT subgraph)."""
+    return len(list(Path(cache_dir).glob("*.engine"))) if cache_dir and Path(cache_dir).is_dir() else 0

@@ -1,0 +1,52 @@
+"""Records of a search for the QPS at the SLO (loadtests.slo_search): typed and frozen like every stored
+record (bench.records, which holds the service configuration they refer to); stored in results.json as
+`RunResult.slo_searches`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bench.records import ServiceSetup
+
+
+@dataclass(frozen=True)
+class SearchProbe:
+    """One step of a search for the QPS at the SLO: an open-loop run at one rate (first window: warm-up, unused)."""
+
+    offered_rps: float
+    passed: bool
+    verdict: str  # why it failed (or "meets the SLO"), in words
+    requests: int = 0
+    over_slo: int = 0  # requests slower than the SLO, or failed
+    failures: int = 0
+    invalid_answers: int = 0
+    achieved_rps: float | None = None  # achieved_ci: a t interval across the windows
+    achieved_ci: tuple[float, ...] = ()
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    stable: bool = False
+    window_keep_up: tuple[float, ...] = ()  # per window: completions / intended sends
+    window_mean_ms: tuple[float, ...] = ()  # per window: mean latency from the intended send time
+    bound: float | None = None  # P(≤ over_slo requests over | true share over = 1 − percentile)
+
+
+@dataclass(frozen=True)
+class SloSearch:
+    """The highest open-loop rate at which a service configuration meets its tail SLO; probes: the search path."""
+
+    config: ServiceSetup
+    slo_ms: float
+    percentile: float = 95.0
+    confidence: float = 0.99
+    status: str = "ok"  # ok | none (no rate met the SLO) | failed (the search could not run), reason: why
+    reason: str | None = None
+    rate_rps: float | None = None  # the highest offered rate that passed; qps: completions per second there
+    qps: float | None = None
+    qps_ci: tuple[float, ...] = ()  # across its windows, widened up to the lowest failing rate
+    first_failing_rps: float | None = None
+    requests: int = 0  # behind the found rate
+    probes: tuple[SearchProbe, ...] = ()
+    stopped: str = ""  # converged | time cap | probe cap | no passing rate
+    elapsed_s: float = 0.0
+    window_s: float = 2.0
+    workload: str = "corpus"

@@ -1,0 +1,265 @@
+"""QPS at the SLO, searched: the highest open-loop Poisson rate at which a service configuration meets its
+tail-latency target, found by bracketing then bisecting, one Locust run per probe.
+
+A probe (one offered rate) is cut into fixed windows of intended send time; the first is warm-up and unused.
+Latency counts from each request's intended send time (no coordinated omission). A rate passes only when:
+- it is stable: each of the last 3 windows is within 10 % of their mean on throughput and on latency
+  (perf_analyzer's rule, with its default latency, the mean). Throughput is taken per window as completions /
+  intended sends ("keep-up"): Poisson arrivals make raw window counts vary by 1/√n, ±11 % at 80 requests, which
+  would fail the rule by chance alone. Latency may also move by up to a tenth of the SLO: near its capacity a
+  queue's mean latency over windows of a few seconds varies by more than 10 % however steady the load (an M/D/1
+  simulation at ρ = 0.8 with 2 s windows: 2 % of probes pass the plain rule), and a change much smaller than
+  the SLO cannot move a verdict about it;
+- no request failed or was answered wrongly, the client kept its schedule, and the achieved rate is within
+  `rate_tolerance` of the rate the schedule actually offered;
+- the tail passes MLPerf LoadGen's early-stopping test: with t of n requests over the SLO, the chance of seeing
+  t or fewer if the true share over were 1 − percentile, P(Binomial(n, 1 − p) ≤ t), is at most 1 − confidence.
+An unstable probe is run again (perf_analyzer measures until stable), up to `trials` runs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.errors import BenchError, ConfigError
+from bench.records import ServiceSetup
+from bench.search_records import SearchProbe, SloSearch
+from loadtests.samples import Samples, read_samples, sample_paths
+
+UNSTABLE = "unstable: the last 3 windows differ by more than 10 % in keep-up or latency"
+MIN_COUNTED = 300  # requests a probe aims to count: enough for the bound to allow a few over the SLO
+MAX_WINDOW_S = 10.0
+LOCUST_START_S = 4.0  # a Locust run's own start and stop, for the time cap's estimate
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How to search: the SLO and its test, the windows of a probe, the bracket and bisection, the time cap."""
+
+    slo_ms: float = 300.0
+    percentile: float = 95.0
+    confidence: float = 0.99
+    window_s: float = 2.0  # at least; longer at low rates so that a probe counts about MIN_COUNTED requests
+    windows: int = 5  # per probe, the first of them warm-up
+    stability: float = 0.10
+    rate_tolerance: float = 0.05
+    start_rps: float | None = None  # None: from the closed-loop levels where known, else 2 req/s
+    min_rps: float = 0.5
+    growth: float = 2.0
+    precision: float = 0.05  # stop when the first failing rate / the last passing one ≤ 1 + precision
+    time_cap_s: float = 180.0  # per configuration
+    max_probes: int = 14
+    trials: int = 2  # runs of one rate while it is unstable
+
+    def __post_init__(self) -> None:
+        if not (self.slo_ms > 0 and 50 <= self.percentile < 100 and 0.5 <= self.confidence < 1):
+            raise ConfigError(f"bad SLO test: P{self.percentile} <= {self.slo_ms} ms at confidence {self.confidence}")
+        if self.window_s <= 0 or self.windows < 4 or not 0 < self.stability < 1 or not 0 < self.rate_tolerance < 1:
+            raise ConfigError("a probe needs window_s > 0, >= 4 windows (warm-up + 3), stability and rate "
+                              "tolerance within (0, 1)")
+        if self.growth <= 1 or self.precision <= 0 or self.time_cap_s <= 0 or self.min_rps <= 0:
+            raise ConfigError("search needs growth > 1, precision > 0, a time cap > 0 and min_rps > 0")
+        if self.start_rps is not None and self.start_rps <= 0 or self.max_probes < 1 or self.trials < 1:
+            raise ConfigError("start_rps must be > 0, max_probes and trials >= 1")
+
+    def window_for(self, rate: float) -> float:
+        counted = self.windows - 1
+        return min(MAX_WINDOW_S, max(self.window_s, MIN_COUNTED / (rate * counted)))
+
+    def probe_seconds(self, rate: float) -> float:
+        return self.window_for(rate) * self.windows + LOCUST_START_S
+
+
+def tail_bound(over: int, n: int, percentile: float) -> float:
+    """P(Binomial(n, 1 − p) ≤ over): how likely so few requests over the SLO would be if the true share over
+    were exactly the allowed 1 − p (LoadGen: BetaRegularized(p, n − over, over + 1))."""
+    from scipy.stats import binom
+
+    return float(binom.cdf(over, n, 1.0 - percentile / 100.0)) if n else 1.0
+
+
+def within(values: list[float], tolerance: float, floor: float = 0.0) -> bool:
+    """Each value within `tolerance` of their mean (or within `floor`, in the values' unit, where wider)."""
+    mean = sum(values) / len(values)
+    return all(abs(v - mean) <= max(tolerance * abs(mean), floor) for v in values)
+
+
+def window_figures(samples: Samples, window_s: float, windows: int) -> tuple[list, list, list, np.ndarray]:
+    """Per counted window: keep-up (completions / intended sends), mean latency, completion counts; and the
+    mask of counted requests (intended after the warm-up window)."""
+    intended, latency, done = samples.intended_s, samples.latency_from_intended_ms, samples.completed_s
+    t0 = float(np.nanmin(intended))
+    edges = t0 + window_s * np.arange(windows + 1)
+    keep, means, counts = [], [], []
+    for lo, hi in zip(edges[1:-1], edges[2:]):
+        sent = (intended >= lo) & (intended < hi)
+        finished = int(((done >= lo) & (done < hi)).sum())
+        keep.append(finished / max(1, int(sent.sum())))
+        means.append(float(latency[sent].mean()) if sent.any() else math.inf)
+        counts.append(finished)
+    return keep, means, counts, (intended >= edges[1]) & (intended < edges[-1])
+
+
+def judge(samples: Samples, rate: float, cfg: SearchConfig, client: dict) -> SearchProbe:
+    """The verdict on one probe's samples (see the module's rules), with the figures behind it."""
+    from bench.measure.stats import percentile, window_rate_ci
+
+    window_s = cfg.window_for(rate)
+    keep, means, counts, counted = window_figures(samples, window_s, cfg.windows)
+    latency, ok = samples.latency_from_intended_ms[counted], samples.ok[counted]
+    n, over = int(counted.sum()), int(((latency > cfg.slo_ms) | ~ok).sum())
+    achieved, lo, hi = window_rate_ci(counts, window_s)
+    stable = within(keep[-3:], cfg.stability) and within(means[-3:], cfg.stability, cfg.stability * cfg.slo_ms)
+    probe = SearchProbe(rate, False, "", n, over, int((~ok).sum()), int(client.get("invalid_answers") or 0),
+                        achieved, (lo, hi), percentile(latency, 95) if n else None,
+                        percentile(latency, 99) if n else None, stable, tuple(keep), tuple(means),
+                        tail_bound(over, n, cfg.percentile))
+    verdict = failed_rule(probe, cfg, client, offered=n / (window_s * (cfg.windows - 1)))
+    return replace(probe, passed=verdict is None, verdict=verdict or "meets the SLO")
+
+
+def failed_rule(p: SearchProbe, cfg: SearchConfig, client: dict, offered: float) -> str | None:
+    """The first rule the probe breaks, in words; None when it passes."""
+    late = (client.get("open_loop") or {}).get("late_send_percent") or 0.0
+    if not p.requests:
+        return "no request in the counted windows"
+    if p.failures or p.invalid_answers:
+        return f"{p.failures} failed, {p.invalid_answers} wrong answers"
+    if late > 5.0:
+        return f"client sent {late:.0f} % of requests late: the load generator, not the service, is the limit"
+    if offered and p.achieved_rps < (1 - cfg.rate_tolerance) * offered:  # overload: no use measuring again
+        return f"achieved {p.achieved_rps:.3g} of {offered:.3g} req/s offered"
+    if not p.stable:
+        return UNSTABLE
+    if p.bound > 1 - cfg.confidence:
+        return f"tail bound: {p.over_slo} of {p.requests} over {cfg.slo_ms:g} ms (P95 {p.p95_ms:.3g} ms)"
+    return None
+
+
+def locust_probe(url: str, cfg: SearchConfig, out_dir: Path, tag: str, workload: str = "corpus",
+                 seed: int = 0) -> Callable[[float], SearchProbe]:
+    """A probe function that runs Locust open loop against `url` (one run per call)."""
+    from loadtests.sweep import SweepConfig, run_locust
+
+    calls = iter(range(10_000))
+
+    def probe(rate: float) -> SearchProbe:
+        duration = cfg.window_for(rate) * cfg.windows
+        sweep = SweepConfig(duration_s=duration, ramp_s=0.0, workload=workload, seed=seed, repeats=1)
+        name = f"{tag}_r{rate:.4g}_p{next(calls):02d}"
+        result = run_locust(url, 1, sweep, out_dir, name, rate)
+        return judge(read_samples(sample_paths(out_dir / f"{name}_client.json")), rate, cfg, result["client"])
+
+    return probe
+
+
+def measured(probe: Callable[[float], SearchProbe], cfg: SearchConfig, rate: float, path: list) -> SearchProbe:
+    """Run a rate, again while unstable and nothing else failed (up to cfg.trials runs); every run joins the
+    search path."""
+    for _ in range(cfg.trials):
+        result = probe(rate)
+        path.append(result)
+        if result.verdict != UNSTABLE:
+            break
+    return result
+
+
+def search(probe: Callable[[float], SearchProbe], cfg: SearchConfig, setup: ServiceSetup,
+           clock: Callable[[], float] = time.monotonic, workload: str = "corpus") -> SloSearch:
+    """Bracket (× growth up from the start rate while passing, ÷ growth down while failing), then bisect
+    geometrically until the bracket is within `precision`, the time cap or the probe cap."""
+    start, path = clock(), []
+    low = high = None
+    rate = cfg.start_rps or 2.0
+
+    def room(next_rate: float) -> bool:
+        return clock() - start + cfg.probe_seconds(next_rate) <= cfg.time_cap_s and len(path) < cfg.max_probes
+
+    stopped = "converged"
+    while rate is not None:
+        if not room(rate):
+            stopped = "time cap" if len(path) < cfg.max_probes else "probe cap"
+            break
+        passed = measured(probe, cfg, rate, path).passed
+        low, high = (rate, high) if passed else (low, rate)
+        rate = next_rate(low, high, cfg)
+        if rate is None and low is None:
+            stopped = "no passing rate"
+    return result(setup, cfg, path, low, high, stopped, clock() - start, workload)
+
+
+def next_rate(low: float | None, high: float | None, cfg: SearchConfig) -> float | None:
+    """The next rate to try, or None when the search is done."""
+    if high is None:
+        return low * cfg.growth
+    if low is None:
+        below = high / cfg.growth
+        return below if below >= cfg.min_rps else None
+    return math.sqrt(low * high) if high / low > 1 + cfg.precision else None
+
+
+def result(setup: ServiceSetup, cfg: SearchConfig, path: list, low: float | None, high: float | None,
+           stopped: str, elapsed: float, workload: str) -> SloSearch:
+    base = SloSearch(setup, cfg.slo_ms, cfg.percentile, cfg.confidence, probes=tuple(path), stopped=stopped,
+                     elapsed_s=elapsed, window_s=cfg.window_s, workload=workload, first_failing_rps=high)
+    found = next((p for p in reversed(path) if p.passed and p.offered_rps == low), None)
+    if found is None:
+        tried = min((p.offered_rps for p in path), default=None)
+        why = f"no rate met P{cfg.percentile:g} ≤ {cfg.slo_ms:g} ms" + \
+            (f" (lowest tried {tried:.3g} req/s)" if tried is not None else " (no probe ran within the time cap)")
+        return replace(base, status="none", reason=why)
+    lo, hi = found.achieved_ci
+    # The search resolves the capacity only to [last passing, first failing): the CI reaches up to that.
+    return replace(base, rate_rps=low, qps=found.achieved_rps, qps_ci=(lo, max(hi, high or hi)),
+                   requests=found.requests)
+
+
+def search_service(url: str, setup: ServiceSetup, cfg: SearchConfig, out_dir: Path, workload: str = "corpus",
+                   seed: int = 0) -> SloSearch:
+    """Search one running service; a Locust run that breaks makes a failed search with the reason."""
+    from loadtests.sweep import slug
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return search(locust_probe(url, cfg, out_dir, f"search_{slug(setup.label)}", workload, seed), cfg, setup,
+                      workload=workload)
+    except BenchError as exc:
+        return SloSearch(setup, cfg.slo_ms, cfg.percentile, cfg.confidence, status="failed", reason=str(exc),
+                         workload=workload)
+
+
+def start_hints(levels) -> dict[str, float]:
+    """label -> a start rate: 0.6 × the configuration's best closed-loop QPS (its capacity at the SLO lies below
+    its saturation throughput, usually not far below)."""
+    best: dict = {}
+    for lv in levels:
+        if lv.status == "ok" and lv.mode == "closed" and lv.qps:
+            best[lv.config.label] = max(best.get(lv.config.label, 0.0), lv.qps)
+    return {label: 0.6 * qps for label, qps in best.items()}
+
+
+def run_searches(sweep, out_dir: Path, hints: dict[str, float]) -> list[SloSearch]:
+    """One search per service configuration of `sweep` (a SweepConfig with `slo_search` set), each against
+    its own freshly started service; a service that does not start is a failed search with its reason."""
+    from loadtests.service_proc import ServiceProcess
+
+    out = []
+    for variant in sweep.variants:
+        cfg = sweep.slo_search
+        cfg = cfg if cfg.start_rps else replace(cfg, start_rps=hints.get(variant.label))
+        service = ServiceProcess(sweep.model, variant)
+        try:
+            url = service.wait_ready()
+            out.append(search_service(url, variant.setup(), cfg, out_dir, sweep.workload, sweep.seed))
+        except (BenchError, OSError) as exc:
+            out.append(SloSearch(variant.setup(), cfg.slo_ms, cfg.percentile, cfg.confidence, status="failed",
+                                 reason=str(exc), workload=sweep.workload))
+        finally:
+            service.stop()
+    return out

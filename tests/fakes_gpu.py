@@ -1,0 +1,173 @@
+"""Fakes of onnxruntime's GPU surface and of libcuda, shaped like the real ones (same names, same parameter names;
+test_gpu_construction checks the ORT ones against the installed onnxruntime).
+
+`FakeOrt` behaves like onnxruntime-gpu on a host where some providers cannot load: `get_available_providers()`
+lists what the wheel was built with, while a session gets only the providers in `loads`, after writing ORT's own
+warning to file descriptor 2 (where ORT's C++ logger writes), exactly as the real library falls back.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+# What onnxruntime-gpu 1.2x logs when the CUDA provider's libraries are missing (format of its C++ logger).
+CUDA_FAILED = ("2026-11-25 13:01:04.28 [E:onnxruntime:Default, provider_bridge_ort.cc:2251 TryGetProviderInfo_CUDA] "
+               "Failed to load library libonnxruntime_providers_cuda.so with error: libcudart.so.13: cannot open "
+               "shared object file: No such file or directory\n"
+               "2026-11-25 13:01:04.28 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:1013 "
+               "CreateExecutionProviderInstance] Failed to create CUDAExecutionProvider. Require cuDNN 9.* and "
+               "CUDA 13.*. Please install all dependencies as mentioned in the GPU requirements page.\n")
+TRT_FAILED = ("2026-11-25 13:01:04.28 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:965 "
+              "CreateExecutionProviderInstance] Failed to create TensorrtExecutionProvider. Please reference "
+              "https://onnxruntime.ai/docs/execution-providers/TensorRT-ExecutionProvider.html#requirements to "
+              "ensure all dependencies are met.\n")
+
+TRT_EP_ERROR = ("EP Error /onnxruntime_src/onnxruntime/python/onnxruntime_pybind_state.cc:729 void onnxruntime::"
+                "python::RegisterTensorRTPluginsAsCustomOps(PySessionOptions&, const onnxruntime::ProviderOptions&) "
+                "Please install TensorRT libraries as mentioned in the GPU requirements page, make sure they're in "
+                "the PATH or LD_LIBRARY_PATH, and that your GPU is supported.")
+
+
+class FakeIOBinding:
+    """Like onnxruntime.IOBinding; every call is logged, in order, to the session's `calls`."""
+
+    def __init__(self, session: FakeOrtSession) -> None:
+        self._session = session
+        self.inputs: dict = {}
+
+    def bind_cpu_input(self, name, arr_on_cpu):
+        self._session.calls.append(f"bind_cpu_input:{name}")
+        self.inputs[name] = arr_on_cpu
+
+    def bind_output(self, name, device_type="cpu", device_id=0, element_type=None, shape=None, buffer_ptr=None):
+        self._session.calls.append(f"bind_output:{name}:{device_type}:{device_id}")
+
+    def synchronize_inputs(self):
+        self._session.calls.append("synchronize_inputs")
+
+    def synchronize_outputs(self):
+        self._session.calls.append("synchronize_outputs")
+
+    def copy_outputs_to_cpu(self):
+        self._session.calls.append("copy_outputs_to_cpu")
+        batch = len(next(iter(self.inputs.values())))
+        return [np.zeros((batch, 2), dtype=np.float32)]
+
+
+class FakeOrtSession:
+    """Like onnxruntime.InferenceSession: keeps the requested providers that `module.loads`, logs the others'
+    failures to fd 2 as ORT does, and (TensorRT) writes an engine file into its cache when it builds one."""
+
+    def __init__(self, path_or_bytes, sess_options=None, providers=None, provider_options=None, **kwargs):
+        module = kwargs.pop("_module")
+        self.requested = [p if isinstance(p, tuple) else (p, {}) for p in providers or [CPU]]
+        self.calls: list[str] = []
+        failed = [name for name, _ in self.requested if name not in module.loads]
+        if TRT in failed:  # onnxruntime's Python layer prints this notice to stdout, then retries without TRT
+            print(f"*************** EP Error ***************\n{TRT_EP_ERROR}\n when using {providers}\n"
+                  f"Falling back to {[p for p in self.requested if p[0] != TRT]} and retrying.")
+        for name in failed:
+            os.write(2, (CUDA_FAILED if name == CUDA else TRT_FAILED).encode())
+        self._providers = [name for name, _ in self.requested if name in module.loads] or [CPU]
+        if TRT in self._providers and module.trt_builds_engine:
+            self._build_engine(dict(self.requested)[TRT], module.build_s)
+        module.sessions.append(self)
+
+    def _build_engine(self, options: dict, build_s: float) -> None:
+        cache = Path(options["trt_engine_cache_path"])
+        engine = cache / "TensorrtExecutionProvider_TRTKernel_graph_main_0_0_sm90.engine"
+        if not engine.exists():
+            time.sleep(build_s)
+            engine.write_bytes(b"engine")
+
+    def get_providers(self):
+        return list(self._providers)
+
+    def get_provider_options(self):
+        return {name: {k: str(v) for k, v in opts.items()} for name, opts in self.requested if name in self._providers}
+
+    def io_binding(self):
+        return FakeIOBinding(self)
+
+    def run_with_iobinding(self, iobinding, run_options=None):
+        self.calls.append("run_with_iobinding")
+
+    def run(self, output_names, input_feed, run_options=None):
+        self.calls.append("run")
+        return [np.zeros((len(next(iter(input_feed.values()))), 2), dtype=np.float32)]
+
+
+class FakeSessionOptions:
+    intra_op_num_threads = 0
+    inter_op_num_threads = 0
+    graph_optimization_level = None
+
+
+class FakeOrt:
+    """A stand-in for the `onnxruntime` module (onnxruntime-gpu on a host where only `loads` can load)."""
+
+    __version__ = "1.31.1"
+    SessionOptions = FakeSessionOptions
+    GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_ALL=99, ORT_DISABLE_ALL=0)
+
+    def __init__(self, available=(TRT, CUDA, CPU), loads=(CPU,), trt_builds_engine: bool = True,
+                 build_s: float = 0.02) -> None:
+        self.available, self.loads = list(available), set(loads)
+        self.trt_builds_engine, self.build_s = trt_builds_engine, build_s
+        self.sessions: list[FakeOrtSession] = []
+        self.preloaded = 0
+
+    def get_available_providers(self):
+        return list(self.available)
+
+    def InferenceSession(self, path_or_bytes, sess_options=None, providers=None, provider_options=None,  # noqa: N802
+                         **kwargs):
+        return FakeOrtSession(path_or_bytes, sess_options, providers, provider_options, _module=self, **kwargs)
+
+    def preload_dlls(self, cuda=True, cudnn=True, msvc=True, directory=None):
+        self.preloaded += 1
+        print("preload_dlls writes to stdout")  # as the real one does: must not reach the worker's stdout
+
+
+class FakeLibcuda:
+    """A stand-in for ctypes.CDLL("libcuda.so.1"): the driver API's C signatures, results written through the
+    pointers (ctypes byref / string buffers) as libcuda does; returns CUresult codes (0 = CUDA_SUCCESS)."""
+
+    def __init__(self, devices: list[tuple[str, bytes, str]], version: int = 13000) -> None:
+        self.devices, self.version = devices, version  # (name, 16-byte uuid, pci bus id)
+
+    def cuInit(self, flags):  # noqa: N802
+        return 0
+
+    def cuDriverGetVersion(self, driverVersion):  # noqa: N802, N803
+        driverVersion._obj.value = self.version
+        return 0
+
+    def cuDeviceGetCount(self, count):  # noqa: N802
+        count._obj.value = len(self.devices)
+        return 0
+
+    def cuDeviceGet(self, device, ordinal):  # noqa: N802
+        if not 0 <= ordinal < len(self.devices):
+            return 101  # CUDA_ERROR_INVALID_DEVICE
+        device._obj.value = ordinal
+        return 0
+
+    def cuDeviceGetName(self, name, len, dev):  # noqa: N802, A002
+        name.value = self.devices[dev.value][0].encode()
+        return 0
+
+    def cuDeviceGetPCIBusId(self, pciBusId, len, dev):  # noqa: N802, N803, A002
+        pciBusId.value = self.devices[dev.value][2].encode()
+        return 0
+
+    def cuDeviceGetUuid(self, uuid, dev):  # noqa: N802
+        for i, byte in enumerate(self.devices[dev.value][1]):
+            uuid._obj[i] = byte
+        return 0
