@@ -157,7 +157,7 @@ def cell_request(cfg: RunConfig, spec: CellSpec, model_dir: Path, onnx_dir: Path
                          tdp_w=cfg.tdp_w, options=options, gpu=cfg.gpu)
 
 
-def pending(cfg: RunConfig, cells: dict[str, CellResult], spec: CellSpec, round_no: int) -> bool:
+def pending(cells: dict[str, CellResult], spec: CellSpec, round_no: int) -> bool:
     """Does `spec` still need its worker number `round_no`? Skipped or failed cells are not retried."""
     cell = cells.get(spec.key)
     return cell is None or (cell.status == "ok" and len(cell.runs) <= round_no)
@@ -172,12 +172,12 @@ def measure_cells(cfg: RunConfig, done: tuple[CellResult, ...], model_dir: Path,
 
     grid, rounds = build_grid(cfg), cfg.n_processes
     cells = {c.spec.key: c for c in done}
-    todo = [(r, s) for r in range(rounds) for s in grid if pending(cfg, cells, s, r)]
+    todo = [(r, s) for r in range(rounds) for s in grid if pending(cells, s, r)]
     print(f"[run] {len(grid)} cells × {rounds} processes, {len(todo)} workers to run", file=sys.stderr)
     gpu_reason = host_gpu_reason(cfg.gpu) if any(on_gpu(s) for s in grid) else None
     with tqdm(total=len(todo), desc="workers", unit="proc", position=0, file=sys.stderr) as bar:
         for round_no, spec in todo:
-            if not pending(cfg, cells, spec, round_no):  # skipped or failed in an earlier round
+            if not pending(cells, spec, round_no):  # skipped or failed in an earlier round
                 bar.update(1)
                 continue
             bar.set_postfix_str(f"{spec.key} #{round_no + 1}")

@@ -164,7 +164,7 @@ class CellResult:
         """Peaks are the highest process's, means the mean over processes."""
         rs = [r.resources for r in self.runs]
         peak = lambda f: _max([getattr(x, f) for x in rs])  # noqa: E731
-        mean = lambda f: _mean([getattr(x, f) for x in rs])  # noqa: E731
+        mean = lambda f: mean_of([getattr(x, f) for x in rs])  # noqa: E731
         return Resources(peak("peak_rss_bytes"), peak("peak_uss_bytes"), mean("mean_cpu_percent"),
                          peak("max_cpu_percent"), sum(x.n_samples for x in rs), rs[0].period_s if rs else None,
                          all(x.target_exited for x in rs), peak("sampler_overhead_percent"), peak("peak_vram_bytes"),
@@ -185,7 +185,7 @@ class CellResult:
     @property
     def meta(self) -> WorkerMeta:
         ms = [r.meta for r in self.runs] or [WorkerMeta()]
-        return replace(ms[0], worker_cpu_percent_window=_mean([m.worker_cpu_percent_window for m in ms]),
+        return replace(ms[0], worker_cpu_percent_window=mean_of([m.worker_cpu_percent_window for m in ms]),
                        process_start_to_ready_s=_median([m.process_start_to_ready_s for m in ms]),
                        torch_max_memory_allocated_bytes=_max([m.torch_max_memory_allocated_bytes for m in ms]))
 
@@ -306,14 +306,15 @@ def cell_stats(groups: list) -> dict:
     from bench.measure.stats import summarize
 
     out = summarize([x for g in groups for x in g])
+    per_process = [summarize(g) for g in groups]  # once: every statistic's CI uses the processes' own values
     for stat in ("mean", "p50", "p95", "p99"):
-        out[f"{stat}_ci95"] = list(process_ci(groups, stat, out[stat]))
-    medians = [summarize(g)["p50"] for g in groups]
+        out[f"{stat}_ci95"] = list(process_ci(groups, stat, out, per_process))
+    medians = [p["p50"] for p in per_process]
     out.update(processes=len(groups), process_p50s=medians, process_spread=max(medians) / min(medians) - 1.0)
     return out
 
 
-def process_ci(groups: list, stat: str, point: float) -> tuple[float, float]:
+def process_ci(groups: list, stat: str, pooled: dict, per_process: list[dict]) -> tuple[float, float]:
     """The wider of the hierarchical bootstrap CI (processes, then samples) and a Student-t interval over the
     processes' own values of `stat`. With the 2–5 processes a run affords, resampling processes sees only those
     few and its interval comes out too narrow; t(k−1) pays for estimating the spread from k values (k = 3:
@@ -322,19 +323,19 @@ def process_ci(groups: list, stat: str, point: float) -> tuple[float, float]:
 
     from scipy import stats as sps
 
-    from bench.measure.stats import hierarchical_bootstrap_ci, summarize
+    from bench.measure.stats import hierarchical_bootstrap_ci
 
     lo, hi = hierarchical_bootstrap_ci(groups, stat, n_boot=1000, seed=0)
     k = len(groups)
     if k < 2:
         return lo, hi
-    values = [summarize(g)[stat] for g in groups]
+    values = [p[stat] for p in per_process]
     mean = sum(values) / k
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (k - 1))
     half = float(sps.t.ppf(0.975, k - 1)) * sd / math.sqrt(k)
     # No statistic of these samples can leave their range: clip there (a wide t interval can reach below 0 ms).
-    floor, ceiling = min(min(g) for g in groups), max(max(g) for g in groups)
-    return max(floor, min(lo, point - half)), min(ceiling, max(hi, point + half))
+    point = pooled[stat]
+    return max(pooled["min"], min(lo, point - half)), min(pooled["max"], max(hi, point + half))
 
 
 def _clean(values: list) -> list:
@@ -345,7 +346,8 @@ def _max(values: list):
     return max(_clean(values), default=None)
 
 
-def _mean(values: list) -> float | None:
+def mean_of(values) -> float | None:
+    """The mean of the values that are not None (None when there are none)."""
     vs = _clean(values)
     return sum(vs) / len(vs) if vs else None
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, window_rate_ci
-from bench.records import CacheFigures, LoadLevel
-from loadtests.samples import crosscheck, level_stats, read_samples
+from bench.records import CacheFigures, LoadLevel, mean_of
+from loadtests.samples import Samples, crosscheck, level_stats, read_samples
 from loadtests.service_proc import ServiceVariant
 
 CLIENT_SATURATED_PERCENT = 85.0  # a Locust process above this share of one core is the bottleneck
@@ -35,26 +35,26 @@ def pooled_level(variant: ServiceVariant, cfg, windows: list[Window], index: int
     """The LoadLevel of one configuration × level from its windows (repeats, interleaved with other
     configurations): percentiles and CIs from every request, QPS per fixed window with a CI across all of them."""
     first, rate = windows[0], windows[0].rate
-    stats = [level_stats(read_samples(w.samples), cfg.window_s, cfg.duration_s) for w in windows]
-    figures = sample_figures(windows, stats, cfg.window_s, cfg.duration_s)
+    samples = [read_samples(w.samples) for w in windows]  # read once: stats, pooled figures and cross-check
+    stats = [level_stats(s, cfg.window_s, cfg.duration_s) for s in samples]
+    figures = sample_figures(samples, stats, cfg.window_s, cfg.duration_s)
     return LoadLevel(
         config=variant.setup(), mode="open" if rate else "closed", users=None if rate else first.users,
         offered_rps=rate, duration_s=cfg.duration_s, ramp_s=0.0 if rate else cfg.ramp_s,
         workers=1 if rate else cfg.workers, workload=cfg.workload, repeats=len(windows), window=index,
         **figures, **client_figures(windows, cfg.duration_s), **server_figures(windows),
-        locust_csv=locust_figures(windows, stats), source=SOURCE["open" if rate else "closed"])
+        locust_csv=locust_figures(windows, stats, samples), source=SOURCE["open" if rate else "closed"])
 
 
-def latencies(window: Window) -> np.ndarray:
-    samples = read_samples(window.samples)
+def latencies(samples: Samples) -> np.ndarray:
     return samples.latency_from_intended_ms if samples.open_loop else samples.latency_ms
 
 
-def sample_figures(windows: list[Window], stats: list[dict], window_s: float, duration_s: float) -> dict:
+def sample_figures(samples: list[Samples], stats: list[dict], window_s: float, duration_s: float) -> dict:
     """Percentiles pooled over the windows, CIs from a hierarchical bootstrap (windows, then requests within
     each); QPS from the fixed windows of every repeat, t interval across them (a level shorter than two windows
     gets requests / duration and no CI)."""
-    groups = [latencies(w) for w in windows]
+    groups = [latencies(s) for s in samples]
     out = {"requests": sum(s["n"] for s in stats), "failures": sum(s["failures"] for s in stats),
            "mean_ms": float(np.mean(np.concatenate(groups)))}
     for q in ("p50", "p95", "p99"):
@@ -65,11 +65,11 @@ def sample_figures(windows: list[Window], stats: list[dict], window_s: float, du
         qps, lo, hi = window_rate_ci(counts, window_s)
         out.update(qps=qps, qps_ci=(lo, hi))
     else:
-        out["qps"] = out["requests"] / (duration_s * len(windows))
+        out["qps"] = out["requests"] / (duration_s * len(samples))
     return out
 
 
-def locust_figures(windows: list[Window], stats: list[dict]) -> dict:
+def locust_figures(windows: list[Window], stats: list[dict], samples: list[Samples]) -> dict:
     """Locust's own CSV figures (rounded to about two digits), averaged over the windows, and the share of windows
     whose raw samples, rounded Locust's way, give exactly Locust's numbers. Locust rewrites its CSV once a second
     and not at exit, so its row may lack the last second's requests; the cross-check compares the requests it saw."""
@@ -77,14 +77,9 @@ def locust_figures(windows: list[Window], stats: list[dict]) -> dict:
         values = [float(w.row[key]) for w in windows if w.row.get(key) not in (None, "", "N/A")]
         return sum(values) / len(values) if values else None
 
-    agree = [crosscheck(s, w.row, read_samples(w.samples))["agree"] for s, w in zip(stats, windows)]
+    agree = [crosscheck(st, w.row, sm)["agree"] for st, w, sm in zip(stats, windows, samples)]
     return {"qps": mean("Requests/s"), "p50_ms": mean("50%"), "p95_ms": mean("95%"), "p99_ms": mean("99%"),
             "windows_agreeing": sum(agree) / len(agree)}
-
-
-def mean_of(values) -> float | None:
-    vs = [v for v in values if v is not None]
-    return sum(vs) / len(vs) if vs else None
 
 
 def client_figures(windows: list[Window], duration_s: float) -> dict:
