@@ -17,6 +17,11 @@ GPU_PACKAGES = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12", "nvidia-cudnn
 CHECKED = ("cpu_model", "logical_cores", "gpu_name")
 
 
+def available_cores() -> list[int]:
+    """The cores this process may run on (a container's or taskset's limit, not the machine's count)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def cpuinfo_field(name: str) -> str | None:
     """The first `name : value` line of /proc/cpuinfo (None where there is no such file or line)."""
     try:

@@ -231,7 +231,8 @@ class ServiceSetup:
     max_batch: int = 8
     max_wait_ms: float = 0.0
     cache_size: int = 0
-    threads: int | None = None
+    threads: int | None = None  # per replica
+    replicas: int = 1
 
 
 @dataclass(frozen=True)

@@ -38,12 +38,15 @@ class ServiceVariant:
         out = ["--backend", c.backend, "--batching" if c.batching else "--no-batching", "--max-batch", str(c.max_batch),
                "--max-wait-ms", str(c.max_wait_ms), "--cache-size", str(c.cache_size)]
         out += ["--threads", str(c.threads)] if c.threads else []
+        out += ["--replicas", str(c.replicas)] if c.replicas != 1 else []
+        out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
         return out + (["--max-padding", str(c.max_padding)] if c.max_padding is not None else [])
 
     def setup(self) -> ServiceSetup:
         """The record of this configuration in the results file."""
         c = self.config
-        return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size, c.threads)
+        return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size,
+                            c.replica_threads, c.replicas)
 
 
 class ServiceProcess:

@@ -92,8 +92,8 @@ def _add_ops_routes(app: FastAPI, service: Service) -> None:
             running = round(service.batcher.stalled_for(), 1)
             return JSONResponse({"status": "stalled", "error": f"a model call has been running for {running} s"},
                                 503, headers={"Retry-After": "5"})
-        if service.ready:
-            return JSONResponse({"status": "ready", **service.info})
+        if service.ready:  # a replica being restarted leaves the service ready: the others serve meanwhile
+            return JSONResponse({"status": "ready", **service.info, **service.replica_state()})
         body = {"status": service.status, **({"error": service.error} if service.error else {})}
         return JSONResponse(body, 503, headers={"Retry-After": "1"})
 

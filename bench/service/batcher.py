@@ -1,7 +1,8 @@
-"""Dynamic micro-batching: many concurrent requests, one model call per batch, on one worker thread.
+"""Dynamic micro-batching: many concurrent requests, one model call per batch, one worker thread per model replica.
 
-The event loop only enqueues and awaits; tokenising and inference run on the worker thread so a slow model call
-never blocks the loop. The worker takes up to `max_batch` texts, waiting at most `max_wait_ms` after the first for
+The event loop only enqueues and awaits; tokenising and inference run on the worker threads so a slow model call
+never blocks the loop. With several replicas (bench.service.replicas) every worker takes its batches from the same
+queue, so there is one admission limit and one batching policy however many model instances serve. The worker takes up to `max_batch` texts, waiting at most `max_wait_ms` after the first for
 more, drops texts whose queue deadline has passed, and settles each request's asyncio Future through
 `loop.call_soon_threadsafe` (Futures are not thread-safe).
 """
@@ -48,6 +49,7 @@ class Outcome:
     tokenize_ms: float
     inference_ms: float
     batch_size: int
+    replica: int = 0
 
 
 @dataclass
@@ -68,33 +70,42 @@ class BatcherStats:
     failed_batches: int = 0
     expired: int = 0
     recent_sizes: deque = field(default_factory=lambda: deque(maxlen=1000))  # bounded: the service runs for days
+    restarts: int = 0
 
 
 class Batcher:
-    """A bounded queue of texts and the single worker thread that feeds them to `backend.infer`."""
+    """A bounded queue of texts and one worker thread per backend (replica) feeding them to its `infer`."""
 
-    def __init__(self, backend: Backend, tokenizer, *, max_batch: int, max_wait_ms: float, max_queue: int,
-                 timeout_s: float, max_padding: float = 0.05,
-                 on_batch: Callable[[int], None] | None = None) -> None:
-        self.backend, self.tokenizer, self.max_padding = backend, tokenizer, max_padding
+    def __init__(self, backends: Backend | Sequence[Backend], tokenizer, *, max_batch: int, max_wait_ms: float,
+                 max_queue: int, timeout_s: float, max_padding: float = 0.05,
+                 on_batch: Callable[[int, int], None] | None = None) -> None:
+        self.backends = list(backends) if isinstance(backends, (list, tuple)) else [backends]
+        self.tokenizer, self.max_padding = tokenizer, max_padding
         self.max_batch, self.max_wait_s, self.timeout_s = max_batch, max_wait_ms / 1000.0, timeout_s
-        self.on_batch = on_batch
+        self.on_batch = on_batch  # (batch size, replica index) after each model call
         self.stats = BatcherStats()
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._closed = False
-        self.busy_since: float | None = None  # perf_counter when the current model call began; None when idle
-        self._thread = threading.Thread(target=self._run, name="bench-batcher", daemon=True)
+        # perf_counter when each replica's current model call began; None while that replica is idle
+        self._busy: list[float | None] = [None] * len(self.backends)
+        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"bench-batcher-{i}", daemon=True)
+                         for i in range(len(self.backends))]
+
+    @property
+    def backend(self) -> Backend:
+        return self.backends[0]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def depth(self) -> int:
         return self._queue.qsize()
 
     def stalled_for(self) -> float:
-        """Seconds the current model call has been running (0 when the worker is idle)."""
-        since = self.busy_since
-        return 0.0 if since is None else time.perf_counter() - since
+        """Seconds the longest-running current model call has run (0 when every replica is idle)."""
+        started = [t for t in self._busy if t is not None]
+        return time.perf_counter() - min(started) if started else 0.0
 
     def submit(self, texts: Sequence[str]) -> list[asyncio.Future]:
         """Enqueue texts (call on the event loop); all or none are queued, else QueueFull."""
@@ -115,16 +126,31 @@ class Batcher:
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new texts, finish everything already queued, then end the worker."""
         self._closed = True
-        if self._thread.is_alive():
-            self._queue.put(_STOP)  # blocks while full: the worker is draining, so room appears
-            self._thread.join(timeout)
+        live = [t for t in self._threads if t.is_alive()]
+        for _ in live:  # one stop mark per worker; each worker ends after taking one
+            self._queue.put(_STOP)  # blocks while full: the workers are draining, so room appears
+        end = None if timeout is None else time.monotonic() + timeout
+        for thread in live:
+            thread.join(None if end is None else max(0.0, end - time.monotonic()))
 
-    def _run(self) -> None:
+    def _run(self, replica: int) -> None:
         stopping = False
         while not stopping:
             batch, stopping = self._collect()
             if batch:
-                self._process(batch)
+                self._process(batch, replica)
+
+    def _recover(self, replica: int) -> None:
+        """A replica process that died is restarted by the worker that owns it; the others keep serving."""
+        recover = getattr(self.backends[replica], "recover", None)
+        if recover is None:
+            return
+        try:
+            restarts = getattr(self.backends[replica], "restarts", 0)
+            recover()
+            self.stats.restarts += getattr(self.backends[replica], "restarts", 0) - restarts
+        except Exception as exc:  # noqa: BLE001  the next failed batch tries again
+            log.error("replica %d could not be restarted: %s", replica, exc)
 
     def _collect(self) -> tuple[list[_Item], bool]:
         first = self._queue.get()
@@ -142,7 +168,7 @@ class Batcher:
             items.append(item)
         return items, False
 
-    def _process(self, items: list[_Item]) -> None:
+    def _process(self, items: list[_Item], replica: int = 0) -> None:
         started = time.perf_counter()
         live = [it for it in items if not it.abandoned]
         for item in (it for it in live if started > it.deadline):
@@ -151,9 +177,9 @@ class Batcher:
                                                   f"over the {self.timeout_s:g} s deadline"))
         live = [it for it in live if started <= it.deadline]
         if live:
-            self._compute(live)
+            self._compute(live, replica)
 
-    def _compute(self, items: list[_Item]) -> None:
+    def _compute(self, items: list[_Item], replica: int = 0) -> None:
         """Run the batch as length groups and answer each group's texts as soon as its model call returns:
         a short text is not held back by a longer group computed after it."""
         try:
@@ -161,44 +187,46 @@ class Batcher:
             counts = token_counts(self.tokenizer, [it.text for it in items])
             count_s = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001  a tokenizer failure fails this batch only
-            self._fail(items, exc)
+            self._fail(items, exc, replica)
             return
         # Groups run oldest first (items are in arrival order): shortest-first would lower the mean but make a
         # long text wait behind every short one that arrived after it, which is what P95/P99 are made of.
         groups = sorted(length_groups([min(n, MAX_TOKENS) for n in counts], self.max_padding), key=min)
         for group in groups:
-            self._compute_group([items[i] for i in group], [counts[i] for i in group], count_s)
+            self._compute_group([items[i] for i in group], [counts[i] for i in group], count_s, replica)
 
-    def _compute_group(self, items: list[_Item], counts: list[int], count_s: float) -> None:
+    def _compute_group(self, items: list[_Item], counts: list[int], count_s: float, replica: int) -> None:
         try:
             t1 = time.perf_counter()
             inputs = encode(self.tokenizer, [it.text for it in items])
-            t2 = self.busy_since = time.perf_counter()
+            t2 = self._busy[replica] = time.perf_counter()
             try:
-                logits = self.backend.infer(inputs)
+                logits = self.backends[replica].infer(inputs)
             finally:
-                self.busy_since = None
+                self._busy[replica] = None
             t3 = time.perf_counter()
             probs = softmax(np.asarray(logits, dtype=np.float64))
             _check_shape(probs, len(items))
         # Any backend failure (ORT, torch, a bad shape) must fail only this model call; the worker keeps serving.
         except Exception as exc:  # noqa: BLE001
-            self._fail(items, exc)
+            self._fail(items, exc, replica)
+            self._recover(replica)
             return
-        self._record(len(items))  # one model call: the batch size /metrics reports
+        self._record(len(items), replica)  # one model call: the batch size /metrics reports
         for row, item, n in zip(probs, items, counts):
             _settle(item, result=Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
                                          1000 * (t1 - item.enqueued), 1000 * (count_s + t2 - t1), 1000 * (t3 - t2),
-                                         len(items)))
+                                         len(items), replica))
 
-    def _record(self, size: int) -> None:
+    def _record(self, size: int, replica: int) -> None:
         self.stats.batches += 1
         self.stats.recent_sizes.append(size)
         if self.on_batch:
-            self.on_batch(size)
+            self.on_batch(size, replica)
 
-    def _fail(self, items: list[_Item], exc: Exception) -> None:
-        log.error("inference failed for a batch of %d: %s: %s", len(items), type(exc).__name__, exc, exc_info=exc)
+    def _fail(self, items: list[_Item], exc: Exception, replica: int = 0) -> None:
+        log.error("inference failed for a batch of %d on replica %d: %s: %s", len(items), replica,
+                  type(exc).__name__, exc, exc_info=exc)
         self.stats.failed_batches += 1
         for item in items:
             _settle(item, error=InferenceFailed(f"{type(exc).__name__}"))

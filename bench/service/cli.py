@@ -15,7 +15,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--model", default=d.model, help="twin | twin:tiny | modelscope[:ID] | hf:ID | local directory")
     p.add_argument("--backend", default=d.backend, help="e.g. ort-int8-cpu, ort-fp32-cpu, torch-fp32-cpu")
-    p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (default: the runtime's)")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="intra-op threads per replica (default: the runtime's; with replicas, cores // replicas)")
+    p.add_argument("--replicas", type=int, default=d.replicas,
+                   help="model instances, each its own process pinned to its own cores (python -m bench tune finds R)")
+    p.add_argument("--backend-option", dest="backend_options", action="append", type=key_value, default=[],
+                   metavar="KEY=VALUE", help="backend-specific option, repeatable (e.g. the fake's sleep_s=0.05)")
     p.add_argument("--onnx-dir", default=d.onnx_dir, help="serve this existing export instead of exporting")
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=d.port, help="0 picks a free port, printed on startup")
@@ -39,9 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     names = {f.name for f in fields(ServiceConfig)}
-    return ServiceConfig(**{k: v for k, v in vars(args).items() if k in names})
+    settings = {k: v for k, v in vars(args).items() if k in names}
+    if "backend_options" in settings:
+        settings["backend_options"] = tuple(settings["backend_options"])
+    return ServiceConfig(**settings)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.backends import resolve
+from bench.host import available_cores
 from bench.errors import ConfigError
 
 MAX_PORT = 65535
@@ -23,7 +24,9 @@ class ServiceConfig:
 
     model: str = "twin"
     backend: str = "ort-int8-cpu"
-    threads: int | None = None
+    threads: int | None = None  # intra-op threads per replica; None = the runtime's (one replica) or cores // R
+    replicas: int = 1  # model instances; > 1 runs each in its own process pinned to its own cores (replicas.py)
+    backend_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs for the backend (e.g. the fake's sleep_s)
     onnx_dir: str | None = None  # an existing export to serve; None = export (or reuse) for `model`
     host: str = "127.0.0.1"
     port: int = 8000
@@ -46,6 +49,8 @@ class ServiceConfig:
             raise ConfigError("model must name a model source, e.g. twin or twin:tiny")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (got {self.threads})")
+        if isinstance(self.replicas, bool) or self.replicas < 1:
+            raise ConfigError(f"replicas must be >= 1 (got {self.replicas})")
         if not 0 <= self.port <= MAX_PORT:
             raise ConfigError(f"port must be within 0..{MAX_PORT} (got {self.port}); 0 picks a free port")
         self._check_positive()
@@ -78,6 +83,18 @@ class ServiceConfig:
         if self.max_padding is not None:
             return self.max_padding
         return CPU_MAX_PADDING if resolve(self.backend).device == "cpu" else GPU_MAX_PADDING
+
+    @property
+    def replica_threads(self) -> int | None:
+        """Threads per replica: as given, or the cores split evenly between replicas (None: the runtime decides)."""
+        if self.threads is not None or self.replicas == 1:
+            return self.threads
+        return max(1, len(available_cores()) // self.replicas)
+
+    @property
+    def oversubscribed(self) -> bool:
+        """R × T beyond the cores this process may use: allowed (the tune shows why not), warned and recorded."""
+        return self.replicas * (self.replica_threads or 1) > len(available_cores())
 
     @property
     def effective_max_wait_ms(self) -> float:

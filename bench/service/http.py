@@ -50,10 +50,12 @@ class RequestTiming:
     tokenize_ms: float = 0.0
     inference_ms: float = 0.0
     batch_size: int | None = None
+    replica: int | None = None  # which model replica computed it (the slowest batch's, for several texts)
 
     def header(self, total_ms: float) -> str:
+        replica = "" if self.replica is None else f', replica;desc="{self.replica}"'
         return (f"queue;dur={self.queue_ms:.3f}, tokenize;dur={self.tokenize_ms:.3f}, "
-                f"inference;dur={self.inference_ms:.3f}, total;dur={total_ms:.3f}")
+                f"inference;dur={self.inference_ms:.3f}, total;dur={total_ms:.3f}{replica}")
 
 
 def request_timing(request: Request) -> RequestTiming:

@@ -125,7 +125,8 @@ class ServiceMetrics:
     """The service's metrics; cache and queue figures are read from their owners through callbacks."""
 
     def __init__(self, *, cache_hits: Callable[[], float], cache_misses: Callable[[], float],
-                 queue_depth: Callable[[], float], failed_batches: Callable[[], float]) -> None:
+                 queue_depth: Callable[[], float], failed_batches: Callable[[], float],
+                 restarts: Callable[[], float] = lambda: 0) -> None:
         reg = self.registry = Registry()
         self.requests = reg.add(Counter("requests_total", "HTTP requests by endpoint and status code.",
                                         ("endpoint", "status")))
@@ -138,6 +139,15 @@ class ServiceMetrics:
         reg.add(CallbackValue("queue_depth", "Texts waiting for the model.", queue_depth))
         reg.add(CallbackValue("failed_batches_total", "Model calls that raised (each fails only its own batch).",
                               failed_batches, "counter"))
+        self.replica_batches = reg.add(Counter("replica_batches_total", "Model calls by replica.", ("replica",)))
+        self.replica_texts = reg.add(Counter("replica_texts_total", "Texts computed by replica.", ("replica",)))
+        reg.add(CallbackValue("replica_restarts_total", "Replica processes restarted after they died.", restarts,
+                              "counter"))
+
+    def observe_batch(self, size: int, replica: int) -> None:
+        self.batch_size.observe(size)
+        self.replica_batches.inc(str(replica))
+        self.replica_texts.inc(str(replica), amount=size)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.inc(endpoint, str(status))

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from bench.backends import Backend
+from bench.backends import Backend, BackendConfig
 from bench.service.batcher import Batcher, DeadlineExceeded, InferenceFailed, Outcome, QueueFull
 from bench.service.cache import LruCache, normalise
 from bench.service.config import ServiceConfig
@@ -22,8 +23,9 @@ log = logging.getLogger("bench.service")
 WARMUP_TEXTS = ("预热：这部电影太烂了，完全不值得一看", "今天天气真好，心情很棒！")
 
 
-def build_backend(config: ServiceConfig) -> Backend:
-    """Materialise the model, export ONNX when an ort backend needs it, and create (not load) the backend."""
+def backend_config(config: ServiceConfig) -> BackendConfig:
+    """Materialise the model and export ONNX when an ort backend needs it (once, in the front, so replicas never
+    race to export); the config every replica's backend is created from."""
     from bench import backends
     from bench.artifacts import model_file, variant_for
     from bench.sources import materialize
@@ -36,7 +38,14 @@ def build_backend(config: ServiceConfig) -> Backend:
 
         onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
     path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
-    return backends.create(backends.BackendConfig(spec, model_dir, path, config.threads))
+    return BackendConfig(spec, model_dir, path, config.replica_threads, dict(config.backend_options))
+
+
+def build_backend(config: ServiceConfig) -> Backend:
+    """The backend of a one-replica service, created (not loaded)."""
+    from bench import backends
+
+    return backends.create(backend_config(config))
 
 
 def read_labels(model_dir: Path) -> dict[int, str]:
@@ -63,11 +72,13 @@ class Service:
         self._tokenizer = tokenizer
         self._labels = as_label_map(labels) if labels is not None else None
         self.backend: Backend | None = backend
+        self.replicas: list[Backend] = []
         self.batcher: Batcher | None = None
         self.cache: LruCache[Outcome] = LruCache(config.cache_size)
         self.metrics = ServiceMetrics(cache_hits=lambda: self.cache.hits, cache_misses=lambda: self.cache.misses,
                                       queue_depth=lambda: self.batcher.depth() if self.batcher else 0,
-                                      failed_batches=lambda: self.batcher.stats.failed_batches if self.batcher else 0)
+                                      failed_batches=lambda: self.batcher.stats.failed_batches if self.batcher else 0,
+                                      restarts=lambda: self.batcher.stats.restarts if self.batcher else 0)
         self._stopped = False
         self._lock = threading.Lock()  # orders "start the worker" against "stop" when both race at shutdown
 
@@ -102,22 +113,43 @@ class Service:
         from bench.sources import read_source_meta
         from bench.tokenize import load_tokenizer, model_dir_str
 
-        backend = self.backend = self.backend or build_backend(self.config)
-        backend.load()
+        placement = self._load_backends()
+        backend = self.backend
         model_dir = Path(backend.config.model_dir)
         tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
         self._labels = self._labels or read_labels(model_dir)
-        self._warm_up(backend, tokenizer)
-        self.info = self._describe(backend, read_source_meta(model_dir))
-        self.batcher = Batcher(backend, tokenizer, max_batch=self.config.effective_max_batch,
+        for replica in self.replicas:  # ready means every replica is warm
+            self._warm_up(replica, tokenizer)
+        self.info = {**self._describe(backend, read_source_meta(model_dir)), **placement}
+        self.batcher = Batcher(self.replicas, tokenizer, max_batch=self.config.effective_max_batch,
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
                                timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
-                               on_batch=lambda n: self.metrics.batch_size.observe(n))
+                               on_batch=self.metrics.observe_batch)
         with self._lock:
             if self._stopped:  # shut down while loading: start no worker that nobody would stop
                 return
             self.batcher.start()
             self.status = "ready"
+
+    def _load_backends(self) -> dict:
+        """One backend in this process (as given, or built), or R replica processes pinned to their own cores."""
+        if self.backend is not None or self.config.replicas == 1:
+            self.backend = self.backend or build_backend(self.config)
+            self.backend.load()
+            self.replicas = [self.backend]
+            return {"replicas": 1, "threads": self.backend.config.threads}
+        from bench.service.replicas import start_replicas
+
+        self.replicas, placement = start_replicas(backend_config(self.config), self.config.replicas,
+                                                  self.config.replica_threads, self.config.inference_timeout_s)
+        self.backend = self.replicas[0]
+        return {"replicas": self.config.replicas, "threads": self.config.replica_threads,
+                "cores": placement.describe(), "oversubscribed": placement.oversubscribed}
+
+    def replica_state(self) -> dict:
+        """Live figures for /healthz: replicas serving now and their process ids (they change on a restart)."""
+        pids = [getattr(r, "pid", None) or os.getpid() for r in self.replicas]
+        return {"replicas_up": sum(1 for r in self.replicas if getattr(r, "alive", True)), "replica_pids": pids}
 
     def _warm_up(self, backend: Backend, tokenizer) -> None:
         """First calls are slow (allocation, kernel selection); pay for them before declaring readiness."""
@@ -140,8 +172,8 @@ class Service:
             self._stopped = True
         if self.batcher:
             self.batcher.stop(timeout=self.config.request_timeout_s + 30)
-        if self.backend is not None:
-            self.backend.close()
+        for backend in self.replicas or ([self.backend] if self.backend is not None else []):
+            backend.close()
 
     async def analyse(self, texts: Sequence[str], timing: RequestTiming) -> list[dict]:
         """Answers for `texts` in order: cached ones at once, the rest through the batcher."""
@@ -196,3 +228,4 @@ def fill_timing(timing: RequestTiming, outcomes: Sequence[Outcome]) -> None:
     timing.tokenize_ms = max(o.tokenize_ms for o in outcomes)
     timing.inference_ms = max(o.inference_ms for o in outcomes)
     timing.batch_size = max(o.batch_size for o in outcomes)
+    timing.replica = max(outcomes, key=lambda o: o.inference_ms).replica
