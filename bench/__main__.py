@@ -1,3 +1,8 @@
+"""`python -m bench`: see bench.cli."""
+
 from bench.cli import main
 
-raise SystemExit(main())
+# Guarded: the tune and the service start replicas with multiprocessing "spawn", which imports this module
+# again in every child.
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""`python -m bench <command>`: export, run, serve, all, sweep, report, compare, check.
+"""`python -m bench <command>`: export, run, serve, all, sweep, tune, report, compare, check.
 
 This module parses and prints; the work happens in bench.pipeline (a run's stages) and the packages below it.
 Defaults come from the config dataclasses, so they are stated once.
@@ -101,12 +101,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, duration: float | None = None,
-                   open_rates: tuple | None = None) -> None:
-    from loadtests.sweep import PRESETS, SweepConfig
+                   open_rates: tuple | None = None, search: tuple = (False, None)) -> None:
+    from loadtests.sweep import DEFAULT_VARIANTS, PRESETS, SweepConfig
 
-    d = SweepConfig()
-    p.add_argument("--variants", type=names, default=("batch", "nobatch"),
-                   help=f"service configs: {', '.join(PRESETS)} (default batch,nobatch)")
+    d = SweepConfig(variants=DEFAULT_VARIANTS)  # the host's GPU is probed only when a sweep runs
+    p.add_argument("--variants", type=names, default=None,
+                   help=f"service configs: {', '.join(PRESETS)} (default batch,nobatch, and gpu on a host with a "
+                        f"usable NVIDIA GPU)")
     p.add_argument("--users", type=ints, default=users or d.users, help="closed-loop concurrency levels")
     p.add_argument("--open-rates", type=floats, default=d.open_rates if open_rates is None else open_rates,
                    help="open-loop offered rates (req/s), e.g. 5,10")
@@ -114,30 +115,34 @@ def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, durat
     p.add_argument("--ramp", type=float, default=d.ramp_s, help="ramp-up seconds before stats reset")
     p.add_argument("--repeats", type=int, default=d.repeats,
                    help=f"interleaved windows per configuration and level (default {d.repeats}: A B B A)")
-    p.add_argument("--workers", type=int, default=d.workers, help="Locust processes (distributed load, --processes)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="Locust processes (closed loop: --processes; open loop: a master + workers sharing the rate)")
     p.add_argument("--workload", default=d.workload, help="corpus (≈80 chars) or zipf (repeats, cache study)")
-    add_search_args(p)
+    add_search_args(p, *search)
 
 
-def add_search_args(p: argparse.ArgumentParser) -> None:
+def add_search_args(p: argparse.ArgumentParser, on: bool = False, time_cap_s: float | None = None) -> None:
     from loadtests.slo_search import SearchConfig
 
     d = SearchConfig()
-    p.add_argument("--slo-search", action="store_true",
-                   help="also search each service configuration's QPS at the SLO (open loop; off by default)")
+    p.add_argument("--slo-search", action=argparse.BooleanOptionalAction, default=on,
+                   help=f"also search each service configuration's QPS at the SLO (open loop; {'on' if on else 'off'} "
+                        f"by default)")
     p.add_argument("--slo-p95-ms", type=float, default=d.slo_ms,
                    help=f"P95 latency target of the search and the report (default {d.slo_ms:g})")
-    p.add_argument("--search-time-cap", type=float, default=d.time_cap_s,
-                   help=f"seconds the search may take per configuration (default {d.time_cap_s:g})")
+    cap = time_cap_s or d.time_cap_s
+    p.add_argument("--search-time-cap", type=float, default=cap,
+                   help=f"seconds the search may take per configuration (default {cap:g})")
 
 
 def sweep_config(args: argparse.Namespace):
-    from loadtests.sweep import PRESETS, SweepConfig
+    from loadtests.sweep import PRESETS, SweepConfig, default_variant_names
 
-    unknown = [v for v in args.variants if v not in PRESETS]
+    chosen = args.variants or default_variant_names()
+    unknown = [v for v in chosen if v not in PRESETS]
     if unknown:
         raise BenchError(f"unknown service variant(s) {unknown} (choose from {', '.join(PRESETS)})")
-    return SweepConfig(model=args.model, variants=tuple(PRESETS[v] for v in args.variants), users=args.users,
+    return SweepConfig(model=args.model, variants=tuple(PRESETS[v] for v in chosen), users=args.users,
                        open_rates=args.open_rates, duration_s=args.lt_duration, ramp_s=args.ramp,
                        workers=args.workers, workload=args.workload, seed=args.seed, repeats=args.repeats,
                        slo_search=search_config(args))
@@ -211,10 +216,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def all_args(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
-    # make bench's sweep: the levels the decision reads (1 and 8 users, one open-loop rate) in 6 s windows, each
-    # configuration twice, interleaved: 12 windows, ~2.5 min; wider grids: `bench sweep`
-    add_sweep_args(p, users=(1, 8), duration=6.0, open_rates=(10.0,))
-    p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep")
+    # make bench's sweep: the article's levels (1 and 8 users) in 6 s windows, each configuration twice,
+    # interleaved: 8 windows, ~1.5 min; then each configuration's QPS at the SLO, searched open loop (the figure
+    # the decision uses), capped at 45 s per configuration. Wider grids and longer searches: `bench sweep`.
+    add_sweep_args(p, users=(1, 8), duration=6.0, open_rates=(), search=(True, 45.0))
+    p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep (and the tune)")
+    p.add_argument("--no-tune", action="store_true", help="skip the short serving-config search (bench tune)")
+    from bench.tune.cli import add_tune_args
+
+    add_tune_args(p, short=True)
 
 
 def cmd_all(args: argparse.Namespace) -> int:
@@ -222,9 +232,15 @@ def cmd_all(args: argparse.Namespace) -> int:
     from bench import pipeline
     from reports.cli import report_options
 
+    from bench.tune.cli import print_tune, tune_config
+
     sweep = sweep_config(args)  # validated before any work starts
     sweep = quick_sweep(sweep) if args.quick else sweep
+    tuning = None if args.no_tune or args.no_loadtest or args.quick else tune_config(args)
     ctx = measure_run(args)
+    if tuning is not None:
+        ctx = pipeline.tune(tuning, ctx)
+        print_tune(ctx.result.tune)
     if not args.no_loadtest:
         ctx = pipeline.sweep(sweep, ctx)
         print_searches(ctx.result.slo_searches)
@@ -254,6 +270,7 @@ def check_args(p: argparse.ArgumentParser) -> None:
 def commands() -> tuple:
     """(name, help, add-arguments, handler) of every subcommand."""
     from bench.service.cli import add_arguments as serve_args
+    from bench.tune.cli import cmd_tune, tune_args
     from exporters.cli import add_export_args, cmd_export
     from reports.cli import add_compare_args, add_report_args, cmd_compare, cmd_report
 
@@ -263,6 +280,8 @@ def commands() -> tuple:
         ("serve", "run the inference service (FastAPI + uvicorn, 127.0.0.1 by default)", serve_args, cmd_serve),
         ("all", "what make bench runs: run + short load-test sweep + report", all_args, cmd_all),
         ("sweep", "load-test the service with Locust across concurrency levels", sweep_args, cmd_sweep),
+        ("tune", "find the best way to serve here: replicas × threads × max batch, verified as a service",
+         tune_args, cmd_tune),
         ("report", "render report.html and summary.md for a run (default: latest)", add_report_args, cmd_report),
         ("compare", "compare two runs cell by cell; --fail-on p95:+5%% for CI gates", add_compare_args, cmd_compare),
         ("check", "benchmark commands: measured ratios against targets, exit 1 when one is missed", check_args,

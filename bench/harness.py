@@ -26,18 +26,25 @@ class Profile:
     length_sweep: tuple  # (backends, lengths)
     stop: dict
     processes: int  # fresh workers per cell: processes differ by ±5 % here, so one cannot give an honest CI
+    gpu_batch_sweep: tuple = ((), ())  # (backends, batches): only on a host whose GPU can run them (host_grid)
 
 
 ALL_BACKENDS = backends.CPU_BACKENDS + backends.GPU_BACKENDS
+# On a GPU host: the decision's GPU backends at batch 1…64, where a GPU's throughput comes from. A batch past the
+# device's memory fails with its reason and the run goes on; a CPU host never plans these cells (no skipped rows,
+# no time).
+GPU_BATCH_SWEEP = (("ort-fp16-cuda", "torch-fp16-cuda"), (1, 2, 4, 8, 16, 32, 64))
 # Windows per process are short (≥ 2 s, ≤ 5 s): a longer window narrows one process's CI, which the ±5 %
 # between processes dwarfs; three short processes buy an honest CI for the time of one long one.
 PROFILES = {
     "default": Profile("default", ALL_BACKENDS, (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (8,)),
                        (("ort-fp32-cuda",), (128,)),
-                       {"min_iters": 20, "min_time_s": 2.0, "max_time_s": 5.0, "target_rel_halfwidth": 0.05}, 3),
+                       {"min_iters": 20, "min_time_s": 2.0, "max_time_s": 5.0, "target_rel_halfwidth": 0.05}, 3,
+                       GPU_BATCH_SWEEP),
     "full": Profile("full", ALL_BACKENDS, (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (4, 8, 16, 32, 64)),
                     (("ort-int8-cpu", "ort-fp32-cuda"), (16, 64, 128, 256)),
-                    {"min_iters": 20, "min_time_s": 3.0, "max_time_s": 10.0, "target_rel_halfwidth": 0.05}, 5),
+                    {"min_iters": 20, "min_time_s": 3.0, "max_time_s": 10.0, "target_rel_halfwidth": 0.05}, 5,
+                    GPU_BATCH_SWEEP),
     "quick": Profile("quick", ALL_BACKENDS, (("ort-int8-cpu",), (4,)), (("ort-int8-cpu",), (128,)),
                      {"min_iters": 10, "min_time_s": 1.0, "max_time_s": 3.0, "target_rel_halfwidth": 0.10}, 2),
 }
@@ -97,8 +104,9 @@ class RunConfig:
         return self.processes or PROFILES[self.profile].processes
 
 
-def build_grid(cfg: RunConfig) -> list[CellSpec]:
-    """The cells of the run, without duplicates, in a stable order."""
+def build_grid(cfg: RunConfig, gpu_host: bool = False) -> list[CellSpec]:
+    """The cells of the run, without duplicates, in a stable order; `gpu_host`: with the profile's GPU batch
+    sweep (a grid given on the command line is taken as given)."""
     prof = PROFILES[cfg.profile]
     if cfg.backends or cfg.batches or cfg.lengths:
         names = cfg.backends or prof.batch1
@@ -107,9 +115,18 @@ def build_grid(cfg: RunConfig) -> list[CellSpec]:
     else:
         combos = [(n, 1, None) for n in prof.batch1]
         combos += [(n, b, None) for n in prof.batch_sweep[0] for b in prof.batch_sweep[1]]
+        combos += [(n, b, None) for n in prof.gpu_batch_sweep[0] for b in prof.gpu_batch_sweep[1] if gpu_host]
         combos += [(n, 1, L) for n in prof.length_sweep[0] for L in prof.length_sweep[1]]
     cells = [CellSpec(n, b, "bucket" if L else "corpus", L, t) for n, b, L in combos for t in cfg.threads]
     return list(dict.fromkeys(cells))
+
+
+def host_grid(cfg: RunConfig) -> tuple[list[CellSpec], str | None]:
+    """The grid on this host and why its GPU cells cannot run here (None: they can, or there are none). The GPU
+    batch sweep is planned only where a GPU can run it: on a CPU host it would be rows of skips."""
+    grid = build_grid(cfg)
+    reason = host_gpu_reason(cfg.gpu) if any(on_gpu(s) for s in grid) else None
+    return (build_grid(cfg, gpu_host=True) if reason is None else grid), reason
 
 
 def host_gpu_reason(ordinal: int = 0, driver_loader=None) -> str | None:
@@ -163,6 +180,12 @@ def pending(cells: dict[str, CellResult], spec: CellSpec, round_no: int) -> bool
     return cell is None or (cell.status == "ok" and len(cell.runs) <= round_no)
 
 
+def skipped_backend(cells: dict[str, CellResult], spec: CellSpec) -> str | None:
+    """The reason a backend was skipped here (unavailable: no such provider, no CUDA device …): it is unavailable
+    at every batch size and length, so its other cells take the reason without a worker to learn it again."""
+    return next((c.reason for c in cells.values() if c.spec.backend == spec.backend and c.status == "skipped"), None)
+
+
 def measure_cells(cfg: RunConfig, done: tuple[CellResult, ...], model_dir: Path, onnx_dir: Path | None,
                   on_cell) -> dict[str, CellResult]:
     """Measure every cell of the grid in `cfg.n_processes` fresh workers, round-robin (A B C A B C …) so slow
@@ -170,18 +193,19 @@ def measure_cells(cfg: RunConfig, done: tuple[CellResult, ...], model_dir: Path,
     is called after every worker, so the caller can save."""
     from tqdm import tqdm
 
-    grid, rounds = build_grid(cfg), cfg.n_processes
+    (grid, gpu_reason), rounds = host_grid(cfg), cfg.n_processes
     cells = {c.spec.key: c for c in done}
     todo = [(r, s) for r in range(rounds) for s in grid if pending(cells, s, r)]
     print(f"[run] {len(grid)} cells × {rounds} processes, {len(todo)} workers to run", file=sys.stderr)
-    gpu_reason = host_gpu_reason(cfg.gpu) if any(on_gpu(s) for s in grid) else None
     with tqdm(total=len(todo), desc="workers", unit="proc", position=0, file=sys.stderr) as bar:
         for round_no, spec in todo:
             if not pending(cells, spec, round_no):  # skipped or failed in an earlier round
                 bar.update(1)
                 continue
             bar.set_postfix_str(f"{spec.key} #{round_no + 1}")
-            cell = measure_one(cfg, spec, model_dir, onnx_dir, gpu_reason)
+            known = skipped_backend(cells, spec)
+            cell = CellResult(spec, "skipped", known) if known else measure_one(cfg, spec, model_dir, onnx_dir,
+                                                                                  gpu_reason)
             cells[spec.key] = cells[spec.key].with_run(cell) if spec.key in cells else cell
             on_cell(cells[spec.key])
             bar.update(1)

@@ -12,7 +12,7 @@ FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni",
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # What a GPU figure also depends on: CUDA/cuDNN runtimes as pip packages (onnxruntime-gpu's extras), TensorRT.
 GPU_PACKAGES = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu13", "nvidia-cudnn-cu12",
-                "nvidia-cublas", "nvidia-cublas-cu12", "tensorrt", "nvidia-ml-py")
+                "nvidia-cublas", "nvidia-cublas-cu12", "tensorrt", "tensorrt-cu13", "tensorrt-cu12", "nvidia-ml-py")
 # Keys that must match for two runs to be compared without --force (pyperf's _CHECKED_METADATA idea).
 CHECKED = ("cpu_model", "logical_cores", "gpu_name")
 

@@ -159,6 +159,15 @@ def sweep(sweep_cfg, ctx: RunContext) -> RunContext:
     return ctx.save(ctx.result.with_searches(tuple(searches)))
 
 
+def tune(tune_cfg, ctx: RunContext) -> RunContext:
+    """The serving-config search (bench.tune): its record, and its service runs as load levels of the run, so the
+    decision can choose the tuned service."""
+    from bench.tune.search import run_tune
+
+    record, levels = run_tune(tune_cfg, ctx.run_dir / "loadtests" / "tune")
+    return ctx.save(ctx.result.with_tune(record).with_levels(tuple(levels)))
+
+
 def report(ctx: RunContext, options=None) -> tuple[Path, Path]:
     from reports.render import ReportOptions, write_report
 
@@ -175,4 +184,4 @@ def sweep_context(model: str, seed: int, run: str | None, run_id: str | None) ->
     return prepare(RunConfig(model=model, seed=seed, run_id=run_id))[1]
 
 
-__all__ = ["RunContext", "prepare", "measure", "sweep", "report", "sweep_context", "export_model"]
+__all__ = ["RunContext", "prepare", "measure", "sweep", "tune", "report", "sweep_context", "export_model"]

@@ -100,6 +100,8 @@ class WorkerMeta:
     providers: tuple[str, ...] = ()  # ORT: session.get_providers() after creation (the providers actually used)
     tf32: str | None = None  # GPU float32 matmuls: "off", "on" or "trt-default" (TensorRT's builder decides)
     gpu_device: str | None = None  # the CUDA device and the NVML board matched to it
+    gpu_libraries: dict[str, str] = field(default_factory=dict)  # GPU cells: versions of the CUDA runtime, cuDNN
+    # and TensorRT the worker loaded, as the libraries report them (bench.measure.gpu_libs)
 
 
 @dataclass(frozen=True)

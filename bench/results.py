@@ -10,6 +10,10 @@ Schema history (SCHEMA_VERSION):
     Locust's CSV figures beside them. Version 1 files are upgraded on read (`upgrade_v1`).
     (2026-11-25, still 2) additive: `slo_searches`, SloSearch records (bench.search_records: the searched QPS at
     the SLO per service configuration); files without it read as having none.
+    (still 2) additive: `tune`, a TuneRecord (bench.search_records: `python -m bench tune`'s candidates, the
+    recommended serving configuration and its command line); files without it read as having none.
+    (still 2) additive: `WorkerMeta.gpu_libraries`, the CUDA runtime, cuDNN and TensorRT versions a GPU cell's
+    worker loaded; files without it read as {} ("not recorded").
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from bench.errors import BenchError
 from bench.paths import atomic_write_text
 from bench.records import CellResult, CellSpec, LoadLevel, ProcessRun
-from bench.search_records import SloSearch
+from bench.search_records import SloSearch, TuneRecord
 from bench.upgrade import UPGRADES
 
 __all__ = ["SCHEMA_VERSION", "RunResult", "CellResult", "CellSpec", "LoadLevel", "ProcessRun", "load_run", "save_run",
@@ -44,6 +48,7 @@ class RunResult:
     loadtests: tuple[LoadLevel, ...] = ()
     schema_version: int = SCHEMA_VERSION
     slo_searches: tuple[SloSearch, ...] = ()
+    tune: TuneRecord | None = None
 
     def with_cell(self, cell: CellResult) -> "RunResult":
         """A new run with `cell` added or replacing the cell of the same key."""
@@ -54,6 +59,9 @@ class RunResult:
         """A new run with these load-test levels added; earlier levels of the same configurations are replaced."""
         labels = {lv.config.label for lv in levels}
         return replace(self, loadtests=tuple(lv for lv in self.loadtests if lv.config.label not in labels) + levels)
+
+    def with_tune(self, tune: TuneRecord) -> "RunResult":
+        return replace(self, tune=tune)
 
     def with_searches(self, searches: tuple[SloSearch, ...]) -> "RunResult":
         """A new run with these searches; earlier searches of the same configurations are replaced."""
@@ -72,12 +80,14 @@ def cell_to_dict(cell: CellResult) -> dict:
 
 
 def run_to_dict(run: RunResult) -> dict:
-    records = ("cells", "loadtests", "slo_searches")
+    records = ("cells", "loadtests", "slo_searches", "tune")
     out = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in records}
     out["cells"] = [cell_to_dict(c) for c in run.cells]
     out["loadtests"] = [asdict(level) for level in run.loadtests]
     if run.slo_searches:  # left out when empty, so a run without searches reads in older toolkits too
         out["slo_searches"] = [asdict(s) for s in run.slo_searches]
+    if run.tune is not None:  # likewise left out when there was no tune
+        out["tune"] = asdict(run.tune)
     return out
 
 
@@ -133,7 +143,8 @@ def run_from_dict(data: dict, path: Path = Path("<memory>")) -> RunResult:
         cells = tuple(cell_from_dict(c) for c in data.pop("cells", []))
         levels = tuple(record_from_dict(LoadLevel, lv) for lv in data.pop("loadtests", []))
         searches = tuple(record_from_dict(SloSearch, s) for s in data.pop("slo_searches", []))
-        return RunResult(cells=cells, loadtests=levels, slo_searches=searches, **data)
+        tune = record_from_dict(TuneRecord, data.pop("tune")) if data.get("tune") else None
+        return RunResult(cells=cells, loadtests=levels, slo_searches=searches, tune=tune, **data)
     except (TypeError, ValueError, KeyError) as exc:
         raise BenchError(f"{path} is not a valid results file: {exc}") from None
 

@@ -50,3 +50,48 @@ class SloSearch:
     elapsed_s: float = 0.0
     window_s: float = 2.0
     workload: str = "corpus"
+
+
+@dataclass(frozen=True)
+class TuneCandidate:
+    """One serving configuration the tune tried: R replicas × T threads × max batch B, offline (R engine processes
+    pinned like the service's, no HTTP) and, for the few best, as a real service (`service_label`'s load level)."""
+
+    replicas: int
+    threads: int
+    max_batch: int
+    oversubscribed: bool = False
+    cores: tuple = ()  # per replica: its cores, or "any" when not pinned
+    status: str = "ok"  # ok | failed (reason says why)
+    reason: str | None = None
+    items_per_s: float | None = None  # offline throughput; items_ci: t interval across its 1 s windows
+    items_ci: tuple[float, ...] = ()
+    p95_ms: float | None = None  # offline: per model call
+    rss_mb: float | None = None  # all replicas together
+    service_label: str | None = None  # set when verified as a service
+    service_qps: float | None = None
+    service_qps_ci: tuple[float, ...] = ()
+    service_p95_ms: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.replicas}×{self.threads}t b{self.max_batch}"
+
+
+@dataclass(frozen=True)
+class TuneRecord:
+    """`python -m bench tune`: the candidates, which were verified as a service, the recommendation and why."""
+
+    backend: str
+    cores: int
+    candidates: tuple[TuneCandidate, ...] = ()
+    default_label: str | None = None  # the default service's load level, verified beside the candidates
+    default_qps: float | None = None
+    default_qps_ci: tuple[float, ...] = ()
+    recommended: str | None = None  # a candidate label; command: how to start the service that way
+    command: str | None = None
+    pareto: tuple[str, ...] = ()  # candidate labels on the front of service QPS ↑, P95 ↓, memory ↓
+    tie: bool = False  # the recommendation's service QPS CI overlaps the runner-up's
+    users: int = 0
+    elapsed_s: float = 0.0
+    stopped: str = ""  # done | time cap

@@ -128,18 +128,20 @@ def timed_window(req, backend, batches: list, timer, device: str):
     window = time.perf_counter() - w0
     cpu_s = time.process_time() - cpu0
     energy = meter.stop(cpu_seconds=cpu_s)
-    meta = worker_meta(backend, timer, 100.0 * cpu_s / window, gpu)
+    meta = worker_meta(backend, timer, 100.0 * cpu_s / window, gpu, device)
     close_gpu(gpu)
     return ProcessRun(latencies_s=tuple(samples), window_s=window, stop_reason=reason, energy=Energy(**energy),
                       meta=meta)
 
 
-def worker_meta(backend, timer, cpu_percent: float, gpu):
+def worker_meta(backend, timer, cpu_percent: float, gpu, device: str = "cpu"):
+    from bench.measure.gpu_libs import loaded_gpu_libraries
     from bench.records import WorkerMeta
 
     return WorkerMeta(cpu_percent, type(timer).__name__, time.perf_counter() - T_START,
                       backend.device_memory().get("torch_max_memory_allocated_bytes"),
-                      gpu_device=gpu.describe() if gpu is not None else None, **backend.run_info())
+                      gpu_device=gpu.describe() if gpu is not None else None,
+                      gpu_libraries=loaded_gpu_libraries() if device != "cpu" else {}, **backend.run_info())
 
 
 _last_tick = [0.0]

@@ -41,7 +41,7 @@ def pooled_level(variant: ServiceVariant, cfg, windows: list[Window], index: int
     return LoadLevel(
         config=variant.setup(), mode="open" if rate else "closed", users=None if rate else first.users,
         offered_rps=rate, duration_s=cfg.duration_s, ramp_s=0.0 if rate else cfg.ramp_s,
-        workers=1 if rate else cfg.workers, workload=cfg.workload, repeats=len(windows), window=index,
+        workers=cfg.workers, workload=cfg.workload, repeats=len(windows), window=index,
         **figures, **client_figures(windows, cfg.duration_s), **server_figures(windows),
         locust_csv=locust_figures(windows, stats, samples), source=SOURCE["open" if rate else "closed"])
 

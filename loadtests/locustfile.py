@@ -4,7 +4,9 @@ Closed loop (default, the article's test): each user posts corpus texts back to 
     locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 30s --host http://127.0.0.1:8000
 Open loop: STRUCTBENCH_MODE=open STRUCTBENCH_RATE=20 [STRUCTBENCH_ARRIVALS=poisson|constant] — requests are
 sent at intended times whatever the server does, and latency is measured from the intended send time so a
-slow server cannot hide its queue (no coordinated omission).
+slow server cannot hide its queue (no coordinated omission). Under a --master (--processes, or --master with
+--worker processes on several machines) there is one scheduler per expected worker, each sending its share of
+the rate with its own arrival seed; every process needs the same STRUCTBENCH_* environment.
 
 Environment: STRUCTBENCH_WORKLOAD=corpus|zipf, STRUCTBENCH_SEED, STRUCTBENCH_CLIENT_OUT (JSON file of
 client-side figures: Server-Timing means, open-loop latencies, late sends, invalid answers). With it set, every
@@ -26,6 +28,7 @@ from loadtests.samples import SampleWriter, samples_path
 from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing
 
 MODE = os.environ.get("STRUCTBENCH_MODE", "closed")
+DONE = "structbench_done"  # a worker's message to the master: its open-loop schedule is sent and answered
 STATS = ClientStats()
 SAMPLES: SampleWriter | None = None  # this process's raw requests, once init knows it sends any
 _RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
@@ -85,7 +88,8 @@ class SentimentUser(FastHttpUser):
 
 
 class OpenLoopUser(FastHttpUser):
-    """Open loop: one scheduler per process sends at intended times, each request in its own greenlet."""
+    """Open loop: one scheduler per process sends at intended times, each request in its own greenlet (one per
+    worker under a --master, see _share)."""
 
     abstract = MODE != "open"
     fixed_count = 1
@@ -94,19 +98,22 @@ class OpenLoopUser(FastHttpUser):
 
     @task
     def schedule(self) -> None:
-        rate = float(os.environ.get("STRUCTBENCH_RATE", "10"))
+        share, index = _share(self.environment.runner)
+        rate = float(os.environ.get("STRUCTBENCH_RATE", "10")) / share
         duration = float(os.environ.get("STRUCTBENCH_DURATION", "10"))
         poisson = os.environ.get("STRUCTBENCH_ARRIVALS", "poisson") == "poisson"
+        seed = int(os.environ.get("STRUCTBENCH_SEED", "0")) + index  # independent arrivals: their sum is Poisson
         pool, start, inflight = texts(), time.perf_counter(), []
+        offset = index * len(pool) // share  # each worker its own stretch of texts: no extra cache hits
         epoch_offset = time.time() - start  # intended times travel as epoch seconds, like Locust's start_time
-        for i, due in enumerate(arrival_times(rate, duration, poisson, int(os.environ.get("STRUCTBENCH_SEED", "0")))):
+        for i, due in enumerate(arrival_times(rate, duration, poisson, seed)):
             gevent.sleep(max(0.0, start + due - time.perf_counter()))
             STATS.intended += 1
             if time.perf_counter() - (start + due) > LATE_SEND_S:
                 STATS.late_sends += 1
-            inflight.append(gevent.spawn(self.send, pool[i % len(pool)], start + due, epoch_offset))
+            inflight.append(gevent.spawn(self.send, pool[(offset + i) % len(pool)], start + due, epoch_offset))
         gevent.joinall(inflight, timeout=30)
-        self.environment.runner.quit()
+        _schedule_done(self.environment.runner)
 
     def send(self, text: str, intended: float, epoch_offset: float) -> None:
         status = post(self.client, text, {"intended_s": intended + epoch_offset})
@@ -114,6 +121,42 @@ class OpenLoopUser(FastHttpUser):
             STATS.open_latencies_ms.append((time.perf_counter() - intended) * 1000.0)
         else:
             STATS.rejected += 1
+
+
+def _share(runner) -> tuple[int, int]:
+    """(schedulers, this one's index): 1 and 0 in a single process; under a --master one scheduler per expected
+    worker (the master's --expect-workers, which Locust passes on to its workers; _open_loop_master)."""
+    if isinstance(runner, WorkerRunner):
+        return max(1, int(runner.environment.parsed_options.expect_workers)), max(0, runner.worker_index)
+    return 1, 0
+
+
+def _schedule_done(runner) -> None:
+    """A single process quits. A worker tells the master instead: a worker that quits by itself has its scheduler
+    handed to another worker, which would send a second schedule. The master quits once every worker is done,
+    and that makes each worker stop and send its last figures."""
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(DONE)
+    else:
+        runner.quit()
+
+
+@events.init.add_listener
+def _open_loop_master(environment, runner, **_kw) -> None:
+    """Open loop under a --master: exactly one scheduler per expected worker, whatever -u says (fewer would
+    leave part of the rate unsent), and quit once each has reported its schedule done."""
+    options = environment.parsed_options
+    if MODE != "open" or not isinstance(runner, MasterRunner) or options is None:
+        return
+    schedulers, done = int(options.expect_workers), set()
+    OpenLoopUser.fixed_count = options.num_users = options.spawn_rate = schedulers
+
+    def on_done(environment, msg, **_kw) -> None:
+        done.add(msg.node_id)
+        if len(done) >= schedulers:
+            gevent.spawn(environment.runner.quit)  # not inside the runner's own message loop, which quit kills
+
+    runner.register_message(DONE, on_done)
 
 
 @events.report_to_master.add_listener

@@ -13,11 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.errors import BenchError, ConfigError
+from bench.service.config import GPU_MAX_PADDING
 from loadtests.levels import Window, pooled_level
 from loadtests.samples import sample_paths
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
@@ -33,12 +36,40 @@ PRESETS = {
     "cache": ServiceVariant.of("int8 batching + LRU cache", cache_size=1024),
     "fp32": ServiceVariant.of("fused fp32 batching", backend="ort-fp32-fused-cpu", cache_size=0),
     "torch": ServiceVariant.of("torch fp32 batching", backend="torch-fp32-cpu", cache_size=0),
+    # On a GPU batching is where throughput comes from: up to 32 texts a call, with ServiceConfig's GPU padding
+    # budget (idle lanes make pad tokens nearly free there).
+    "gpu": ServiceVariant.of("fp16 CUDA batching (GPU)", backend="ort-fp16-cuda", max_batch=32,
+                             max_padding=GPU_MAX_PADDING, cache_size=0),
 }
-DEFAULT_VARIANTS = (PRESETS["batch"], PRESETS["nobatch"])
+CPU_DEFAULTS = ("batch", "nobatch")
+DEFAULT_VARIANTS = tuple(PRESETS[name] for name in CPU_DEFAULTS)  # a CPU host's defaults
+
+
+@cache
+def service_gpu_reason() -> str | None:
+    """Why the service's CUDA device (0) cannot be used on this host, or None: the harness's probe of the CUDA
+    driver, asked once per process (a search builds a SweepConfig per probe)."""
+    from bench.harness import host_gpu_reason
+
+    return host_gpu_reason(0)
+
+
+def default_variant_names(gpu_reason: Callable[[], str | None] | None = None) -> tuple[str, ...]:
+    """The service configurations a sweep measures unless told: batching on and off and, on a host whose GPU can
+    serve (`gpu_reason()` is None; default: the host's probe), the GPU preset too, so the decision can pick a GPU
+    service. On a CPU host nothing changes."""
+    return CPU_DEFAULTS if (gpu_reason or service_gpu_reason)() else (*CPU_DEFAULTS, "gpu")
+
+
+def default_variants() -> tuple:
+    return tuple(PRESETS[name] for name in default_variant_names())
 
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """A load-test sweep. `variants` defaults to a CPU host's; the CLI adds the GPU preset on a GPU host
+    (default_variant_names), so building a config never probes the hardware."""
+
     model: str = "twin"
     variants: tuple = DEFAULT_VARIANTS
     users: tuple = (1, 2, 4, 8, 16)
@@ -112,11 +143,9 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
     client_out = out_dir / f"{tag}_client.json"
     for stale in sample_paths(client_out):  # a re-run with the same tag must not merge an older run's samples
         stale.unlink()
-    env = {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
-           "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
-           "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s)}
-    proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate is not None), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate is not None),
+                            env=locust_env(cfg, client_out, rate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
     watch = CpuWatch(proc.pid)
     output, _ = proc.communicate(timeout=cfg.ramp_s + cfg.duration_s + 120)
     cpu = watch.stop()
@@ -125,6 +154,13 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
         raise BenchError(f"locust wrote no stats for {tag} (exit {proc.returncode}): {output.strip()[-300:]}")
     client = json.loads(client_out.read_text()) if client_out.exists() else {}
     return {"row": row, "client": client, **cpu}
+
+
+def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:
+    """The environment every Locust process of one window runs with (the locustfile reads it)."""
+    return {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
+            "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
+            "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s)}
 
 
 def aggregated_row(path: Path) -> dict | None:
@@ -153,7 +189,12 @@ def server_deltas(before: dict, after: dict) -> dict:
 
 def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str) -> Window:
     before = metrics(url)
-    result = run_locust(url, users, cfg, out_dir, tag, rate)
+    if rate and cfg.workers > 1:  # open loop in several processes: Locust's master + workers, the rate split
+        from loadtests.distributed import run_distributed  # it builds on this module
+
+        result = run_distributed(url, users, cfg, out_dir, tag, rate, cfg.workers)
+    else:
+        result = run_locust(url, users, cfg, out_dir, tag, rate)
     server = server_deltas(before, metrics(url))
     return Window(users, rate, result["row"], result["client"],
                   {k: v for k, v in result.items() if k not in ("row", "client")}, server,

@@ -10,9 +10,11 @@ import math
 from dataclasses import dataclass, replace
 
 from bench.results import CellResult, RunResult
+from bench.summary import board_energy, host_cpu_energy
 from reports import fmt
 from reports.common import (cell_label, column, label, na, num, on_gpu, one_process, table, text, throughput_ci,
                             variant_of, why_not)
+from reports.gpu import CPU_ROW, NO_BOARD
 from reports.ranking import NO_CI, ONE_PROCESS, Entry, names_and, standings, tied_with
 from reports.searched import searched_for
 from reports.service import failed_configs, label_of, load_point, measured, service_configs
@@ -40,9 +42,11 @@ class Candidate:
     p95_ci_ms: tuple = ()
     at: str | None = None
     unranked: str | None = None  # why its CI cannot rank it; None when it can
-    energy_per_m_j: float | None = None
+    energy_per_m_j: float | None = None  # the host CPU's (every cell: RAPL or the estimate)
     energy_estimated: bool = False
     energy_reason: str | None = None
+    gpu_energy_per_m_j: float | None = None  # a GPU cell's board (NVML), never added to the host CPU's
+    gpu_energy_reason: str | None = None
     host: str = ""  # in a report of several runs: the host label (the name then ends in " @ host")
     searched: bool = False  # qps is the searched open-loop QPS at the SLO, not a grid level
     requests: int | None = None  # behind the searched figure
@@ -131,11 +135,12 @@ def searched_candidate(row: Candidate, search) -> Candidate:
 
 def engine_candidate(cell: CellResult, options: dict) -> Candidate:
     slo = options["slo_p95_ms"]
-    per_item = cell.energy_per_item_j
+    (per_item, source), board = host_cpu_energy(cell), board_energy(cell)[0]
     row = replace(base(f"{cell_label(cell)} · batch {cell.spec.batch}", cell.spec.backend, ENGINE, options),
                   energy_per_m_j=per_item * 1e6 if per_item is not None else None,
-                  energy_estimated=bool(cell.energy.estimated and cell.energy.source),
-                  energy_reason="no energy reading", p95_ms=cell.stats["p95"] * 1000,
+                  energy_estimated=source == "estimate", energy_reason="no host CPU energy reading",
+                  gpu_energy_per_m_j=board * 1e6 if board is not None else None, gpu_energy_reason=NO_BOARD,
+                  p95_ms=cell.stats["p95"] * 1000,
                   p95_ci_ms=tuple(x * 1000 for x in cell.stats["p95_ci95"]), at="back to back",
                   unranked=ONE_PROCESS if one_process(cell) else None)
     if row.p95_ms > slo:
@@ -168,8 +173,8 @@ def decision_table(cands: list[Candidate], options: dict) -> dict:
     multi = any(c.host for c in cands)  # runs of several hosts: a host column after the configuration
     cols = [column("Configuration", False), *([column("Host", False)] if multi else []), column("Kind", False),
             column("Device", False), column(f"Max QPS at P95 ≤ {slo:g} ms [95% CI]"),
-            column("P95 ms there [95% CI]"), column("At", False), column("Energy kJ / 1M inferences"),
-            column("Cost USD / 1M inferences [95% CI]"),
+            column("P95 ms there [95% CI]"), column("At", False), column("Host CPU energy kJ / 1M inferences"),
+            column("GPU board energy kJ / 1M inferences (NVML)"), column("Cost USD / 1M inferences [95% CI]"),
             column("Rank by cost within kind (≈ tie: CIs overlap)", False)]
     ordered = sorted(cands, key=decision_order)
     standing = ranks(cands)
@@ -178,7 +183,7 @@ def decision_table(cands: list[Candidate], options: dict) -> dict:
     for c in ordered:
         if not c.measured:
             gaps.setdefault((c.reason, c.kind, c.device, c.host), []).append(c.config_name)
-    rows += [with_host([text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=6)], host, multi)
+    rows += [with_host([text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=7)], host, multi)
              for (reason, kind, device, host), names in gaps.items()]
     return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, decision_notes(options),
                  empty="no configurations measured")
@@ -208,11 +213,18 @@ def decision_row(c: Candidate, standing) -> list:
     head = [label(c.config_name), text(SHORT[c.kind]), text(c.device)]
     if c.qps is None:  # measured, but too slow for the SLO at every tested load
         p95 = num(fmt.num_ci(c.p95_ms, c.p95_ci_ms)) if c.p95_ms is not None else text("")
-        return head + [text(c.reason), p95, text(""), text(""), text(""), text("")]
-    energy = fmt.num(c.energy_per_m_j / 1000) if c.energy_per_m_j is not None else None
+        return head + [text(c.reason), p95, text(""), text(""), text(""), text(""), text("")]
     return head + [num(fmt.num_ci(c.qps, c.qps_ci)), num(fmt.num_ci(c.p95_ms, c.p95_ci_ms)), text(c.at),
-                   num(f"{energy}{' (est.)' if c.energy_estimated else ''}" if energy else None, c.energy_reason),
-                   num(f"{fmt.usd(c.cost_per_m)}{fmt.ci_suffix(c.cost_ci, fmt.usd)}"), text(standing.text)]
+                   *energy_cells(c), num(f"{fmt.usd(c.cost_per_m)}{fmt.ci_suffix(c.cost_ci, fmt.usd)}"),
+                   text(standing.text)]
+
+
+def energy_cells(c: Candidate) -> list[dict]:
+    """kJ per million inferences: the host CPU's, then a GPU configuration's board (NVML) in a column of its own."""
+    cpu = fmt.num(c.energy_per_m_j / 1000) if c.energy_per_m_j is not None else None
+    board = fmt.num(c.gpu_energy_per_m_j / 1000) if c.gpu_energy_per_m_j is not None else None
+    return [num(f"{cpu}{' (est.)' if c.energy_estimated else ''}" if cpu else None, c.energy_reason),
+            num(board, c.gpu_energy_reason or c.energy_reason) if c.gpu else text(CPU_ROW)]
 
 
 def recommendation(run: RunResult, cands: list[Candidate], options: dict) -> list[str]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.results import CellResult, RunResult
-from reports import fmt
+from reports import fmt, gpu
 from reports.common import (backend_parts, batch1_corpus, cell_label, column, judgement, label, na, num, on_gpu,
                             table, text, why_not)
 from reports.service import scaling
@@ -31,8 +31,10 @@ def judgements(backend: str) -> tuple[str, str]:
 
 
 def summary_table(run: RunResult) -> dict:
-    cols = [column("Backend", False), column("Speed: P50 ms [95% CI]"), column("Resource cost: peak RSS MiB"),
-            column("Resource cost: J / inference"), column("Deployment difficulty (judgement, not measured)", False),
+    cols = [column("Backend", False), column("Speed: P50 ms [95% CI]"),
+            column("Resource cost: memory MiB (CPU: peak RSS; GPU: peak VRAM)"),
+            column("Resource cost: host CPU J / inference"), column("Resource cost: GPU board J / inference (NVML)"),
+            column("Deployment difficulty (judgement, not measured)", False),
             column("Maintainability (judgement, not measured)", False),
             column("Scaling: QPS at max users / at 1 user", False)]
     scale = scaling(run)
@@ -45,20 +47,18 @@ def summary_table(run: RunResult) -> dict:
             gaps.setdefault((why_not(cell), *tail), []).append(cell_label(cell))
             continue
         rows.append([*measured_part(cell), *summary_tail(*tail)])
-    rows += [[text(", ".join(names)), na(reason, span=3), *summary_tail(*tail)]
+    rows += [[text(", ".join(names)), na(reason, span=4), *summary_tail(*tail)]
              for (reason, *tail), names in gaps.items()]
     notes = ["Italic cells are judgement, not measured (文章 3.4: 部署难度, 可维护性). Everything else comes from "
              "this run's data; scaling comes from the service load tests. (est.): energy estimated, not read "
-             "from a counter."]
+             "from a counter. A GPU row's energy is the board's (NVML), its host CPU's in its own column; its "
+             "memory is VRAM, per-process or device-wide as labelled."]
     return table("summary", "Multi-dimension summary (batch 1)", cols, rows, notes, empty="no batch-1 corpus cells")
 
 
 def measured_part(cell: CellResult) -> list[dict]:
-    per_item = cell.energy_per_item_j
-    est = " (est.)" if cell.energy.estimated and cell.energy.source else ""
     return [label(cell_label(cell)), num(fmt.ms_ci(cell.stats["p50"], cell.stats["p50_ci95"])),
-            num(fmt.mib(cell.resources.peak_rss_bytes)),
-            num(f"{fmt.num(per_item)}{est}" if per_item is not None else None, "no energy reading")]
+            gpu.memory_cell(cell), gpu.cpu_energy_cell(cell, 1), gpu.gpu_energy_cell(cell, 1)]
 
 
 def summary_tail(deploy: str, maintain: str, scaled: str) -> list[dict]:

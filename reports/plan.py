@@ -5,7 +5,8 @@ Capacity per instance is the searched open-loop QPS at the SLO where the run has
 level within the SLO (closed-loop grid, not searched), else engine throughput (engine-only, not load-tested);
 every row says which. Instances = ceil(traffic × peak factor / (capacity × target utilisation)); a month is
 730 hours (8,760 / 12). Prices are inputs; energy comes from the backend's batch-1 engine cell (measured or
-estimated, as that cell says) and counts the inferences' work, not the idle power of provisioned instances.
+estimated, as that cell says; a GPU's board energy apart from the host CPU's) and counts the inferences' work,
+not the idle power of provisioned instances.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.records import CellResult
+from bench.summary import board_energy, host_cpu_energy
 from reports.common import on_gpu
 from reports.decision import ENGINE, Candidate
+from reports.gpu import CPU_ROW, NO_BOARD, vram
 from reports.hosts import SOURCES, HostRun
 from reports.sections import ENERGY_SOURCES
 
@@ -56,10 +59,12 @@ class PlanRow:
     capacity: float | None = None
     capacity_ci: tuple = ()
     reason: str | None = None
-    energy_j: float | None = None  # per inference
+    energy_j: float | None = None  # the host CPU's, per inference
     energy_label: str = "no energy reading"
     memory_bytes: int | None = None
     memory_label: str = "no memory reading"
+    gpu_energy_j: float | None = None  # a GPU configuration's board (NVML), per inference: never added to energy_j
+    gpu_energy_label: str = "no GPU board energy reading"
 
     def instances(self, plan: PlanInputs, traffic: float, capacity: float | None = None) -> int | None:
         cap = self.capacity if capacity is None else capacity
@@ -75,10 +80,12 @@ class PlanRow:
             return ()
         return tuple(self.monthly_usd(plan, traffic, c) for c in (self.capacity_ci[1], self.capacity_ci[0]))
 
-    def energy_kwh(self, plan: PlanInputs) -> float | None:
-        if self.energy_j is None:
+    def energy_kwh(self, plan: PlanInputs, joules: float | None = None) -> float | None:
+        """kWh per month of the host CPU's energy per inference (or `joules` per inference: the GPU board's)."""
+        joules = self.energy_j if joules is None else joules
+        if joules is None:
             return None
-        return self.energy_j * plan.traffic_rps * SECONDS_PER_MONTH / 3.6e6
+        return joules * plan.traffic_rps * SECONDS_PER_MONTH / 3.6e6
 
 
 def plan_row(host: HostRun, c: Candidate) -> PlanRow:
@@ -88,8 +95,10 @@ def plan_row(host: HostRun, c: Candidate) -> PlanRow:
     energy, energy_label = energy_of(cell, c.kind)
     memory, memory_label = memory_of(cell)
     source = SOURCES[host.price_source] if host.hour_usd else SOURCES["example"]
+    board, board_label = board_energy_of(cell, c.kind)
     return PlanRow(c.name, c.config_name, host.label, c.device, c.price, source, basis, c.qps, tuple(c.qps_ci),
-                   c.reason if c.qps is None else None, energy, energy_label, memory, memory_label)
+                   c.reason if c.qps is None else None, energy, energy_label, memory, memory_label, board,
+                   board_label)
 
 
 def engine_cell(cells: tuple[CellResult, ...], backend: str | None) -> CellResult | None:
@@ -99,21 +108,30 @@ def engine_cell(cells: tuple[CellResult, ...], backend: str | None) -> CellResul
 
 
 def energy_of(cell: CellResult | None, kind: str) -> tuple[float | None, str]:
-    if cell is None or cell.energy_per_item_j is None:
-        return None, "no energy reading (no measured engine cell of this backend)"
-    source = ENERGY_SOURCES.get(cell.energy.source or "", "unknown source")
+    """The host CPU's energy per inference (every backend's: RAPL or the estimate) and where it comes from."""
+    per_item, source = host_cpu_energy(cell) if cell is not None else (None, None)
+    if per_item is None:
+        return None, "no host CPU energy reading (no measured engine cell of this backend)"
     where = "" if kind == ENGINE else ", from its engine cell at batch 1"
-    return cell.energy_per_item_j, f"{source}{where}"
+    return per_item, f"{ENERGY_SOURCES.get(source or '', 'unknown source')}{where}"
+
+
+def board_energy_of(cell: CellResult | None, kind: str) -> tuple[float | None, str]:
+    """A GPU backend's board energy per inference (NVML); a CPU backend has none to report."""
+    if cell is None or not on_gpu(cell.spec.backend):
+        return None, CPU_ROW if cell is not None else "no measured engine cell of this backend"
+    per_item = board_energy(cell)[0]
+    where = "" if kind == ENGINE else ", from its engine cell at batch 1"
+    return per_item, NO_BOARD if per_item is None else f"measured (NVML){where}"
 
 
 def memory_of(cell: CellResult | None) -> tuple[int | None, str]:
     if cell is None:
         return None, "no measured engine cell of this backend"
-    r = cell.resources
     if on_gpu(cell.spec.backend):
-        vram = r.peak_proc_vram_bytes or r.peak_vram_bytes or cell.meta.torch_max_memory_allocated_bytes
-        return vram, "peak VRAM of the engine cell"
-    return r.peak_rss_bytes, "peak RSS of the engine cell"
+        value, scope = vram(cell)
+        return value, f"VRAM, {scope}" if value else scope
+    return cell.resources.peak_rss_bytes, "peak RSS of the engine cell"
 
 
 def priced_rows(rows: list[PlanRow]) -> list[PlanRow]:

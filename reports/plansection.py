@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from reports import fmt
 from reports.common import column, label, na, num, table, text
+from reports.gpu import CPU_ROW
 from reports.hosts import HostRun
 from reports.plan import (ENGINE_ONLY, HOURS_PER_MONTH, SEARCHED, TRAFFIC_RANGE, PlanInputs, PlanRow, cheapest,
                           crossings, priced_rows, segments)
@@ -16,13 +17,14 @@ def plan_table(rows: list[PlanRow], plan: PlanInputs) -> dict:
     cols = [column("Host", False), column("Configuration", False), column("Device", False),
             column("Capacity per instance req/s [95% CI]"), column("Capacity from", False),
             column(f"Instances for {fmt.num(t)} req/s [from the CI]"), column("USD / month [from the CI]"),
-            column("Energy kWh / month"), column("Memory per instance MiB"), column("Price USD / h", False)]
+            column("Host CPU energy kWh / month"), column("GPU board energy kWh / month (NVML)"),
+            column("Memory per instance MiB (CPU: RSS; GPU: VRAM)"), column("Price USD / h", False)]
     body = [plan_row_cells(r, plan) for r in rows if r.capacity is not None]
     gaps: dict = {}  # one row per host and reason for what has no capacity (e.g. seven skipped GPU backends)
     for r in rows:
         if r.capacity is None:
             gaps.setdefault((r.host, r.device, r.reason or "no capacity figure"), []).append(r.config)
-    body += [[label(host), text(", ".join(configs)), text(device), na(reason, span=7)]
+    body += [[label(host), text(", ".join(configs)), text(device), na(reason, span=8)]
              for (host, device, reason), configs in gaps.items()]
     notes = [f"Traffic {fmt.num(t)} req/s mean × peak factor {plan.peak_factor:g} at target utilisation "
              f"{plan.target_utilisation:.0%}: instances = ceil(traffic × peak / (capacity × utilisation)); a month "
@@ -31,8 +33,9 @@ def plan_table(rows: list[PlanRow], plan: PlanInputs) -> dict:
              f"windows, early-stopping tail bound); grid = the best tested load level within the SLO; "
              f"{ENGINE_ONLY} = back-to-back engine throughput (no HTTP, an upper bound).",
              "Energy: per-inference energy of the backend's batch-1 engine cell × traffic × seconds per month "
-             "(the work only, not idle instances); (est.) = estimated, not read from a counter. Memory: that "
-             "cell's peak RSS (CPU) or VRAM (GPU)."]
+             "(the work only, not idle instances); (est.) = estimated, not read from a counter. A GPU's board "
+             "energy (NVML) is its own column, never added to the host CPU's. Memory: that cell's peak RSS (CPU) "
+             "or VRAM (GPU: per-process or device-wide, as labelled)."]
     return table("plan", f"Capacity plan for {fmt.num(t)} req/s", cols, body, notes,
                  empty="no configuration was measured")
 
@@ -48,8 +51,22 @@ def plan_row_cells(r: PlanRow, plan: PlanInputs) -> list:
     return head + [num(fmt.num_ci(r.capacity, r.capacity_ci)), text(r.basis),
                    num(f"{r.instances(plan, t)}" + (f" [{lo_hi[0]}–{lo_hi[1]}]" if lo_hi else " (no CI)")),
                    num(f"{fmt.usd(r.monthly_usd(plan, t))}{fmt.ci_suffix(costs, fmt.usd)}"),
-                   num(f"{fmt.num(kwh)}{est}" if kwh is not None else None, r.energy_label),
-                   num(fmt.mib(r.memory_bytes), r.memory_label), price]
+                   num(f"{fmt.num(kwh)}{est}" if kwh is not None else None, r.energy_label), board_kwh(r, plan),
+                   num(memory_text(r), r.memory_label), price]
+
+
+def memory_text(r: PlanRow) -> str | None:
+    """MiB per instance; a GPU row's is VRAM and says whose (per-process or device-wide)."""
+    if r.memory_bytes is None:
+        return None
+    return f"{fmt.mib(r.memory_bytes)} ({r.memory_label})" if r.device == "GPU" else fmt.mib(r.memory_bytes)
+
+
+def board_kwh(r: PlanRow, plan: PlanInputs) -> dict:
+    if r.device != "GPU":
+        return text(CPU_ROW)
+    return num(fmt.num(r.energy_kwh(plan, r.gpu_energy_j)) if r.gpu_energy_j is not None else None,
+               r.gpu_energy_label)
 
 
 def describe(winners: list[PlanRow], multi: bool) -> str:

@@ -17,7 +17,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import ScalarFormatter
 
 from bench.results import RunResult
-from reports.common import backend_parts, batch1_corpus, cell_label
+from bench.summary import board_energy, host_cpu_energy
+from reports.common import backend_parts, batch1_corpus, cell_label, on_gpu
+from reports.gpu import vram
 from reports.service import closed, measured, opened, service_configs
 
 DPI = 100
@@ -165,20 +167,30 @@ def knee(run: RunResult, slo_ms: float) -> dict:
 
 
 def memory_energy(run: RunResult) -> dict:
+    """Memory (CPU rows: peak RSS; GPU rows: VRAM) and energy per 1,000 inferences, the host CPU's and a GPU
+    board's as separate bars: the two are different quantities and are never stacked into one."""
     title = "Peak memory and energy per 1,000 inferences (batch 1)"
     cells = [c for c in batch1_corpus(run) if c.status == "ok"]
     if not cells:
         return skipped("memory", title, "no measured batch-1 cells")
     fig, (mem, energy) = figure(2)
     names = [cell_label(c) for c in cells]
-    mem.barh(names, [(c.resources.peak_rss_bytes or 0) / 2**20 for c in cells], color="#4c72b0")
-    mem.set(xlabel="peak RSS (MiB)")
-    per_k = [(c.energy_per_item_j or 0) * 1000 for c in cells]
-    hatches = ["//" if c.energy.estimated and c.energy.source else "" for c in cells]
-    for name, value, hatch in zip(names, per_k, hatches):
-        energy.barh(name, value, color="#dd8452", hatch=hatch, edgecolor="white")
-    energy.set(xlabel="energy per 1,000 inferences (J)" + (", hatched = estimated" if any(hatches) else ""))
+    gpu_rows = [on_gpu(c.spec.backend) for c in cells]
+    memory = [(vram(c)[0] if g else c.resources.peak_rss_bytes) or 0 for c, g in zip(cells, gpu_rows)]
+    mem.barh(names, [m / 2**20 for m in memory], color=["#55a868" if g else "#4c72b0" for g in gpu_rows])
+    mem.set(xlabel="peak RSS (MiB)" + ("; green: GPU rows, peak VRAM" if any(gpu_rows) else ""))
+    y, half = np.arange(len(cells)), 0.2 if any(gpu_rows) else 0.0
+    cpu = [host_cpu_energy(c) for c in cells]
+    for i, (joules, source) in enumerate(cpu):  # one bar at a time: a hatch per bar
+        energy.barh(i - half, (joules or 0) * 1000, height=0.8 - 2 * half, color="#dd8452", edgecolor="white",
+                    hatch="//" if source == "estimate" else "", label="host CPU" if i == 0 else None)
+    if any(gpu_rows):
+        energy.barh(y + half, [(board_energy(c)[0] or 0) * 1000 for c in cells], height=0.4, color="#55a868",
+                    label="GPU board (NVML)")
+    estimated = ", hatched = estimated" if any(source == "estimate" for _, source in cpu) else ""
+    energy.set(xlabel=f"energy per 1,000 inferences (J){estimated}", yticks=y)
     energy.tick_params(labelleft=False)
+    energy.legend(fontsize=7, loc="lower right")
     for ax in (mem, energy):
         ax.invert_yaxis()
     return png(fig, "memory", title)
@@ -186,7 +198,6 @@ def memory_energy(run: RunResult) -> dict:
 
 def roofline(run: RunResult) -> dict:
     from bench.measure.roofline import peak_for
-    from reports.common import on_gpu
 
     title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM rate of the cell's precision"
     record = run.host.get("peak_gemm") or {}

@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.paths import atomic_write_text
 from bench.results import RunResult, load_run
-from reports import decision, overview, plots, searched, sections, service
+from reports import decision, overview, plots, searched, sections, service, tune
 from reports.hostplots import break_even
 from reports.hosts import EXAMPLE_PRICES, SOURCES, HostRun, host_runs, positive
 from reports.plan import PlanInputs, plan_row
@@ -75,7 +75,7 @@ def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> d
         "decision": {"table": decision.decision_table(cands, opts),
                      "recommendation": decision.recommendation(run, cands, opts)},
         "article": article(run),
-        "plots": plots.all_plots(run, options.slo_p95_ms),
+        "plots": plots.all_plots(run, options.slo_p95_ms) + tune.tune_plots(run),
         "plan": plan_context([host], cands, options),
         "parity": sections.parity_table(run),
         "environment": sections.environment(run, opts),
@@ -88,7 +88,8 @@ ARTICLE = (
                                                   sections.spread_table)),
     ("s32", "3.2 Resources (资源占用情况)", (sections.resources_table,)),
     ("s33", "3.3 Throughput by concurrency (吞吐能力 QPS)", (service.qps_table, searched.search_table,
-                                                   service.open_loop_table, service.timing_table)),
+                                                   service.open_loop_table, service.timing_table,
+                                                   tune.tune_table)),
     ("s34", "3.4 Multi-dimension summary (多维度对比总结表)", (overview.summary_table,)),
 )
 

@@ -7,10 +7,11 @@ import re
 from collections import defaultdict
 
 from bench.results import RunResult
-from reports import fmt
 from bench.records import Energy
+from bench.summary import covers_gpu
+from reports import fmt, gpu
 from reports.hosts import EXAMPLE_PRICES, EXAMPLE_SOURCE
-from reports.common import batch1_corpus, cell_label, column, label, na, num, on_gpu, rows_for, table, text
+from reports.common import batch1_corpus, cell_label, column, label, na, num, rows_for, table, text
 from reports.service import failed_configs, label_of, load_point, measured
 
 ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimate": "estimated"}
@@ -122,15 +123,21 @@ def spread_row(cell) -> list:
 
 
 def resources_table(run: RunResult) -> dict:
-    cols = [column("Backend", False), column("Peak RSS MiB"), column("Peak USS MiB"), column("Peak VRAM MiB"),
-            column("Mean CPU % (timed window)"), column("Mean CPU % (whole worker life, load included)"),
-            column("Peak CPU % (whole life)"), column("Mean power W"), column("Energy J / 1,000 inferences"),
-            column("Energy source", False)]
+    cols = [column("Backend", False), column("Peak RSS MiB"), column("Peak USS MiB"),
+            column("Peak VRAM MiB (per-process or device-wide)"), column("Mean CPU % (timed window)"),
+            column("Mean CPU % (whole worker life, load included)"), column("Peak CPU % (whole life)"),
+            column("Host CPU power W"), column("Host CPU J / 1,000 inferences"),
+            column("Host CPU energy source", False), column("GPU board power W (NVML)"),
+            column("GPU board J / 1,000 inferences (NVML)")]
     assumptions: list = []  # filled by resources_row: footnotes for estimated energy
-    rows = rows_for(batch1_corpus(run), lambda cell: resources_row(cell, assumptions), span=9)
+    rows = rows_for(batch1_corpus(run), lambda cell: resources_row(cell, assumptions), span=11)
     cores = run.host.get("logical_cores", "?")
     notes = [f"CPU %: 100 % is one fully busy logical core; this host has {cores}, so {cores}00 % is all of it. "
              "The timed window is the measured loop only; the whole-life figure includes imports and loading.",
+             "Energy in two columns, never one: a GPU cell's board energy comes from NVML's counter (the whole "
+             "board, idle included, host CPU excluded), the host CPU's (every cell) from RAPL or an estimate. "
+             "VRAM: per-process where NVML listed the worker's PID, else device-wide (the whole board: a "
+             "container hides the PID), else torch's allocator peak.",
              "(est.): power and energy estimated, not read from a counter (see the energy source).",
              *[f"[{i}] {a} (figures vary per cell; each cell's own note is in results.json)"
                for i, a in enumerate(assumptions, 1)]]
@@ -138,27 +145,15 @@ def resources_table(run: RunResult) -> dict:
 
 
 def resources_row(cell, assumptions: list) -> list:
-    r, e = cell.resources, cell.energy
-    per_k = cell.energy_per_item_j
-    est = " (est.)" if e.estimated and e.source else ""
-    return [label(cell_label(cell)), num(fmt.mib(r.peak_rss_bytes)), num(fmt.mib(r.peak_uss_bytes)), vram(cell),
-            num(fmt.percent(cell.meta.worker_cpu_percent_window), "no CPU time over the timed window recorded"),
-            num(fmt.percent(r.mean_cpu_percent)), num(fmt.percent(r.max_cpu_percent)),
-            num(estimated(fmt.num(e.mean_power_w), est), "no power reading"),
-            num(estimated(fmt.num(per_k * 1000 if per_k is not None else None), est), "no energy reading"),
-            energy_source(e, assumptions)]
-
-
-def estimated(value: str | None, mark: str) -> str | None:
-    return None if value is None else f"{value}{mark}"
-
-
-def vram(cell) -> dict:
-    if not on_gpu(cell.spec.backend):
-        return text("n/a (CPU)")
     r = cell.resources
-    value = r.peak_proc_vram_bytes or r.peak_vram_bytes or cell.meta.torch_max_memory_allocated_bytes
-    return num(fmt.mib(value), "no NVML or framework memory reading")
+    source = gpu.cpu_source_cell(cell)
+    if not covers_gpu(cell.energy) and cell.energy.source:  # the cell's own estimate: its assumptions footnoted
+        source = energy_source(cell.energy, assumptions)
+    return [label(cell_label(cell)), num(fmt.mib(r.peak_rss_bytes)), num(fmt.mib(r.peak_uss_bytes)),
+            gpu.vram_cell(cell),
+            num(fmt.percent(cell.meta.worker_cpu_percent_window), "no CPU time over the timed window recorded"),
+            num(fmt.percent(r.mean_cpu_percent)), num(fmt.percent(r.max_cpu_percent)), gpu.cpu_power_cell(cell),
+            gpu.cpu_energy_cell(cell, 1000), source, gpu.gpu_power_cell(cell), gpu.gpu_energy_cell(cell, 1000)]
 
 
 def energy_source(energy: Energy, assumptions: list) -> dict:
@@ -242,7 +237,7 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
              ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
              ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})" if peak else None),
-             ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})),
+             ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})), *gpu.gpu_stack(run),
              ("Stop rule", ", ".join(f"{k}={v}" for k, v in (config.get("stop_rule") or {}).items())),
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
              ("Profile", config.get("profile")), ("Seed", config.get("seed")),

@@ -107,3 +107,57 @@ def test_unwritable_results_folder_fails_before_export(tmp_path):
     blocker.write_text("x")
     result = run_cli("run", "--model", "twin:tiny", env={"STRUCTBENCH_HOME": str(blocker)}, timeout=60)
     assert result.returncode == 2 and "not writable" in result.stderr and "[export]" not in result.stderr
+
+
+GPU_SWEEP = {f"{b}|b{n}|corpus|tall" for b in ("ort-fp16-cuda", "torch-fp16-cuda") for n in (1, 2, 4, 8, 16, 32, 64)}
+
+
+def test_the_default_profile_sweeps_gpu_batches_1_to_64_only_where_a_gpu_can_run_them(monkeypatch):
+    from bench import harness
+
+    monkeypatch.setattr(harness, "host_gpu_reason", lambda ordinal=0: None)  # a (fake) GPU host
+    on_gpu, reason = harness.host_grid(RunConfig())
+    keys = {c.key for c in on_gpu}
+    assert reason is None and GPU_SWEEP <= keys
+    assert {"ort-fp32-cuda|b8|corpus|tall", "torch-fp16-cuda|b8|corpus|tall", "ort-fp32-cuda|b1|L128|tall"} <= keys
+    monkeypatch.setattr(harness, "host_gpu_reason", lambda ordinal=0: "no usable NVIDIA GPU: (faked)")
+    on_cpu, reason = harness.host_grid(RunConfig())
+    assert reason == "no usable NVIDIA GPU: (faked)" and on_cpu == build_grid(RunConfig())
+    kept = {"ort-fp16-cuda|b1|corpus|tall", "torch-fp16-cuda|b1|corpus|tall", "torch-fp16-cuda|b8|corpus|tall"}
+    assert {c.key for c in on_cpu} == (keys - GPU_SWEEP) | kept  # batch 1 of every backend, the b8 sweep's
+    # a grid given on the command line is taken as given, GPU host or not
+    given = RunConfig(backends=("ort-fp16-cuda",), batches=(4,))
+    assert [c.key for c in build_grid(given, gpu_host=True)] == ["ort-fp16-cuda|b4|corpus|tall"]
+
+
+def test_gpu_cells_on_a_cpu_host_cost_no_worker_and_no_time(tiny_model, monkeypatch):
+    import time
+
+    from bench import harness
+
+    monkeypatch.setattr(harness, "host_gpu_reason", lambda ordinal=0: "no usable NVIDIA GPU: (faked)")
+    monkeypatch.setattr(harness, "run_cell", lambda *a, **k: pytest.fail("a worker was started for a GPU cell"))
+    cfg = RunConfig(backends=("ort-fp16-cuda", "torch-fp16-cuda"), batches=(1, 8, 64), processes=3)
+    started = time.perf_counter()
+    cells = measure_cells(cfg, (), tiny_model, None, lambda c: None)
+    assert time.perf_counter() - started < 2.0
+    assert {c.status for c in cells.values()} == {"skipped"} and len(cells) == 6
+
+
+def test_a_backend_skipped_at_batch_1_is_skipped_at_every_batch_without_a_worker(tiny_model, monkeypatch):
+    from bench import harness
+    from bench.records import CellResult
+
+    started = []
+
+    def measure_one(cfg, spec, model_dir, onnx_dir, gpu_reason):
+        started.append(spec.key)
+        return CellResult(spec, "skipped", "CUDAExecutionProvider did not load (faked)")
+
+    monkeypatch.setattr(harness, "host_gpu_reason", lambda ordinal=0: None)
+    monkeypatch.setattr(harness, "measure_one", measure_one)
+    cells = measure_cells(RunConfig(backends=("ort-fp16-cuda",), batches=(1, 2, 64)), (), tiny_model, None,
+                          lambda c: None)
+    assert started == ["ort-fp16-cuda|b1|corpus|tall"]
+    assert {(c.status, c.reason) for c in cells.values()} == {("skipped", "CUDAExecutionProvider did not load (faked)")}
+    assert len(cells) == 3

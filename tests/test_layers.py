@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "exporters", "loadtests", "reports")
-TOP = ("bench.pipeline", "bench.cli", "bench.checks", "bench.__main__")
+TOP = ("bench.pipeline", "bench.cli", "bench.checks", "bench.tune", "bench.__main__")
 # layer -> the layers it may import from (itself included)
 ALLOWED = {
     "core": {"core"},

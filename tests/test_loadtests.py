@@ -78,7 +78,8 @@ def test_zipf_workload_hits_the_cache(service, tmp_path):
     assert hits > misses > 0
 
 
-def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path):
+def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the services it starts see no CUDA device, GPU host or not
     cfg = SweepConfig(model="twin:tiny", users=(1, 4), duration_s=2, ramp_s=1, repeats=2, window_s=0.5,
                       variants=(ServiceVariant.of("ok", cache_size=0), ServiceVariant.of("nobatch", batching=False),
                                 ServiceVariant.of("no gpu", backend="ort-fp32-cuda")))
@@ -94,6 +95,33 @@ def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path):
     assert failed[0].status == "failed" and "did not become ready" in failed[0].reason
     assert sorted(p.name for p in tmp_path.glob("ok_u4_rep*_stats.csv")) == ["ok_u4_rep0_stats.csv",
                                                                             "ok_u4_rep1_stats.csv"]
+
+
+def test_a_gpu_host_adds_the_gpu_service_preset_to_the_defaults_and_a_cpu_host_does_not(monkeypatch):
+    """Through the harness's real probe, asked of a fake libcuda (tests/fakes_gpu.py) instead of the machine's."""
+    from bench.cli import build_parser, sweep_config
+    from bench.harness import host_gpu_reason
+    from bench.measure.cuda_driver import CudaDriver
+    from bench.service.config import GPU_MAX_PADDING
+    from loadtests import sweep
+    from tests.fakes_gpu import FakeLibcuda
+
+    gpu_host = lambda: (CudaDriver(FakeLibcuda([("NVIDIA L4", bytes(16), "0000:3b:00.0")])), None)  # noqa: E731
+    cpu_host = lambda: (None, "no usable CUDA driver (libcuda.so.1: cannot open shared object file)")  # noqa: E731
+    assert sweep.default_variant_names(lambda: host_gpu_reason(0, gpu_host)) == ("batch", "nobatch", "gpu")
+    assert sweep.default_variant_names(lambda: host_gpu_reason(0, cpu_host)) == ("batch", "nobatch")
+    gpu = sweep.PRESETS["gpu"].config
+    assert (gpu.backend, gpu.batching, gpu.max_batch, gpu.cache_size) == ("ort-fp16-cuda", True, 32, 0)
+    assert gpu.effective_max_padding == GPU_MAX_PADDING and sweep.PRESETS["gpu"].flags()[-2:] == ["--max-padding",
+                                                                                                 str(GPU_MAX_PADDING)]
+    for loader, expected in ((gpu_host, ["batch", "nobatch", "gpu"]), (cpu_host, ["batch", "nobatch"])):
+        monkeypatch.setattr(sweep, "service_gpu_reason", lambda loader=loader: host_gpu_reason(0, loader))
+        labels = [sweep.PRESETS[name].label for name in expected]
+        assert [v.label for v in SweepConfig().variants] == ["int8 batching", "int8 no batching (article)"]
+        args = build_parser(["sweep"]).parse_args(["sweep", "--model", "twin:tiny"])
+        assert [v.label for v in sweep_config(args).variants] == labels
+        args = build_parser(["sweep"]).parse_args(["sweep", "--variants", "batch"])
+        assert [v.label for v in sweep_config(args).variants] == ["int8 batching"]  # asked for: as asked
 
 
 def test_configurations_alternate_a_b_b_a():

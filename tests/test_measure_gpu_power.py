@@ -359,12 +359,14 @@ def test_gpu_energy_falls_back_to_sampled_board_power_labelled():
     assert "sampled every 0.01 s" in result["assumptions"]
 
 
-def test_gpu_without_energy_or_power_gives_a_cpu_estimate_that_says_so():
+def test_gpu_without_energy_or_power_gives_a_cpu_estimate_that_says_so(tmp_path):
     nvml = FakeNvml([FakeGpuState(energy_supported=False, power_supported=False)])
-    with NvmlGpu(0, nvml) as gpu:
-        meter = EnergyMeter(gpu=gpu, gpu_cell=True, tdp_w=10.0, n_cores=2, clock=FakeClock())
+    with NvmlGpu(0, nvml) as gpu:  # no RAPL either (empty sysfs): whatever counters the machine itself has
+        meter = EnergyMeter(tmp_path, gpu=gpu, gpu_cell=True, tdp_w=10.0, n_cores=2, clock=FakeClock(),
+                            hwmon_root=tmp_path)
         meter.start()
         result = meter.stop(cpu_seconds=1.0)
+    assert result["source"] == "estimate" and result["energy_j"] == pytest.approx(5.0)  # 10 W × 1 s / 2 cores
     assert result["covers"] == "cpu" and "GPU energy not included" in result["assumptions"]
 
 

@@ -112,9 +112,10 @@ def test_throughput_and_energy_in_the_decision_table_equal_the_file(written, raw
     qps = items / cell["window_s"]
     row = row_of(tables_of(html_path.read_text())["decision"], "torch-fp32-cpu · batch 1")
     assert row[3].startswith(f"{fmt.qps(qps)} [")  # with its 95 % CI
-    assert row[6] == f"{fmt.num(cell['energy']['energy_j'] / items * 1e6 / 1000)} (est.)"
-    assert row[7].startswith(f"{fmt.usd(0.10 / (qps * 3600) * 1e6)} [")
-    assert row[8] == ONE_PROCESS  # a schema-1 cell: one worker process, so not ranked
+    assert row[6] == f"{fmt.num(cell['energy']['energy_j'] / items * 1e6 / 1000)} (est.)"  # the host CPU's
+    assert row[7] == "n/a (CPU)"  # no GPU board energy on a CPU row
+    assert row[8].startswith(f"{fmt.usd(0.10 / (qps * 3600) * 1e6)} [")
+    assert row[9] == ONE_PROCESS  # a schema-1 cell: one worker process, so not ranked
 
 
 def test_load_test_numbers_appear_as_measured(written):
@@ -175,7 +176,7 @@ def test_decision_follows_the_slo_and_the_prices():
     rows = {r[0]: r for r in tables_of(render_context(ctx, "report.html.j2"))["decision"]}
     # int8 batching: 520 QPS at 8 users has P95 24 ms > 20; the best point within the SLO is 450 at 4 users.
     assert rows["int8 batching"][3:6] == ["450 (no CI)", "13.9 (no CI)", "4 users"]
-    assert rows["int8 batching"][7:] == [f"{fmt.usd(cost_per_million(0.2, 450.0))} (no CI)", NO_CI]
+    assert rows["int8 batching"][8:] == [f"{fmt.usd(cost_per_million(0.2, 450.0))} (no CI)", NO_CI]
     assert rows["fp32 fused, no batching"][3:6] == ["240 (no CI)", "12.5 (no CI)", "2 users"]
     pick = ctx["decision"]["recommendation"][0]
     assert pick.startswith("Cheapest service configuration meeting P95 ≤ 20 ms: int8 batching")

@@ -6,6 +6,7 @@ here from the two results files."""
 
 from __future__ import annotations
 
+import csv
 import html as html_lib
 import json
 import math
@@ -127,3 +128,24 @@ def test_chromium_shows_the_merged_report_with_decoded_plots_and_the_same_plan(m
     dom = done.stdout
     assert "TEST DATA" in dom and 'id="plot-break-even"' in dom
     check_plan(tables_of(dom), runs)  # the numbers as the browser holds them
+
+
+def test_the_gpu_runs_report_shows_vram_and_keeps_board_and_host_cpu_energy_apart(runs):
+    """The fake GPU run, through the real pipeline: its row's memory is VRAM (whose it is, as this host could
+    tell), its host CPU energy is in one column and the board's (NVML, or why not) in another."""
+    from bench.results import load_run
+    from reports.render import ReportOptions, build_context, render_context
+
+    cpu, gpu = (tables_of(render_context(build_context(load_run(r), ReportOptions()), "report.html.j2")) for r in runs)
+    header, row = gpu["summary"][0], next(r for r in gpu["summary"] if r[0] == "fake-fp16-cuda")
+    memory = row[header.index("Resource cost: memory MiB (CPU: peak RSS; GPU: peak VRAM)")]
+    assert re.fullmatch(r"[\d,]+ VRAM, (per-process|device-wide|torch allocator)", memory), memory
+    assert re.fullmatch(r"[\d.]+( \(est\.\))?", row[header.index("Resource cost: host CPU J / inference")])
+    board = row[header.index("Resource cost: GPU board J / inference (NVML)")]
+    assert re.fullmatch(r"[\d.]+", board) or board == "not measured: NVML gave neither energy nor power", board
+    cpu_row = next(r for r in cpu["summary"] if r[0] == "ort-int8-cpu")
+    assert cpu_row[header.index("Resource cost: GPU board J / inference (NVML)")] == "n/a (CPU)"
+    assert "VRAM" not in cpu_row[header.index("Resource cost: memory MiB (CPU: peak RSS; GPU: peak VRAM)")]
+    with open(runs[1] / "summary.csv", newline="", encoding="utf-8") as fh:
+        summary = next(csv.DictReader(fh))
+    assert float(summary["peak_vram_mb"]) > 0 and float(summary["energy_j_per_item"]) > 0  # VRAM; host CPU J/item

@@ -53,8 +53,8 @@ def test_overlapping_service_cis_are_a_tie_in_the_table_and_the_sentence():
         level("int8 no batching", 440.0, (420.0, 465.0), 14.5, (13.5, 15.5), batching=False))))
     rows = {r[0]: r for r in tables["decision"]}
     assert rows["int8 batching"][3:5] == ["450 [430–470]", "13.9 [13.0–15.0]"]
-    assert rows["int8 batching"][8] == "1, tie with int8 no batching"
-    assert rows["int8 no batching"][8] == "1, tie with int8 batching"
+    assert rows["int8 batching"][9] == "1, tie with int8 no batching"
+    assert rows["int8 no batching"][9] == "1, tie with int8 batching"
     assert sentences[0].startswith("Meeting P95 ≤ 20 ms, int8 batching and int8 no batching are indistinguishable "
                                    "on this host (QPS CIs overlap): int8 batching 450 [430–470] inferences/s")
     assert not any(s.startswith(("Cheapest", "Highest")) for s in sentences)  # a tie is never a ranking
@@ -79,7 +79,7 @@ def test_separate_service_cis_are_ranked():
         level("int8 batching", 450.0, (440.0, 460.0), 13.9, (13.0, 14.5)),
         level("int8 no batching", 300.0, (290.0, 310.0), 17.0, (16.0, 18.0), batching=False))))
     rows = {r[0]: r for r in tables["decision"]}
-    assert (rows["int8 batching"][8], rows["int8 no batching"][8]) == ("1", "2")
+    assert (rows["int8 batching"][9], rows["int8 no batching"][9]) == ("1", "2")
     assert sentences[0].startswith("Cheapest service configuration meeting P95 ≤ 20 ms: int8 batching (service, "
                                    "HTTP load test), 450 [440–460] inferences/s")
     assert sentences[0].endswith("(its CI is clear of every other configuration's).")
@@ -92,8 +92,8 @@ def test_a_level_without_ci_is_neither_tied_nor_ranked():
         level("int8 batching", 450.0, (440.0, 460.0), 13.9, (13.0, 14.5)),
         level("int8 no batching", 445.0, (), 14.0, (), batching=False))))
     rows = {r[0]: r for r in tables["decision"]}
-    assert rows["int8 no batching"][3] == "445 (no CI)" and rows["int8 no batching"][8] == NO_CI
-    assert rows["int8 batching"][8] == "1"  # no tie claimed with a level that has no interval
+    assert rows["int8 no batching"][3] == "445 (no CI)" and rows["int8 no batching"][9] == NO_CI
+    assert rows["int8 batching"][9] == "1"  # no tie claimed with a level that has no interval
     assert "not ranked with confidence against int8 no batching: no usable CI" in sentences[0]
     assert row_of(tables["qps"], "4")[-1] == f"QPS: int8 batching; int8 no batching: {NO_CI} · " \
                                              f"P95: int8 batching; int8 no batching: {NO_CI}"
@@ -102,11 +102,11 @@ def test_a_level_without_ci_is_neither_tied_nor_ranked():
 def test_engine_cells_rank_by_the_interval_across_processes():
     fast, slow = engine_cell("ort-int8-cpu", (1.0, 1.05, 0.95)), engine_cell("ort-fp32-cpu", (2.0, 2.1, 1.9))
     rows = {r[0]: r for r in decision_of(with_records(cells=(fast, slow)))[0]["decision"]}
-    assert (rows["ort-int8-cpu · batch 1"][8], rows["ort-fp32-cpu · batch 1"][8]) == ("1", "2")
+    assert (rows["ort-int8-cpu · batch 1"][9], rows["ort-fp32-cpu · batch 1"][9]) == ("1", "2")
     assert rows["ort-int8-cpu · batch 1"][3].startswith(f"{fmt.qps(fast.throughput)} [")
     close = engine_cell("ort-fp32-cpu", (1.02, 0.97, 1.06))
     tables, sentences = decision_of(with_records(cells=(fast, close)))
-    assert {r[0]: r for r in tables["decision"]}["ort-int8-cpu · batch 1"][8] == "1, tie with ort-fp32-cpu · batch 1"
+    assert {r[0]: r for r in tables["decision"]}["ort-int8-cpu · batch 1"][9] == "1, tie with ort-fp32-cpu · batch 1"
     assert "are indistinguishable on this host (QPS CIs overlap)" in sentences[0]
 
 
@@ -118,8 +118,9 @@ def test_spread_between_processes_and_timed_window_cpu_are_shown():
     row = row_of(tables["resources"], "ort-int8-cpu")
     assert row[header.index("Mean CPU % (timed window)")] == "180"
     assert row[header.index("Mean CPU % (whole worker life, load included)")] == "120"
-    assert row[header.index("Mean power W")] == f"{fmt.num(cell.energy.mean_power_w)} (est.)"  # pooled: ΣJ / Σs
-    assert row[header.index("Energy J / 1,000 inferences")].endswith(" (est.)")
+    assert row[header.index("Host CPU power W")] == f"{fmt.num(cell.energy.mean_power_w)} (est.)"  # pooled: ΣJ / Σs
+    assert row[header.index("Host CPU J / 1,000 inferences")].endswith(" (est.)")
+    assert row[header.index("GPU board J / 1,000 inferences (NVML)")] == "n/a (CPU)"
 
 
 def test_backend_parts_uses_the_backend_spec():

@@ -4,6 +4,7 @@
   python -m bench check trust     CI coverage of re-runs, sampler overhead, roofline efficiency
   python -m bench check service   QPS scaling with concurrency, service vs engine, HTTP overhead
   python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
+  python -m bench check tune      the tuned service vs the best offline engine config and the default service
   python -m bench check gpu       every GPU path briefly on the GPU (--gpu N), one verdict per check
 
 Each prints its figures with their targets and exits 1 when a target is missed (naming it), 2 on bad input or a
@@ -38,10 +39,16 @@ def _overload(model: str) -> int:
     return check_overload(model)
 
 
+def _tune(model: str) -> int:
+    from bench.checks.tune import check_tune
+
+    return check_tune(model)
+
+
 def _gpu(model: str, gpu: int = 0) -> int:
     from bench.checks.gpu import check_gpu
 
     return check_gpu(model, gpu)
 
 
-CHECKS = {"int8": _int8, "trust": _trust, "service": _service, "overload": _overload, "gpu": _gpu}  # -> exit code
+CHECKS = {"int8": _int8, "trust": _trust, "service": _service, "overload": _overload, "tune": _tune, "gpu": _gpu}  # -> exit code

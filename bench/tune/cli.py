@@ -1,0 +1,72 @@
+"""`python -m bench tune` and the short tune of `bench all`: flags, the config they make, the printed result."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.tune.search import TuneConfig
+
+
+def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
+    """Flags of the tune; `short` = the defaults `bench all` (make bench) uses (a shorter search)."""
+    from bench.cli import ints
+
+    d = TuneConfig()
+    p.add_argument("--tune-backend", default=d.backend, help="backend the service runs (default ort-int8-cpu)")
+    p.add_argument("--tune-batches", type=ints, default=d.batches, help="max batch sizes to try, e.g. 1,4,8,16")
+    p.add_argument("--tune-seconds", type=float, default=d.seconds, help="offline seconds per configuration")
+    p.add_argument("--tune-top", type=int, default=d.top, help="best offline configurations verified as a service")
+    p.add_argument("--tune-users", type=int, default=d.users, help="closed-loop users of the service runs")
+    p.add_argument("--tune-duration", type=float, default=6.0 if short else d.duration_s,
+                   help="seconds per service window (each verified service gets --tune-repeats windows)")
+    p.add_argument("--tune-repeats", type=int, default=d.repeats, help="interleaved windows per service")
+    p.add_argument("--tune-time-cap", type=float, default=120.0 if short else d.time_cap_s,
+                   help="seconds the offline search may take; configurations not reached are left out, recorded")
+
+
+def tune_config(args: argparse.Namespace) -> TuneConfig:
+    return TuneConfig(model=args.model, backend=args.tune_backend, batches=args.tune_batches, seconds=args.tune_seconds,
+                      top=args.tune_top, users=args.tune_users, duration_s=args.tune_duration,
+                      repeats=args.tune_repeats, time_cap_s=args.tune_time_cap, seed=args.seed)
+
+
+def tune_args(p: argparse.ArgumentParser) -> None:
+    from exporters.cli import add_model_args
+
+    add_model_args(p)
+    add_tune_args(p)
+    p.add_argument("--run", default=None, help="add to this run (id, folder or 'latest'); default: a new run")
+    p.add_argument("--run-id", default=None, help="name of a new run folder")
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from bench import pipeline
+
+    cfg = tune_config(args)  # validated before any work starts
+    ctx = pipeline.tune(cfg, pipeline.sweep_context(args.model, args.seed, args.run, args.run_id))
+    print_tune(ctx.result.tune)
+    print(f"results: {ctx.run_dir / 'results.json'}")
+    return 0
+
+
+def ci(values: tuple) -> str:
+    return f"[{values[0]:.1f}–{values[1]:.1f}]" if len(values) == 2 else "[no CI]"
+
+
+def print_tune(record) -> None:
+    print(f"{'replicas×threads batch':<24} {'offline items/s [95% CI]':>26} {'P95 ms':>8} {'RSS MB':>8} "
+          f"{'service QPS [95% CI]':>24}")
+    for c in record.candidates:
+        if c.status != "ok":
+            print(f"{c.label:<24} FAILED: {c.reason}")
+            continue
+        service = f"{c.service_qps:.1f} {ci(c.service_qps_ci)}" if c.service_qps is not None else "not verified"
+        note = "  (oversubscribed: R×T > cores)" if c.oversubscribed else ""
+        print(f"{c.label:<24} {c.items_per_s:>10.1f} {ci(c.items_ci):>15} {c.p95_ms or 0:8.1f} {c.rss_mb or 0:8.0f} "
+              f"{service:>24}{note}")
+    if record.default_qps is not None:
+        print(f"{record.default_label}: {record.default_qps:.1f} req/s {ci(record.default_qps_ci)}")
+    tie = " (tie: its QPS interval overlaps the runner-up's; fewer replicas chosen)" if record.tie else ""
+    print(f"recommended: {record.recommended or 'none'}{tie}")
+    if record.command:
+        print(f"start it:    {record.command}")

@@ -1,0 +1,163 @@
+"""The serving-config search end to end: offline candidates (bench.tune.offline), the best few verified as real
+services beside the default service at saturation (closed loop, interleaved windows), the recommendation with its
+command line, and the Pareto front.
+
+Ranking uses the service figures where they exist — they are what a user gets; the offline figures only choose
+which candidates deserve a service run. A recommendation whose QPS interval overlaps the runner-up's is a tie and
+is labelled so; the tie goes to fewer replicas (less memory).
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from bench.errors import ConfigError
+from bench.search_records import TuneCandidate, TuneRecord
+from bench.tune.offline import Candidate, candidates, measure, model_calls
+
+DEFAULT_LABEL = "default service (1 process, runtime threads, b8)"
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    model: str = "twin"
+    backend: str = "ort-int8-cpu"
+    batches: tuple[int, ...] = (1, 8)
+    seconds: float = 4.0  # offline, per candidate (1 s windows: a CI from 4 of them)
+    top: int = 1  # candidates verified as a service
+    users: int = 16  # closed-loop users of the service runs: ≥ 2 × the most texts all replicas hold at once
+    duration_s: float = 8.0  # per service window; repeats: windows per service, interleaved A B B A
+    repeats: int = 2
+    time_cap_s: float = 600.0  # offline candidates still untried when it is reached are left out, recorded
+    texts: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from bench.backends import resolve
+
+        resolve(self.backend)
+        if not self.batches or min(self.batches) < 1:
+            raise ConfigError(f"batches must be >= 1 (got {self.batches})")
+        for name in ("seconds", "duration_s", "time_cap_s"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0 (got {getattr(self, name)})")
+        if self.top < 1 or self.users < 1 or self.repeats < 1 or self.seconds < 2:
+            raise ConfigError("top, users and repeats must be >= 1 and seconds >= 2 (a CI needs two windows)")
+
+
+def command_line(backend: str, c: TuneCandidate) -> str:
+    flags = ["python", "-m", "bench.service", "--backend", backend, "--replicas", str(c.replicas),
+             "--threads", str(c.threads), "--max-batch", str(c.max_batch)]
+    return shlex.join(flags + ([] if c.max_batch > 1 else ["--no-batching"]))
+
+
+def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
+    """Every candidate offline, with a progress bar; a candidate that fails is recorded with its reason."""
+    from tqdm import tqdm
+
+    from bench.corpus import length_workload
+    from bench.service.config import ServiceConfig
+    from bench.service.runtime import backend_config
+    from bench.tokenize import load_tokenizer, model_dir_str
+
+    service = ServiceConfig(model=cfg.model, backend=cfg.backend)
+    config = backend_config(service)
+    tokenizer = load_tokenizer(model_dir_str(config.model_dir))
+    texts = length_workload(cfg.texts, seed=cfg.seed).texts
+    grid, out, started = candidates(cores, cfg.batches), [], time.monotonic()
+    for cand in tqdm(grid, desc="tune offline", unit="config", file=sys.stderr):
+        if time.monotonic() - started > cfg.time_cap_s:
+            return out, "time cap"
+        out.append(try_candidate(cand, config, model_calls(tokenizer, texts, cand.max_batch,
+                                                           service.effective_max_padding), cfg.seconds))
+    return out, "done"
+
+
+def try_candidate(cand: Candidate, config, calls: list[dict], seconds: float) -> TuneCandidate:
+    try:
+        return measure(cand, config, calls, seconds)
+    except Exception as exc:  # noqa: BLE001  a candidate that cannot run (memory, a crash) is a finding
+        return TuneCandidate(cand.replicas, cand.threads, cand.max_batch, status="failed",
+                             reason=f"{type(exc).__name__}: {exc}")
+
+
+def to_verify(offline: list[TuneCandidate], top: int) -> list[TuneCandidate]:
+    ok = [c for c in offline if c.status == "ok" and not c.oversubscribed]
+    return sorted(ok, key=lambda c: -(c.items_per_s or 0))[:top]
+
+
+def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> dict:
+    """The chosen candidates and the default service as real services at saturation; label → LoadLevel."""
+    from loadtests.service_proc import ServiceVariant
+    from loadtests.sweep import SweepConfig, run_sweep
+
+    variants = [ServiceVariant.of(f"tuned {c.label}", backend=cfg.backend, replicas=c.replicas, threads=c.threads,
+                                  max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0) for c in chosen]
+    variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=cfg.backend, cache_size=0))
+    sweep = SweepConfig(model=cfg.model, variants=tuple(variants), users=(cfg.users,), open_rates=(),
+                        duration_s=cfg.duration_s, repeats=cfg.repeats, ramp_s=1.0)
+    return {lv.config.label: lv for lv in run_sweep(sweep, out_dir)}
+
+
+def with_service(c: TuneCandidate, levels: dict) -> TuneCandidate:
+    level = levels.get(f"tuned {c.label}")
+    if level is None or level.status != "ok":
+        return c
+    return replace(c, service_label=level.config.label, service_qps=level.qps, service_qps_ci=tuple(level.qps_ci),
+                   service_p95_ms=level.p95_ms)
+
+
+def overlaps(a: tuple, b: tuple) -> bool:
+    return len(a) == 2 and len(b) == 2 and a[0] <= b[1] and b[0] <= a[1]
+
+
+def recommend(verified: list[TuneCandidate], default, backend: str) -> tuple[str | None, str | None, bool]:
+    """(label, command line, tie) of the highest service QPS among the verified candidates and the default service
+    (so the tune never recommends something worse than doing nothing); a tie when its interval overlaps another's,
+    and then fewer replicas win, the default (one in-process model) first."""
+    options = [(c.service_qps, tuple(c.service_qps_ci), c.replicas, c.label, command_line(backend, c))
+               for c in verified]
+    if default is not None and default.status == "ok" and default.qps is not None:
+        options.append((default.qps, tuple(default.qps_ci), 0, DEFAULT_LABEL,
+                        shlex.join(["python", "-m", "bench.service", "--backend", backend])))
+    if not options:
+        return None, None, False
+    best = max(options, key=lambda o: o[0])
+    tied = [o for o in options if o is not best and overlaps(best[1], o[1])]
+    if tied:
+        best = min([best] + tied, key=lambda o: (o[2], -o[0]))
+    return best[3], best[4], bool(tied)
+
+
+def pareto(cands: list[TuneCandidate]) -> tuple[str, ...]:
+    """Candidates no other beats on every axis: throughput ↑ (service QPS where verified, else offline), P95 ↓,
+    memory ↓."""
+    ok = [c for c in cands if c.status == "ok" and c.items_per_s is not None]
+
+    def axes(c: TuneCandidate) -> tuple:
+        return (-(c.service_qps or c.items_per_s), c.p95_ms or 0.0, c.rss_mb or 0.0)
+
+    def dominated(c: TuneCandidate) -> bool:
+        return any(all(x <= y for x, y in zip(axes(o), axes(c))) and axes(o) != axes(c) for o in ok)
+
+    return tuple(c.label for c in ok if not dominated(c))
+
+
+def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[TuneRecord, list]:
+    """The whole search; returns the record and the service load levels (the run keeps them with its others)."""
+    from bench.host import available_cores
+
+    started, cores = time.monotonic(), cores or len(available_cores())
+    offline, stopped = run_offline(cfg, cores)
+    levels = verify(cfg, to_verify(offline, cfg.top), out_dir)
+    final = [with_service(c, levels) for c in offline]
+    default = levels.get(DEFAULT_LABEL)
+    best, command, tie = recommend([c for c in final if c.service_qps is not None], default, cfg.backend)
+    record = TuneRecord(cfg.backend, cores, tuple(final), DEFAULT_LABEL if default else None,
+                        default.qps if default else None, tuple(default.qps_ci) if default else (),
+                        best, command, pareto(final), tie, cfg.users, round(time.monotonic() - started, 1), stopped)
+    return record, list(levels.values())

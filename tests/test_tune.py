@@ -1,0 +1,101 @@
+"""The serving-config search: the grid it tries, the calls it times, how it ranks, and one short real run on the
+tiny twin through the CLI (offline replicas + real services + results.json + report)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.errors import ConfigError
+from bench.results import load_run
+from bench.search_records import TuneCandidate
+from bench.tokenize import load_tokenizer, model_dir_str
+from bench.tune.offline import Candidate, candidates, model_calls
+from bench.tune.search import DEFAULT_LABEL, TuneConfig, command_line, pareto, recommend
+from reports.render import render_html
+
+
+def test_the_grid_splits_the_cores_every_way_plus_one_oversubscribed_point():
+    grid = candidates(2, (8, 1))
+    assert [(c.replicas, c.threads, c.max_batch) for c in grid] == [(1, 2, 1), (1, 2, 8), (2, 1, 1), (2, 1, 8),
+                                                                    (2, 2, 1)]
+    big = candidates(16, (1,), max_replicas=8)
+    assert {(c.replicas, c.threads) for c in big[:-1]} == {(1, 16), (2, 8), (4, 4), (8, 2)}
+    assert all(c.replicas * c.threads == 16 for c in big[:-1]) and big[-1].replicas * big[-1].threads > 16
+
+
+def test_model_calls_are_the_batchers_length_groups(tiny_model):
+    tok = load_tokenizer(model_dir_str(tiny_model))
+    texts = ["好"] * 5 + ["这部电影的剧情非常精彩，演员的表演也很到位，值得一看"] * 5 + ["差"] * 6
+    calls = model_calls(tok, texts, 8, max_padding=0.05)
+    assert sum(len(c["input_ids"]) for c in calls) == 16  # two full batches of 8
+    assert all(len(c["input_ids"]) <= 8 for c in calls) and len(calls) >= 3  # short and long texts split apart
+    assert len(model_calls(tok, texts, 1, 0.05)) == 16
+
+
+def cand(r, qps, ci, p95=10.0, rss=100.0, items=None):
+    return TuneCandidate(r, 1, 8, items_per_s=items or qps, p95_ms=p95, rss_mb=rss, service_qps=qps,
+                         service_qps_ci=ci)
+
+
+class Level:
+    status, qps = "ok", 10.0
+
+    def __init__(self, ci):
+        self.qps_ci = ci
+
+
+def test_recommendation_is_the_best_service_and_a_tie_goes_to_fewer_replicas():
+    label, command, tie = recommend([cand(2, 20.0, (19.0, 21.0)), cand(1, 15.0, (14.0, 16.0))], Level((9.0, 11.0)),
+                                    "ort-int8-cpu")
+    assert label == "2×1t b8" and "--replicas 2" in command and not tie
+    label, _, tie = recommend([cand(2, 20.0, (17.0, 23.0)), cand(1, 19.0, (16.0, 22.0))], Level((9.0, 11.0)), "x")
+    assert label == "1×1t b8" and tie
+    assert recommend([], None, "x") == (None, None, False)
+
+
+def test_the_default_service_is_recommended_when_no_tuned_one_beats_it():
+    label, command, tie = recommend([cand(2, 9.5, (9.0, 10.5))], Level((9.0, 11.0)), "ort-int8-cpu")
+    assert label == DEFAULT_LABEL and command == "python -m bench.service --backend ort-int8-cpu" and tie
+
+
+def test_pareto_keeps_what_nothing_beats_on_every_axis():
+    a, b, c = cand(1, 10.0, (), p95=5.0, rss=100), cand(2, 20.0, (), p95=9.0, rss=200), cand(3, 9.0, (), p95=9.5,
+                                                                                               rss=300)
+    assert set(pareto([a, b, c])) == {a.label, b.label}
+
+
+def test_command_line_starts_the_service_that_way():
+    line = command_line("ort-int8-cpu", TuneCandidate(2, 1, 1))
+    assert line.endswith("--replicas 2 --threads 1 --max-batch 1 --no-batching")
+
+
+def test_bad_settings_fail_before_any_work():
+    with pytest.raises(ConfigError):
+        TuneConfig(batches=(0,))
+    with pytest.raises(ConfigError):
+        TuneConfig(seconds=1)
+    out = subprocess.run([sys.executable, "-m", "bench", "tune", "--tune-backend", "nope-fp32-cpu"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stderr.startswith("error:") and "unknown engine" in out.stderr
+
+
+def test_a_short_tune_runs_end_to_end_and_reaches_the_results_and_report(bench_home, tiny_onnx):
+    out = subprocess.run([sys.executable, "-m", "bench", "tune", "--model", "twin:tiny", "--tune-seconds", "2",
+                          "--tune-duration", "4", "--tune-repeats", "1", "--tune-users", "4", "--run-id", "tuned"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    run = load_run(bench_home / "results" / "tuned")
+    t = run.tune
+    assert len(t.candidates) == 5 and all(c.status == "ok" and c.items_per_s > 0 for c in t.candidates)
+    assert list([c for c in t.candidates if c.oversubscribed][0].cores) == ["any", "any"]
+    verified = [c for c in t.candidates if c.service_qps is not None]
+    assert len(verified) == 1 and verified[0].label == max(
+        (c for c in t.candidates if not c.oversubscribed), key=lambda c: c.items_per_s).label
+    assert t.recommended in (verified[0].label, t.default_label) and t.default_qps > 0 and t.command
+    assert {lv.config.label for lv in run.loadtests} == {verified[0].service_label, t.default_label}
+    assert f"start it:    {t.command}" in out.stdout
+    html = render_html(run)
+    assert "Serving configuration (bench tune" in html and t.command.split(" --")[0] in html
+    assert json.loads((bench_home / "results" / "tuned" / "results.json").read_text())["tune"]["recommended"]
