@@ -91,7 +91,7 @@ class TuneRecord:
     recommended: str | None = None  # a candidate label; command: how to start the service that way
     command: str | None = None
     pareto: tuple[str, ...] = ()  # candidate labels on the front of service QPS ↑, P95 ↓, memory ↓
-    tie: bool = False  # the recommendation's service QPS CI overlaps the runner-up's
+    tied_with: tuple[str, ...] = ()  # configurations whose service QPS interval overlaps the recommendation's
     users: int = 0
     elapsed_s: float = 0.0
     stopped: str = ""  # done | time cap

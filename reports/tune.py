@@ -12,8 +12,8 @@ METHOD = ("Offline: R engine processes × T intra-op threads, each pinned to its
           "replicas, fed the model calls the service's batcher makes at max batch B (same padding budget), all "
           "replicas at once for a fixed time; throughput CI: t interval across 8 equal windows. The best "
           "configurations are then run as real services beside the default service, closed loop at saturation, "
-          "windows interleaved; the recommendation is the highest service QPS, and a tie (overlapping intervals) "
-          "goes to fewer replicas.")
+          "windows interleaved; the recommendation is the highest service QPS (the default service included), and "
+          "the configurations it ties with (overlapping intervals) are named.")
 
 
 def tune_table(run: RunResult) -> dict | None:
@@ -36,7 +36,8 @@ def tune_table(run: RunResult) -> dict | None:
 def candidate_row(t: TuneRecord, c: TuneCandidate) -> list:
     if c.status != "ok":
         return [label(c.label), na(c.reason or "failed", 5), text("failed")]
-    notes = [n for n, on in (("recommended" + (" (tie)" if t.tie else ""), c.label == t.recommended),
+    notes = [n for n, on in (("recommended" + (" (tie)" if t.tied_with else ""), c.label == t.recommended),
+                             ("ties with the recommendation", c.label in t.tied_with),
                              ("Pareto front", c.label in t.pareto),
                              ("oversubscribed: R × T > cores, not pinned", c.oversubscribed)) if on]
     service = num(fmt.num_ci(c.service_qps, c.service_qps_ci)) if c.service_qps is not None else \
@@ -48,7 +49,7 @@ def candidate_row(t: TuneRecord, c: TuneCandidate) -> list:
 def summary(t: TuneRecord) -> str:
     if t.recommended is None:
         return "No configuration could be verified as a service: no recommendation."
-    tie = " It ties with the runner-up (overlapping intervals): fewer replicas chosen." if t.tie else ""
+    tie = f" It ties with {', '.join(t.tied_with)} (overlapping intervals)." if t.tied_with else ""
     return f"Recommended: {t.recommended}, started with `{t.command}`.{tie} Search {t.stopped} in {t.elapsed_s:.0f} s."
 
 

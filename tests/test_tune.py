@@ -46,18 +46,19 @@ class Level:
         self.qps_ci = ci
 
 
-def test_recommendation_is_the_best_service_and_a_tie_goes_to_fewer_replicas():
-    label, command, tie = recommend([cand(2, 20.0, (19.0, 21.0)), cand(1, 15.0, (14.0, 16.0))], Level((9.0, 11.0)),
-                                    "ort-int8-cpu")
-    assert label == "2×1t b8" and "--replicas 2" in command and not tie
-    label, _, tie = recommend([cand(2, 20.0, (17.0, 23.0)), cand(1, 19.0, (16.0, 22.0))], Level((9.0, 11.0)), "x")
-    assert label == "1×1t b8" and tie
-    assert recommend([], None, "x") == (None, None, False)
+def test_recommendation_is_the_best_service_and_names_what_it_ties_with():
+    label, command, tied = recommend([cand(2, 20.0, (19.0, 21.0)), cand(1, 15.0, (14.0, 16.0))], Level((9.0, 11.0)),
+                                     "ort-int8-cpu")
+    assert label == "2×1t b8" and "--replicas 2" in command and tied == ()
+    label, _, tied = recommend([cand(2, 20.0, (17.0, 23.0)), cand(1, 19.0, (16.0, 22.0))], Level((9.0, 11.0)), "x")
+    assert label == "2×1t b8" and tied == ("1×1t b8",)
+    assert recommend([], None, "x") == (None, None, ())
 
 
 def test_the_default_service_is_recommended_when_no_tuned_one_beats_it():
-    label, command, tie = recommend([cand(2, 9.5, (9.0, 10.5))], Level((9.0, 11.0)), "ort-int8-cpu")
-    assert label == DEFAULT_LABEL and command == "python -m bench.service --backend ort-int8-cpu" and tie
+    label, command, tied = recommend([cand(2, 9.5, (9.0, 10.5))], Level((9.0, 11.0)), "ort-int8-cpu")
+    assert label == DEFAULT_LABEL and command == "python -m bench.service --backend ort-int8-cpu"
+    assert tied == ("2×1t b8",)
 
 
 def test_pareto_keeps_what_nothing_beats_on_every_axis():

@@ -66,7 +66,7 @@ def print_tune(record) -> None:
               f"{service:>24}{note}")
     if record.default_qps is not None:
         print(f"{record.default_label}: {record.default_qps:.1f} req/s {ci(record.default_qps_ci)}")
-    tie = " (tie: its QPS interval overlaps the runner-up's; fewer replicas chosen)" if record.tie else ""
+    tie = f" (tie with {', '.join(record.tied_with)}: overlapping QPS intervals)" if record.tied_with else ""
     print(f"recommended: {record.recommended or 'none'}{tie}")
     if record.command:
         print(f"start it:    {record.command}")

@@ -4,7 +4,7 @@ command line, and the Pareto front.
 
 Ranking uses the service figures where they exist — they are what a user gets; the offline figures only choose
 which candidates deserve a service run. A recommendation whose QPS interval overlaps the runner-up's is a tie and
-is labelled so; the tie goes to fewer replicas (less memory).
+is labelled so, naming the configurations it ties with.
 """
 
 from __future__ import annotations
@@ -115,22 +115,19 @@ def overlaps(a: tuple, b: tuple) -> bool:
     return len(a) == 2 and len(b) == 2 and a[0] <= b[1] and b[0] <= a[1]
 
 
-def recommend(verified: list[TuneCandidate], default, backend: str) -> tuple[str | None, str | None, bool]:
-    """(label, command line, tie) of the highest service QPS among the verified candidates and the default service
-    (so the tune never recommends something worse than doing nothing); a tie when its interval overlaps another's,
-    and then fewer replicas win, the default (one in-process model) first."""
-    options = [(c.service_qps, tuple(c.service_qps_ci), c.replicas, c.label, command_line(backend, c))
-               for c in verified]
+def recommend(verified: list[TuneCandidate], default, backend: str) -> tuple[str | None, str | None, tuple]:
+    """(label, command line, labels it ties with) of the highest service QPS among the verified candidates and the
+    default service (so the tune never recommends something worse than doing nothing). A tie — its interval
+    overlaps another's — is named, not hidden: the alternatives serve as well within the noise, often with less
+    memory."""
+    options = [(c.service_qps, tuple(c.service_qps_ci), c.label, command_line(backend, c)) for c in verified]
     if default is not None and default.status == "ok" and default.qps is not None:
-        options.append((default.qps, tuple(default.qps_ci), 0, DEFAULT_LABEL,
+        options.append((default.qps, tuple(default.qps_ci), DEFAULT_LABEL,
                         shlex.join(["python", "-m", "bench.service", "--backend", backend])))
     if not options:
-        return None, None, False
+        return None, None, ()
     best = max(options, key=lambda o: o[0])
-    tied = [o for o in options if o is not best and overlaps(best[1], o[1])]
-    if tied:
-        best = min([best] + tied, key=lambda o: (o[2], -o[0]))
-    return best[3], best[4], bool(tied)
+    return best[2], best[3], tuple(o[2] for o in options if o is not best and overlaps(best[1], o[1]))
 
 
 def pareto(cands: list[TuneCandidate]) -> tuple[str, ...]:
@@ -156,8 +153,8 @@ def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[
     levels = verify(cfg, to_verify(offline, cfg.top), out_dir)
     final = [with_service(c, levels) for c in offline]
     default = levels.get(DEFAULT_LABEL)
-    best, command, tie = recommend([c for c in final if c.service_qps is not None], default, cfg.backend)
+    best, command, tied = recommend([c for c in final if c.service_qps is not None], default, cfg.backend)
     record = TuneRecord(cfg.backend, cores, tuple(final), DEFAULT_LABEL if default else None,
                         default.qps if default else None, tuple(default.qps_ci) if default else (),
-                        best, command, pareto(final), tie, cfg.users, round(time.monotonic() - started, 1), stopped)
+                        best, command, pareto(final), tied, cfg.users, round(time.monotonic() - started, 1), stopped)
     return record, list(levels.values())
