@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -222,6 +223,10 @@ def all_args(p: argparse.ArgumentParser) -> None:
     add_sweep_args(p, users=(1, 8), duration=6.0, open_rates=(), search=(True, 45.0))
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep (and the tune)")
     p.add_argument("--no-tune", action="store_true", help="skip the short serving-config search (bench tune)")
+    p.add_argument("--budget-s", type=float, default=570.0,
+                   help="wall-clock budget of the whole run (make bench: under 10 min); the QPS-at-SLO searches get "
+                        "what the other stages leave, and are recorded as not run when that is too little "
+                        "(0 = no budget)")
     from bench.tune.cli import add_tune_args
 
     add_tune_args(p, short=True)
@@ -230,10 +235,10 @@ def all_args(p: argparse.ArgumentParser) -> None:
 def cmd_all(args: argparse.Namespace) -> int:
     """What `make bench` runs: measure every backend, a short load-test sweep into the same run, the report."""
     from bench import pipeline
+    from bench.tune.cli import print_tune, tune_config
     from reports.cli import report_options
 
-    from bench.tune.cli import print_tune, tune_config
-
+    deadline = time.monotonic() + args.budget_s if args.budget_s > 0 else None
     sweep = sweep_config(args)  # validated before any work starts
     sweep = quick_sweep(sweep) if args.quick else sweep
     tuning = None if args.no_tune or args.no_loadtest or args.quick else tune_config(args)
@@ -241,13 +246,22 @@ def cmd_all(args: argparse.Namespace) -> int:
     if tuning is not None:
         ctx = pipeline.tune(tuning, ctx)
         print_tune(ctx.result.tune)
+        sweep = with_tuned(sweep, ctx.result.tune)
     if not args.no_loadtest:
-        ctx = pipeline.sweep(sweep, ctx)
+        ctx = pipeline.sweep(sweep, ctx, deadline)
         print_searches(ctx.result.slo_searches)
         print_loadtests(ctx.result.loadtests, ctx.run_dir / "results.json")
     html, md = pipeline.report(ctx, report_options(args))
     print(f"report:  {html}\nsummary: {md}")
     return 0
+
+
+def with_tuned(sweep, record):
+    """The sweep plus the tune's recommendation where the sweep does not already run it."""
+    from bench.tune.search import tuned_variant
+
+    extra = tuned_variant(record, sweep.variants)
+    return replace(sweep, variants=sweep.variants + (extra,)) if extra else sweep
 
 
 def cmd_check(args: argparse.Namespace) -> int:

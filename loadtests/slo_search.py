@@ -244,6 +244,13 @@ def start_hints(levels) -> dict[str, float]:
     return {label: 0.6 * qps for label, qps in best.items()}
 
 
+def skipped_searches(sweep, reason: str) -> list[SloSearch]:
+    """A record per configuration of a search that did not run, with the reason (status failed: no figure)."""
+    cfg = sweep.slo_search
+    return [SloSearch(v.setup(), cfg.slo_ms, cfg.percentile, cfg.confidence, status="failed", reason=reason,
+                      stopped="not run", workload=sweep.workload) for v in sweep.variants]
+
+
 def run_searches(sweep, out_dir: Path, hints: dict[str, float]) -> list[SloSearch]:
     """One search per service configuration of `sweep` (a SweepConfig with `slo_search` set), each against
     its own freshly started service; a service that does not start is a failed search with its reason."""

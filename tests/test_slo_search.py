@@ -13,6 +13,7 @@ from bench.records import ServiceSetup
 from bench.results import load_run
 from bench.search_records import SearchProbe
 from loadtests.samples import Samples
+from loadtests.service_proc import ServiceVariant
 from loadtests.slo_search import SearchConfig, judge, next_rate, search, tail_bound, within
 
 SETUP = ServiceSetup("fake")
@@ -132,7 +133,6 @@ def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(b
     an M/D/1 queue whose service time the server itself reports (Server-Timing at one user). The search, wired
     into the pipeline's sweep stage, must land within 10 % of that queue's rate at P95 = SLO."""
     from bench import pipeline
-    from loadtests.service_proc import ServiceVariant
     from loadtests.sweep import SweepConfig
 
     variant = ServiceVariant.of("fake 10 ms", backend="fake-fp32-cpu", batching=False, cache_size=0)
@@ -149,3 +149,21 @@ def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(b
     assert found.requests >= 200 and found.qps_ci[0] <= found.qps <= found.qps_ci[1]
     stored = load_run(ctx.run_dir).slo_searches[0]
     assert stored == found  # typed record, saved and read back
+
+
+def test_searches_the_budget_cannot_hold_are_recorded_as_not_run(bench_home, tiny_model):
+    import time as clock
+
+    from bench import pipeline
+    from loadtests.slo_search import SearchConfig
+    from loadtests.sweep import SweepConfig
+
+    ctx = pipeline.sweep_context("twin:tiny", 0, None, "budget")
+    variant = ServiceVariant.of("fake 10 ms", backend="fake-fp32-cpu", batching=False, cache_size=0)
+    sweep = SweepConfig(model="twin:tiny", variants=(variant,), users=(1,), duration_s=2, ramp_s=0.5, repeats=1,
+                        slo_search=SearchConfig(slo_ms=300))
+    ctx = pipeline.sweep(sweep, ctx, deadline=clock.monotonic() + 30)  # the levels leave < 60 s for the search
+    [search] = load_run(ctx.run_dir).slo_searches
+    assert search.status == "failed" and search.stopped == "not run" and search.qps is None
+    assert "time budget" in search.reason and "--slo-search" in search.reason
+    assert [lv.status for lv in load_run(ctx.run_dir).loadtests] == ["ok"]

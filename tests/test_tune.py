@@ -9,10 +9,10 @@ import pytest
 
 from bench.errors import ConfigError
 from bench.results import load_run
-from bench.search_records import TuneCandidate
+from bench.search_records import TuneCandidate, TuneRecord
 from bench.tokenize import load_tokenizer, model_dir_str
-from bench.tune.offline import Candidate, candidates, model_calls
-from bench.tune.search import DEFAULT_LABEL, TuneConfig, command_line, pareto, recommend
+from bench.tune.offline import candidates, gpu_candidates, model_calls
+from bench.tune.search import DEFAULT_LABEL, TuneConfig, command_line, pareto, recommend, tuned_variant
 from reports.render import render_html
 
 
@@ -100,3 +100,24 @@ def test_a_short_tune_runs_end_to_end_and_reaches_the_results_and_report(bench_h
     html = render_html(run)
     assert "Serving configuration (bench tune" in html and t.command.split(" --")[0] in html
     assert json.loads((bench_home / "results" / "tuned" / "results.json").read_text())["tune"]["recommended"]
+
+
+def test_on_a_gpu_the_dimension_is_instances_per_gpu():
+    grid = gpu_candidates(16, (8, 32))
+    assert [(c.replicas, c.threads, c.max_batch) for c in grid] == [(1, 16, 8), (1, 16, 32), (2, 8, 8), (2, 8, 32),
+                                                                    (4, 4, 8), (4, 4, 32)]
+
+
+def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
+    from loadtests.sweep import DEFAULT_VARIANTS
+
+    def record(c):
+        return TuneRecord("ort-int8-cpu", 2, (c,), recommended=c.label)
+
+    two = TuneCandidate(2, 1, 1)
+    extra = tuned_variant(record(two), DEFAULT_VARIANTS)
+    assert extra.label == "tuned 2×1t b1" and (extra.config.replicas, extra.config.threads) == (2, 1)
+    assert not extra.config.batching
+    assert tuned_variant(record(TuneCandidate(1, 2, 1)), DEFAULT_VARIANTS) is None  # = "int8 no batching"
+    assert tuned_variant(record(TuneCandidate(1, 2, 8)), DEFAULT_VARIANTS) is None  # = "int8 batching"
+    assert tuned_variant(TuneRecord("ort-int8-cpu", 2, (two,), recommended=DEFAULT_LABEL), DEFAULT_VARIANTS) is None

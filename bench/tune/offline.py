@@ -42,6 +42,14 @@ def candidates(cores: int, batches: Sequence[int], max_replicas: int = 16) -> li
     return grid + [Candidate(2, cores, min(batches))]
 
 
+def gpu_candidates(cores: int, batches: Sequence[int], instances: Sequence[int] = (1, 2, 4)) -> list[Candidate]:
+    """On a GPU the dimension is instances per GPU (Triton's instance count): R model copies share the device and
+    overlap one's host work (tokenised input copies, the Python glue) with another's kernels; each gets an equal
+    share of the host's cores for that host work. Nothing is oversubscribed on purpose here: the GPU is shared by
+    design."""
+    return [Candidate(r, max(1, cores // r), b) for r in instances for b in sorted(set(batches))]
+
+
 def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: float) -> list[dict]:
     """The calls the service's batcher makes when `max_batch` texts are queued: the batch split into length groups
     under the same padding budget (batcher.length_groups), each encoded to its longest member."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench.errors import ConfigError
 from bench.search_records import TuneCandidate, TuneRecord
-from bench.tune.offline import Candidate, candidates, measure, model_calls
+from bench.tune.offline import Candidate, candidates, gpu_candidates, measure, model_calls
 
 DEFAULT_LABEL = "default service (1 process, runtime threads, b8)"
 
@@ -68,7 +68,9 @@ def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     config = backend_config(service)
     tokenizer = load_tokenizer(model_dir_str(config.model_dir))
     texts = length_workload(cfg.texts, seed=cfg.seed).texts
-    grid, out, started = candidates(cores, cfg.batches), [], time.monotonic()
+    on_gpu = config.spec.device != "cpu"
+    grid = gpu_candidates(cores, cfg.batches) if on_gpu else candidates(cores, cfg.batches)
+    out, started = [], time.monotonic()
     for cand in tqdm(grid, desc="tune offline", unit="config", file=sys.stderr):
         if time.monotonic() - started > cfg.time_cap_s:
             return out, "time cap"
@@ -158,3 +160,21 @@ def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[
                         default.qps if default else None, tuple(default.qps_ci) if default else (),
                         best, command, pareto(final), tied, cfg.users, round(time.monotonic() - started, 1), stopped)
     return record, list(levels.values())
+
+
+def tuned_variant(record: TuneRecord, variants: tuple):
+    """The recommended configuration as a service variant for the sweep, so the decision gets its QPS at the SLO
+    too; None when the recommendation is the default service or a configuration the sweep already runs (same
+    backend, replicas, max batch and threads — a runtime default counting as every core)."""
+    from loadtests.service_proc import ServiceVariant
+
+    c = next((c for c in record.candidates if c.label == record.recommended), None)
+    if c is None:
+        return None
+    for v in variants:
+        k = v.config
+        if (k.backend, k.replicas, k.effective_max_batch, k.replica_threads or record.cores) == \
+                (record.backend, c.replicas, c.max_batch, c.threads):
+            return None
+    return ServiceVariant.of(f"tuned {c.label}", backend=record.backend, replicas=c.replicas, threads=c.threads,
+                             max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0)
