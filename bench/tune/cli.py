@@ -14,10 +14,11 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     d = TuneConfig()
     p.add_argument("--tune-backend", default=d.backend, help="backend the service runs (default ort-int8-cpu)")
     p.add_argument("--tune-batches", type=ints, default=d.batches, help="max batch sizes to try, e.g. 1,4,8,16")
-    p.add_argument("--tune-seconds", type=float, default=d.seconds, help="offline seconds per configuration")
+    p.add_argument("--tune-seconds", type=float, default=3.0 if short else d.seconds,
+                   help="offline seconds per configuration (at least 6 of its slowest calls)")
     p.add_argument("--tune-top", type=int, default=d.top, help="best offline configurations verified as a service")
     p.add_argument("--tune-users", type=int, default=d.users, help="closed-loop users of the service runs")
-    p.add_argument("--tune-duration", type=float, default=6.0 if short else d.duration_s,
+    p.add_argument("--tune-duration", type=float, default=5.0 if short else d.duration_s,
                    help="seconds per service window (each verified service gets --tune-repeats windows)")
     p.add_argument("--tune-repeats", type=int, default=d.repeats, help="interleaved windows per service")
     p.add_argument("--tune-time-cap", type=float, default=120.0 if short else d.time_cap_s,
