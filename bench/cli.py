@@ -205,6 +205,11 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
 
     add_model_args(p)
     add_sweep_args(p)
+    add_run_target(p)
+
+
+def add_run_target(p: argparse.ArgumentParser) -> None:
+    """Where a stand-alone stage (sweep, tune) writes: an existing run, or a new one."""
     p.add_argument("--run", default=None, help="add to this run (id, folder or 'latest'); default: a new run")
     p.add_argument("--run-id", default=None, help="name of a new run folder")
 

@@ -2,9 +2,10 @@
 
 The event loop only enqueues and awaits; tokenising and inference run on the worker threads so a slow model call
 never blocks the loop. With several replicas (bench.service.replicas) every worker takes its batches from the same
-queue, so there is one admission limit and one batching policy however many model instances serve. The worker takes up to `max_batch` texts, waiting at most `max_wait_ms` after the first for
-more, drops texts whose queue deadline has passed, and settles each request's asyncio Future through
-`loop.call_soon_threadsafe` (Futures are not thread-safe).
+queue, so there is one admission limit and one batching policy however many model instances serve. A worker takes
+up to `max_batch` texts, waiting at most `max_wait_ms` after the first for more, drops texts whose queue deadline
+has passed, and settles each request's asyncio Future through `loop.call_soon_threadsafe` (Futures are not
+thread-safe).
 """
 
 from __future__ import annotations
@@ -70,7 +71,6 @@ class BatcherStats:
     failed_batches: int = 0
     expired: int = 0
     recent_sizes: deque = field(default_factory=lambda: deque(maxlen=1000))  # bounded: the service runs for days
-    restarts: int = 0
 
 
 class Batcher:
@@ -90,10 +90,6 @@ class Batcher:
         self._busy: list[float | None] = [None] * len(self.backends)
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"bench-batcher-{i}", daemon=True)
                          for i in range(len(self.backends))]
-
-    @property
-    def backend(self) -> Backend:
-        return self.backends[0]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -146,9 +142,7 @@ class Batcher:
         if recover is None:
             return
         try:
-            restarts = getattr(self.backends[replica], "restarts", 0)
             recover()
-            self.stats.restarts += getattr(self.backends[replica], "restarts", 0) - restarts
         except Exception as exc:  # noqa: BLE001  the next failed batch tries again
             log.error("replica %d could not be restarted: %s", replica, exc)
 
@@ -168,7 +162,7 @@ class Batcher:
             items.append(item)
         return items, False
 
-    def _process(self, items: list[_Item], replica: int = 0) -> None:
+    def _process(self, items: list[_Item], replica: int) -> None:
         started = time.perf_counter()
         live = [it for it in items if not it.abandoned]
         for item in (it for it in live if started > it.deadline):
@@ -179,7 +173,7 @@ class Batcher:
         if live:
             self._compute(live, replica)
 
-    def _compute(self, items: list[_Item], replica: int = 0) -> None:
+    def _compute(self, items: list[_Item], replica: int) -> None:
         """Run the batch as length groups and answer each group's texts as soon as its model call returns:
         a short text is not held back by a longer group computed after it."""
         try:
@@ -224,7 +218,7 @@ class Batcher:
         if self.on_batch:
             self.on_batch(size, replica)
 
-    def _fail(self, items: list[_Item], exc: Exception, replica: int = 0) -> None:
+    def _fail(self, items: list[_Item], exc: Exception, replica: int) -> None:
         log.error("inference failed for a batch of %d on replica %d: %s: %s", len(items), replica,
                   type(exc).__name__, exc, exc_info=exc)
         self.stats.failed_batches += 1

@@ -78,7 +78,7 @@ class Service:
         self.metrics = ServiceMetrics(cache_hits=lambda: self.cache.hits, cache_misses=lambda: self.cache.misses,
                                       queue_depth=lambda: self.batcher.depth() if self.batcher else 0,
                                       failed_batches=lambda: self.batcher.stats.failed_batches if self.batcher else 0,
-                                      restarts=lambda: self.batcher.stats.restarts if self.batcher else 0)
+                                      restarts=lambda: sum(getattr(r, "restarts", 0) for r in self.replicas))
         self._stopped = False
         self._lock = threading.Lock()  # orders "start the worker" against "stop" when both race at shutdown
 

@@ -32,12 +32,12 @@ def tune_config(args: argparse.Namespace) -> TuneConfig:
 
 
 def tune_args(p: argparse.ArgumentParser) -> None:
+    from bench.cli import add_run_target
     from exporters.cli import add_model_args
 
     add_model_args(p)
     add_tune_args(p)
-    p.add_argument("--run", default=None, help="add to this run (id, folder or 'latest'); default: a new run")
-    p.add_argument("--run-id", default=None, help="name of a new run folder")
+    add_run_target(p)
 
 
 def cmd_tune(args: argparse.Namespace) -> int:

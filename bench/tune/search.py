@@ -70,12 +70,12 @@ def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     texts = length_workload(cfg.texts, seed=cfg.seed).texts
     on_gpu = config.spec.device != "cpu"
     grid = gpu_candidates(cores, cfg.batches) if on_gpu else candidates(cores, cfg.batches)
+    calls = {b: model_calls(tokenizer, texts, b, service.effective_max_padding) for b in {c.max_batch for c in grid}}
     out, started = [], time.monotonic()
     for cand in tqdm(grid, desc="tune offline", unit="config", file=sys.stderr):
         if time.monotonic() - started > cfg.time_cap_s:
             return out, "time cap"
-        out.append(try_candidate(cand, config, model_calls(tokenizer, texts, cand.max_batch,
-                                                           service.effective_max_padding), cfg.seconds))
+        out.append(try_candidate(cand, config, calls[cand.max_batch], cfg.seconds))
     return out, "done"
 
 
