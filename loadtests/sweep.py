@@ -40,6 +40,9 @@ PRESETS = {
     # budget (idle lanes make pad tokens nearly free there).
     "gpu": ServiceVariant.of("fp16 CUDA batching (GPU)", backend="ort-fp16-cuda", max_batch=32,
                              max_padding=GPU_MAX_PADDING, cache_size=0),
+    # the same on PyTorch's CUDA build, for a GPU host whose onnxruntime has no CUDA provider
+    "gpu-torch": ServiceVariant.of("torch fp16 CUDA batching (GPU)", backend="torch-fp16-cuda", max_batch=32,
+                                   max_padding=GPU_MAX_PADDING, cache_size=0),
 }
 CPU_DEFAULTS = ("batch", "nobatch")
 DEFAULT_VARIANTS = tuple(PRESETS[name] for name in CPU_DEFAULTS)  # a CPU host's defaults
@@ -54,11 +57,20 @@ def service_gpu_reason() -> str | None:
     return host_gpu_reason(0)
 
 
-def default_variant_names(gpu_reason: Callable[[], str | None] | None = None) -> tuple[str, ...]:
+def default_variant_names(gpu_reason: Callable[[], str | None] | None = None,
+                          ort_cuda: Callable[[], bool] | None = None) -> tuple[str, ...]:
     """The service configurations a sweep measures unless told: batching on and off and, on a host whose GPU can
-    serve (`gpu_reason()` is None; default: the host's probe), the GPU preset too, so the decision can pick a GPU
-    service. On a CPU host nothing changes."""
-    return CPU_DEFAULTS if (gpu_reason or service_gpu_reason)() else (*CPU_DEFAULTS, "gpu")
+    serve (`gpu_reason()` is None; default: the host's probe), a GPU preset too, so the decision can pick a GPU
+    service: ONNX Runtime's where its CUDA provider is installed, else PyTorch's. On a CPU host nothing changes."""
+    if (gpu_reason or service_gpu_reason)():
+        return CPU_DEFAULTS
+    return (*CPU_DEFAULTS, "gpu" if (ort_cuda or ort_has_cuda)() else "gpu-torch")
+
+
+def ort_has_cuda() -> bool:
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
 
 
 def default_variants() -> tuple:

@@ -10,12 +10,18 @@ from bench.records import CellSpec
 from bench.runner import WorkerLimits, WorkerRequest, run_cell
 
 
-def cuda_reason() -> str | None:
+def torch_cuda_reason() -> str | None:
     from bench.measure.cuda_driver import cuda_device_reason
 
     reason = cuda_device_reason()
     if reason:
         return f"no usable CUDA device on this host ({reason})"
+    import torch
+
+    return None if torch.cuda.is_available() else f"torch {torch.__version__} is a build without CUDA"
+
+
+def ort_cuda_reason() -> str | None:
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -23,8 +29,10 @@ def cuda_reason() -> str | None:
     return None
 
 
-REASON = cuda_reason()
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+TORCH_REASON = torch_cuda_reason()
+ORT_REASON = TORCH_REASON or ort_cuda_reason()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(TORCH_REASON is not None, reason=TORCH_REASON or "")]
+needs_ort_cuda = pytest.mark.skipif(ORT_REASON is not None, reason=ORT_REASON or "")
 
 
 def request(tiny_onnx, backend: str, batch: int) -> WorkerRequest:
@@ -35,7 +43,9 @@ def request(tiny_onnx, backend: str, batch: int) -> WorkerRequest:
                          stop=StopRule(min_iters=10, min_time_s=0.5, max_time_s=2.0))
 
 
-@pytest.mark.parametrize("backend", ["torch-fp32-cuda", "torch-fp16-cuda", "ort-fp32-cuda", "ort-fp16-cuda"])
+@pytest.mark.parametrize("backend", ["torch-fp32-cuda", "torch-fp16-cuda",
+                                     pytest.param("ort-fp32-cuda", marks=needs_ort_cuda),
+                                     pytest.param("ort-fp16-cuda", marks=needs_ort_cuda)])
 def test_cuda_backend_measures_with_its_provider_and_nvml_energy(tiny_onnx, backend):
     from bench.backends.ort_gpu import CUDA
     from bench.harness import gpu_for
@@ -59,6 +69,7 @@ def test_gpu_fp16_at_batch_32_beats_the_cpu_cell(tiny_onnx):
     assert gpu.throughput > cpu.throughput
 
 
+@needs_ort_cuda
 def test_int8_on_cuda_is_skipped_not_published(tiny_onnx):
     cell = run_cell(request(tiny_onnx, "ort-int8-cuda", 1), WorkerLimits(timeout_s=120))
     assert cell.status == "skipped" and "not a real INT8 path" in cell.reason

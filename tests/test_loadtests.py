@@ -108,12 +108,17 @@ def test_a_gpu_host_adds_the_gpu_service_preset_to_the_defaults_and_a_cpu_host_d
 
     gpu_host = lambda: (CudaDriver(FakeLibcuda([("NVIDIA L4", bytes(16), "0000:3b:00.0")])), None)  # noqa: E731
     cpu_host = lambda: (None, "no usable CUDA driver (libcuda.so.1: cannot open shared object file)")  # noqa: E731
-    assert sweep.default_variant_names(lambda: host_gpu_reason(0, gpu_host)) == ("batch", "nobatch", "gpu")
-    assert sweep.default_variant_names(lambda: host_gpu_reason(0, cpu_host)) == ("batch", "nobatch")
+    with_ort, without_ort = (lambda: True), (lambda: False)  # onnxruntime-gpu installed or not
+    assert sweep.default_variant_names(lambda: host_gpu_reason(0, gpu_host), with_ort) == ("batch", "nobatch", "gpu")
+    assert sweep.default_variant_names(lambda: host_gpu_reason(0, gpu_host), without_ort) == ("batch", "nobatch",
+                                                                                                "gpu-torch")
+    assert sweep.default_variant_names(lambda: host_gpu_reason(0, cpu_host), with_ort) == ("batch", "nobatch")
+    assert sweep.PRESETS["gpu-torch"].config.backend == "torch-fp16-cuda"
     gpu = sweep.PRESETS["gpu"].config
     assert (gpu.backend, gpu.batching, gpu.max_batch, gpu.cache_size) == ("ort-fp16-cuda", True, 32, 0)
     assert gpu.effective_max_padding == GPU_MAX_PADDING and sweep.PRESETS["gpu"].flags()[-2:] == ["--max-padding",
                                                                                                  str(GPU_MAX_PADDING)]
+    monkeypatch.setattr(sweep, "ort_has_cuda", lambda: True)
     for loader, expected in ((gpu_host, ["batch", "nobatch", "gpu"]), (cpu_host, ["batch", "nobatch"])):
         monkeypatch.setattr(sweep, "service_gpu_reason", lambda loader=loader: host_gpu_reason(0, loader))
         labels = [sweep.PRESETS[name].label for name in expected]

@@ -126,13 +126,15 @@ def tiny_model(tmp: Path) -> tuple[Path, Any]:
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper, save
 
+    from bench.measure.roofline import small_model
+
     weight = np.random.default_rng(0).standard_normal((256, 2), dtype=np.float32)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["logits"])], "tiny", [x], [y],
                               initializer=[numpy_helper.from_array(weight, "w")])
     path = tmp / "tiny.onnx"
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    save(small_model(graph), str(path))
     return path, weight
 
 

@@ -86,10 +86,12 @@ def _matmul_graph(n: int, dtype) -> bytes:
     import numpy as np
     from onnx import TensorProto, helper
 
+    from bench.measure.roofline import small_model
+
     kind = TensorProto.FLOAT16 if dtype == np.float16 else TensorProto.FLOAT
     io = [helper.make_tensor_value_info(name, kind, [n, n]) for name in ("a", "b", "c")]
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm", io[:2], io[2:])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    return small_model(graph).SerializeToString()
 
 
 ENGINES = {"torch": torch_rates, "onnxruntime": ort_rates}

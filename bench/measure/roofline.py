@@ -136,6 +136,15 @@ def measure_peak_int8_ort(m: int = 256, k: int = 768, n: int = 3072, repeats: in
     return _ort_gemm_rate(nodes, inits, TensorProto.INT32, (m, k, n), repeats, min_time_s)
 
 
+def small_model(graph):
+    """An opset-17 model of `graph` that any ONNX Runtime we support loads. onnx's make_model stamps the installed
+    onnx's newest IR version (onnx 1.23: IR 14), which an older runtime refuses: "Unsupported model IR version: 14,
+    max supported IR version: 13" (onnxruntime 1.30 on the H100 machine). IR 9 holds opset 17; ORT 1.16+ reads it."""
+    from onnx import helper
+
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=9)
+
+
 def _ort_gemm_rate(nodes: list, initializers: list, out_type: int, shape: tuple[int, int, int], repeats: int,
                    min_time_s: float, threads: int | None = None) -> float:
     """2·m·k·n / best time of a one-input ORT CPU graph: float `a` (m×k) through `nodes` to `c` (m×n)."""
@@ -146,7 +155,7 @@ def _ort_gemm_rate(nodes: list, initializers: list, out_type: int, shape: tuple[
     a = helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])
     c = helper.make_tensor_value_info("c", out_type, [m, n])
     graph = helper.make_graph(nodes, "gemm", [a], [c], initializer=initializers)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = small_model(graph)
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = threads
