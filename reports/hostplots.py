@@ -18,7 +18,10 @@ STYLES = ("-", "--", ":", "-.")
 
 
 def ascii_text(value: str) -> str:
-    """Plot labels stay ASCII: matplotlib's default font has no CJK glyphs."""
+    """Plot labels stay ASCII: matplotlib's default font has no CJK glyphs. Our own symbols get ASCII spellings
+    first ("2×1t" would read "2?1t")."""
+    for symbol, spelled in (("×", "x"), ("–", "-"), ("—", "-"), ("≤", "<="), ("≥", ">="), ("·", "-")):
+        value = value.replace(symbol, spelled)
     return value.encode("ascii", "replace").decode("ascii")
 
 
@@ -94,5 +97,7 @@ def break_even(rows: list[PlanRow], plan: PlanInputs, hosts: list[str]) -> dict:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set(xlabel="mean traffic (req/s); dotted: cheapest choice changes", ylabel="USD per month")
-    ax.legend(fontsize=7, loc="upper left")
+    # below the axes, the figure taller by its lines: inside, it hid the lines (one per host and configuration)
+    fig.set_size_inches(5.4, 3.6 + 0.15 * (len(usable) + 1))
+    fig.legend(fontsize=7, loc="outside lower center")
     return png(fig, "break-even", title)

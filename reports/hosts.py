@@ -9,6 +9,7 @@ Prices are inputs, in this order: `--price "HOST=USD"` at report time, the run's
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from bench.errors import BenchError, ConfigError
@@ -16,9 +17,11 @@ from bench.results import RunResult
 
 # Examples only, never measurements: on-demand list prices of two common instance shapes, rounded.
 EXAMPLE_PRICES = {"cpu": 0.10, "gpu": 0.53}  # USD per hour; the defaults of --cpu-hour-usd / --gpu-hour-usd
+EXAMPLE_VCPUS = 2  # the CPU example's size: a CPU host of n vCPUs is priced n/2 times it
 EXAMPLE_SOURCE = ("example prices, not quotes: AWS EC2 On-Demand list prices, us-east-1, Linux, as published "
-                  "in 2024 — c6i.large (2 vCPU) $0.085/h ≈ CPU $0.10/h, g4dn.xlarge (1× T4) $0.526/h ≈ GPU "
-                  "$0.53/h; not re-checked since: give --price or --hour-usd for your own")
+                  "in 2024 — c6i.large (2 vCPU) $0.085/h ≈ CPU $0.10/h per 2 vCPUs of the host, g4dn.xlarge "
+                  "(1× T4) $0.526/h ≈ GPU $0.53/h, whatever the GPU; not re-checked since: give --price or "
+                  "--hour-usd for your own")
 SOURCES = {"price": "--price at report time", "run": "stored in the run (--hour-usd)", "example": "example price"}
 
 
@@ -44,8 +47,18 @@ class HostRun:
 def host_label(run: RunResult) -> str:
     """'AMD EPYC 7B13 2c' or 'Intel Xeon 8c + NVIDIA T4': what a user names in --price."""
     host = run.host
-    label = f"{host.get('cpu_model') or 'unknown CPU'} {host.get('logical_cores') or '?'}c"
+    cpu = " ".join(w for w in re.sub(r"\((R|TM|tm)\)", "", host.get("cpu_model") or "unknown CPU").split()
+                   if w not in ("Processor", "CPU"))  # "Intel(R) Xeon(R) Processor" → "Intel Xeon"
+    label = f"{cpu or 'unknown CPU'} {host.get('logical_cores') or '?'}c"
     return label + (f" + {host['gpu_name']}" if host.get("gpu_name") else "")
+
+
+def example_cpu_hour(run: RunResult) -> float:
+    """The CPU example price for this run's host: a CPU configuration keeps every core of it busy, so it needs a
+    VM of as many vCPUs (a 16-vCPU host at the 2-vCPU VM's price made its CPU rows look 8× too cheap)."""
+    vcpus = run.host.get("logical_cores")
+    vcpus = vcpus if isinstance(vcpus, int) and vcpus > 0 else EXAMPLE_VCPUS
+    return EXAMPLE_PRICES["cpu"] * vcpus / EXAMPLE_VCPUS
 
 
 def parse_price(text: str) -> tuple[str, float]:

@@ -37,6 +37,9 @@ class Entry:
         return self.unranked or NO_CI
 
 
+MAX_NAMED_TIES = 2
+
+
 @dataclass(frozen=True)
 class Standing:
     """Where one entry stands among the others: a rank and its ties, or why it is not ranked."""
@@ -50,6 +53,8 @@ class Standing:
     def text(self) -> str:
         if self.rank is None:
             return str(self.unranked)
+        if len(self.ties) > MAX_NAMED_TIES:  # a merged report's names are long: a row of them would fill the page
+            return f"{self.rank}, tie with {len(self.ties)} others"
         return str(self.rank) + (f", tie with {', '.join(self.ties)}" if self.ties else "")
 
 

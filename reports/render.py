@@ -15,7 +15,7 @@ from bench.paths import atomic_write_text
 from bench.results import RunResult, load_run
 from reports import decision, overview, plots, searched, sections, service, tune
 from reports.hostplots import break_even
-from reports.hosts import EXAMPLE_PRICES, SOURCES, HostRun, host_runs, positive
+from reports.hosts import EXAMPLE_PRICES, SOURCES, HostRun, example_cpu_hour, host_runs, positive
 from reports.plan import PlanInputs, plan_row
 from reports.plansection import plan_sentences, plan_table
 
@@ -57,9 +57,11 @@ class ReportOptions:
 
 
 def host_options(host: HostRun, opts: dict) -> dict:
-    """The report options for one host's candidates: its own price where it has one."""
+    """The report options for one host's candidates: its own price where it has one, else the example CPU price
+    sized to its vCPUs (unless --cpu-hour-usd named one)."""
     if host.hour_usd is None:
-        return opts
+        example = opts["cpu_hour_usd"] == EXAMPLE_PRICES["cpu"]
+        return {**opts, "cpu_hour_usd": example_cpu_hour(host.run), "example_cpu": True} if example else opts
     return {**opts, "hour_usd": host.hour_usd,
             "price_note": f"${host.hour_usd:.2f}/h for {host.label} ({SOURCES[host.price_source]})"}
 

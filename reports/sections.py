@@ -223,8 +223,8 @@ def int8_peak_text(peak: dict) -> str | None:
 
 def example_prices(options: dict) -> bool:
     """Whether the report prices anything at the built-in example prices (no host price, default flags)."""
-    return not options.get("price_note") and (options["cpu_hour_usd"] == EXAMPLE_PRICES["cpu"]
-                                              or options["gpu_hour_usd"] == EXAMPLE_PRICES["gpu"])
+    return not options.get("price_note") and (options.get("example_cpu") or options["cpu_hour_usd"] ==
+                                              EXAMPLE_PRICES["cpu"] or options["gpu_hour_usd"] == EXAMPLE_PRICES["gpu"])
 
 
 def environment(run: RunResult, options: dict) -> list[dict]:

@@ -66,6 +66,23 @@ def test_prices_come_from_flags_then_the_run_then_examples(tmp_path):
         host_runs([a, b], (parse_price("Graviton=0.05"),))
 
 
+def test_the_example_cpu_price_grows_with_the_hosts_vcpus_and_a_given_price_does_not(tmp_path):
+    """A CPU row keeps every core busy: a 16-vCPU host's CPU rows priced as a 2-vCPU VM looked 8× too cheap (the
+    H100 machine's 16-core run beside this 2-core host's did)."""
+    from reports.render import host_options, options_dict
+
+    small = load_run(run_folder(tmp_path, "a"))
+    big = load_run(run_folder(tmp_path, "b", host={"cpu_model": "Intel Xeon", "logical_cores": 16}))
+    example, given = options_dict(ReportOptions()), options_dict(ReportOptions(cpu_hour_usd=0.3))
+    prices = [host_options(h, o)["cpu_hour_usd"] for o in (example, given) for h in host_runs([small, big])]
+    assert prices == [pytest.approx(0.10), pytest.approx(0.80), 0.3, 0.3]
+    from reports import decision
+
+    cpu_rows = [c for c in decision.candidates(big, host_options(host_runs([big])[0], example)) if not c.gpu]
+    assert cpu_rows and all(c.price == pytest.approx(0.80) for c in cpu_rows)
+    assert "$0.80/h" in json.dumps(build_context(big, ReportOptions())["environment"])
+
+
 def test_different_hosts_alone_are_never_refused(tmp_path):
     runs = [load_run(run_folder(tmp_path, "a")), load_run(run_folder(tmp_path, "b", host=OTHER_HOST))]
     assert check_mergeable(runs, [1, 1]) == []
