@@ -235,6 +235,7 @@ class ServiceSetup:
     cache_size: int = 0
     threads: int | None = None  # per replica
     replicas: int = 1
+    model_process: bool = False  # a single replica in its own process (ServiceConfig.model_process)
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ class ServiceVariant:
                "--max-wait-ms", str(c.max_wait_ms), "--cache-size", str(c.cache_size)]
         out += ["--threads", str(c.threads)] if c.threads else []
         out += ["--replicas", str(c.replicas)] if c.replicas != 1 else []
+        out += ["--model-process"] if c.model_process else []
         out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
         return out + (["--max-padding", str(c.max_padding)] if c.max_padding is not None else [])
 
@@ -46,7 +47,7 @@ class ServiceVariant:
         """The record of this configuration in the results file."""
         c = self.config
         return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size,
-                            c.replica_threads, c.replicas)
+                            c.replica_threads, c.replicas, c.model_process)
 
 
 class ServiceProcess:

@@ -79,6 +79,22 @@ def test_healthz_names_each_replicas_cores_and_process(two_replicas):
     assert 'replica;desc="' in reply.headers["server-timing"]
 
 
+def test_model_process_runs_a_single_replica_outside_the_front(tiny_model):
+    """--model-process: one model instance, but in its own process (the front's GIL is not the model's), unpinned."""
+    own = ServiceVariant.of("fake own process", backend="fake-fp32-cpu", batching=False, cache_size=0,
+                            model_process=True)
+    assert "--model-process" in own.flags() and own.setup().model_process
+    proc = ServiceProcess("twin:tiny", own)
+    try:
+        url = proc.wait_ready(120)
+        health = httpx.get(url + "/healthz").json()
+        assert health["replicas"] == 1 and health["replicas_up"] == 1 and health["cores"] == ["any"]
+        assert health["replica_pids"][0] != proc.proc.pid
+        assert httpx.post(url + "/api/sentiment", json={"text": "很好"}).status_code == 200
+    finally:
+        proc.stop()
+
+
 def test_a_killed_replica_fails_only_its_batch_and_comes_back(two_replicas):
     before = httpx.get(two_replicas + "/healthz").json()["replica_pids"]
     box: dict = {}

@@ -26,6 +26,7 @@ class ServiceConfig:
     backend: str = "ort-int8-cpu"
     threads: int | None = None  # intra-op threads per replica; None = the runtime's (one replica) or cores // R
     replicas: int = 1  # model instances; > 1 runs each in its own process pinned to its own cores (replicas.py)
+    model_process: bool = False  # one replica in a worker process too: the front's GIL is not the model's
     backend_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs for the backend (e.g. the fake's sleep_s)
     onnx_dir: str | None = None  # an existing export to serve; None = export (or reuse) for `model`
     host: str = "127.0.0.1"

@@ -149,9 +149,9 @@ class ReplicaBackend(Backend):
             self._conn.close()
 
 
-def start_replicas(config: BackendConfig, replicas: int, threads: int, call_timeout_s: float) -> tuple[list, Placement]:
+def start_replicas(config: BackendConfig, replicas: int, threads: int | None, call_timeout_s: float) -> tuple[list, Placement]:
     """R loaded replicas of `config` with `threads` intra-op threads each, placed on disjoint cores where they fit."""
-    placement = place(replicas, threads)
+    placement = place(replicas, threads) if threads else Placement((None,) * replicas, False)  # None: unpinned
     if placement.oversubscribed:
         log.warning("%d replicas × %d threads exceed the %d cores available: replicas are not pinned",
                     replicas, threads, len(available_cores()))
