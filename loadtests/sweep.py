@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def locust_command(url: str, users: int, cfg: SweepConfig, prefix: Path, open_lo
     if open_loop:
         return cmd + ["-u", "1", "-r", "1", "-t", f"{cfg.duration_s + 30:.0f}s"]
     rate = users / cfg.ramp_s if cfg.ramp_s > 0 else users
-    cmd += ["-u", str(users), "-r", f"{rate:.3f}", "-t", f"{run_s:.0f}s", "--reset-stats"]
+    cmd += ["-u", str(users), "-r", f"{rate:.3f}", "-t", f"{math.ceil(run_s)}s", "--reset-stats"]
     return cmd + (["--processes", str(cfg.workers)] if cfg.workers > 1 else [])
 
 
@@ -172,7 +173,8 @@ def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:
     """The environment every Locust process of one window runs with (the locustfile reads it)."""
     return {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
             "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
-            "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s)}
+            "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s),
+            "STRUCTBENCH_RAMP_S": str(0.0 if rate else cfg.ramp_s)}
 
 
 def aggregated_row(path: Path) -> dict | None:

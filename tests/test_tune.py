@@ -121,3 +121,19 @@ def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
     assert tuned_variant(record(TuneCandidate(1, 2, 1)), DEFAULT_VARIANTS) is None  # = "int8 no batching"
     assert tuned_variant(record(TuneCandidate(1, 2, 8)), DEFAULT_VARIANTS) is None  # = "int8 batching"
     assert tuned_variant(TuneRecord("ort-int8-cpu", 2, (two,), recommended=DEFAULT_LABEL), DEFAULT_VARIANTS) is None
+
+
+def test_remeasure_times_the_same_configuration_again_and_the_check_averages_before_and_after(tiny_onnx):
+    """check tune judges on figures that did not choose the configuration: one re-measure before and one after
+    the services (A B A), averaged with their intervals combined."""
+    from bench.checks.tune import mean_of
+    from bench.tune.search import remeasure
+
+    found = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(1e9, 1e9))
+    again = remeasure(TuneConfig(model="twin:tiny", seconds=2.0), found, cores=2)
+    assert again.status == "ok", again.reason
+    assert (again.replicas, again.threads, again.max_batch) == (2, 1, 8) and 0 < again.items_per_s < 1e9
+    a = TuneCandidate(1, 2, 8, items_per_s=10.0, items_ci=(9.0, 11.0))
+    b = TuneCandidate(1, 2, 8, items_per_s=12.0, items_ci=(11.0, 13.0))
+    rate, (low, high) = mean_of(a, b)
+    assert rate == 11.0 and (low, high) == pytest.approx((11.0 - 2 ** 0.5 / 2, 11.0 + 2 ** 0.5 / 2))

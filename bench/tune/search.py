@@ -55,10 +55,8 @@ def command_line(backend: str, c: TuneCandidate) -> str:
     return shlex.join(flags + ([] if c.max_batch > 1 else ["--no-batching"]))
 
 
-def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
-    """Every candidate offline, with a progress bar; a candidate that fails is recorded with its reason."""
-    from tqdm import tqdm
-
+def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
+    """What the offline search measures: the backend config, the grid, and each max batch's model calls."""
     from bench.corpus import length_workload
     from bench.service.config import ServiceConfig
     from bench.service.runtime import backend_config
@@ -71,12 +69,28 @@ def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     on_gpu = config.spec.device != "cpu"
     grid = gpu_candidates(cores, cfg.batches) if on_gpu else candidates(cores, cfg.batches)
     calls = {b: model_calls(tokenizer, texts, b, service.effective_max_padding) for b in {c.max_batch for c in grid}}
+    return config, grid, calls
+
+
+def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
+    """Every candidate offline, with a progress bar; a candidate that fails is recorded with its reason."""
+    from tqdm import tqdm
+
+    config, grid, calls = offline_setup(cfg, cores)
     out, started = [], time.monotonic()
     for cand in tqdm(grid, desc="tune offline", unit="config", file=sys.stderr):
         if time.monotonic() - started > cfg.time_cap_s:
             return out, "time cap"
         out.append(try_candidate(cand, config, calls[cand.max_batch], cfg.seconds))
     return out, "done"
+
+
+def remeasure(cfg: TuneConfig, found: TuneCandidate, cores: int) -> TuneCandidate:
+    """One candidate offline again, on the same calls: a figure that did not choose it (the best of several noisy
+    figures is biased up by their noise)."""
+    config, _, calls = offline_setup(replace(cfg, batches=(found.max_batch,)), cores)
+    return try_candidate(Candidate(found.replicas, found.threads, found.max_batch), config, calls[found.max_batch],
+                         cfg.seconds)
 
 
 def try_candidate(cand: Candidate, config, calls: list[dict], seconds: float) -> TuneCandidate:
