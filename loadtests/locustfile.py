@@ -22,13 +22,14 @@ import time
 
 import gevent
 from locust import FastHttpUser, constant, events, task
-from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.samples import SampleWriter, samples_path
 from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing
 
 MODE = os.environ.get("STRUCTBENCH_MODE", "closed")
 DONE = "structbench_done"  # a worker's message to the master: its open-loop schedule is sent and answered
+WINDOW = "structbench_window"  # the master's message to its workers: the ramp is over, the timed window starts
 STATS = ClientStats()
 SAMPLES: SampleWriter | None = None  # this process's raw requests, once init knows it sends any
 _RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
@@ -192,6 +193,8 @@ def _open_samples(environment, **_kw) -> None:
     out = os.environ.get("STRUCTBENCH_CLIENT_OUT")
     if out and not isinstance(environment.runner, MasterRunner):
         SAMPLES = SampleWriter(samples_path(out, os.getpid()))
+    if isinstance(environment.runner, WorkerRunner):
+        environment.runner.register_message(WINDOW, _start_window)
 
 
 @events.request.add_listener
@@ -202,22 +205,25 @@ def _record(start_time, response_time, exception=None, context=None, **_kw) -> N
 
 @events.test_start.add_listener
 def _timed_from_start(environment, **_kw) -> None:
-    """A single process with the sweep's ramp starts its window by the clock. Under a master, Locust's own reset
-    (spawning_complete, passed on to the workers) stays: workers' reports crossing a reset of ours would give
-    Locust's totals requests our samples dropped, and the two must stay comparable (our cross-check)."""
+    """With the sweep's ramp the window starts by the clock, RAMP_S after the start: a single process starts its
+    own; a master resets its totals and tells its workers, which start theirs on that message, as Locust passes on
+    its own reset (so only a worker report crossing the message, milliseconds, can split Locust's totals from our
+    samples)."""
     global _CLOCK_WINDOW
     if SAMPLES is not None:
         SAMPLES.start_test(time.time())
-    _CLOCK_WINDOW = _RESET_AFTER_RAMP and RAMP_S > 0 and isinstance(environment.runner, LocalRunner)
-    if _CLOCK_WINDOW:
+    _CLOCK_WINDOW = _RESET_AFTER_RAMP and RAMP_S > 0
+    if _CLOCK_WINDOW and not isinstance(environment.runner, WorkerRunner):
         gevent.spawn_later(RAMP_S, _start_window, environment)
 
 
-def _start_window(environment) -> None:
+def _start_window(environment, **_kw) -> None:
     """The ramp is over: our samples and Locust's own stats (its CSV, our cross-check) start the window together."""
     if SAMPLES is not None:
         SAMPLES.start_window(time.time())
     environment.runner.stats.reset_all()
+    if isinstance(environment.runner, MasterRunner):
+        environment.runner.send_message(WINDOW)
 
 
 @events.spawning_complete.add_listener
