@@ -38,7 +38,6 @@ _RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
 # at 16/s) that is at once, so the window began on an empty service and left out the work in flight at its end —
 # 6 % of a 10 s window whose batches take 2–3 s (check tune read 0.92–0.94 of the engine).
 RAMP_S = float(os.environ.get("STRUCTBENCH_RAMP_S", "nan"))
-_CLOCK_WINDOW = False  # this test's window starts RAMP_S after its start (set at test_start)
 _TEXTS: list = []
 
 
@@ -209,12 +208,15 @@ def _timed_from_start(environment, **_kw) -> None:
     own; a master resets its totals and tells its workers, which start theirs on that message, as Locust passes on
     its own reset (so only a worker report crossing the message, milliseconds, can split Locust's totals from our
     samples)."""
-    global _CLOCK_WINDOW
     if SAMPLES is not None:
         SAMPLES.start_test(time.time())
-    _CLOCK_WINDOW = _RESET_AFTER_RAMP and RAMP_S > 0
-    if _CLOCK_WINDOW and not isinstance(environment.runner, WorkerRunner):
+    if _clock_window() and not isinstance(environment.runner, WorkerRunner):
         gevent.spawn_later(RAMP_S, _start_window, environment)
+
+
+def _clock_window() -> bool:
+    """This test's window starts RAMP_S after its start (the sweep's ramp), not at Locust's spawning_complete."""
+    return _RESET_AFTER_RAMP and RAMP_S > 0
 
 
 def _start_window(environment, **_kw) -> None:
@@ -231,7 +233,7 @@ def _timed_from_reset(**_kw) -> None:
     """--reset-stats: Locust resets its stats in its own spawning_complete listener (locust/runners.py), not via
     events.reset_stats (fired only by the web UI's button). This listener was added at import, before the runner
     added its own, so it runs first in the same greenlet and no request completes between the two resets."""
-    if SAMPLES is not None and _RESET_AFTER_RAMP and not _CLOCK_WINDOW:
+    if SAMPLES is not None and _RESET_AFTER_RAMP and not _clock_window():
         SAMPLES.start_window(time.time())
 
 

@@ -42,9 +42,12 @@ class Placement:
         return [list(c) if c is not None else "any" for c in self.cores]
 
 
-def place(replicas: int, threads: int, cores: Sequence[int] | None = None) -> Placement:
+def place(replicas: int, threads: int | None, cores: Sequence[int] | None = None) -> Placement:
     """Disjoint core sets of `threads` cores per replica while R × T fits the cores this process may use; past that
-    nobody is pinned (pinning two replicas to one core would serialise them) and the placement says so."""
+    nobody is pinned (pinning two replicas to one core would serialise them) and the placement says so. `threads`
+    None (the runtime decides, as a lone --model-process instance does): nobody is pinned either."""
+    if threads is None:
+        return Placement((None,) * replicas, False)
     cores = list(cores if cores is not None else available_cores())
     if replicas * threads > len(cores):
         return Placement((None,) * replicas, True)
@@ -151,7 +154,7 @@ class ReplicaBackend(Backend):
 
 def start_replicas(config: BackendConfig, replicas: int, threads: int | None, call_timeout_s: float) -> tuple[list, Placement]:
     """R loaded replicas of `config` with `threads` intra-op threads each, placed on disjoint cores where they fit."""
-    placement = place(replicas, threads) if threads else Placement((None,) * replicas, False)  # None: unpinned
+    placement = place(replicas, threads)
     if placement.oversubscribed:
         log.warning("%d replicas × %d threads exceed the %d cores available: replicas are not pinned",
                     replicas, threads, len(available_cores()))
