@@ -19,8 +19,8 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo-p95-ms", type=float, default=d.slo_p95_ms,
                    help=f"P95 latency target (default {d.slo_p95_ms:g})")
     p.add_argument("--cpu-hour-usd", type=float, default=d.cpu_hour_usd,
-                   help=f"price of one CPU host hour for the cost column (default {d.cpu_hour_usd:.2f}, an example: "
-                        "a 2-vCPU VM)")
+                   help="price of one CPU host hour for the cost column (default: an example, $0.10 per 2 vCPUs "
+                        "of the host)")
     p.add_argument("--gpu-hour-usd", type=float, default=d.gpu_hour_usd,
                    help=f"price of one GPU host hour (default {d.gpu_hour_usd:.2f}, an example: a T4 VM)")
     p.add_argument("--price", action="append", default=[], metavar="HOST=USD",

@@ -28,7 +28,7 @@ class ReportOptions:
     device hour unless a host has its own, see reports.hosts) and, for a capacity plan, the traffic."""
 
     slo_p95_ms: float = 300.0
-    cpu_hour_usd: float = EXAMPLE_PRICES["cpu"]  # an example: a 2-vCPU cloud VM
+    cpu_hour_usd: float | None = None  # None: the example, $0.10 per 2 vCPUs of each host (reports.hosts)
     gpu_hour_usd: float = EXAMPLE_PRICES["gpu"]  # an example: a T4 VM
     traffic_rps: float | None = None  # mean req/s to plan for; None: no capacity plan
     peak_factor: float = 1.0  # peak / mean traffic
@@ -39,6 +39,8 @@ class ReportOptions:
     def __post_init__(self) -> None:
         for name in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd", "peak_factor", "target_utilisation"):
             value = getattr(self, name)
+            if value is None and name == "cpu_hour_usd":
+                continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value <= 0:
                 raise ConfigError(f"ReportOptions.{name} must be a finite number > 0, got {value!r}")
@@ -60,7 +62,7 @@ def host_options(host: HostRun, opts: dict) -> dict:
     """The report options for one host's candidates: its own price where it has one, else the example CPU price
     sized to its vCPUs (unless --cpu-hour-usd named one)."""
     if host.hour_usd is None:
-        example = opts["cpu_hour_usd"] == EXAMPLE_PRICES["cpu"]
+        example = opts["cpu_hour_usd"] is None
         return {**opts, "cpu_hour_usd": example_cpu_hour(host.run), "example_cpu": True} if example else opts
     return {**opts, "hour_usd": host.hour_usd,
             "price_note": f"${host.hour_usd:.2f}/h for {host.label} ({SOURCES[host.price_source]})"}
