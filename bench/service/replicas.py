@@ -100,11 +100,22 @@ class ReplicaBackend(Backend):
             raise RuntimeError(f"replica {self.index} could not load: {value}")
         self.pid = value
 
+    # Model calls the batcher may have sent at once: the one running and the next, waiting in the pipe (answers
+    # come back in order). The pipe's buffer holds the small answers; a large input blocks send() until read.
+    depth = 2
+
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        self.send(inputs)
+        return self.receive()
+
+    def send(self, inputs: Mapping[str, np.ndarray]) -> None:
         try:
             self._conn.send(dict(inputs))
         except (OSError, ValueError) as exc:
             raise ReplicaDied(f"replica {self.index} is gone ({exc})") from None
+
+    def receive(self) -> np.ndarray:
+        """The answer to the oldest call sent; `call_timeout_s` counts from now (the call before it has ended)."""
         kind, value = self._receive(self.call_timeout_s, "model call")
         if kind == "error":
             raise RuntimeError(f"replica {self.index}: {value}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import Sequence
 
@@ -62,15 +63,25 @@ def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: fl
 
 
 def drive(member, calls: list[dict], offset: int, start: float, end: float, out: list) -> None:
-    """One replica's closed loop from `start`, call after call until `end`: (began, finished, items) per call,
-    in seconds from `start` (the last call may finish after `end`)."""
+    """One replica's closed loop from `start` until `end`, its next call always waiting in its pipe as the
+    service's batcher keeps it (a replica's link depth): (began, finished, items) per call, in seconds from
+    `start`, a call beginning when the one before it finished (the last may finish after `end`)."""
     time.sleep(max(0.0, start - time.perf_counter()))
-    i = offset
-    while (t0 := time.perf_counter()) < end:
-        call = calls[i % len(calls)]
-        member.infer(call)
-        out.append((t0 - start, time.perf_counter() - start, len(call["input_ids"])))
-        i += 1
+    sent = deque()
+    began = time.perf_counter()
+    for i in range(offset, offset + member.depth):
+        member.send(calls[i % len(calls)])
+        sent.append(len(calls[i % len(calls)]["input_ids"]))
+    i = offset + member.depth
+    while sent:
+        member.receive()
+        finished = time.perf_counter()
+        out.append((began - start, finished - start, sent.popleft()))
+        began = finished
+        if finished < end:
+            member.send(calls[i % len(calls)])
+            sent.append(len(calls[i % len(calls)]["input_ids"]))
+            i += 1
 
 
 def warm(members: list, calls: list[dict]) -> float:
