@@ -167,8 +167,7 @@ def sweep(sweep_cfg, ctx: RunContext, deadline: float | None = None) -> RunConte
         why = (f"not run: the run's time budget left {max(cap, 0):.0f} s per configuration (a search needs "
                f"≥ {MIN_SEARCH_S:.0f} s); run `python -m bench sweep --run {ctx.run_dir.name} --slo-search`")
         return ctx.save(ctx.result.with_searches(tuple(skipped_searches(sweep_cfg, why))))
-    sweep_cfg = replace(sweep_cfg, slo_search=replace(sweep_cfg.slo_search, time_cap_s=cap))
-    searches = run_searches(sweep_cfg, ctx.run_dir / "loadtests" / "search", start_hints(levels))
+    searches = run_searches(sweep_cfg, ctx.run_dir / "loadtests" / "search", start_hints(levels), deadline)
     return ctx.save(ctx.result.with_searches(tuple(searches)))
 
 

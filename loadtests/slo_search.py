@@ -50,6 +50,10 @@ class SearchConfig:
     stability: float = 0.10
     rate_tolerance: float = 0.05
     start_rps: float | None = None  # None: from the closed-loop levels where known, else 2 req/s
+    # The configuration's saturated closed-loop QPS where known: the bracket steps up to it before past it (an
+    # open-loop rate at saturation cannot keep a P95, so the first failing probe lands there, not at 2× the start
+    # rate deep in overload, whose backlog the next probe inherits)
+    ceiling_rps: float | None = None
     min_rps: float = 0.5
     growth: float = 2.0
     precision: float = 0.05  # stop when the first failing rate / the last passing one ≤ 1 + precision
@@ -65,8 +69,9 @@ class SearchConfig:
                               "tolerance within (0, 1)")
         if self.growth <= 1 or self.precision <= 0 or self.time_cap_s <= 0 or self.min_rps <= 0:
             raise ConfigError("search needs growth > 1, precision > 0, a time cap > 0 and min_rps > 0")
-        if self.start_rps is not None and self.start_rps <= 0 or self.max_probes < 1 or self.trials < 1:
-            raise ConfigError("start_rps must be > 0, max_probes and trials >= 1")
+        if any(r is not None and r <= 0 for r in (self.start_rps, self.ceiling_rps)) or self.max_probes < 1 \
+                or self.trials < 1:
+            raise ConfigError("start_rps and ceiling_rps must be > 0, max_probes and trials >= 1")
 
     def window_for(self, rate: float) -> float:
         counted = self.windows - 1
@@ -176,8 +181,9 @@ def measured(probe: Callable[[float], SearchProbe], cfg: SearchConfig, rate: flo
 
 def search(probe: Callable[[float], SearchProbe], cfg: SearchConfig, setup: ServiceSetup,
            clock: Callable[[], float] = time.monotonic, workload: str = "corpus") -> SloSearch:
-    """Bracket (× growth up from the start rate while passing, ÷ growth down while failing), then bisect
-    geometrically until the bracket is within `precision`, the time cap or the probe cap."""
+    """Bracket (× growth up from the start rate while passing, by way of the ceiling where one is known; ÷ growth
+    down while failing), then bisect geometrically until the bracket is within `precision`, the time cap or the
+    probe cap."""
     start, path = clock(), []
     low = high = None
     rate = cfg.start_rps or 2.0
@@ -201,7 +207,9 @@ def search(probe: Callable[[float], SearchProbe], cfg: SearchConfig, setup: Serv
 def next_rate(low: float | None, high: float | None, cfg: SearchConfig) -> float | None:
     """The next rate to try, or None when the search is done."""
     if high is None:
-        return low * cfg.growth
+        up = low * cfg.growth
+        ceiling = cfg.ceiling_rps
+        return ceiling if ceiling and low * (1 + cfg.precision) < ceiling < up else up
     if low is None:
         below = high / cfg.growth
         return below if below >= cfg.min_rps else None
@@ -238,14 +246,14 @@ def search_service(url: str, setup: ServiceSetup, cfg: SearchConfig, out_dir: Pa
                          workload=workload)
 
 
-def start_hints(levels) -> dict[str, float]:
-    """label -> a start rate: 0.6 × the configuration's best closed-loop QPS (its capacity at the SLO lies below
-    its saturation throughput, usually not far below)."""
+def start_hints(levels) -> dict[str, tuple[float, float]]:
+    """label -> (start rate, ceiling): 0.6 × and 1 × the configuration's best closed-loop QPS (its capacity at the
+    SLO lies below its saturation throughput, usually not far below)."""
     best: dict = {}
     for lv in levels:
         if lv.status == "ok" and lv.mode == "closed" and lv.qps:
             best[lv.config.label] = max(best.get(lv.config.label, 0.0), lv.qps)
-    return {label: 0.6 * qps for label, qps in best.items()}
+    return {label: (0.6 * qps, qps) for label, qps in best.items()}
 
 
 def skipped_searches(sweep, reason: str) -> list[SloSearch]:
@@ -255,18 +263,25 @@ def skipped_searches(sweep, reason: str) -> list[SloSearch]:
                       stopped="not run", workload=sweep.workload) for v in sweep.variants]
 
 
-def run_searches(sweep, out_dir: Path, hints: dict[str, float]) -> list[SloSearch]:
+def run_searches(sweep, out_dir: Path, hints: dict[str, tuple[float, float]],
+                 deadline: float | None = None) -> list[SloSearch]:
     """One search per service configuration of `sweep` (a SweepConfig with `slo_search` set), each against
-    its own freshly started service; a service that does not start is a failed search with its reason."""
+    its own freshly started service; a service that does not start is a failed search with its reason. With a
+    `deadline` (time.monotonic), each search, its service's start included, gets an equal share of what is left
+    when it begins (time one search does not use goes to the next)."""
     from loadtests.service_proc import ServiceProcess
 
     out = []
-    for variant in sweep.variants:
-        cfg = sweep.slo_search
-        cfg = cfg if cfg.start_rps else replace(cfg, start_rps=hints.get(variant.label))
+    for i, variant in enumerate(sweep.variants):
+        began, cfg = time.monotonic(), sweep.slo_search
+        start, ceiling = hints.get(variant.label, (None, None))
+        cfg = cfg if cfg.start_rps else replace(cfg, start_rps=start, ceiling_rps=cfg.ceiling_rps or ceiling)
+        left = len(sweep.variants) - i
+        share = cfg.time_cap_s if deadline is None else min(cfg.time_cap_s, (deadline - began) / left)
         service = ServiceProcess(sweep.model, variant)
         try:
             url = service.wait_ready()
+            cfg = replace(cfg, time_cap_s=max(1.0, share - (time.monotonic() - began)))
             out.append(search_service(url, variant.setup(), cfg, out_dir, sweep.workload, sweep.seed))
         except (BenchError, OSError) as exc:
             out.append(SloSearch(variant.setup(), cfg.slo_ms, cfg.percentile, cfg.confidence, status="failed",

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from bench.errors import ConfigError
 from bench.records import ServiceSetup
 from bench.results import load_run
 from bench.search_records import SearchProbe
@@ -76,6 +77,23 @@ def test_bracket_then_bisect_finds_a_known_threshold_and_records_the_path():
     assert found.first_failing_rps / found.rate_rps <= 1.05 and found.stopped == "converged"
     assert [p.offered_rps for p in found.probes[:4]] == [5.0, 10.0, 20.0, 40.0]
     assert found.qps_ci == (found.qps * 0.97, found.first_failing_rps) and found.requests == 400
+
+
+def test_the_bracket_steps_up_to_the_saturated_rate_before_past_it():
+    """With the closed-loop saturation QPS as ceiling, the first failing probe lands there, not at 2× deep in
+    overload; a ceiling that passes (the closed loop did not saturate) does not stop the search."""
+    def probe_below(limit: float):
+        return lambda rate: SearchProbe(rate, rate <= limit, "x", requests=400, achieved_rps=rate,
+                                        achieved_ci=(rate * 0.97, rate * 1.03))
+
+    clock = iter(range(0, 10_000)).__next__
+    capped = search(probe_below(25.0), SearchConfig(start_rps=18.0, ceiling_rps=30.0), SETUP, clock=clock)
+    assert [p.offered_rps for p in capped.probes[:2]] == [18.0, 30.0]
+    assert capped.rate_rps <= 25.0 < capped.first_failing_rps <= 30.0 and capped.stopped == "converged"
+    past = search(probe_below(50.0), SearchConfig(start_rps=18.0, ceiling_rps=30.0), SETUP, clock=clock)
+    assert [p.offered_rps for p in past.probes[:3]] == [18.0, 30.0, 60.0] and past.rate_rps <= 50.0
+    with pytest.raises(ConfigError):
+        SearchConfig(ceiling_rps=0.0)
 
 
 def test_the_search_stops_at_its_time_cap_and_says_so():
