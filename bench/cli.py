@@ -229,7 +229,7 @@ def all_args(p: argparse.ArgumentParser) -> None:
     add_sweep_args(p, users=(1, 8), duration=5.0, open_rates=(), search=(True, 180.0))
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep (and the tune)")
     p.add_argument("--no-tune", action="store_true", help="skip the short serving-config search (bench tune)")
-    p.add_argument("--budget-s", type=float, default=560.0,
+    p.add_argument("--budget-s", type=float, default=570.0,
                    help="wall-clock budget of the whole run (make bench: under 10 min); the QPS-at-SLO searches get "
                         "what the other stages leave, and are recorded as not run when that is too little "
                         "(0 = no budget)")

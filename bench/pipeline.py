@@ -144,30 +144,28 @@ def measure(cfg: RunConfig, ctx: RunContext) -> RunContext:
     return holder[0]
 
 
-MIN_SEARCH_S = 60.0  # below this a search cannot finish one probe at the low rates of a slow host
-
-
 def sweep(sweep_cfg, ctx: RunContext, deadline: float | None = None) -> RunContext:
     """The load-test sweep (loadtests.sweep), its levels merged into the run; then, when `sweep_cfg.slo_search`
     is set, each configuration's QPS at the SLO (loadtests.slo_search), saved after the levels. With a
-    `deadline` (time.monotonic), the searches share what is left of it; too little, and they are recorded as not
-    run, with the reason and the command that runs them."""
+    `deadline` (time.monotonic), the searches share what is left of it; too little for a bracket (two probes at
+    each one's start rate), and they are recorded as not run, with the reason and the command that runs them."""
     from loadtests.sweep import run_sweep
 
     levels = run_sweep(sweep_cfg, ctx.run_dir / "loadtests")
     ctx = ctx.save(ctx.result.with_levels(tuple(levels)))
     if sweep_cfg.slo_search is None:
         return ctx
-    from loadtests.slo_search import run_searches, skipped_searches, start_hints
+    from loadtests.slo_search import bracket_seconds, run_searches, skipped_searches, start_hints
 
-    cap = sweep_cfg.slo_search.time_cap_s
+    hints = start_hints(levels)
+    cap, need = sweep_cfg.slo_search.time_cap_s, bracket_seconds(sweep_cfg, hints)
     if deadline is not None:
         cap = min(cap, (deadline - time.monotonic()) / len(sweep_cfg.variants))
-    if cap < MIN_SEARCH_S:
+    if cap < need:
         why = (f"not run: the run's time budget left {max(cap, 0):.0f} s per configuration (a search needs "
-               f"≥ {MIN_SEARCH_S:.0f} s); run `python -m bench sweep --run {ctx.run_dir.name} --slo-search`")
+               f"≥ {need:.0f} s here); run `python -m bench sweep --run {ctx.run_dir.name} --slo-search`")
         return ctx.save(ctx.result.with_searches(tuple(skipped_searches(sweep_cfg, why))))
-    searches = run_searches(sweep_cfg, ctx.run_dir / "loadtests" / "search", start_hints(levels), deadline)
+    searches = run_searches(sweep_cfg, ctx.run_dir / "loadtests" / "search", hints, deadline)
     return ctx.save(ctx.result.with_searches(tuple(searches)))
 
 

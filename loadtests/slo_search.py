@@ -256,6 +256,18 @@ def start_hints(levels) -> dict[str, tuple[float, float]]:
     return {label: (0.6 * qps, qps) for label, qps in best.items()}
 
 
+SERVICE_START_S = 5.0  # a service process's start and warm-up, inside a search's share of a run budget
+
+
+def bracket_seconds(sweep, hints: dict[str, tuple[float, float]]) -> float:
+    """The least time worth giving each search: two probes at its start rate (a pass and a fail bracket the
+    capacity) and its service's start. ~40 s at the ~30 req/s of a fast 2-core host; ~115 s at the ~3 req/s of a
+    slow one, whose probes stretch their windows to count enough requests."""
+    cfg = sweep.slo_search
+    starts = [cfg.start_rps or hints.get(v.label, (2.0, None))[0] for v in sweep.variants]
+    return SERVICE_START_S + 2 * max(cfg.probe_seconds(r) for r in starts)
+
+
 def skipped_searches(sweep, reason: str) -> list[SloSearch]:
     """A record per configuration of a search that did not run, with the reason (status failed: no figure)."""
     cfg = sweep.slo_search

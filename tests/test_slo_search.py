@@ -185,3 +185,16 @@ def test_searches_the_budget_cannot_hold_are_recorded_as_not_run(bench_home, tin
     assert search.status == "failed" and search.stopped == "not run" and search.qps is None
     assert "time budget" in search.reason and "--slo-search" in search.reason
     assert [lv.status for lv in load_run(ctx.run_dir).loadtests] == ["ok"]
+
+
+def test_a_search_is_given_time_for_two_probes_at_its_start_rate():
+    """The run budget's floor for a search: a bracket (a pass and a fail) at the configuration's start rate, so a
+    fast host's short windows fit in ~40 s and a slow host's stretched ones are not cut to nothing."""
+    from loadtests.slo_search import SERVICE_START_S, bracket_seconds
+    from loadtests.sweep import SweepConfig
+
+    variant = ServiceVariant.of("v", backend="fake-fp32-cpu")
+    sweep = SweepConfig(variants=(variant,), slo_search=SearchConfig())
+    fast, slow = bracket_seconds(sweep, {"v": (30.0, 50.0)}), bracket_seconds(sweep, {"v": (2.7, 4.5)})
+    assert fast == SERVICE_START_S + 2 * sweep.slo_search.probe_seconds(30.0) < 45
+    assert slow > 100 and bracket_seconds(sweep, {}) == SERVICE_START_S + 2 * sweep.slo_search.probe_seconds(2.0)
