@@ -349,8 +349,8 @@ def test_gpu_energy_falls_back_to_sampled_board_power_labelled():
 
     with NvmlGpu(0, FakeNvml([FakeGpuState(energy_supported=False, power_mw=250_000)])) as gpu:
         meter = EnergyMeter(gpu=gpu, gpu_cell=True, power_period_s=0.01)
-        meter.start()
-        t0 = time.monotonic()
+        t0 = time.monotonic()  # before start(): its first sample precedes the sampler thread's start, which can
+        meter.start()  # take 10+ ms on a loaded 2-core host (seen: 29.4 J over a window timed as 0.103 s)
         time.sleep(0.1)
         result = meter.stop(cpu_seconds=0.0)
         elapsed = time.monotonic() - t0
