@@ -56,9 +56,16 @@ class RunResult:
         return replace(self, cells=kept + (cell,))
 
     def with_levels(self, levels: tuple[LoadLevel, ...]) -> "RunResult":
-        """A new run with these load-test levels added; earlier levels of the same configurations are replaced."""
-        labels = {lv.config.label for lv in levels}
-        return replace(self, loadtests=tuple(lv for lv in self.loadtests if lv.config.label not in labels) + levels)
+        """A new run with these load-test levels added. An earlier level is replaced where a new one measures the
+        same configuration at the same load point (a sweep of one level keeps that configuration's others); all
+        of a label's earlier levels are, when the new ones ran it with other settings."""
+        points = {load_point(lv) for lv in levels}
+        setups = {lv.config.label: lv.config for lv in levels}
+
+        def replaced(lv: LoadLevel) -> bool:
+            return load_point(lv) in points or lv.config.label in setups and lv.config != setups[lv.config.label]
+
+        return replace(self, loadtests=tuple(lv for lv in self.loadtests if not replaced(lv)) + levels)
 
     def with_tune(self, tune: TuneRecord) -> "RunResult":
         return replace(self, tune=tune)
@@ -71,6 +78,11 @@ class RunResult:
 
     def cell(self, key: str) -> CellResult | None:
         return next((c for c in self.cells if c.spec.key == key), None)
+
+
+def load_point(level: LoadLevel) -> tuple:
+    """Which configuration under which load: its label, closed or open loop, users or offered rate."""
+    return level.config.label, level.mode, level.users, level.offered_rps
 
 
 def cell_to_dict(cell: CellResult) -> dict:

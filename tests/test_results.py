@@ -131,3 +131,16 @@ def test_atomic_write_never_leaves_half_a_file(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write_text(target, "new content")
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["results.json"]
+
+
+def test_adding_one_load_point_keeps_the_configurations_other_levels():
+    """`bench sweep --run R --users 1 --slo-search` re-measures one level: the configuration's others stay; a label
+    run again with other settings drops its old levels (they describe another configuration)."""
+    run = sample_run()  # int8 batching at 4 users
+    one_user = LoadLevel(ServiceSetup("int8 batching"), users=1, requests=100, qps=10.0)
+    both = run.with_levels((one_user,))
+    assert sorted(lv.users for lv in both.loadtests) == [1, 4]
+    again = both.with_levels((LoadLevel(ServiceSetup("int8 batching"), users=4, requests=50, qps=21.0),))
+    assert sorted((lv.users, lv.qps) for lv in again.loadtests) == [(1, 10.0), (4, 21.0)]
+    other = again.with_levels((LoadLevel(ServiceSetup("int8 batching", max_batch=16), users=1, qps=12.0),))
+    assert [(lv.users, lv.config.max_batch) for lv in other.loadtests] == [(1, 16)]
