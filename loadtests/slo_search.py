@@ -36,6 +36,7 @@ UNSTABLE = "unstable: the last 3 windows differ by more than 10 % in keep-up or 
 MIN_COUNTED = 300  # requests a probe aims to count: enough for the bound to allow a few over the SLO
 MAX_WINDOW_S = 10.0
 LOCUST_START_S = 4.0  # a Locust run's own start and stop, for the time cap's estimate
+DEFAULT_START_RPS = 2.0  # where no closed-loop level hints at the capacity
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class SearchConfig:
     windows: int = 5  # per probe, the first of them warm-up
     stability: float = 0.10
     rate_tolerance: float = 0.05
-    start_rps: float | None = None  # None: from the closed-loop levels where known, else 2 req/s
+    start_rps: float | None = None  # None: from the closed-loop levels where known, else DEFAULT_START_RPS
     # The configuration's saturated closed-loop QPS where known: the bracket steps up to it before past it (an
     # open-loop rate at saturation cannot keep a P95, so the first failing probe lands there, not at 2× the start
     # rate deep in overload, whose backlog the next probe inherits)
@@ -186,7 +187,7 @@ def search(probe: Callable[[float], SearchProbe], cfg: SearchConfig, setup: Serv
     probe cap."""
     start, path = clock(), []
     low = high = None
-    rate = cfg.start_rps or 2.0
+    rate = cfg.start_rps or DEFAULT_START_RPS
 
     def room(next_rate: float) -> bool:
         return clock() - start + cfg.probe_seconds(next_rate) <= cfg.time_cap_s and len(path) < cfg.max_probes
@@ -264,7 +265,7 @@ def bracket_seconds(sweep, hints: dict[str, tuple[float, float]]) -> float:
     capacity) and its service's start. ~40 s at the ~30 req/s of a fast 2-core host; ~115 s at the ~3 req/s of a
     slow one, whose probes stretch their windows to count enough requests."""
     cfg = sweep.slo_search
-    starts = [cfg.start_rps or hints.get(v.label, (2.0, None))[0] for v in sweep.variants]
+    starts = [cfg.start_rps or hints.get(v.label, (DEFAULT_START_RPS, None))[0] for v in sweep.variants]
     return SERVICE_START_S + 2 * max(cfg.probe_seconds(r) for r in starts)
 
 

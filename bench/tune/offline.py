@@ -66,12 +66,17 @@ def drive(member, calls: list[dict], offset: int, start: float, end: float, out:
     """One replica's closed loop from `start` until `end`, its next call always waiting in its pipe as the
     service's batcher keeps it (a replica's link depth): (began, finished, items) per call, in seconds from
     `start`, a call beginning when the one before it finished (the last may finish after `end`)."""
+    sent: deque = deque()  # items of each call sent and not yet answered, oldest first
+
+    def send(i: int) -> None:
+        call = calls[i % len(calls)]
+        member.send(call)
+        sent.append(len(call["input_ids"]))
+
     time.sleep(max(0.0, start - time.perf_counter()))
-    sent = deque()
     began = time.perf_counter()
     for i in range(offset, offset + member.depth):
-        member.send(calls[i % len(calls)])
-        sent.append(len(calls[i % len(calls)]["input_ids"]))
+        send(i)
     i = offset + member.depth
     while sent:
         member.receive()
@@ -79,8 +84,7 @@ def drive(member, calls: list[dict], offset: int, start: float, end: float, out:
         out.append((began - start, finished - start, sent.popleft()))
         began = finished
         if finished < end:
-            member.send(calls[i % len(calls)])
-            sent.append(len(calls[i % len(calls)]["input_ids"]))
+            send(i)
             i += 1
 
 
