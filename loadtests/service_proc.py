@@ -40,6 +40,7 @@ class ServiceVariant:
         out += ["--threads", str(c.threads)] if c.threads else []
         out += ["--replicas", str(c.replicas)] if c.replicas != 1 else []
         out += ["--model-process"] if c.model_process else []
+        out += ["--max-queue", str(c.max_queue)] if c.max_queue != ServiceConfig.max_queue else []
         out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
         return out + (["--max-padding", str(c.max_padding)] if c.max_padding is not None else [])
 

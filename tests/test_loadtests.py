@@ -43,6 +43,12 @@ def service(tiny_onnx):
     proc.stop()
 
 
+def test_a_variant_passes_its_queue_bound_to_the_service_only_when_it_is_not_the_default():
+    assert "--max-queue" not in ServiceVariant.of("default").flags()
+    deep = ServiceVariant.of("deep", max_queue=64).flags()
+    assert deep[deep.index("--max-queue") + 1] == "64"
+
+
 def test_locust_headless_smoke_run(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", users=(2,), duration_s=3, ramp_s=1)
     result = run_locust(service, 2, cfg, tmp_path, "smoke")

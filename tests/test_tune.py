@@ -12,7 +12,7 @@ from bench.results import load_run
 from bench.search_records import TuneCandidate, TuneRecord
 from bench.tokenize import load_tokenizer, model_dir_str
 from bench.tune.offline import candidates, gpu_candidates, model_calls
-from bench.tune.search import DEFAULT_LABEL, TuneConfig, command_line, pareto, recommend, tuned_variant
+from bench.tune.search import DEFAULT_LABEL, TuneConfig, command_line, pareto, recommend, tuned_variant, verify_users
 from reports.render import render_html
 
 
@@ -72,6 +72,14 @@ def test_command_line_starts_the_service_that_way():
     assert line.endswith("--replicas 2 --threads 1 --max-batch 1 --no-batching")
 
 
+def test_services_are_verified_at_users_that_keep_every_replica_of_each_busy():
+    assert verify_users(TuneConfig(users=4), []) == 8  # the default service: one in-process call of 8 texts
+    two_processes = TuneCandidate(2, 1, 8)  # each replica process: its call and the next in its pipe
+    assert verify_users(TuneConfig(users=4), [two_processes, TuneCandidate(1, 2, 8)]) == 32
+    assert verify_users(TuneConfig(users=4), [TuneCandidate(4, 1, 1)]) == 8
+    assert verify_users(TuneConfig(users=48), [two_processes]) == 48
+
+
 def test_bad_settings_fail_before_any_work():
     with pytest.raises(ConfigError):
         TuneConfig(batches=(0,))
@@ -95,6 +103,7 @@ def test_a_short_tune_runs_end_to_end_and_reaches_the_results_and_report(bench_h
     assert len(verified) == 1 and verified[0].label == max(
         (c for c in t.candidates if not c.oversubscribed), key=lambda c: c.items_per_s).label
     assert t.recommended in (verified[0].label, t.default_label) and t.default_qps > 0 and t.command
+    assert t.users == verify_users(TuneConfig(users=4), verified) >= 8  # what the services ran at, recorded
     assert {lv.config.label for lv in run.loadtests} == {verified[0].service_label, t.default_label}
     assert f"start it:    {t.command}" in out.stdout
     html = render_html(run)

@@ -51,7 +51,7 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     engine = best_offline(record)
     tuned = next((c for c in record.candidates if c.label == record.recommended), None)
     before = remeasure(cfg, engine, record.cores)
-    levels = verify(cfg, [tuned] if tuned else [], out_dir / "fresh")
+    levels, _ = verify(cfg, [tuned] if tuned else [], out_dir / "fresh")
     after = remeasure(cfg, engine, record.cores)
     if before.status != "ok" or after.status != "ok":
         raise RuntimeError(f"the offline re-measure failed: {before.reason or after.reason}")

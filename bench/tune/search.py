@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bench.errors import ConfigError
+from bench.service.config import ServiceConfig
 from bench.search_records import TuneCandidate, TuneRecord
 from bench.tune.offline import Candidate, candidates, gpu_candidates, measure, model_calls
 
@@ -29,7 +30,7 @@ class TuneConfig:
     batches: tuple[int, ...] = (1, 8)
     seconds: float = 4.0  # offline, per candidate (1 s windows: a CI from 4 of them)
     top: int = 1  # candidates verified as a service
-    users: int = 16  # closed-loop users of the service runs: ≥ 2 × the most texts all replicas hold at once
+    users: int = 16  # closed-loop users of the service runs, at least; raised to what saturates each (verify_users)
     duration_s: float = 8.0  # per service window; repeats: windows per service, interleaved A B B A
     repeats: int = 2
     time_cap_s: float = 600.0  # offline candidates still untried when it is reached are left out, recorded
@@ -58,7 +59,6 @@ def command_line(backend: str, c: TuneCandidate) -> str:
 def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
     """What the offline search measures: the backend config, the grid, and each max batch's model calls."""
     from bench.corpus import length_workload
-    from bench.service.config import ServiceConfig
     from bench.service.runtime import backend_config
     from bench.tokenize import load_tokenizer, model_dir_str
 
@@ -106,17 +106,39 @@ def to_verify(offline: list[TuneCandidate], top: int) -> list[TuneCandidate]:
     return sorted(ok, key=lambda c: -(c.items_per_s or 0))[:top]
 
 
-def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> dict:
-    """The chosen candidates and the default service as real services at saturation; label → LoadLevel."""
+def held_texts(replicas: int, max_batch: int) -> int:
+    """The most texts a service's replicas hold at once: each its current call and, when it runs in its own
+    process, the next one already in its pipe (the batcher's link depth: 2 for a replica process, 1 in-process;
+    one replica runs in the front's process unless told)."""
+    from bench.service.replicas import ReplicaBackend
+
+    return replicas * (ReplicaBackend.depth if replicas > 1 else 1) * max_batch
+
+
+def verify_users(cfg: TuneConfig, chosen: list[TuneCandidate]) -> int:
+    """Closed-loop users that saturate every service verified: at least the texts its replicas hold at once, or
+    a replica waits between calls for answers to travel back and new texts to come (2×1t b8 holds 32 texts:
+    at 16 users it served 48.5 req/s, at 24 52.6, at 32 54.2 — the engine's 54.9 offline)."""
+    return max([cfg.users, held_texts(1, 8)] + [held_texts(c.replicas, c.max_batch) for c in chosen])
+
+
+def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> tuple[dict, int]:
+    """The chosen candidates and the default service as real services at saturation, all at the same users;
+    (label → LoadLevel, those users). Each service's queue holds every user's text, so the one that holds the
+    fewest texts itself answers none with 503 (a refused user asks again at once: a storm of fast 503s that
+    costs the front its CPU — 1×2t b8 at 40 users, 32 queued: 15,790 of 16,118 requests refused)."""
     from loadtests.service_proc import ServiceVariant
     from loadtests.sweep import SweepConfig, run_sweep
 
+    users = verify_users(cfg, chosen)
+    queue = max(ServiceConfig().max_queue, users)
     variants = [ServiceVariant.of(f"tuned {c.label}", backend=cfg.backend, replicas=c.replicas, threads=c.threads,
-                                  max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0) for c in chosen]
-    variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=cfg.backend, cache_size=0))
-    sweep = SweepConfig(model=cfg.model, variants=tuple(variants), users=(cfg.users,), open_rates=(),
+                                  max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0, max_queue=queue)
+                for c in chosen]
+    variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=cfg.backend, cache_size=0, max_queue=queue))
+    sweep = SweepConfig(model=cfg.model, variants=tuple(variants), users=(users,), open_rates=(),
                         duration_s=cfg.duration_s, repeats=cfg.repeats, ramp_s=1.0)
-    return {lv.config.label: lv for lv in run_sweep(sweep, out_dir)}
+    return {lv.config.label: lv for lv in run_sweep(sweep, out_dir)}, users
 
 
 def with_service(c: TuneCandidate, levels: dict) -> TuneCandidate:
@@ -166,13 +188,13 @@ def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[
 
     started, cores = time.monotonic(), cores or len(available_cores())
     offline, stopped = run_offline(cfg, cores)
-    levels = verify(cfg, to_verify(offline, cfg.top), out_dir)
+    levels, users = verify(cfg, to_verify(offline, cfg.top), out_dir)
     final = [with_service(c, levels) for c in offline]
     default = levels.get(DEFAULT_LABEL)
     best, command, tied = recommend([c for c in final if c.service_qps is not None], default, cfg.backend)
     record = TuneRecord(cfg.backend, cores, tuple(final), DEFAULT_LABEL if default else None,
                         default.qps if default else None, tuple(default.qps_ci) if default else (),
-                        best, command, pareto(final), tied, cfg.users, round(time.monotonic() - started, 1), stopped)
+                        best, command, pareto(final), tied, users, round(time.monotonic() - started, 1), stopped)
     return record, list(levels.values())
 
 
