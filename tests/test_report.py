@@ -183,6 +183,25 @@ def test_decision_follows_the_slo_and_the_prices():
     assert pick.endswith(f"(by point estimate only: {NO_CI}).")
 
 
+def test_configurations_the_tune_ran_only_at_saturation_are_not_judged_against_the_slo():
+    from bench.search_records import TuneCandidate, TuneRecord
+
+    run = load_run(LOADTEST_FILE)
+    level = next(lt for lt in run.loadtests if lt.config.label == "int8 batching" and lt.users == 4)
+
+    def at(name: str, users: int):
+        return replace(level, config=replace(level.config, label=name), users=users)
+
+    tuned = TuneCandidate(2, 1, 8, service_label="tuned 2×1t b8")
+    record = TuneRecord("ort-int8-cpu", 2, (tuned,), default_label="default service", users=32)
+    run = replace(run, tune=record, loadtests=run.loadtests + (at("default service", 32), at("tuned 2×1t b8", 32),
+                                                               at("tuned 2×1t b8", 4)))
+    rows = tables_of(render_context(build_context(run, ReportOptions()), "report.html.j2"))["decision"]
+    assert row_of(rows, "default service")[3] == "not measured: bench tune ran it only at saturation (32 users, " \
+                                                 "section 3.3), not at the SLO"
+    assert row_of(rows, "tuned 2×1t b8")[3] == f"{fmt.num(level.qps)} (no CI)"  # with a grid point it is judged
+
+
 def test_recommendation_falls_back_to_engine_cells_and_names_what_was_not_measured():
     sentences = build_context(load_run(RUN_FILE), ReportOptions())["decision"]["recommendation"]
     assert sentences[0].startswith("Cheapest configuration meeting P95 ≤ 300 ms: ort-int8-cpu · batch 1")

@@ -67,12 +67,12 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/api/sentiment", response_model=schemas.SentimentResult, responses=schemas.ERROR_RESPONSES,
               openapi_extra=schemas.request_body(schemas.SentimentRequest))
-    async def sentiment(request: Request) -> dict:
+    async def sentiment(request: Request) -> JSONResponse:
         """Classify one text."""
         payload = await read_json_object(request, config.max_body_bytes, config.request_timeout_s)
         text = require_text(payload, config.max_text_chars)
         [answer] = await service.analyse([text], request_timing(request))
-        return answer
+        return JSONResponse(answer)  # built here: FastAPI's response_model pass costs ~0.2 ms of a ~1.6 ms request
 
     @app.post("/api/sentiment/batch", response_model=schemas.BatchResult, responses=schemas.ERROR_RESPONSES,
               openapi_extra=schemas.request_body(schemas.BatchRequest))

