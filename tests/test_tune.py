@@ -132,17 +132,18 @@ def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
     assert tuned_variant(TuneRecord("ort-int8-cpu", 2, (two,), recommended=DEFAULT_LABEL), DEFAULT_VARIANTS) is None
 
 
-def test_remeasure_times_the_same_configuration_again_and_the_check_averages_before_and_after(tiny_onnx):
-    """check tune judges on figures that did not choose the configuration: one re-measure before and one after
-    the services (A B A), averaged with their intervals combined."""
-    from bench.checks.tune import mean_of
-    from bench.tune.search import remeasure
+def test_the_check_measures_in_rounds_each_service_window_between_two_offline_ones(tiny_onnx, tmp_path):
+    """check tune judges on figures that did not choose the configuration, every process started once: offline,
+    the services (order alternating), offline, … so a host that drifts in speed lands on both sides alike."""
+    from bench.checks.tune import fresh_figures, rate_of
 
-    found = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(1e9, 1e9))
-    again = remeasure(TuneConfig(model="twin:tiny", seconds=2.0), found, cores=2)
-    assert again.status == "ok", again.reason
-    assert (again.replicas, again.threads, again.max_batch) == (2, 1, 8) and 0 < again.items_per_s < 1e9
-    a = TuneCandidate(1, 2, 8, items_per_s=10.0, items_ci=(9.0, 11.0))
-    b = TuneCandidate(1, 2, 8, items_per_s=12.0, items_ci=(11.0, 13.0))
-    rate, (low, high) = mean_of(a, b)
-    assert rate == 11.0 and (low, high) == pytest.approx((11.0 - 2 ** 0.5 / 2, 11.0 + 2 ** 0.5 / 2))
+    best = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(1e9, 1e9))
+    record = TuneRecord("ort-int8-cpu", 2, (best, TuneCandidate(1, 2, 8, items_per_s=1.0)), recommended=best.label)
+    fresh = fresh_figures(TuneConfig(model="twin:tiny", seconds=2.0, duration_s=3.0, repeats=2), record, tmp_path)
+    assert fresh["engine"] == "2×1t b8" and len(fresh["offline"]) == 3 and all(0 < r < 1e9 for r in fresh["offline"])
+    assert fresh["users"] == 32  # two replica processes × two calls × 8 texts
+    service, default = fresh["service"], fresh["default"]
+    assert service.config.label == "tuned 2×1t b8" and service.config.replicas == 2 and service.qps > 0
+    assert default.config.label == DEFAULT_LABEL and service.repeats == default.repeats == 2 and default.users == 32
+    rate, (low, high) = rate_of([10.0, 12.0, 11.0])
+    assert rate == 11.0 and low < 11.0 < high

@@ -4,24 +4,27 @@ Targets (issue: serving-config search): the tuned service's saturated QPS ≥ 0.
 configuration's throughput (the service loses at most 3 % to HTTP, JSON, tokenising and queueing), and ≥ the
 default service's QPS. All in one run, the services' windows interleaved.
 
-The tune's own figures choose the configurations; the ratios are judged on fresh figures, A B A: the best offline
-configuration again, then the tuned and the default service (interleaved windows), then the offline configuration
-once more. The maximum of five offline figures whose intervals are ±8–14 % is biased up by their noise (the
-winner's curse: 0.919 and 0.945 here before this design), and measuring the engine before and after the services
-cancels a host that drifts in speed between them.
+The tune's own figures choose the configurations; the ratios are judged on fresh figures (the maximum of five
+offline figures whose intervals are ±8–14 % is biased up by their noise: the winner's curse, 0.919 and 0.945 here
+before this design). Those come in rounds, every process started once and idle while another measures: the best
+offline configuration, then each service for one window (their order alternating), and so on, offline last, so
+each service window sits between two offline ones. One offline figure before and one after every service window
+(A B A once) read 56.8 and 51.6 items/s around the services on this host: a drift of 10 % within four minutes
+that a ratio of the services' mean to those two could not cancel.
 """
 
 from __future__ import annotations
 
-import math
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
+
 
 from bench import paths
 from bench.checks.common import prepare_model, save, verdict
+from bench.measure.stats import window_rate_ci
 from bench.tune.cli import ci, print_tune
-from bench.tune.search import DEFAULT_LABEL, TuneConfig, remeasure, run_tune, verify
+from bench.tune.search import DEFAULT_LABEL, TuneConfig, offline_setup, run_tune, verify_sweep
 
 SERVICE_VS_ENGINE = 0.97
 
@@ -39,26 +42,50 @@ def ratio_bounds(num: tuple, den: tuple) -> str:
     return f"[{num[0] / den[1]:.3f}–{num[1] / den[0]:.3f}]"
 
 
-def mean_of(a, b) -> tuple[float, tuple]:
-    """The mean of two offline figures and its interval (half-widths added in quadrature, halved)."""
-    rate = (a.items_per_s + b.items_per_s) / 2
-    half = math.hypot(*((c.items_ci[1] - c.items_ci[0]) / 2 for c in (a, b))) / 2
-    return rate, (rate - half, rate + half)
+def rate_of(rates: list[float]) -> tuple[float, tuple]:
+    """The mean of the offline figures and its t interval across them."""
+    mean, low, high = window_rate_ci(rates, 1.0)
+    return mean, (low, high)
 
 
 def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
-    """A B A on the configurations the tune chose: offline best, the services, offline best again."""
+    """Rounds on the configurations the tune chose (see the module's docstring): offline, the services, offline,
+    … — `cfg.repeats` windows of each service, one more offline figure than that."""
+    from bench.service.replicas import start_replicas
+    from bench.tune.offline import figures, timed, warm
+    from loadtests.levels import pooled_level
+    from loadtests.sweep import run_window, slug, start_services
+
     engine = best_offline(record)
     tuned = next((c for c in record.candidates if c.label == record.recommended), None)
-    before = remeasure(cfg, engine, record.cores)
-    levels, _ = verify(cfg, [tuned] if tuned else [], out_dir / "fresh")
-    after = remeasure(cfg, engine, record.cores)
-    if before.status != "ok" or after.status != "ok":
-        raise RuntimeError(f"the offline re-measure failed: {before.reason or after.reason}")
-    service = levels.get(f"tuned {tuned.label}" if tuned else DEFAULT_LABEL)
-    default = levels.get(DEFAULT_LABEL)
-    return {"engine": engine.label, "before": before, "after": after, "engine_rate": mean_of(before, after),
-            "service": service, "default": default}
+    sweep = verify_sweep(cfg, [tuned] if tuned else [])
+    users = sweep.users[0]
+    config, _, by_batch = offline_setup(replace(cfg, batches=(engine.max_batch,)), record.cores)
+    calls = by_batch[engine.max_batch]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    running, failed = start_services(sweep)
+    members, _ = start_replicas(config, engine.replicas, engine.threads, call_timeout_s=120.0)
+    offline, windows = [], {label: [] for label in running}
+    try:
+        if failed:
+            raise RuntimeError(f"a service did not start: {failed[0].reason}")
+        seconds = max(cfg.seconds, 6 * warm(members, calls))
+        offline.append(figures(timed(members, calls, seconds), seconds)["items_per_s"])
+        order = tuple(v for v, _, _ in running.values())
+        for r in range(cfg.repeats):
+            for variant in order if r % 2 == 0 else order[::-1]:
+                url, tag = running[variant.label][2], f"fresh_{slug(variant.label)}_rep{r}"
+                windows[variant.label].append(run_window(url, users, None, sweep, out_dir, tag))
+            offline.append(figures(timed(members, calls, seconds), seconds)["items_per_s"])
+    finally:
+        for member in members:
+            member.close()
+        for _, service, _ in running.values():
+            service.stop()
+    levels = {label: pooled_level(running[label][0], sweep, ws) for label, ws in windows.items()}
+    return {"engine": engine.label, "offline": offline, "engine_rate": rate_of(offline),
+            "service": levels.get(f"tuned {tuned.label}" if tuned else DEFAULT_LABEL),
+            "default": levels.get(DEFAULT_LABEL), "users": users}
 
 
 def check_tune(model: str) -> int:
@@ -69,7 +96,7 @@ def check_tune(model: str) -> int:
     if record.recommended is None or best_offline(record) is None or record.default_qps is None:
         print("error: the tune verified no service (see the table above)", file=sys.stderr)
         return 2
-    fresh = fresh_figures(cfg, record, paths.results_dir() / "checks" / "tune")
+    fresh = fresh_figures(cfg, record, paths.results_dir() / "checks" / "tune" / "fresh")
     if not all(lv is not None and lv.status == "ok" for lv in (fresh["service"], fresh["default"])):
         print("error: the fresh service windows failed (see the table above)", file=sys.stderr)
         return 2
@@ -79,16 +106,16 @@ def check_tune(model: str) -> int:
 def judge(fresh: dict, record, block: dict) -> int:
     (rate, rate_ci), service, default = fresh["engine_rate"], fresh["service"], fresh["default"]
     to_engine, to_default = service.qps / rate, service.qps / default.qps
-    print(f"fresh figures, A B A: offline {fresh['engine']} {fresh['before'].items_per_s:.2f} "
-          f"{ci(fresh['before'].items_ci)} before the services, {fresh['after'].items_per_s:.2f} "
-          f"{ci(fresh['after'].items_ci)} after them")
+    print(f"fresh figures in rounds: offline {fresh['engine']} "
+          f"{' | '.join(f'{r:.2f}' for r in fresh['offline'])} items/s, a service window of each between two "
+          f"(closed loop, {fresh['users']} users)")
     print(f"tuned service {record.recommended} QPS {service.qps:.2f} {ci(service.qps_ci)} / offline "
           f"{fresh['engine']} {rate:.2f} {ci(rate_ci)} items/s = {to_engine:.3f} "
           f"{ratio_bounds(tuple(service.qps_ci), rate_ci)}  (target >= {SERVICE_VS_ENGINE})")
     print(f"tuned / default service QPS = {to_default:.3f}  (default {default.qps:.2f} {ci(default.qps_ci)}; "
           f"target >= 1.0)")
     save("tune", block, {"tuned_vs_offline": to_engine, "tuned_vs_default": to_default,
-                         "offline_before": fresh["before"].items_per_s, "offline_after": fresh["after"].items_per_s,
+                         "offline_rounds": fresh["offline"], "users": fresh["users"],
                          "tuned_qps": service.qps, "default_qps": default.qps}, tune=asdict(record))
     misses = [f"tuned service / best offline {to_engine:.3f} < {SERVICE_VS_ENGINE}"] * (to_engine < SERVICE_VS_ENGINE)
     misses += [f"tuned / default service {to_default:.3f} < 1.0"] * (to_default < 1.0)

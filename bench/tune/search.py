@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.service.config import ServiceConfig
 from bench.search_records import TuneCandidate, TuneRecord
-from bench.tune.offline import Candidate, candidates, gpu_candidates, measure, model_calls
+from bench.tune.offline import candidates, gpu_candidates, measure, model_calls
 
 DEFAULT_LABEL = "default service (1 process, runtime threads, b8)"
 
@@ -85,14 +85,6 @@ def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     return out, "done"
 
 
-def remeasure(cfg: TuneConfig, found: TuneCandidate, cores: int) -> TuneCandidate:
-    """One candidate offline again, on the same calls: a figure that did not choose it (the best of several noisy
-    figures is biased up by their noise)."""
-    config, _, calls = offline_setup(replace(cfg, batches=(found.max_batch,)), cores)
-    return try_candidate(Candidate(found.replicas, found.threads, found.max_batch), config, calls[found.max_batch],
-                         cfg.seconds)
-
-
 def try_candidate(cand: Candidate, config, calls: list[dict], seconds: float) -> TuneCandidate:
     try:
         return measure(cand, config, calls, seconds)
@@ -127,8 +119,16 @@ def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> tuple
     (label → LoadLevel, those users). Each service's queue holds every user's text, so the one that holds the
     fewest texts itself answers none with 503 (a refused user asks again at once: a storm of fast 503s that
     costs the front its CPU — 1×2t b8 at 40 users, 32 queued: 15,790 of 16,118 requests refused)."""
+    from loadtests.sweep import run_sweep
+
+    sweep = verify_sweep(cfg, chosen)
+    return {lv.config.label: lv for lv in run_sweep(sweep, out_dir)}, sweep.users[0]
+
+
+def verify_sweep(cfg: TuneConfig, chosen: list[TuneCandidate]):
+    """The closed-loop sweep that verifies `chosen` beside the default service (see verify)."""
     from loadtests.service_proc import ServiceVariant
-    from loadtests.sweep import SweepConfig, run_sweep
+    from loadtests.sweep import SweepConfig
 
     users = verify_users(cfg, chosen)
     queue = max(ServiceConfig().max_queue, users)
@@ -136,9 +136,8 @@ def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> tuple
                                   max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0, max_queue=queue)
                 for c in chosen]
     variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=cfg.backend, cache_size=0, max_queue=queue))
-    sweep = SweepConfig(model=cfg.model, variants=tuple(variants), users=(users,), open_rates=(),
-                        duration_s=cfg.duration_s, repeats=cfg.repeats, ramp_s=1.0)
-    return {lv.config.label: lv for lv in run_sweep(sweep, out_dir)}, users
+    return SweepConfig(model=cfg.model, variants=tuple(variants), users=(users,), open_rates=(),
+                       duration_s=cfg.duration_s, repeats=cfg.repeats, ramp_s=1.0)
 
 
 def with_service(c: TuneCandidate, levels: dict) -> TuneCandidate:
