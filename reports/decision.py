@@ -109,8 +109,8 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
         return replace(row, reason=f"failed: {failed}", measured=False)
     search = searched_for(run, name, slo)
     if search is None and saturation_only(run, name):
-        return replace(row, measured=False, reason=f"bench tune ran it only at saturation ({run.tune.users} users, "
-                                                   "section 3.3), not at the SLO")
+        return replace(row, measured=False, reason=f"measured only at saturation by bench tune "
+                                                   f"({run.tune.users} users, section 3.3), not at the SLO")
     if search is not None and search.status != "failed":
         return searched_candidate(row, search)
     points = [lt for lt in run.loadtests if label_of(lt) == name and measured(lt) and lt.p95_ms is not None]

@@ -197,8 +197,8 @@ def test_configurations_the_tune_ran_only_at_saturation_are_not_judged_against_t
     run = replace(run, tune=record, loadtests=run.loadtests + (at("default service", 32), at("tuned 2×1t b8", 32),
                                                                at("tuned 2×1t b8", 4)))
     rows = tables_of(render_context(build_context(run, ReportOptions()), "report.html.j2"))["decision"]
-    assert row_of(rows, "default service")[3] == "not measured: bench tune ran it only at saturation (32 users, " \
-                                                 "section 3.3), not at the SLO"
+    assert row_of(rows, "default service")[3] == "not measured: measured only at saturation by bench tune " \
+                                                 "(32 users, section 3.3), not at the SLO"
     assert row_of(rows, "tuned 2×1t b8")[3] == f"{fmt.num(level.qps)} (no CI)"  # with a grid point it is judged
 
 
