@@ -4,6 +4,7 @@ tiny twin through the CLI (offline replicas + real services + results.json + rep
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -78,6 +79,22 @@ def test_services_are_verified_at_users_that_keep_every_replica_of_each_busy():
     assert verify_users(TuneConfig(users=4), [two_processes, TuneCandidate(1, 2, 8)]) == 32
     assert verify_users(TuneConfig(users=4), [TuneCandidate(4, 1, 1)]) == 8
     assert verify_users(TuneConfig(users=48), [two_processes]) == 48
+
+
+def test_offline_ties_with_the_best_are_verified_too_up_to_the_limit():
+    from bench.tune.search import to_verify
+
+    def offline(r, b, rate, half):
+        return TuneCandidate(r, 2 // r, b, items_per_s=rate, items_ci=(rate - half, rate + half))
+
+    best, close, closer, far = offline(2, 1, 51.3, 3.0), offline(1, 1, 48.8, 1.6), offline(2, 8, 49.2, 1.8), \
+        offline(1, 8, 40.0, 1.0)
+    found = [close, far, best, closer, replace(offline(2, 8, 99.0, 1.0), oversubscribed=True)]
+    assert [c.label for c in to_verify(found, 1)] == [best.label]
+    assert [c.label for c in to_verify(found, 1, ties=1)] == [best.label, closer.label]
+    assert [c.label for c in to_verify(found, 1, ties=5)] == [best.label, closer.label, close.label]
+    with pytest.raises(ConfigError):
+        TuneConfig(ties=-1)
 
 
 def test_bad_settings_fail_before_any_work():

@@ -90,7 +90,7 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
 
 def check_tune(model: str) -> int:
     _, _, block = prepare_model(model)
-    cfg = TuneConfig(model=model, seconds=10.0, top=2, duration_s=10.0, repeats=3)
+    cfg = TuneConfig(model=model, seconds=10.0, top=2, ties=2, duration_s=10.0, repeats=3)
     record, _ = run_tune(cfg, paths.results_dir() / "checks" / "tune")
     print_tune(record)
     if record.recommended is None or best_offline(record) is None or record.default_qps is None:

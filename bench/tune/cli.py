@@ -17,6 +17,8 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     p.add_argument("--tune-seconds", type=float, default=3.0 if short else d.seconds,
                    help="offline seconds per configuration (at least 6 of its slowest calls)")
     p.add_argument("--tune-top", type=int, default=d.top, help="best offline configurations verified as a service")
+    p.add_argument("--tune-ties", type=int, default=d.ties,
+                   help="also verify up to this many more whose offline interval overlaps the best's")
     p.add_argument("--tune-users", type=int, default=d.users, help="closed-loop users of the service runs")
     p.add_argument("--tune-duration", type=float, default=5.0 if short else d.duration_s,
                    help="seconds per service window (each verified service gets --tune-repeats windows)")
@@ -27,7 +29,7 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
 
 def tune_config(args: argparse.Namespace) -> TuneConfig:
     return TuneConfig(model=args.model, backend=args.tune_backend, batches=args.tune_batches, seconds=args.tune_seconds,
-                      top=args.tune_top, users=args.tune_users, duration_s=args.tune_duration,
+                      top=args.tune_top, ties=args.tune_ties, users=args.tune_users, duration_s=args.tune_duration,
                       repeats=args.tune_repeats, time_cap_s=args.tune_time_cap, seed=args.seed)
 
 
