@@ -19,7 +19,6 @@ import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
-
 from bench import paths
 from bench.checks.common import prepare_model, save, verdict
 from bench.measure.stats import window_rate_ci
@@ -52,7 +51,7 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     """Rounds on the configurations the tune chose (see the module's docstring): offline, the services, offline,
     … — `cfg.repeats` windows of each service, one more offline figure than that."""
     from bench.service.replicas import start_replicas
-    from bench.tune.offline import figures, timed, warm
+    from bench.tune.offline import run_for, warmed
     from loadtests.levels import pooled_level
     from loadtests.sweep import run_window, slug, start_services
 
@@ -69,14 +68,14 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     try:
         if failed:
             raise RuntimeError(f"a service did not start: {failed[0].reason}")
-        seconds = max(cfg.seconds, 6 * warm(members, calls))
-        offline.append(figures(timed(members, calls, seconds), seconds)["items_per_s"])
+        seconds = warmed(members, calls, cfg.seconds)
+        offline.append(run_for(members, calls, seconds)["items_per_s"])
         order = tuple(v for v, _, _ in running.values())
         for r in range(cfg.repeats):
             for variant in order if r % 2 == 0 else order[::-1]:
                 url, tag = running[variant.label][2], f"fresh_{slug(variant.label)}_rep{r}"
                 windows[variant.label].append(run_window(url, users, None, sweep, out_dir, tag))
-            offline.append(figures(timed(members, calls, seconds), seconds)["items_per_s"])
+            offline.append(run_for(members, calls, seconds)["items_per_s"])
     finally:
         for member in members:
             member.close()

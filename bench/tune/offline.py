@@ -130,6 +130,18 @@ def figures(records: list[tuple], seconds: float, windows: int = 8) -> dict:
             "p95_ms": round(percentile(calls_ms, 95), 2) if calls_ms else None}
 
 
+def warmed(members: list, calls: list[dict], seconds: float) -> float:
+    """Warm every replica; the seconds a timed run then takes: `seconds` or 6 of its slowest warm calls, whichever
+    is longer (a batch of 8 full-size texts takes ~0.4 s on a fast 2-core host, ~2 s on a slow one: fewer calls
+    than that would make the windows mostly edge)."""
+    return max(seconds, 6 * warm(members, calls))
+
+
+def run_for(members: list, calls: list[dict], seconds: float) -> dict:
+    """Every replica driven at once for `seconds`: the figures of that run."""
+    return figures(timed(members, calls, seconds), seconds)
+
+
 def rss_mb(members: list) -> float | None:
     import psutil
 
@@ -140,16 +152,14 @@ def rss_mb(members: list) -> float | None:
 
 
 def measure(cand: Candidate, config: BackendConfig, calls: list[dict], seconds: float) -> TuneCandidate:
-    """One candidate, offline: its replicas started and placed as the service would, driven together for
-    `seconds` or 6 of its slowest warm calls, whichever is longer (a batch of 8 full-size texts takes ~0.4 s on
-    a fast 2-core host, ~2 s on a slow one: fewer calls than that would make the windows mostly edge)."""
+    """One candidate, offline: its replicas started and placed as the service would, warmed, then driven
+    together (see warmed for how long)."""
     members, placement = start_replicas(config, cand.replicas, cand.threads, call_timeout_s=120.0)
     record = TuneCandidate(cand.replicas, cand.threads, cand.max_batch, placement.oversubscribed,
                            tuple(placement.describe()))
     try:
-        seconds = max(seconds, 6 * warm(members, calls))
-        records = timed(members, calls, seconds)
-        return replace(record, rss_mb=rss_mb(members), **figures(records, seconds))
+        found = run_for(members, calls, warmed(members, calls, seconds))
+        return replace(record, rss_mb=rss_mb(members), **found)
     finally:
         for member in members:
             member.close()

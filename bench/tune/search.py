@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.errors import ConfigError
 from bench.service.config import ServiceConfig
 from bench.search_records import TuneCandidate, TuneRecord
-from bench.tune.offline import candidates, gpu_candidates, measure, model_calls
+from bench.tune.offline import Candidate, candidates, gpu_candidates, measure, model_calls
 
 DEFAULT_LABEL = "default service (1 process, runtime threads, b8)"
 
@@ -117,7 +117,8 @@ def verify_users(cfg: TuneConfig, chosen: list[TuneCandidate]) -> int:
     """Closed-loop users that saturate every service verified: at least the texts its replicas hold at once, or
     a replica waits between calls for answers to travel back and new texts to come (2×1t b8 holds 32 texts:
     at 16 users it served 48.5 req/s, at 24 52.6, at 32 54.2 — the engine's 54.9 offline)."""
-    return max([cfg.users, held_texts(1, 8)] + [held_texts(c.replicas, c.max_batch) for c in chosen])
+    default = held_texts(1, ServiceConfig.max_batch)  # the default service, verified beside them
+    return max([cfg.users, default] + [held_texts(c.replicas, c.max_batch) for c in chosen])
 
 
 def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> tuple[dict, int]:
