@@ -64,8 +64,12 @@ def load_tokenizer(model_dir: str) -> Tokenizer:
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
     """int64 arrays. `max_length` set: pad/truncate to exactly that length; else pad to the longest (≤ 512)."""
-    encs = tokenizer.encodings(texts, max_length or MAX_TOKENS)
-    width = max_length or max(len(e.ids) for e in encs)
+    return pack(tokenizer, tokenizer.encodings(texts, max_length or MAX_TOKENS), max_length)
+
+
+def pack(tokenizer: Tokenizer, encs: Sequence, width: int | None = None) -> dict[str, np.ndarray]:
+    """Encodings as the model's int64 arrays, padded to `width` or to the longest."""
+    width = width or max(len(e.ids) for e in encs)
     out = {name: np.zeros((len(encs), width), dtype=np.int64) for name in INPUT_NAMES}
     out["input_ids"].fill(tokenizer.pad_id)
     for row, e in enumerate(encs):
@@ -79,6 +83,19 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = 
 def token_counts(tokenizer: Tokenizer, texts: Sequence[str]) -> list[int]:
     """Tokens per text including [CLS]/[SEP], before any truncation (to flag over-long inputs)."""
     return [len(e.ids) for e in tokenizer.encodings(texts, None)]
+
+
+def counted(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[list[int], list]:
+    """Each text's token count before truncation and its encoding truncated to MAX_TOKENS, in one tokenizer pass
+    (a second only for the rare text over the limit): the service's batcher needs both, and counting then
+    encoding tokenised every text twice (0.16 -> 0.085 ms of the front's CPU per ~80-char text)."""
+    encs = list(tokenizer.encodings(texts, None))
+    counts = [len(e.ids) for e in encs]
+    over = [i for i, n in enumerate(counts) if n > MAX_TOKENS]
+    if over:
+        for i, e in zip(over, tokenizer.encodings([texts[i] for i in over], MAX_TOKENS)):
+            encs[i] = e
+    return counts, encs
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

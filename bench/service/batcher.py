@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.backends import Backend
-from bench.tokenize import MAX_TOKENS, encode, softmax, token_counts
+from bench.tokenize import MAX_TOKENS, counted, pack, softmax
 
 log = logging.getLogger("bench.service")
 _STOP = object()
@@ -237,7 +237,7 @@ class Batcher:
             return
         try:
             t0 = time.perf_counter()
-            counts = token_counts(self.tokenizer, [it.text for it in items])
+            counts, encodings = counted(self.tokenizer, [it.text for it in items])
             count_s = time.perf_counter() - t0
         except Exception as exc:  # noqa: BLE001  a tokenizer failure fails this batch only
             self._fail(items, exc, replica)
@@ -245,7 +245,7 @@ class Batcher:
         for group in sorted(length_groups([min(n, MAX_TOKENS) for n in counts], self.max_padding), key=min):
             call = _Call([items[i] for i in group], [counts[i] for i in group], count_s, time.perf_counter())
             try:
-                inputs = encode(self.tokenizer, [it.text for it in call.items])
+                inputs = pack(self.tokenizer, [encodings[i] for i in group])
             except Exception as exc:  # noqa: BLE001  fails this group only
                 self._fail(call.items, exc, replica)
                 continue

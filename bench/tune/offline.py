@@ -18,7 +18,7 @@ from bench.measure.stats import percentile, window_rate_ci
 from bench.search_records import TuneCandidate
 from bench.service.batcher import length_groups
 from bench.service.replicas import start_replicas
-from bench.tokenize import MAX_TOKENS, encode, token_counts
+from bench.tokenize import MAX_TOKENS, counted, pack
 
 WARMUP_CALLS = 3
 
@@ -57,8 +57,9 @@ def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: fl
     calls = []
     for i in range(0, len(texts) - max_batch + 1, max_batch):
         chunk = list(texts[i:i + max_batch])
-        counts = [min(n, MAX_TOKENS) for n in token_counts(tokenizer, chunk)]
-        calls += [encode(tokenizer, [chunk[j] for j in group]) for group in length_groups(counts, max_padding)]
+        counts, encodings = counted(tokenizer, chunk)
+        groups = length_groups([min(n, MAX_TOKENS) for n in counts], max_padding)
+        calls += [pack(tokenizer, [encodings[j] for j in group]) for group in groups]
     return calls
 
 
