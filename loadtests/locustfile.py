@@ -39,6 +39,10 @@ _RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
 # 6 % of a 10 s window whose batches take 2–3 s (check tune read 0.92–0.94 of the engine).
 RAMP_S = float(os.environ.get("STRUCTBENCH_RAMP_S", "nan"))
 _TEXTS: list = []
+# process CPU time when the timed window began, or when it was last charged to STATS.window_cpu_s; None outside it.
+# Measured here, not from outside: a whole Locust process's CPU includes its start-up (gevent, Locust and the
+# corpus imported: check tune read 1.49 ms a request that way against ~0.5 in the window).
+_WINDOW_CPU: list = [None]
 
 
 def texts() -> list:
@@ -165,8 +169,17 @@ def _open_loop_master(environment, runner, **_kw) -> None:
     runner.register_message(DONE, on_done)
 
 
+def _charge_window_cpu(end: bool = False) -> None:
+    """Add this process's CPU since the window began (or since the last charge) to STATS; `end` closes it."""
+    if _WINDOW_CPU[0] is not None:
+        now = time.process_time()
+        STATS.window_cpu_s += now - _WINDOW_CPU[0]
+        _WINDOW_CPU[0] = None if end else now
+
+
 @events.report_to_master.add_listener
 def _send(client_id, data, **_kw) -> None:
+    _charge_window_cpu()
     data["structbench"] = STATS.drain()
 
 
@@ -179,6 +192,7 @@ def _receive(client_id, data, **_kw) -> None:
 def _write(environment, **_kw) -> None:
     """The master (or the single local process) writes the merged client figures."""
     out = os.environ.get("STRUCTBENCH_CLIENT_OUT")
+    _charge_window_cpu(end=True)
     if out and not isinstance(environment.runner, WorkerRunner):
         with open(out, "w", encoding="utf-8") as fh:
             json.dump(STATS.summary(), fh)
@@ -223,6 +237,7 @@ def _start_window(environment, **_kw) -> None:
     """The ramp is over: our samples and Locust's own stats (its CSV, our cross-check) start the window together."""
     if SAMPLES is not None:
         SAMPLES.start_window(time.time())
+    _WINDOW_CPU[0] = time.process_time()
     environment.runner.stats.reset_all()
     if isinstance(environment.runner, MasterRunner):
         environment.runner.send_message(WINDOW)
@@ -233,8 +248,10 @@ def _timed_from_reset(**_kw) -> None:
     """--reset-stats: Locust resets its stats in its own spawning_complete listener (locust/runners.py), not via
     events.reset_stats (fired only by the web UI's button). This listener was added at import, before the runner
     added its own, so it runs first in the same greenlet and no request completes between the two resets."""
-    if SAMPLES is not None and _RESET_AFTER_RAMP and not _clock_window():
-        SAMPLES.start_window(time.time())
+    if _RESET_AFTER_RAMP and not _clock_window():
+        _WINDOW_CPU[0] = time.process_time()
+        if SAMPLES is not None:
+            SAMPLES.start_window(time.time())
 
 
 @events.test_stop.add_listener
@@ -242,5 +259,6 @@ def _timed_from_reset(**_kw) -> None:
 @events.quit.add_listener
 def _flush_samples(**_kw) -> None:
     """After the users stop (test_stop) and again at exit, in case a request completed in between."""
+    _charge_window_cpu(end=True)
     if SAMPLES is not None:
         SAMPLES.flush()

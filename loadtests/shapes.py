@@ -40,6 +40,7 @@ class ClientStats:
         self.late_sends = 0
         self.invalid = 0
         self.rejected = 0
+        self.window_cpu_s = 0.0  # this process's CPU within the timed window (what the load costs the host)
 
     def add_timing(self, parts: dict[str, float]) -> None:
         if parts:
@@ -51,7 +52,7 @@ class ClientStats:
         """This process's figures since the last drain, as a plain dict (sent to the master)."""
         data = {"timing_sum": dict(self.timing_sum), "timing_n": self.timing_n, "invalid": self.invalid,
                 "open_latencies_ms": self.open_latencies_ms, "intended": self.intended, "late_sends": self.late_sends,
-                "rejected": self.rejected}
+                "rejected": self.rejected, "window_cpu_s": self.window_cpu_s}
         self.__init__()
         return data
 
@@ -64,10 +65,12 @@ class ClientStats:
         self.intended += data.get("intended", 0)
         self.late_sends += data.get("late_sends", 0)
         self.rejected += data.get("rejected", 0)
+        self.window_cpu_s += data.get("window_cpu_s", 0.0)
 
     def summary(self) -> dict:
         timing = {k: v / self.timing_n for k, v in self.timing_sum.items()} if self.timing_n else {}
-        out = {"server_timing_ms": timing, "server_timing_n": self.timing_n, "invalid_answers": self.invalid}
+        out = {"server_timing_ms": timing, "server_timing_n": self.timing_n, "invalid_answers": self.invalid,
+               "window_cpu_s": self.window_cpu_s}
         if self.intended:
             lat = np.asarray(self.open_latencies_ms)
             out["open_loop"] = {"intended": self.intended, "completed": int(lat.size) + self.rejected,

@@ -29,9 +29,10 @@ def test_server_timing_parse_and_client_stats_merge():
     a.add_timing(parts)
     b.add_timing({"queue": 0.5, "total": 2.0})
     b.intended, b.late_sends, b.open_latencies_ms = 4, 1, [10.0, 20.0, 30.0]
+    a.window_cpu_s, b.window_cpu_s = 0.25, 0.5
     a.merge(b.drain())
     out = a.summary()
-    assert out["server_timing_ms"]["queue"] == 1.0 and out["server_timing_n"] == 2
+    assert out["server_timing_ms"]["queue"] == 1.0 and out["server_timing_n"] == 2 and out["window_cpu_s"] == 0.75
     assert out["open_loop"]["late_send_percent"] == 25.0 and out["open_loop"]["p50_ms"] == 20.0
 
 
@@ -55,6 +56,8 @@ def test_locust_headless_smoke_run(service, tmp_path):
     assert int(result["row"]["Request Count"]) > 10 and int(result["row"]["Failure Count"]) == 0
     assert set(result["client"]["server_timing_ms"]) == {"queue", "tokenize", "inference", "total"}
     assert result["client"]["invalid_answers"] == 0 and result["client_cpu_percent"] > 0
+    # Locust's own CPU within the 3 s window: some, and less than one core's worth (its start-up is not in it)
+    assert 0 < result["client"]["window_cpu_s"] < 3.0
 
 
 def test_open_loop_sends_on_schedule_and_reports_achieved_rate(service, tmp_path):

@@ -152,7 +152,7 @@ def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
 def test_the_check_measures_in_rounds_each_service_window_between_two_offline_ones(tiny_onnx, tmp_path):
     """check tune judges on figures that did not choose the configuration, every process started once: offline,
     the services (order alternating), offline, … so a host that drifts in speed lands on both sides alike."""
-    from bench.checks.tune import fresh_figures, rate_of
+    from bench.checks.tune import cpu_budget, fresh_figures, rate_of
 
     best = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(1e9, 1e9))
     record = TuneRecord("ort-int8-cpu", 2, (best, TuneCandidate(1, 2, 8, items_per_s=1.0)), recommended=best.label)
@@ -164,3 +164,20 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
     assert default.config.label == DEFAULT_LABEL and service.repeats == default.repeats == 2 and default.users == 32
     rate, (low, high) = rate_of([10.0, 12.0, 11.0])
     assert rate == 11.0 and low < 11.0 < high
+    # where the cores went: the replica processes' CPU per text, the front's and Locust's, and the engine's offline
+    offline, served = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text()
+    assert fresh["cpu"]["service"].texts >= service.qps * 3.0 * 2 * 0.8  # every text of both windows counted
+    assert offline["engine"] > 0 and served["engine"] > 0 and served["front"] > 0 and served["client"] > 0
+    assert offline["front"] == 0.0 and offline["client"] is None  # offline: the engine alone, no load generator
+    budget = cpu_budget(fresh, service.qps, rate_of(fresh["offline"])[0])
+    assert budget["percent_of_a_core"]["engine"] > 0 and "front" in budget["lines"][0]
+
+
+def test_cpu_budget_says_when_the_model_runs_in_the_front():
+    from bench.checks.tune import CpuUse, cpu_budget
+
+    fresh = {"cpu": {"offline": CpuUse(100, 3.0), "service": CpuUse(50, 0.0, 2.0, 0.1, 50)}, "cores": 2}
+    budget = cpu_budget(fresh, 40.0, 33.0)
+    assert budget["service_ms_per_text"] == {"engine": 0.0, "front": 40.0, "client": 2.0}
+    assert budget["percent_of_a_core"]["front"] == 160.0 and budget["percent_of_a_core"]["offline engine"] == 99.0
+    assert "not split" in budget["lines"][0]

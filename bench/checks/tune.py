@@ -16,7 +16,7 @@ that a ratio of the services' mean to those two could not cancel.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench import paths
@@ -47,11 +47,75 @@ def rate_of(rates: list[float]) -> tuple[float, tuple]:
     return mean, (low, high)
 
 
+@dataclass
+class CpuUse:
+    """CPU seconds spent over some stretch of work, and the texts computed in it: per text, where the cores went."""
+
+    texts: float = 0.0
+    engine_s: float = 0.0  # the model replicas (offline: the engine processes)
+    front_s: float = 0.0  # the service's front process: HTTP, JSON, tokenising, the batcher threads
+    client_s: float = 0.0  # the load generator (Locust) within its timed windows
+    client_requests: float = 0.0  # the requests it completed in them
+
+    def add(self, other: "CpuUse") -> "CpuUse":
+        return CpuUse(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    def ms_per_text(self) -> dict:
+        """Milliseconds of CPU per text computed (the load generator's per request: one text each here)."""
+        def per(seconds: float, n: float) -> float | None:
+            return round(1000 * seconds / n, 3) if n else None
+
+        return {"engine": per(self.engine_s, self.texts), "front": per(self.front_s, self.texts),
+                "client": per(self.client_s, self.client_requests)}
+
+
+def cpu_seconds(pids) -> float:
+    """User + system seconds of these processes so far (a process already gone counts 0)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def offline_run(members: list, calls: list, seconds: float) -> tuple[float, CpuUse]:
+    """One offline figure and the engine processes' CPU for it."""
+    from bench.tune.offline import run_for
+
+    pids = [m.pid for m in members]
+    before = cpu_seconds(pids)
+    rate = run_for(members, calls, seconds)["items_per_s"]
+    return rate, CpuUse(texts=rate * seconds, engine_s=cpu_seconds(pids) - before)
+
+
+def service_window(service, url: str, run) -> tuple:
+    """`run()` (one Locust window) and the CPU the front and its replica processes spent over it, with the texts the
+    service computed (its /metrics batch-size sum); Locust's own CPU within its timed window, as the locustfile
+    measured it, with the requests of that window. A model in the front process counts as front."""
+    import psutil
+
+    from loadtests.service_proc import metrics
+
+    front = service.proc.pid
+    replicas = [p.pid for p in psutil.Process(front).children(recursive=True)]
+    before = (metrics(url).get("batch_size_sum", 0.0), cpu_seconds([front]), cpu_seconds(replicas))
+    window = run()
+    after = (metrics(url).get("batch_size_sum", 0.0), cpu_seconds([front]), cpu_seconds(replicas))
+    requests = float(window.row.get("Request Count") or 0)  # failures included
+    return window, CpuUse(after[0] - before[0], after[2] - before[2], after[1] - before[1],
+                          float(window.client.get("window_cpu_s") or 0.0), requests)
+
+
 def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     """Rounds on the configurations the tune chose (see the module's docstring): offline, the services, offline,
     … — `cfg.repeats` windows of each service, one more offline figure than that."""
     from bench.service.replicas import start_replicas
-    from bench.tune.offline import run_for, warmed
+    from bench.tune.offline import warmed
     from loadtests.levels import pooled_level
     from loadtests.sweep import run_window, slug, start_services
 
@@ -65,26 +129,37 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     running, failed = start_services(sweep)
     members, _ = start_replicas(config, engine.replicas, engine.threads, call_timeout_s=120.0)
     offline, windows = [], {label: [] for label in running}
+    cpu = {"offline": CpuUse(), **{label: CpuUse() for label in running}}
     try:
         if failed:
             raise RuntimeError(f"a service did not start: {failed[0].reason}")
         seconds = warmed(members, calls, cfg.seconds)
-        offline.append(run_for(members, calls, seconds)["items_per_s"])
+
+        def offline_figure() -> None:
+            rate, use = offline_run(members, calls, seconds)
+            offline.append(rate)
+            cpu["offline"] = cpu["offline"].add(use)
+
+        offline_figure()
         order = tuple(v for v, _, _ in running.values())
         for r in range(cfg.repeats):
             for variant in order if r % 2 == 0 else order[::-1]:
-                url, tag = running[variant.label][2], f"fresh_{slug(variant.label)}_rep{r}"
-                windows[variant.label].append(run_window(url, users, None, sweep, out_dir, tag))
-            offline.append(run_for(members, calls, seconds)["items_per_s"])
+                _, service, url = running[variant.label]
+                tag = f"fresh_{slug(variant.label)}_rep{r}"
+                window, use = service_window(service, url, lambda: run_window(url, users, None, sweep, out_dir, tag))
+                windows[variant.label].append(window)
+                cpu[variant.label] = cpu[variant.label].add(use)
+            offline_figure()
     finally:
         for member in members:
             member.close()
         for _, service, _ in running.values():
             service.stop()
     levels = {label: pooled_level(running[label][0], sweep, ws) for label, ws in windows.items()}
+    tuned_label = f"tuned {tuned.label}" if tuned else DEFAULT_LABEL
     return {"engine": engine.label, "offline": offline, "engine_rate": rate_of(offline),
-            "service": levels.get(f"tuned {tuned.label}" if tuned else DEFAULT_LABEL),
-            "default": levels.get(DEFAULT_LABEL), "users": users}
+            "service": levels.get(tuned_label), "default": levels.get(DEFAULT_LABEL), "users": users,
+            "cpu": {"offline": cpu["offline"], "service": cpu.get(tuned_label, CpuUse())}, "cores": record.cores}
 
 
 def check_tune(model: str) -> int:
@@ -113,9 +188,35 @@ def judge(fresh: dict, record, block: dict) -> int:
           f"{ratio_bounds(tuple(service.qps_ci), rate_ci)}  (target >= {SERVICE_VS_ENGINE})")
     print(f"tuned / default service QPS = {to_default:.3f}  (default {default.qps:.2f} {ci(default.qps_ci)}; "
           f"target >= 1.0)")
+    budget = cpu_budget(fresh, service.qps, rate)
+    for line in budget.pop("lines"):
+        print(line)
     save("tune", block, {"tuned_vs_offline": to_engine, "tuned_vs_default": to_default,
                          "offline_rounds": fresh["offline"], "users": fresh["users"],
-                         "tuned_qps": service.qps, "default_qps": default.qps}, tune=asdict(record))
+                         "tuned_qps": service.qps, "default_qps": default.qps, "cpu": budget}, tune=asdict(record))
     misses = [f"tuned service / best offline {to_engine:.3f} < {SERVICE_VS_ENGINE}"] * (to_engine < SERVICE_VS_ENGINE)
     misses += [f"tuned / default service {to_default:.3f} < 1.0"] * (to_default < 1.0)
     return verdict(misses)
+
+
+def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:
+    """Where the cores went: CPU per text offline and in the tuned service, and at the measured rates the share of
+    the cores each part took. At saturation on a small host the front and the load generator share the replicas'
+    cores, so every ms they spend per request is engine time lost: that, not the engine running slower, is what
+    keeps the service under the offline figure (both seen here: replicas' ms per text vs the engine's)."""
+    offline, service, cores = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text(), fresh["cores"]
+    share = {k: round(v * qps / 10, 1) for k, v in service.items() if v is not None}  # ms/text × texts/s → % of a core
+    share["offline engine"] = round((offline["engine"] or 0) * engine_rate / 10, 1)
+    lines = []
+    if service["engine"] and offline["engine"]:
+        lines.append(f"CPU per text: offline engine {offline['engine']:.1f} core-ms; tuned service replicas "
+                     f"{service['engine']:.1f} ({service['engine'] / offline['engine']:.2f}x), front "
+                     f"{service['front']:.2f} ms, load generator {service['client']:.2f} ms a request (Locust, in its "
+                     f"timed windows)")
+        lines.append(f"share of the {100 * cores} % the {cores} cores give: offline the engine "
+                     f"{share['offline engine']:.0f} %; in the service replicas {share['engine']:.0f} %, front "
+                     f"{share['front']:.1f} %, load generator {share['client']:.1f} %")
+    else:  # the tuned service is the default one: its model runs in the front process
+        lines.append("CPU per text: not split (the tuned service runs its model in the front process)")
+    return {"offline_ms_per_text": offline, "service_ms_per_text": service, "percent_of_a_core": share,
+            "lines": lines}
