@@ -181,3 +181,15 @@ def test_cpu_budget_says_when_the_model_runs_in_the_front():
     assert budget["service_ms_per_text"] == {"engine": 0.0, "front": 40.0, "client": 2.0}
     assert budget["percent_of_a_core"]["front"] == 160.0 and budget["percent_of_a_core"]["offline engine"] == 99.0
     assert "not split" in budget["lines"][0]
+
+
+def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
+    """2 cores: the engine had 200 % offline at 30 ms a text; in the service the front took 6 % and Locust 3.8 %,
+    so the replicas can have at most 190.2 %: a ceiling of 0.951, and at the same CPU per text a ratio of 0.951."""
+    from bench.checks.tune import CpuUse, cpu_budget
+
+    fresh = {"cpu": {"offline": CpuUse(1000, 30.0), "service": CpuUse(1000, 30.0, 1.0, 0.5, 800)}, "cores": 2}
+    budget = cpu_budget(fresh, 60.0, 2000 / 30)
+    assert budget["percent_of_a_core"] == {"engine": 180.0, "front": 6.0, "client": 3.8, "offline engine": 200.0}
+    assert budget["ceiling"] == 0.951 and budget["predicted_ratio"] == 0.951
+    assert "at most 0.951" in budget["lines"][2] and "measured 0.900" in budget["lines"][2]

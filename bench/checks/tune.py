@@ -11,6 +11,11 @@ offline configuration, then each service for one window (their order alternating
 each service window sits between two offline ones. One offline figure before and one after every service window
 (A B A once) read 56.8 and 51.6 items/s around the services on this host: a drift of 10 % within four minutes
 that a ratio of the services' mean to those two could not cancel.
+
+Then where the cores went: CPU per text of the engine offline and of the service's replicas, its front and Locust
+(in its timed windows), their shares of the cores, and the ratio those predict. On this 2-core host the front took
+~6.5 % and Locust ~4 % while the replicas spent what the engine does per text (0.99x): a ceiling of ~0.95 that no
+change to the engine's configuration can lift.
 """
 
 from __future__ import annotations
@@ -207,7 +212,7 @@ def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:
     offline, service, cores = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text(), fresh["cores"]
     share = {k: round(v * qps / 10, 1) for k, v in service.items() if v is not None}  # ms/text × texts/s → % of a core
     share["offline engine"] = round((offline["engine"] or 0) * engine_rate / 10, 1)
-    lines = []
+    lines, extra = [], {}
     if service["engine"] and offline["engine"]:
         lines.append(f"CPU per text: offline engine {offline['engine']:.1f} core-ms; tuned service replicas "
                      f"{service['engine']:.1f} ({service['engine'] / offline['engine']:.2f}x), front "
@@ -216,7 +221,16 @@ def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:
         lines.append(f"share of the {100 * cores} % the {cores} cores give: offline the engine "
                      f"{share['offline engine']:.0f} %; in the service replicas {share['engine']:.0f} %, front "
                      f"{share['front']:.1f} %, load generator {share['client']:.1f} %")
+        if share.get("client") is not None and share["offline engine"]:
+            # The cores less what the front and the load generator took, over what the engine had offline; divided
+            # by the replicas' CPU per text relative to the engine's, it predicts the measured ratio.
+            ceiling = (100 * cores - share["front"] - share["client"]) / share["offline engine"]
+            predicted = ceiling * offline["engine"] / service["engine"]
+            lines.append(f"so on this host the service can keep at most {ceiling:.3f} of the engine (the cores less "
+                         f"the front's and the load generator's share); at its replicas' CPU per text that "
+                         f"predicts {predicted:.3f}, measured {qps / engine_rate:.3f}")
+            extra = {"ceiling": round(ceiling, 4), "predicted_ratio": round(predicted, 4)}
     else:  # the tuned service is the default one: its model runs in the front process
         lines.append("CPU per text: not split (the tuned service runs its model in the front process)")
-    return {"offline_ms_per_text": offline, "service_ms_per_text": service, "percent_of_a_core": share,
+    return {"offline_ms_per_text": offline, "service_ms_per_text": service, "percent_of_a_core": share, **extra,
             "lines": lines}
