@@ -120,41 +120,20 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     """Rounds on the configurations the tune chose (see the module's docstring): offline, the services, offline,
     … — `cfg.repeats` windows of each service, one more offline figure than that."""
     from bench.service.replicas import start_replicas
-    from bench.tune.offline import warmed
     from loadtests.levels import pooled_level
-    from loadtests.sweep import run_window, slug, start_services
+    from loadtests.sweep import start_services
 
     engine = best_offline(record)
     tuned = next((c for c in record.candidates if c.label == record.recommended), None)
     sweep = verify_sweep(cfg, [tuned] if tuned else [])
-    users = sweep.users[0]
     config, _, by_batch = offline_setup(replace(cfg, batches=(engine.max_batch,)), record.cores)
-    calls = by_batch[engine.max_batch]
     out_dir.mkdir(parents=True, exist_ok=True)
     running, failed = start_services(sweep)
     members, _ = start_replicas(config, engine.replicas, engine.threads, call_timeout_s=120.0)
-    offline, windows = [], {label: [] for label in running}
-    cpu = {"offline": CpuUse(), **{label: CpuUse() for label in running}}
     try:
         if failed:
             raise RuntimeError(f"a service did not start: {failed[0].reason}")
-        seconds = warmed(members, calls, cfg.seconds)
-
-        def offline_figure() -> None:
-            rate, use = offline_run(members, calls, seconds)
-            offline.append(rate)
-            cpu["offline"] = cpu["offline"].add(use)
-
-        offline_figure()
-        order = tuple(v for v, _, _ in running.values())
-        for r in range(cfg.repeats):
-            for variant in order if r % 2 == 0 else order[::-1]:
-                _, service, url = running[variant.label]
-                tag = f"fresh_{slug(variant.label)}_rep{r}"
-                window, use = service_window(service, url, lambda: run_window(url, users, None, sweep, out_dir, tag))
-                windows[variant.label].append(window)
-                cpu[variant.label] = cpu[variant.label].add(use)
-            offline_figure()
+        offline, windows, cpu = rounds(cfg, sweep, running, members, by_batch[engine.max_batch], out_dir)
     finally:
         for member in members:
             member.close()
@@ -163,8 +142,37 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     levels = {label: pooled_level(running[label][0], sweep, ws) for label, ws in windows.items()}
     tuned_label = f"tuned {tuned.label}" if tuned else DEFAULT_LABEL
     return {"engine": engine.label, "offline": offline, "engine_rate": rate_of(offline),
-            "service": levels.get(tuned_label), "default": levels.get(DEFAULT_LABEL), "users": users,
+            "service": levels.get(tuned_label), "default": levels.get(DEFAULT_LABEL), "users": sweep.users[0],
             "cpu": {"offline": cpu["offline"], "service": cpu.get(tuned_label, CpuUse())}, "cores": record.cores}
+
+
+def rounds(cfg: TuneConfig, sweep, running: dict, members: list, calls: list, out_dir: Path) -> tuple:
+    """Offline, a window of each running service (order alternating), offline, …: the offline figures, each
+    service's windows, and the CPU each spent (CpuUse by service label, and "offline")."""
+    from bench.tune.offline import warmed
+    from loadtests.sweep import run_window, slug
+
+    offline, windows = [], {label: [] for label in running}
+    cpu = {"offline": CpuUse(), **{label: CpuUse() for label in running}}
+    seconds = warmed(members, calls, cfg.seconds)
+
+    def offline_figure() -> None:
+        rate, use = offline_run(members, calls, seconds)
+        offline.append(rate)
+        cpu["offline"] = cpu["offline"].add(use)
+
+    offline_figure()
+    order = tuple(v for v, _, _ in running.values())
+    for r in range(cfg.repeats):
+        for variant in order if r % 2 == 0 else order[::-1]:
+            _, service, url = running[variant.label]
+            tag = f"fresh_{slug(variant.label)}_rep{r}"
+            window, use = service_window(service, url,
+                                         lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
+            windows[variant.label].append(window)
+            cpu[variant.label] = cpu[variant.label].add(use)
+        offline_figure()
+    return offline, windows, cpu
 
 
 def check_tune(model: str) -> int:
@@ -209,8 +217,10 @@ def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:
     the cores each part took. At saturation on a small host the front and the load generator share the replicas'
     cores, so every ms they spend per request is engine time lost: that, not the engine running slower, is what
     keeps the service under the offline figure (both seen here: replicas' ms per text vs the engine's)."""
-    offline, service, cores = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text(), fresh["cores"]
-    share = {k: round(v * qps / 10, 1) for k, v in service.items() if v is not None}  # ms/text × texts/s → % of a core
+    offline, service = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text()
+    cores = fresh["cores"]
+    # ms per text × texts per s / 1000 × 100 → % of one core
+    share = {k: round(v * qps / 10, 1) for k, v in service.items() if v is not None}
     share["offline engine"] = round((offline["engine"] or 0) * engine_rate / 10, 1)
     lines, extra = [], {}
     if service["engine"] and offline["engine"]:
