@@ -192,13 +192,14 @@ def number(row: dict, key: str) -> float | None:
 
 
 def server_deltas(before: dict, after: dict) -> dict:
-    """Cache and batch figures of one level, from /metrics before and after it."""
+    """Cache and batch figures of one level, from /metrics before and after it (`texts`: those the model computed)."""
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("cache_hits_total", "cache_misses_total",
                                                              "batch_size_sum", "batch_size_count")}
     looked = d["cache_hits_total"] + d["cache_misses_total"]
     return {"cache": {"hits": d["cache_hits_total"], "misses": d["cache_misses_total"],
                       "hit_rate": d["cache_hits_total"] / looked if looked else None},
-            "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None}
+            "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None,
+            "texts": d["batch_size_sum"]}
 
 
 def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str) -> Window:

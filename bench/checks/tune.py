@@ -98,22 +98,20 @@ def offline_run(members: list, calls: list, seconds: float) -> tuple[float, CpuU
     return rate, CpuUse(texts=rate * seconds, engine_s=cpu_seconds(pids) - before)
 
 
-def service_window(service, url: str, run) -> tuple:
+def service_window(service, run) -> tuple:
     """`run()` (one Locust window) and the CPU the front and its replica processes spent over it, with the texts the
-    service computed (its /metrics batch-size sum); Locust's own CPU within its timed window, as the locustfile
-    measured it, with the requests of that window. A model in the front process counts as front."""
+    service computed then (the window's /metrics deltas); Locust's own CPU within its timed window, as the
+    locustfile measured it, with the requests of that window. A model in the front process counts as front."""
     import psutil
-
-    from loadtests.service_proc import metrics
 
     front = service.proc.pid
     replicas = [p.pid for p in psutil.Process(front).children(recursive=True)]
-    before = (metrics(url).get("batch_size_sum", 0.0), cpu_seconds([front]), cpu_seconds(replicas))
+    before = (cpu_seconds([front]), cpu_seconds(replicas))
     window = run()
-    after = (metrics(url).get("batch_size_sum", 0.0), cpu_seconds([front]), cpu_seconds(replicas))
+    front_s, replicas_s = cpu_seconds([front]) - before[0], cpu_seconds(replicas) - before[1]
     requests = float(window.row.get("Request Count") or 0)  # failures included
-    return window, CpuUse(after[0] - before[0], after[2] - before[2], after[1] - before[1],
-                          float(window.client.get("window_cpu_s") or 0.0), requests)
+    return window, CpuUse(window.server["texts"], replicas_s, front_s, float(window.client.get("window_cpu_s") or 0.0),
+                          requests)
 
 
 def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
@@ -167,8 +165,7 @@ def rounds(cfg: TuneConfig, sweep, running: dict, members: list, calls: list, ou
         for variant in order if r % 2 == 0 else order[::-1]:
             _, service, url = running[variant.label]
             tag = f"fresh_{slug(variant.label)}_rep{r}"
-            window, use = service_window(service, url,
-                                         lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
+            window, use = service_window(service, lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
             windows[variant.label].append(window)
             cpu[variant.label] = cpu[variant.label].add(use)
         offline_figure()
