@@ -128,8 +128,9 @@ def test_replica_threads_default_to_an_even_split_and_oversubscription_is_record
     cores = len(os.sched_getaffinity(0))
     assert ServiceConfig(replicas=1).replica_threads is None
     assert ServiceConfig(replicas=2).replica_threads == max(1, cores // 2)
-    assert ServiceConfig(replicas=cores + 1, threads=1).oversubscribed
-    assert not ServiceConfig(replicas=1, threads=1).oversubscribed
+    over, alone = ServiceConfig(replicas=cores + 1, threads=1), ServiceConfig(replicas=1, threads=1)
+    assert place(over.replicas, over.replica_threads).oversubscribed
+    assert not place(alone.replicas, alone.replica_threads).oversubscribed
 
 
 @pytest.mark.parametrize("flags, words", [(["--replicas", "0"], "replicas must be >= 1"),

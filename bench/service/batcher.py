@@ -242,7 +242,7 @@ class Batcher:
         except Exception as exc:  # noqa: BLE001  a tokenizer failure fails this batch only
             self._fail(items, exc, replica)
             return
-        for group in sorted(length_groups([min(n, MAX_TOKENS) for n in counts], self.max_padding), key=min):
+        for group in sorted(length_groups([len(e.ids) for e in encodings], self.max_padding), key=min):
             call = _Call([items[i] for i in group], [counts[i] for i in group], count_s, time.perf_counter())
             try:
                 inputs = pack(self.tokenizer, [encodings[i] for i in group])

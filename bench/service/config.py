@@ -93,10 +93,5 @@ class ServiceConfig:
         return max(1, len(available_cores()) // self.replicas)
 
     @property
-    def oversubscribed(self) -> bool:
-        """R × T beyond the cores this process may use: allowed (the tune shows why not), warned and recorded."""
-        return self.replicas * (self.replica_threads or 1) > len(available_cores())
-
-    @property
     def effective_max_wait_ms(self) -> float:
         return self.max_wait_ms if self.batching else 0.0

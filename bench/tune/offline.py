@@ -18,7 +18,7 @@ from bench.measure.stats import percentile, window_rate_ci
 from bench.search_records import TuneCandidate
 from bench.service.batcher import length_groups
 from bench.service.replicas import start_replicas
-from bench.tokenize import MAX_TOKENS, counted, pack
+from bench.tokenize import counted, pack
 
 WARMUP_CALLS = 3
 
@@ -57,8 +57,8 @@ def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: fl
     calls = []
     for i in range(0, len(texts) - max_batch + 1, max_batch):
         chunk = list(texts[i:i + max_batch])
-        counts, encodings = counted(tokenizer, chunk)
-        groups = length_groups([min(n, MAX_TOKENS) for n in counts], max_padding)
+        _, encodings = counted(tokenizer, chunk)
+        groups = length_groups([len(e.ids) for e in encodings], max_padding)  # as packed: ≤ 512
         calls += [pack(tokenizer, [encodings[j] for j in group]) for group in groups]
     return calls
 
