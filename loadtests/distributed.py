@@ -33,7 +33,8 @@ import numpy as np
 
 from bench.errors import BenchError, ConfigError, run_entry
 from loadtests.samples import Samples, level_stats, read_samples, sample_paths
-from loadtests.sweep import LOCUSTFILE, CpuWatch, SweepConfig, aggregated_row, locust_command, locust_env
+from loadtests.shapes import client_cpu
+from loadtests.sweep import LOCUSTFILE, SweepConfig, aggregated_row, locust_command, locust_env
 
 GAVE_UP = "Gave up waiting for workers to connect"  # what Locust's master logs when --expect-workers-max-wait ends
 SAMPLES_GLOB = "*_samples_*.csv"
@@ -84,7 +85,6 @@ class LocalCluster:
         cmd = master_command(url, users, cfg, out_dir / tag, rate, workers, self.port, connect_timeout_s)
         self.reset_stats = "--reset-stats" in cmd
         self.master = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.watches = [CpuWatch(self.master.pid)]
         self.procs: list[subprocess.Popen] = []
 
     def start_worker(self) -> None:
@@ -93,7 +93,6 @@ class LocalCluster:
             proc = subprocess.Popen(worker_command(self.port, self.reset_stats), env=self.env, stdout=fh,
                                     stderr=subprocess.STDOUT)
         self.procs.append(proc)
-        self.watches.append(CpuWatch(proc.pid))
 
     def wait(self) -> dict:
         """Run the window to its end; a master that gave up on its workers, or wrote no stats, is a BenchError."""
@@ -105,7 +104,6 @@ class LocalCluster:
             raise BenchError(f"the Locust master of {self.tag} ran past {limit:.0f} s and was stopped") from None
         gave_up = GAVE_UP in output
         self._stop_workers(grace_s=0.0 if gave_up else 15.0)
-        cpu = combined_cpu([w.stop() for w in self.watches])
         if gave_up:
             raise BenchError(self._connect_error())
         row = aggregated_row(self.out_dir / f"{self.tag}_stats.csv")
@@ -113,7 +111,7 @@ class LocalCluster:
             raise BenchError(f"locust master wrote no stats for {self.tag} (exit {self.master.returncode}): "
                              f"{output.strip()[-300:]}")
         client = json.loads(self.client_out.read_text()) if self.client_out.exists() else {}
-        return {"row": row, "client": client, **cpu}
+        return {"row": row, "client": client, **client_cpu(client)}  # the master merged its workers' CPU
 
     def _connect_error(self) -> str:
         dead = [f"worker {i} exited with {p.returncode} before: {_tail(self.out_dir / f'{self.tag}_worker{i}.log')}"
@@ -142,13 +140,6 @@ class LocalCluster:
 def _tail(path: Path) -> str:
     text = path.read_text(encoding="utf-8", errors="replace").strip() if path.exists() else ""
     return text[-300:] or "(no output)"
-
-
-def combined_cpu(parts: list[dict]) -> dict:
-    """CpuWatch figures of separate process trees as one client: total, busiest process, process count."""
-    return {"client_cpu_percent": sum(p["client_cpu_percent"] for p in parts),
-            "client_max_process_cpu_percent": max(p["client_max_process_cpu_percent"] for p in parts),
-            "client_processes": sum(p["client_processes"] for p in parts)}
 
 
 def run_distributed(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None,

@@ -26,7 +26,7 @@ class Window:
     rate: float | None
     row: dict  # Locust's Aggregated CSV row (rounded figures)
     client: dict  # the locustfile's client JSON
-    cpu: dict  # the Locust process tree's CPU use
+    cpu: dict  # the Locust processes' CPU within the timed window (shapes.CPU_KEYS)
     server: dict  # /metrics deltas over the window
     samples: tuple  # per-process raw sample files
 
@@ -86,8 +86,8 @@ def client_figures(windows: list[Window], duration_s: float) -> dict:
     cpu = [w.cpu for w in windows]
     opened = [w.client.get("open_loop") for w in windows if w.client.get("open_loop")]
     timing_keys = {k for w in windows for k in w.client.get("server_timing_ms", {})}
-    out = {"client_cpu_percent": max(c["client_cpu_percent"] for c in cpu),
-           "client_max_process_cpu_percent": max(c["client_max_process_cpu_percent"] for c in cpu),
+    out = {"client_cpu_percent": highest(c["client_cpu_percent"] for c in cpu),
+           "client_max_process_cpu_percent": highest(c["client_max_process_cpu_percent"] for c in cpu),
            "invalid_answers": sum(w.client.get("invalid_answers") or 0 for w in windows),
            "server_timing_ms": {k: mean_of(w.client.get("server_timing_ms", {}).get(k) for w in windows)
                                 for k in sorted(timing_keys)}}
@@ -95,8 +95,14 @@ def client_figures(windows: list[Window], duration_s: float) -> dict:
         out["achieved_rps"] = mean_of(o["accepted"] for o in opened) / duration_s
         out["late_send_percent"] = mean_of(o["late_send_percent"] for o in opened)
     late = out.get("late_send_percent") or 0.0
-    out["client_saturated"] = out["client_max_process_cpu_percent"] > CLIENT_SATURATED_PERCENT or late > 5.0
+    busiest = out["client_max_process_cpu_percent"] or 0.0  # not measured: only late sends can tell
+    out["client_saturated"] = busiest > CLIENT_SATURATED_PERCENT or late > 5.0
     return out
+
+
+def highest(values) -> float | None:
+    """The largest of the measured values (None where none was measured)."""
+    return max((v for v in values if v is not None), default=None)
 
 
 def server_figures(windows: list[Window]) -> dict:

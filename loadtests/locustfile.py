@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import gevent
@@ -39,7 +40,7 @@ _RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
 # 6 % of a 10 s window whose batches take 2–3 s (check tune read 0.92–0.94 of the engine).
 RAMP_S = float(os.environ.get("STRUCTBENCH_RAMP_S", "nan"))
 _TEXTS: list = []
-# process CPU time when the timed window began, or when it was last charged to STATS.window_cpu_s; None outside it.
+# (process CPU time, wall clock) when the timed window began or was last charged to STATS; None outside it.
 # Measured here, not from outside: a whole Locust process's CPU includes its start-up (gevent, Locust and the
 # corpus imported: check tune read 1.49 ms a request that way against ~0.5 in the window).
 _WINDOW_CPU: list = [None]
@@ -169,12 +170,18 @@ def _open_loop_master(environment, runner, **_kw) -> None:
     runner.register_message(DONE, on_done)
 
 
+def _begin_window_cpu() -> None:
+    _WINDOW_CPU[0] = (time.process_time(), time.perf_counter())
+
+
 def _charge_window_cpu(end: bool = False) -> None:
-    """Add this process's CPU since the window began (or since the last charge) to STATS; `end` closes it."""
+    """Add this process's CPU and wall time since the window began (or was last charged) to STATS; `end` closes
+    the window."""
     if _WINDOW_CPU[0] is not None:
-        now = time.process_time()
-        STATS.window_cpu_s += now - _WINDOW_CPU[0]
-        _WINDOW_CPU[0] = None if end else now
+        cpu, wall = time.process_time(), time.perf_counter()
+        # keyed by machine and pid, read now: --processes forks its workers after this module is imported
+        STATS.charge_window(f"{socket.gethostname()}:{os.getpid()}", cpu - _WINDOW_CPU[0][0], wall - _WINDOW_CPU[0][1])
+        _WINDOW_CPU[0] = None if end else (cpu, wall)
 
 
 @events.report_to_master.add_listener
@@ -224,6 +231,8 @@ def _timed_from_start(environment, **_kw) -> None:
     samples)."""
     if SAMPLES is not None:
         SAMPLES.start_test(time.time())
+    if MODE == "open":  # the open loop's window is its whole schedule, which starts now
+        _begin_window_cpu()
     if _clock_window() and not isinstance(environment.runner, WorkerRunner):
         gevent.spawn_later(RAMP_S, _start_window, environment)
 
@@ -237,7 +246,7 @@ def _start_window(environment, **_kw) -> None:
     """The ramp is over: our samples and Locust's own stats (its CSV, our cross-check) start the window together."""
     if SAMPLES is not None:
         SAMPLES.start_window(time.time())
-    _WINDOW_CPU[0] = time.process_time()
+    _begin_window_cpu()
     environment.runner.stats.reset_all()
     if isinstance(environment.runner, MasterRunner):
         environment.runner.send_message(WINDOW)
@@ -249,7 +258,7 @@ def _timed_from_reset(**_kw) -> None:
     events.reset_stats (fired only by the web UI's button). This listener was added at import, before the runner
     added its own, so it runs first in the same greenlet and no request completes between the two resets."""
     if _RESET_AFTER_RAMP and not _clock_window():
-        _WINDOW_CPU[0] = time.process_time()
+        _begin_window_cpu()
         if SAMPLES is not None:
             SAMPLES.start_window(time.time())
 

@@ -12,7 +12,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from bench.errors import BenchError, ConfigError
 from bench.service.config import GPU_MAX_PADDING
 from loadtests.levels import Window, pooled_level
 from loadtests.samples import sample_paths
+from loadtests.shapes import client_cpu
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
 
 if TYPE_CHECKING:  # the search imports this module; its config is only named here
@@ -108,37 +108,6 @@ class SweepConfig:
             raise ConfigError(f"workload must be corpus or zipf (got {self.workload!r})")
 
 
-class CpuWatch:
-    """CPU use of a process tree (the Locust client) over a window, per process, as % of one core."""
-
-    def __init__(self, pid: int) -> None:
-        import psutil
-
-        self.root = psutil.Process(pid)
-        self.seen: dict = {}
-        self.t0 = time.perf_counter()
-        self._stop = threading.Event()
-        threading.Thread(target=self._poll, daemon=True).start()
-
-    def _poll(self) -> None:
-        import psutil
-
-        while not self._stop.wait(0.5):
-            try:
-                for p in [self.root, *self.root.children(recursive=True)]:
-                    t = p.cpu_times()
-                    self.seen[p.pid] = t.user + t.system
-            except psutil.Error:
-                continue
-
-    def stop(self) -> dict:
-        self._stop.set()
-        wall = time.perf_counter() - self.t0
-        per_proc = [100.0 * s / wall for s in self.seen.values()]
-        return {"client_cpu_percent": sum(per_proc), "client_max_process_cpu_percent": max(per_proc, default=0.0),
-                "client_processes": len(per_proc)}
-
-
 def locust_command(url: str, users: int, cfg: SweepConfig, prefix: Path, open_loop: bool) -> list[str]:
     run_s = cfg.ramp_s + cfg.duration_s
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url, "--csv", str(prefix),
@@ -151,7 +120,7 @@ def locust_command(url: str, users: int, cfg: SweepConfig, prefix: Path, open_lo
 
 
 def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None) -> dict:
-    """One Locust run; returns the aggregated CSV row, client figures and client CPU."""
+    """One Locust run; returns the aggregated CSV row, client figures and the client's CPU in its timed window."""
     prefix = out_dir / tag
     client_out = out_dir / f"{tag}_client.json"
     for stale in sample_paths(client_out):  # a re-run with the same tag must not merge an older run's samples
@@ -159,14 +128,12 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
     proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate is not None),
                             env=locust_env(cfg, client_out, rate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
-    watch = CpuWatch(proc.pid)
     output, _ = proc.communicate(timeout=cfg.ramp_s + cfg.duration_s + 120)
-    cpu = watch.stop()
     row = aggregated_row(Path(f"{prefix}_stats.csv"))
     if row is None:
         raise BenchError(f"locust wrote no stats for {tag} (exit {proc.returncode}): {output.strip()[-300:]}")
     client = json.loads(client_out.read_text()) if client_out.exists() else {}
-    return {"row": row, "client": client, **cpu}
+    return {"row": row, "client": client, **client_cpu(client)}
 
 
 def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:

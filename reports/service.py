@@ -149,7 +149,7 @@ def timing_table(run: RunResult) -> dict:
     """Server-side breakdown at each configuration's highest concurrency: where a request's time goes."""
     cols = [column("Configuration", False), column("Users"), column("Queue ms"), column("Tokenize ms"),
             column("Inference ms"), column("Server total ms"), column("Client P50 ms"), column("Mean batch"),
-            column("Client CPU %"), column("Cache hit rate")]
+            column("Client CPU % (timed window)"), column("Cache hit rate")]
     rows = []
     for name in service_configs(run):
         points = closed(run, name)

@@ -29,10 +29,15 @@ def test_server_timing_parse_and_client_stats_merge():
     a.add_timing(parts)
     b.add_timing({"queue": 0.5, "total": 2.0})
     b.intended, b.late_sends, b.open_latencies_ms = 4, 1, [10.0, 20.0, 30.0]
-    a.window_cpu_s, b.window_cpu_s = 0.25, 0.5
+    a.charge_window("host:1", 0.25, 5.0)
+    b.charge_window("host:2", 0.5, 4.0)  # a worker reports its window in pieces, each added to its own process
+    a.merge(b.drain())
+    b.charge_window("host:2", 0.5, 1.0)
     a.merge(b.drain())
     out = a.summary()
-    assert out["server_timing_ms"]["queue"] == 1.0 and out["server_timing_n"] == 2 and out["window_cpu_s"] == 0.75
+    assert out["server_timing_ms"]["queue"] == 1.0 and out["server_timing_n"] == 2 and out["window_cpu_s"] == 1.25
+    assert (out["client_cpu_percent"], out["client_max_process_cpu_percent"], out["client_processes"]) == (25.0, 20.0, 2)
+    assert ClientStats().summary()["client_cpu_percent"] is None  # no timed window: not measured, not 0
     assert out["open_loop"]["late_send_percent"] == 25.0 and out["open_loop"]["p50_ms"] == 20.0
 
 
@@ -55,9 +60,10 @@ def test_locust_headless_smoke_run(service, tmp_path):
     result = run_locust(service, 2, cfg, tmp_path, "smoke")
     assert int(result["row"]["Request Count"]) > 10 and int(result["row"]["Failure Count"]) == 0
     assert set(result["client"]["server_timing_ms"]) == {"queue", "tokenize", "inference", "total"}
-    assert result["client"]["invalid_answers"] == 0 and result["client_cpu_percent"] > 0
     # Locust's own CPU within the 3 s window: some, and less than one core's worth (its start-up is not in it)
-    assert 0 < result["client"]["window_cpu_s"] < 3.0
+    assert result["client"]["invalid_answers"] == 0 and 0 < result["client"]["window_cpu_s"] < 3.0
+    assert 0 < result["client_cpu_percent"] == result["client_max_process_cpu_percent"] < 100
+    assert result["client_processes"] == 1
 
 
 def test_open_loop_sends_on_schedule_and_reports_achieved_rate(service, tmp_path):
@@ -73,7 +79,7 @@ def test_distributed_run_with_two_workers(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", users=(4,), duration_s=4, ramp_s=1, workers=2)
     result = run_locust(service, 4, cfg, tmp_path, "dist")
     assert int(result["row"]["Request Count"]) > 10 and int(result["row"]["Failure Count"]) == 0
-    assert result["client_processes"] >= 3  # master + 2 workers
+    assert result["client_processes"] == 3  # master + 2 workers, each charging its own window
     assert result["client"]["server_timing_n"] > 0  # worker figures reached the master
 
 

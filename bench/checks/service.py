@@ -61,6 +61,7 @@ def service_misses(f: dict) -> list[str]:
 def service_figures(records: list, engine: dict[int, CellResult]) -> dict:
     """The check's figures from its windows (LoadLevel records, one per window, numbered by `window`)."""
     from bench.measure.stats import ratio_ci
+    from loadtests.levels import highest
 
     def level(batching: bool, users: int) -> list:
         return [r for r in records if r.config.batching is batching and r.users == users and r.qps]
@@ -91,8 +92,12 @@ def service_figures(records: list, engine: dict[int, CellResult]) -> dict:
         name: float(np.mean([r.mean_ms - r.server_timing_ms.get("inference", float("nan"))
                              for r in level(batching, 1)]))
         for batching, name in ((True, "batching"), (False, "no batching"))}
-    f["client_cpu_percent_max"] = max(r.client_cpu_percent for r in records if r.qps)
+    f["client_cpu_percent_max"] = highest(r.client_cpu_percent for r in records if r.qps)
     return f
+
+
+def cpu_text(percent: float | None) -> str:
+    return "not measured" if percent is None else f"{percent:.0f} %"
 
 
 def print_service_figures(f: dict, records: list) -> None:
@@ -100,7 +105,7 @@ def print_service_figures(f: dict, records: list) -> None:
         if r.qps:
             print(f"  batching={'on ' if r.config.batching else 'off'} window {r.window or 0:>2} "
                   f"users={r.users:>2}: QPS {r.qps:.2f}  P50 {r.p50_ms:.0f} ms  P95 {r.p95_ms:.0f} ms  "
-                  f"mean batch {r.mean_batch_size or 0:.2f}  client CPU {r.client_cpu_percent:.0f} %")
+                  f"mean batch {r.mean_batch_size or 0:.2f}  client CPU {cpu_text(r.client_cpu_percent)}")
     n = f["windows_per_level"]
     for name, label in (("batching", "on "), ("no_batching", "off")):
         lo, hi = f[f"qps8_over_qps1_{name}_ci95"]
