@@ -284,8 +284,8 @@ class LoadLevel:
     server_timing_ms: dict[str, float] = field(default_factory=dict)
     mean_batch_size: float | None = None
     cache: CacheFigures | None = None
-    client_cpu_percent: float | None = None
-    client_max_process_cpu_percent: float | None = None
+    client_cpu_percent: float | None = None  # Locust's processes in the timed window, % of one core (None: unmeasured)
+    client_max_process_cpu_percent: float | None = None  # the busiest of them: past 85 % it is the bottleneck
     client_saturated: bool = False
     locust_csv: dict[str, float | None] = field(default_factory=dict)  # Locust's own (rounded) figures
     source: str = ""
