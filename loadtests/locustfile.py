@@ -49,11 +49,11 @@ _WINDOW_CPU: list = [None]
 def texts() -> list:
     """The same workload generator as the harness: ≈80-char corpus reviews, or Zipf repeats for cache studies."""
     if not _TEXTS:
-        from bench.corpus import length_workload, zipf_workload
+        from bench.corpus import LOAD_TEXTS, length_workload, zipf_workload
 
         seed = int(os.environ.get("STRUCTBENCH_SEED", "0"))
         kind = os.environ.get("STRUCTBENCH_WORKLOAD", "corpus")
-        workload = zipf_workload(5000, seed=seed) if kind == "zipf" else length_workload(2000, seed=seed)
+        workload = zipf_workload(5000, seed=seed) if kind == "zipf" else length_workload(LOAD_TEXTS, seed=seed)
         _TEXTS.extend(workload.texts)
     return _TEXTS
 

@@ -221,7 +221,12 @@ def slug(text: str) -> str:
 def interleaved(variants: tuple, repeats: int) -> list[tuple[int, ServiceVariant]]:
     """A B B A …: each level visits the configurations forwards, then backwards, so a drift of the host's speed
     over the level lands on every configuration alike."""
-    return [(r, v) for r in range(repeats) for v in (variants if r % 2 == 0 else variants[::-1])]
+    return [(r, v) for r in range(repeats) for v in alternating(variants, r)]
+
+
+def alternating(order: tuple, r: int) -> tuple:
+    """Round `r` of A B, B A, …: `order` in even rounds, reversed in odd ones."""
+    return order if r % 2 == 0 else order[::-1]
 
 
 def start_services(cfg: SweepConfig) -> tuple[dict, list]:

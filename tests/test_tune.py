@@ -151,13 +151,20 @@ def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
 
 def test_the_check_measures_in_rounds_each_service_window_between_two_offline_ones(tiny_onnx, tmp_path):
     """check tune judges on figures that did not choose the configuration, every process started once: offline,
-    the services (order alternating), offline, … so a host that drifts in speed lands on both sides alike."""
+    the services (order alternating), offline, … so a host that drifts in speed lands on both sides alike. Two
+    offline configurations tied in the tune are both measured, and the better in the rounds is the denominator."""
     from bench.checks.tune import cpu_budget, fresh_figures, rate_of
 
-    best = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(1e9, 1e9))
-    record = TuneRecord("ort-int8-cpu", 2, (best, TuneCandidate(1, 2, 8, items_per_s=1.0)), recommended=best.label)
+    best = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(9e8, 1.1e9))
+    tied = TuneCandidate(1, 2, 8, items_per_s=9.5e8, items_ci=(9e8, 1e9))
+    record = TuneRecord("ort-int8-cpu", 2, (best, tied, TuneCandidate(1, 2, 1, items_per_s=1.0)),
+                        recommended=best.label)
     fresh = fresh_figures(TuneConfig(model="twin:tiny", seconds=2.0, duration_s=3.0, repeats=2), record, tmp_path)
-    assert fresh["engine"] == "2×1t b8" and len(fresh["offline"]) == 3 and all(0 < r < 1e9 for r in fresh["offline"])
+    assert set(fresh["offline_all"]) == {"2×1t b8", "1×2t b8"}  # not 1×2t b1: its interval is not the best's
+    assert all(len(rates) == 3 and all(0 < r < 1e9 for r in rates) for rates in fresh["offline_all"].values())
+    means = {label: rate_of(rates)[0] for label, rates in fresh["offline_all"].items()}
+    assert fresh["engine"] == max(means, key=means.get) and fresh["offline"] == fresh["offline_all"][fresh["engine"]]
+    assert fresh["engine_rate"][0] == max(means.values()) and fresh["own"] == "2×1t b8"
     assert fresh["users"] == 32  # two replica processes × two calls × 8 texts
     service, default = fresh["service"], fresh["default"]
     assert service.config.label == "tuned 2×1t b8" and service.config.replicas == 2 and service.qps > 0
@@ -169,8 +176,25 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
     assert fresh["cpu"]["service"].texts >= service.qps * 3.0 * 2 * 0.8  # every text of both windows counted
     assert offline["engine"] > 0 and served["engine"] > 0 and served["front"] > 0 and served["client"] > 0
     assert offline["front"] == 0.0 and offline["client"] is None  # offline: the engine alone, no load generator
-    budget = cpu_budget(fresh, service.qps, rate_of(fresh["offline"])[0])
+    budget = cpu_budget(fresh, service.qps, fresh["engine_rate"][0])
     assert budget["percent_of_a_core"]["engine"] > 0 and "front" in budget["lines"][0]
+
+
+def test_the_check_measures_fresh_every_offline_configuration_tied_with_the_best_and_the_tuned_one():
+    from bench.checks.tune import offline_contenders
+
+    def cand(r, t, b, rate, ci, status="ok"):
+        return TuneCandidate(r, t, b, status=status, items_per_s=rate, items_ci=ci)
+
+    grid = (cand(1, 2, 1, 30.0, (29.0, 31.0)), cand(1, 2, 8, 34.4, (33.6, 35.1)), cand(2, 1, 8, 34.0, (32.9, 35.2)),
+            cand(2, 1, 1, 32.7, (32.0, 33.5)), cand(2, 2, 1, 36.0, (35.0, 37.0), "failed"))
+    record = TuneRecord("ort-int8-cpu", 2, grid)
+    labels = [c.label for c in offline_contenders(record)]
+    assert labels == ["1×2t b8", "2×1t b8"]  # 2×1t b1's 33.5 is under the best's 33.6; a failed one never counts
+    assert [c.label for c in offline_contenders(record, limit=1)] == ["1×2t b8"]
+    assert [c.label for c in offline_contenders(record, grid[0], limit=1)] == ["1×2t b8", "1×2t b1"]  # its own too
+    assert [c.label for c in offline_contenders(record, grid[2])] == labels  # already among them: not twice
+    assert offline_contenders(TuneRecord("ort-int8-cpu", 2, grid[4:])) == []
 
 
 def test_cpu_budget_says_when_the_model_runs_in_the_front():

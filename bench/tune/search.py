@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from bench.corpus import LOAD_TEXTS
 from bench.errors import ConfigError
 from bench.service.config import ServiceConfig
 from bench.search_records import TuneCandidate, TuneRecord
@@ -35,7 +36,7 @@ class TuneConfig:
     duration_s: float = 8.0  # per service window; repeats: windows per service, interleaved A B B A
     repeats: int = 2
     time_cap_s: float = 600.0  # offline candidates still untried when it is reached are left out, recorded
-    texts: int = 256
+    texts: int = LOAD_TEXTS  # the offline calls are made from the texts the service's load tests send
     seed: int = 0
 
     def __post_init__(self) -> None:
