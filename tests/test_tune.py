@@ -149,31 +149,48 @@ def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
     assert tuned_variant(TuneRecord("ort-int8-cpu", 2, (two,), recommended=DEFAULT_LABEL), DEFAULT_VARIANTS) is None
 
 
-def test_the_check_measures_in_rounds_each_service_window_between_two_offline_ones(tiny_onnx, tmp_path):
-    """check tune judges on figures that did not choose the configuration, every process started once: offline,
-    the services (order alternating), offline, … so a host that drifts in speed lands on both sides alike. Two
-    offline configurations tied in the tune are both measured, and the better in the rounds is the denominator."""
+def test_the_check_measures_in_rounds_each_service_window_between_two_offline_ones(tiny_onnx, tmp_path,
+                                                                                    monkeypatch):
+    """check tune judges on figures that did not choose the configuration, in rounds of fresh processes: offline,
+    the services (order alternating), offline, … so a host that drifts in speed lands on both sides alike, and the
+    ratios' intervals are across processes. Two offline configurations tied in the tune are both measured, and the
+    better in the rounds is the denominator."""
+    import loadtests.sweep
     from bench.checks.tune import cpu_budget, fresh_figures, rate_of
 
+    started, start = [], loadtests.sweep.start_services
+
+    def start_and_note(sweep):  # the real start, and the pids of the services it started
+        running, failed = start(sweep)
+        started.append([service.proc.pid for _, service, _ in running.values()])
+        return running, failed
+
+    monkeypatch.setattr(loadtests.sweep, "start_services", start_and_note)
     best = TuneCandidate(2, 1, 8, items_per_s=1e9, items_ci=(9e8, 1.1e9))
     tied = TuneCandidate(1, 2, 8, items_per_s=9.5e8, items_ci=(9e8, 1e9))
     record = TuneRecord("ort-int8-cpu", 2, (best, tied, TuneCandidate(1, 2, 1, items_per_s=1.0)),
                         recommended=best.label)
-    fresh = fresh_figures(TuneConfig(model="twin:tiny", seconds=2.0, duration_s=3.0, repeats=2), record, tmp_path)
+    fresh = fresh_figures(TuneConfig(model="twin:tiny", seconds=2.0, duration_s=4.0, repeats=2), record, tmp_path)
     assert set(fresh["offline_all"]) == {"2×1t b8", "1×2t b8"}  # not 1×2t b1: its interval is not the best's
-    assert all(len(rates) == 3 and all(0 < r < 1e9 for r in rates) for rates in fresh["offline_all"].values())
-    means = {label: rate_of(rates)[0] for label, rates in fresh["offline_all"].items()}
-    assert fresh["engine"] == max(means, key=means.get) and fresh["offline"] == fresh["offline_all"][fresh["engine"]]
-    assert fresh["engine_rate"][0] == max(means.values()) and fresh["own"] == "2×1t b8"
+    for per_round in fresh["offline_all"].values():  # two rounds, two figures in each (before and after)
+        assert [len(rs) for rs in per_round] == [2, 2] and all(0 < r < 1e9 for rs in per_round for r in rs)
+    means = fresh["rounds"]["offline"]
+    assert means[fresh["engine"]] == [round(sum(rs) / 2, 3) for rs in fresh["offline_all"][fresh["engine"]]]
+    assert fresh["engine"] == max(means, key=lambda label: sum(means[label])) and fresh["own"] == "2×1t b8"
+    assert fresh["engine_rate"][0] == pytest.approx(rate_of(means[fresh["engine"]])[0], rel=1e-5)  # means rounded
     assert fresh["users"] == 32  # two replica processes × two calls × 8 texts
     service, default = fresh["service"], fresh["default"]
     assert service.config.label == "tuned 2×1t b8" and service.config.replicas == 2 and service.qps > 0
     assert default.config.label == DEFAULT_LABEL and service.repeats == default.repeats == 2 and default.users == 32
+    tuned_rounds, default_rounds = fresh["rounds"]["tuned"], fresh["rounds"]["default"]
+    assert len(tuned_rounds) == len(default_rounds) == 2 and min(tuned_rounds + default_rounds) > 0
+    assert service.qps == pytest.approx(sum(tuned_rounds) / 2)  # the pool: two fixed 2 s windows in each round
+    assert len(started) == 2 and not set(started[0]) & set(started[1])  # each round its own service processes
     rate, (low, high) = rate_of([10.0, 12.0, 11.0])
     assert rate == 11.0 and low < 11.0 < high
     # where the cores went: the replica processes' CPU per text, the front's and Locust's, and the engine's offline
     offline, served = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text()
-    assert fresh["cpu"]["service"].texts >= service.qps * 3.0 * 2 * 0.8  # every text of both windows counted
+    assert fresh["cpu"]["service"].texts >= service.qps * 4.0 * 2 * 0.8  # every text of both windows counted
     assert offline["engine"] > 0 and served["engine"] > 0 and served["front"] > 0 and served["client"] > 0
     assert offline["front"] == 0.0 and offline["client"] is None  # offline: the engine alone, no load generator
     budget = cpu_budget(fresh, service.qps, fresh["engine_rate"][0])

@@ -6,18 +6,22 @@ default service's QPS. All in one run, the services' windows interleaved.
 
 The tune's own figures choose the configurations; the ratios are judged on fresh figures (the maximum of five
 offline figures whose intervals are ±8–14 % is biased up by their noise: the winner's curse, 0.919 and 0.945 here
-before this design). Those come in rounds, every process started once and idle while another measures: the best
-offline configuration, then each service for one window (their order alternating), and so on, offline last, so
-each service window sits between two offline ones. One offline figure before and one after every service window
+before this design). Those come in rounds, each with fresh processes, every process idle while another measures:
+the offline contenders, then each service for one window (their order alternating), then the contenders again, so
+each service window sits between two offline figures. One offline figure before and one after every service window
 (A B A once) read 56.8 and 51.6 items/s around the services on this host: a drift of 10 % within four minutes
-that a ratio of the services' mean to those two could not cancel.
+that a ratio of the services' mean to those two could not cancel. Fresh processes each round because a process
+has a speed of its own here (the same work differs by ±5 % across processes, two service processes by up to 25 %):
+with every process started once, one run read 1.039 [0.962–1.124] and the next 0.939 — an interval that a re-run
+did not land in. The ratios are taken per round and their t interval is across the rounds' processes.
 
 "The best offline configuration" is the best in those rounds, not the tune's point-best alone: every configuration
 whose tune interval overlaps the best's (at most CONTENDERS of them) and the tuned service's own are measured in
 each round, and the highest mean is the denominator. Measuring the tune's point-best alone once read 1.200 here: its
 1×2t b8 34.4 [33.6–35.1] items/s tied 2×1t b8 34.0 [32.9–35.2] in the tune, then read 23.0–29.3 in the rounds
 (and 24–28 beside 2×1t b8's 29.5–33.1 right after), so the service was judged against a configuration that was
-not the best in that run. The highest of a few means is biased up by their noise, which makes the target harder, not easier.
+not the best in that run. The highest of a few means is biased up by their noise, which makes the target harder,
+not easier.
 
 Then where the cores went: CPU per text of the engine offline and of the service's replicas, its front and Locust
 (in its timed windows), their shares of the cores, and the ratio those predict. On this 2-core host the front took
@@ -64,16 +68,8 @@ def offline_contenders(record, tuned=None, limit: int = CONTENDERS) -> list:
     return chosen + ([own] if own is not None and own not in chosen else [])
 
 
-def ratio_bounds(num: tuple, den: tuple) -> str:
-    """The ratio's range when each side may lie anywhere in its 95 % interval (conservative: wider than a 95 %
-    interval of the ratio). The target is judged on the point estimate; this says how much that is worth."""
-    if len(num) != 2 or len(den) != 2 or den[0] <= 0:
-        return "[no CI]"
-    return f"[{num[0] / den[1]:.3f}–{num[1] / den[0]:.3f}]"
-
-
 def rate_of(rates: list[float]) -> tuple[float, tuple]:
-    """The mean of the offline figures and its t interval across them."""
+    """The mean of some figures (offline rates, ratios per round) and its t interval across them."""
     mean, low, high = window_rate_ci(rates, 1.0)
     return mean, (low, high)
 
@@ -140,18 +136,60 @@ def service_window(service, run) -> tuple:
                           requests)
 
 
+@dataclass
+class Rounds:
+    """What the rounds measured: each offline contender's figures per round, each service's window per round
+    (by label), and the CPU each spent (CpuUse by service label, and by contender under "offline")."""
+
+    offline: dict
+    windows: dict
+    cpu: dict
+
+    @classmethod
+    def empty(cls, contenders: list, sweep) -> "Rounds":
+        labels = [c.label for c in contenders]
+        return cls({label: [] for label in labels}, {v.label: [] for v in sweep.variants},
+                   {"offline": {label: CpuUse() for label in labels}, **{v.label: CpuUse() for v in sweep.variants}})
+
+
 def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
-    """Rounds on the configurations the tune chose (see the module's docstring): offline, the services, offline,
-    … — `cfg.repeats` windows of each service, one more figure of each offline contender than that."""
-    from bench.service.replicas import start_replicas
+    """`cfg.repeats` rounds on the configurations the tune chose, each with fresh processes (see the module's
+    docstring); the ratios per round, so their intervals are across processes."""
     from loadtests.levels import pooled_level
-    from loadtests.sweep import start_services
 
     tuned = next((c for c in record.candidates if c.label == record.recommended), None)
     contenders = offline_contenders(record, tuned)
     sweep = verify_sweep(cfg, [tuned] if tuned else [])
-    config, _, by_batch = offline_setup(replace(cfg, batches=tuple({c.max_batch for c in contenders})), record.cores)
+    setup = offline_setup(replace(cfg, batches=tuple({c.max_batch for c in contenders})), record.cores)
     out_dir.mkdir(parents=True, exist_ok=True)
+    found = Rounds.empty(contenders, sweep)
+    for r in range(cfg.repeats):
+        one_round(r, cfg, sweep, (setup[0], contenders, setup[2]), found, out_dir)
+    variants = {v.label: v for v in sweep.variants}
+    tuned_label = f"tuned {tuned.label}" if tuned else DEFAULT_LABEL
+    per_round = {label: [pooled_level(variants[label], sweep, [w]).qps for w in ws]
+                 for label, ws in found.windows.items()}
+    means = {label: [sum(f) / len(f) for f in rounds] for label, rounds in found.offline.items()}
+    engine = max(means, key=lambda label: sum(means[label]))
+    return {"engine": engine, "offline": means[engine], "offline_all": found.offline,
+            "engine_rate": rate_of(means[engine]), "own": tuned.label if tuned and tuned.label in means else None,
+            "service": pooled_level(variants[tuned_label], sweep, found.windows[tuned_label]),
+            "default": pooled_level(variants[DEFAULT_LABEL], sweep, found.windows[DEFAULT_LABEL]),
+            "rounds": {"offline": {label: [round(m, 3) for m in ms] for label, ms in means.items()},
+                       "tuned": per_round[tuned_label], "default": per_round[DEFAULT_LABEL]},
+            "users": sweep.users[0], "cores": record.cores,
+            "cpu": {"offline": found.cpu["offline"][engine], "service": found.cpu.get(tuned_label, CpuUse())}}
+
+
+def one_round(r: int, cfg: TuneConfig, sweep, offline: tuple, found: Rounds, out_dir: Path) -> None:
+    """Round `r`: every service and offline contender started afresh, each idle while another measures; the
+    contenders (order alternating), a window of each service (order alternating), the contenders again (the
+    other way round); then every process stopped."""
+    from bench.service.replicas import start_replicas
+    from bench.tune.offline import warmed
+    from loadtests.sweep import alternating, run_window, slug, start_services
+
+    config, contenders, by_batch = offline
     running, failed = start_services(sweep)
     engines: dict = {}
     try:
@@ -160,52 +198,31 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
         for c in contenders:
             members, _ = start_replicas(config, c.replicas, c.threads, call_timeout_s=120.0)
             engines[c.label] = (members, by_batch[c.max_batch])
-        offline, windows, cpu = rounds(cfg, sweep, running, engines, out_dir)
+        seconds = {label: warmed(members, calls, cfg.seconds) for label, (members, calls) in engines.items()}
+        figures: dict = {label: [] for label in engines}
+
+        def offline_figures(k: int) -> None:
+            for label in alternating(tuple(engines), k):
+                rate, use = offline_run(*engines[label], seconds[label])
+                figures[label].append(rate)
+                found.cpu["offline"][label] = found.cpu["offline"][label].add(use)
+
+        offline_figures(r)
+        for variant in alternating(tuple(v for v, _, _ in running.values()), r):
+            _, service, url = running[variant.label]
+            tag = f"fresh_{slug(variant.label)}_rep{r}"
+            window, use = service_window(service, lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
+            found.windows[variant.label].append(window)
+            found.cpu[variant.label] = found.cpu[variant.label].add(use)
+        offline_figures(r + 1)
+        for label, rates in figures.items():
+            found.offline[label].append(rates)
     finally:
         for members, _ in engines.values():
             for member in members:
                 member.close()
         for _, service, _ in running.values():
             service.stop()
-    levels = {label: pooled_level(running[label][0], sweep, ws) for label, ws in windows.items()}
-    tuned_label = f"tuned {tuned.label}" if tuned else DEFAULT_LABEL
-    engine = max(offline, key=lambda label: rate_of(offline[label])[0])
-    return {"engine": engine, "offline": offline[engine], "offline_all": offline,
-            "engine_rate": rate_of(offline[engine]), "own": tuned.label if tuned and tuned.label in offline else None,
-            "service": levels.get(tuned_label), "default": levels.get(DEFAULT_LABEL), "users": sweep.users[0],
-            "cpu": {"offline": cpu["offline"][engine], "service": cpu.get(tuned_label, CpuUse())},
-            "cores": record.cores}
-
-
-def rounds(cfg: TuneConfig, sweep, running: dict, engines: dict, out_dir: Path) -> tuple:
-    """Offline (each contender, order alternating), a window of each running service (order alternating),
-    offline, …: each contender's offline figures, each service's windows, and the CPU each spent (CpuUse by
-    service label, and by contender under "offline")."""
-    from bench.tune.offline import warmed
-    from loadtests.sweep import alternating, run_window, slug
-
-    offline, windows = {label: [] for label in engines}, {label: [] for label in running}
-    cpu = {"offline": {label: CpuUse() for label in engines}, **{label: CpuUse() for label in running}}
-    seconds = {label: warmed(members, calls, cfg.seconds) for label, (members, calls) in engines.items()}
-
-    def offline_figures(r: int) -> None:
-        for label in alternating(tuple(engines), r):
-            members, calls = engines[label]
-            rate, use = offline_run(members, calls, seconds[label])
-            offline[label].append(rate)
-            cpu["offline"][label] = cpu["offline"][label].add(use)
-
-    offline_figures(0)
-    order = tuple(v for v, _, _ in running.values())
-    for r in range(cfg.repeats):
-        for variant in alternating(order, r):
-            _, service, url = running[variant.label]
-            tag = f"fresh_{slug(variant.label)}_rep{r}"
-            window, use = service_window(service, lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
-            windows[variant.label].append(window)
-            cpu[variant.label] = cpu[variant.label].add(use)
-        offline_figures(r + 1)
-    return offline, windows, cpu
 
 
 def check_tune(model: str) -> int:
@@ -224,33 +241,43 @@ def check_tune(model: str) -> int:
 
 
 def judge(fresh: dict, record, block: dict) -> int:
-    (rate, rate_ci), service, default = fresh["engine_rate"], fresh["service"], fresh["default"]
-    to_engine, to_default = service.qps / rate, service.qps / default.qps
-    print(f"fresh figures in rounds, a service window of each between two offline ones (closed loop, "
-          f"{fresh['users']} users); offline items/s:")
-    for label, rates in fresh["offline_all"].items():
-        mean, low_high = rate_of(rates)
+    rounds, rate = fresh["rounds"], fresh["engine_rate"][0]
+    service, default = fresh["service"], fresh["default"]
+    to_engine = rate_of([q / o for q, o in zip(rounds["tuned"], rounds["offline"][fresh["engine"]])])
+    to_default = rate_of([q / d for q, d in zip(rounds["tuned"], rounds["default"])])
+    print(f"fresh figures in {len(rounds['tuned'])} rounds, each with fresh processes (closed loop, "
+          f"{fresh['users']} users); offline items/s, a round's two figures around its service windows:")
+    for label, per_round in fresh["offline_all"].items():
         mark = "  <- best" if label == fresh["engine"] else ""
-        print(f"    {label:<8} {' | '.join(f'{r:.2f}' for r in rates)}  mean {mean:.2f} {ci(low_high)}{mark}")
-    print(f"tuned service {record.recommended} QPS {service.qps:.2f} {ci(service.qps_ci)} / offline "
-          f"{fresh['engine']} {rate:.2f} {ci(rate_ci)} items/s = {to_engine:.3f} "
-          f"{ratio_bounds(tuple(service.qps_ci), rate_ci)}  (target >= {SERVICE_VS_ENGINE})")
+        print(f"    {label:<8} {' | '.join(' '.join(f'{x:.2f}' for x in rs) for rs in per_round)}  "
+              f"mean {sum(rounds['offline'][label]) / len(per_round):.2f}{mark}")
+    for label in ("tuned", "default"):
+        print(f"    {label} service QPS {' | '.join(f'{q:.2f}' for q in rounds[label])}")
+    print(f"tuned service {record.recommended} QPS {service.qps:.2f} / offline {fresh['engine']} {rate:.2f} items/s: "
+          f"per round {to_engine[0]:.3f} {ci3(to_engine[1])}  (target >= {SERVICE_VS_ENGINE}; 95 % CI across the "
+          f"rounds' processes)")
     if fresh["own"] and fresh["own"] != fresh["engine"]:
-        own = rate_of(fresh["offline_all"][fresh["own"]])[0]
+        own = sum(rounds["offline"][fresh["own"]]) / len(rounds["tuned"])
         print(f"tuned service / its own configuration offline ({fresh['own']} {own:.2f} items/s) = "
               f"{service.qps / own:.3f}  (for information)")
-    print(f"tuned / default service QPS = {to_default:.3f}  (default {default.qps:.2f} {ci(default.qps_ci)}; "
-          f"target >= 1.0)")
+    print(f"tuned / default service QPS: per round {to_default[0]:.3f} {ci3(to_default[1])}  (default "
+          f"{default.qps:.2f} {ci(default.qps_ci)}; target >= 1.0)")
     budget = cpu_budget(fresh, service.qps, rate)
     for line in budget.pop("lines"):
         print(line)
-    save("tune", block, {"tuned_vs_offline": to_engine, "tuned_vs_default": to_default,
-                         "offline_engine": fresh["engine"],
-                         "offline_rounds": fresh["offline_all"], "users": fresh["users"],
-                         "tuned_qps": service.qps, "default_qps": default.qps, "cpu": budget}, tune=asdict(record))
-    misses = [f"tuned service / best offline {to_engine:.3f} < {SERVICE_VS_ENGINE}"] * (to_engine < SERVICE_VS_ENGINE)
-    misses += [f"tuned / default service {to_default:.3f} < 1.0"] * (to_default < 1.0)
+    save("tune", block, {"tuned_vs_offline": to_engine[0], "tuned_vs_offline_ci": to_engine[1],
+                         "tuned_vs_default": to_default[0], "tuned_vs_default_ci": to_default[1],
+                         "offline_engine": fresh["engine"], "offline_rounds": fresh["offline_all"],
+                         "rounds": rounds, "users": fresh["users"], "tuned_qps": service.qps,
+                         "default_qps": default.qps, "cpu": budget}, tune=asdict(record))
+    misses = [f"tuned service / best offline {to_engine[0]:.3f} < {SERVICE_VS_ENGINE}"] * (
+        to_engine[0] < SERVICE_VS_ENGINE)
+    misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * (to_default[0] < 1.0)
     return verdict(misses)
+
+
+def ci3(bounds: tuple) -> str:
+    return f"[{bounds[0]:.3f}–{bounds[1]:.3f}]"
 
 
 def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:
