@@ -185,12 +185,9 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
 
 
 def one_round(r: int, cfg: TuneConfig, sweep, offline: tuple, found: Rounds, out_dir: Path) -> None:
-    """Round `r`: every service and offline contender started afresh, each idle while another measures; the
-    contenders (order alternating), a window of each service (order alternating), the contenders again (the
-    other way round); then every process stopped."""
+    """Round `r`: every service and offline contender started afresh, measured (measure_round), stopped."""
     from bench.service.replicas import start_replicas
-    from bench.tune.offline import warmed
-    from loadtests.sweep import alternating, run_window, slug, start_services
+    from loadtests.sweep import start_services
 
     config, contenders, by_batch = offline
     running, failed = start_services(sweep)
@@ -201,31 +198,40 @@ def one_round(r: int, cfg: TuneConfig, sweep, offline: tuple, found: Rounds, out
         for c in contenders:
             members, _ = start_replicas(config, c.replicas, c.threads, call_timeout_s=120.0)
             engines[c.label] = (members, by_batch[c.max_batch])
-        seconds = {label: warmed(members, calls, cfg.seconds) for label, (members, calls) in engines.items()}
-        figures: dict = {label: [] for label in engines}
-
-        def offline_figures(k: int) -> None:
-            for label in alternating(tuple(engines), k):
-                rate, use = offline_run(*engines[label], seconds[label])
-                figures[label].append(rate)
-                found.cpu["offline"][label] = found.cpu["offline"][label].add(use)
-
-        offline_figures(r)
-        for variant in alternating(tuple(v for v, _, _ in running.values()), r):
-            _, service, url = running[variant.label]
-            tag = f"fresh_{slug(variant.label)}_rep{r}"
-            window, use = service_window(service, lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
-            found.windows[variant.label].append(window)
-            found.cpu[variant.label] = found.cpu[variant.label].add(use)
-        offline_figures(r + 1)
-        for label, rates in figures.items():
-            found.offline[label].append(rates)
+        measure_round(r, cfg, sweep, running, engines, found, out_dir)
     finally:
         for members, _ in engines.values():
             for member in members:
                 member.close()
         for _, service, _ in running.values():
             service.stop()
+
+
+def measure_round(r: int, cfg: TuneConfig, sweep, running: dict, engines: dict, found: Rounds, out_dir: Path) -> None:
+    """Each process idle while another measures: the contenders (order alternating), a window of each service
+    (order alternating), the contenders again (the other way round); the figures added to `found`."""
+    from bench.tune.offline import warmed
+    from loadtests.sweep import alternating, run_window, slug
+
+    seconds = {label: warmed(members, calls, cfg.seconds) for label, (members, calls) in engines.items()}
+    figures: dict = {label: [] for label in engines}
+
+    def offline_figures(k: int) -> None:
+        for label in alternating(tuple(engines), k):
+            rate, use = offline_run(*engines[label], seconds[label])
+            figures[label].append(rate)
+            found.cpu["offline"][label] = found.cpu["offline"][label].add(use)
+
+    offline_figures(r)
+    for variant in alternating(tuple(v for v, _, _ in running.values()), r):
+        _, service, url = running[variant.label]
+        tag = f"fresh_{slug(variant.label)}_rep{r}"
+        window, use = service_window(service, lambda: run_window(url, sweep.users[0], None, sweep, out_dir, tag))
+        found.windows[variant.label].append(window)
+        found.cpu[variant.label] = found.cpu[variant.label].add(use)
+    offline_figures(r + 1)
+    for label, rates in figures.items():
+        found.offline[label].append(rates)
 
 
 def check_tune(model: str) -> int:
