@@ -263,13 +263,13 @@ def judge(fresh: dict, record, block: dict) -> int:
     for label in ("tuned", "default"):
         print(f"    {label} service QPS {' | '.join(f'{q:.2f}' for q in rounds[label])}")
     print(f"tuned service {record.recommended} QPS {service.qps:.2f} / offline {fresh['engine']} {rate:.2f} items/s: "
-          f"per round {to_engine[0]:.3f} {ci3(to_engine[1])}  (target >= {SERVICE_VS_ENGINE}; 95 % CI across the "
+          f"per round {to_engine[0]:.3f} {ci(to_engine[1], 3)}  (target >= {SERVICE_VS_ENGINE}; 95 % CI across the "
           f"rounds' processes)")
     if fresh["own"] and fresh["own"] != fresh["engine"]:
         own = sum(rounds["offline"][fresh["own"]]) / len(rounds["tuned"])
         print(f"tuned service / its own configuration offline ({fresh['own']} {own:.2f} items/s) = "
               f"{service.qps / own:.3f}  (for information)")
-    print(f"tuned / default service QPS: per round {to_default[0]:.3f} {ci3(to_default[1])}  (default "
+    print(f"tuned / default service QPS: per round {to_default[0]:.3f} {ci(to_default[1], 3)}  (default "
           f"{default.qps:.2f} {ci(default.qps_ci)}; target >= 1.0)")
     budget = cpu_budget(fresh, service.qps, rate)
     for line in budget.pop("lines"):
@@ -283,10 +283,6 @@ def judge(fresh: dict, record, block: dict) -> int:
         to_engine[0] < SERVICE_VS_ENGINE)
     misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * (to_default[0] < 1.0)
     return verdict(misses)
-
-
-def ci3(bounds: tuple) -> str:
-    return f"[{bounds[0]:.3f}–{bounds[1]:.3f}]"
 
 
 def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:

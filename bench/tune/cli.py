@@ -52,8 +52,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def ci(values: tuple) -> str:
-    return f"[{values[0]:.1f}–{values[1]:.1f}]" if len(values) == 2 else "[no CI]"
+def ci(values: tuple, digits: int = 1) -> str:
+    return f"[{values[0]:.{digits}f}–{values[1]:.{digits}f}]" if len(values) == 2 else "[no CI]"
 
 
 def print_tune(record) -> None:
