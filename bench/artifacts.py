@@ -13,6 +13,13 @@ ONNX_FILES = {
     "int8": "model-int8.onnx",
     "fp16": "model-fp16.onnx",
 }
+# OpenVINO IRs (an .xml graph beside its .bin weights): FP32 converted from the FP32 ONNX export (the BF16 backend
+# runs it with a BF16 inference precision), INT8 quantised by NNCF with calibration on corpus texts.
+OV_FILES = {
+    "ov-fp32": "model-ov-fp32.xml",
+    "ov-int8": "model-ov-int8.xml",
+}
+ALL_FILES = {**ONNX_FILES, **OV_FILES}
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 
@@ -35,19 +42,24 @@ def variant_path(onnx_dir: Path, precision: str) -> Path:
     """The ONNX file for `precision`, refusing variants that are missing or failed the parity gate."""
     manifest = read_manifest(onnx_dir)
     entry = manifest.get("variants", {}).get(precision)
-    path = Path(onnx_dir) / ONNX_FILES[precision]
+    path = Path(onnx_dir) / ALL_FILES[precision]
+    if entry is not None and entry.get("file") is None and entry.get("not_built"):
+        raise BenchError(f"no {precision} model in {onnx_dir}: {entry['not_built']}")
     if entry is None or not path.exists():
-        raise BenchError(f"no {precision} ONNX model in {onnx_dir}: run `python -m bench export`")
+        raise BenchError(f"no {precision} model in {onnx_dir}: run `python -m bench export`")
     if entry.get("parity", {}).get("passed") is False:
         raise BenchError(f"{precision} ONNX model in {onnx_dir} failed the parity gate; see {MANIFEST}")
     return path
 
 
 def variant_for(engine: str, precision: str, device: str) -> str | None:
-    """The exported variant a backend runs; None for torch (it loads the model directory itself).
+    """The exported variant a backend runs; None for torch (it loads the model directory itself). OpenVINO runs
+    its own IRs: BF16 is the FP32 IR compiled with a BF16 inference precision.
     TensorRT parses only standard ONNX ops, so it gets the plain FP32 export (FP16 through `trt_fp16_enable`),
     never the ORT-fused graph with com.microsoft Attention / SkipLayerNormalization nodes. On CUDA, FP32 runs the
     fused graph as FP16 does (the FP16 file is the fused graph converted), so the two differ in precision only."""
+    if engine == "ov":
+        return "ov-int8" if precision == "int8" else "ov-fp32"
     if engine != "ort":
         return None
     if device == "tensorrt":

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import artifacts, backends
+from bench.backends.isa import CpuIsa, left_out
 from bench.errors import BenchError, ConfigError
 from bench.measure.stats import StopRule
 from bench.records import CellResult, CellSpec
@@ -27,6 +28,7 @@ class Profile:
     stop: dict
     processes: int  # fresh workers per cell: processes differ by ±5 % here, so one cannot give an honest CI
     gpu_batch_sweep: tuple = ((), ())  # (backends, batches): only on a host whose GPU can run them (host_grid)
+    by_isa: bool = True  # leave out the CPU backends that cannot win on this CPU (bench.backends.isa.left_out)
 
 
 ALL_BACKENDS = backends.CPU_BACKENDS + backends.GPU_BACKENDS
@@ -34,17 +36,21 @@ ALL_BACKENDS = backends.CPU_BACKENDS + backends.GPU_BACKENDS
 # device's memory fails with its reason and the run goes on; a CPU host never plans these cells (no skipped rows,
 # no time).
 GPU_BATCH_SWEEP = (("ort-fp16-cuda", "torch-fp16-cuda"), (1, 2, 4, 8, 16, 32, 64))
+# Batch 8 (a batching service's call) for every CPU contender the CPU's instruction sets plan, so the decision and
+# `check cpu` compare the best engines at the batch a service runs.
+CPU_BATCH_SWEEP = ("ort-int8-cpu", "ov-int8-cpu", "ov-bf16-cpu")
 # Windows per process are short (≥ 2 s, ≤ 5 s): a longer window narrows one process's CI, which the ±5 %
 # between processes dwarfs; three short processes buy an honest CI for the time of one long one.
 PROFILES = {
-    "default": Profile("default", ALL_BACKENDS, (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (8,)),
+    "default": Profile("default", ALL_BACKENDS, ((*CPU_BATCH_SWEEP, "ort-fp32-cuda", "torch-fp16-cuda"), (8,)),
                        (("ort-fp32-cuda",), (128,)),
                        {"min_iters": 20, "min_time_s": 2.0, "max_time_s": 5.0, "target_rel_halfwidth": 0.05}, 3,
                        GPU_BATCH_SWEEP),
-    "full": Profile("full", ALL_BACKENDS, (("ort-int8-cpu", "ort-fp32-cuda", "torch-fp16-cuda"), (4, 8, 16, 32, 64)),
-                    (("ort-int8-cpu", "ort-fp32-cuda"), (16, 64, 128, 256)),
+    "full": Profile("full", ALL_BACKENDS, ((*CPU_BATCH_SWEEP, "torch-bf16-cpu", "ort-fp32-cuda", "torch-fp16-cuda"),
+                                           (4, 8, 16, 32, 64)),
+                    (("ort-int8-cpu", "ov-int8-cpu", "ort-fp32-cuda"), (16, 64, 128, 256)),
                     {"min_iters": 20, "min_time_s": 3.0, "max_time_s": 10.0, "target_rel_halfwidth": 0.05}, 5,
-                    GPU_BATCH_SWEEP),
+                    GPU_BATCH_SWEEP, by_isa=False),
     "quick": Profile("quick", ALL_BACKENDS, (("ort-int8-cpu",), (4,)), (("ort-int8-cpu",), (128,)),
                      {"min_iters": 10, "min_time_s": 1.0, "max_time_s": 3.0, "target_rel_halfwidth": 0.10}, 2),
 }
@@ -117,8 +123,29 @@ def build_grid(cfg: RunConfig, gpu_host: bool = False) -> list[CellSpec]:
         combos += [(n, b, None) for n in prof.batch_sweep[0] for b in prof.batch_sweep[1]]
         combos += [(n, b, None) for n in prof.gpu_batch_sweep[0] for b in prof.gpu_batch_sweep[1] if gpu_host]
         combos += [(n, 1, L) for n in prof.length_sweep[0] for L in prof.length_sweep[1]]
+    if prof.by_isa and not (cfg.backends or cfg.batches or cfg.lengths):
+        isa = CpuIsa.here()
+        combos = [c for c in combos if backends.resolve(c[0]).device != "cpu" or not left_out(c[0], isa, c[1])]
     cells = [CellSpec(n, b, "bucket" if L else "corpus", L, t) for n, b, L in combos for t in cfg.threads]
     return list(dict.fromkeys(cells))
+
+
+def left_out_here(cfg: RunConfig, isa: CpuIsa | None = None) -> dict[str, str]:
+    """The CPU backends the profile leaves out on this CPU, with the reason (empty for a grid given by hand and for
+    profiles that plan everything)."""
+    prof = PROFILES[cfg.profile]
+    if not prof.by_isa or cfg.backends or cfg.batches or cfg.lengths:
+        return {}
+    isa = isa or CpuIsa.here()
+    planned = [(n, 1) for n in prof.batch1] + [(n, b) for n in prof.batch_sweep[0] for b in prof.batch_sweep[1]]
+    reasons = {f"{n} b{b}": left_out(n, isa, b) for n, b in planned if backends.resolve(n).device == "cpu"}
+    return {n: why for n, why in reasons.items() if why}
+
+
+def plan_record(cfg: RunConfig) -> dict:
+    """What the results file says of the plan: the CPU's instruction sets and every backend left out, with why."""
+    isa = CpuIsa.here()
+    return {"isa": isa.describe(), "left_out": left_out_here(cfg, isa)}
 
 
 def host_grid(cfg: RunConfig) -> tuple[list[CellSpec], str | None]:
@@ -153,6 +180,7 @@ def on_gpu(spec: CellSpec) -> bool:
 
 def config_dict(cfg: RunConfig) -> dict:
     out = asdict(cfg)
+    out["plan"] = plan_record(cfg)
     out["stop_rule"] = asdict(cfg.stop_rule())
     out["processes"] = cfg.n_processes
     out["method"] = {"percentiles": "numpy linear interpolation, pooled over processes",

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 
-FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "f16c")
+FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
+                     "f16c")
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # What a GPU figure also depends on: CUDA/cuDNN runtimes as pip packages (onnxruntime-gpu's extras), TensorRT.
 GPU_PACKAGES = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu13", "nvidia-cudnn-cu12",
@@ -49,7 +50,8 @@ def library_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy", *GPU_PACKAGES):
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "nncf", "numpy",
+                *GPU_PACKAGES):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -102,6 +102,11 @@ class WorkerMeta:
     gpu_device: str | None = None  # the CUDA device and the NVML board matched to it
     gpu_libraries: dict[str, str] = field(default_factory=dict)  # GPU cells: versions of the CUDA runtime, cuDNN
     # and TensorRT the worker loaded, as the libraries report them (bench.measure.gpu_libs)
+    # OpenVINO / torch BF16 cells: the runtime and the settings the compiled model reports it ran with (threads,
+    # performance hint, streams, inference precision), so a cell says which precision really ran
+    openvino: str | None = None
+    openvino_settings: dict[str, str] = field(default_factory=dict)
+    torch_dtype: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,11 @@ Schema history (SCHEMA_VERSION):
     recommended serving configuration and its command line); files without it read as having none.
     (still 2) additive: `WorkerMeta.gpu_libraries`, the CUDA runtime, cuDNN and TensorRT versions a GPU cell's
     worker loaded; files without it read as {} ("not recorded").
+    (2026-12-03, still 2) additive: OpenVINO and torch BF16 backends; `WorkerMeta.openvino`, `openvino_settings`
+    (what the compiled model reports: threads, hint, streams, inference precision) and `torch_dtype`; the model
+    block's variants gain OpenVINO IRs and accuracy figures with CIs; `accuracy`, the trained twin's accuracy per
+    runtime × precision; `config.plan`, the CPU backends the default plan left out and why. Files without them read
+    as not recorded.
 """
 
 from __future__ import annotations

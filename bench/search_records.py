@@ -72,10 +72,12 @@ class TuneCandidate:
     service_qps: float | None = None
     service_qps_ci: tuple[float, ...] = ()
     service_p95_ms: float | None = None
+    backend: str = ""  # the runtime × precision it ran (records before the tune searched backends: the record's)
 
     @property
     def label(self) -> str:
-        return f"{self.replicas}×{self.threads}t b{self.max_batch}"
+        shape = f"{self.replicas}×{self.threads}t b{self.max_batch}"
+        return f"{self.backend} {shape}" if self.backend else shape
 
 
 @dataclass(frozen=True)
@@ -95,3 +97,5 @@ class TuneRecord:
     users: int = 0
     elapsed_s: float = 0.0
     stopped: str = ""  # done | time cap
+    backends: tuple[str, ...] = ()  # every backend searched (older records: `backend` alone); `backend` is the
+    # recommended configuration's

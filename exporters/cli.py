@@ -40,10 +40,11 @@ def print_export_summary(out_dir: Path, manifest: dict) -> None:
     print(f"model: {manifest['source']['source']}{synthetic}")
     for name, v in manifest["variants"].items():
         par = v.get("parity", {})
-        size = f"{v['size_bytes'] / 1e6:7.1f} MB" if v.get("file") else "  (runtime)"
+        size_b = (v.get("size_bytes") or 0) + ((v.get("weights") or {}).get("size_bytes") or 0)
+        size = f"{size_b / 1e6:7.1f} MB" if v.get("file") else "  (runtime)" if not v.get("not_built") else "  (none)"
         verdict = {True: "parity ok", False: "PARITY FAILED", None: "parity not measured"}[par.get("passed")]
         figures = (f"agree {par['label_agreement']:.3f}  max|Δ| {par['max_abs_diff']:.2e}"
-                   if "label_agreement" in par else par.get("not_measured", ""))
+                   if "label_agreement" in par else par.get("not_measured", v.get("not_built", "")))
         print(f"  {name:<11} {size}  {verdict:<20} {figures}")
     print(f"fused ops: {manifest['variants']['fp32-fused'].get('fused_ops')}")
     print(f"models:   {out_dir}")

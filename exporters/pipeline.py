@@ -1,4 +1,5 @@
-"""export_all: model source → FP32 / fused FP32 / INT8 / FP16 ONNX + parity gate + manifest.json.
+"""export_all: model source → FP32 / fused FP32 / INT8 / FP16 ONNX, OpenVINO FP32 / calibrated INT8 IRs, parity gate
+(with accuracy against FP32) + manifest.json.
 
 Artifacts are written under temporary names and renamed when complete; the manifest is written last,
 so a folder without a manifest (or with an older one) never looks complete. Re-running with unchanged
@@ -16,12 +17,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench import paths
-from bench.artifacts import MANIFEST, MANIFEST_VERSION, ONNX_FILES
+from bench.artifacts import ALL_FILES, MANIFEST, MANIFEST_VERSION, ONNX_FILES, OV_FILES
 from bench.errors import BenchError, ConfigError
 from bench.host import library_versions
+from exporters.openvino import CALIBRATION, convert_fp32, missing, quantize_int8, weights_of
 from exporters.parity import DEFAULT_THRESHOLDS
 
-GATED = ("fp32", "fp32-fused", "int8", "torch-int8")
+GATED = ("fp32", "fp32-fused", "int8", "torch-int8", "torch-bf16", "ov-fp32", "ov-bf16", "ov-int8")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
     parts = {name: sha256_file(model_dir / name) for name in sorted(os.listdir(model_dir))
              if name.endswith((".json", ".safetensors", ".bin", ".txt")) and name != "source.json"}
     parts["settings"] = {"parity_n": cfg.parity_n, "max_len": cfg.parity_max_length, "quant": quant,
+                         "ov_calibration": CALIBRATION,
                          "thresholds": {k: asdict(v) for k, v in cfg.thresholds.items()}}
     parts["versions"] = library_versions()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -80,15 +83,18 @@ def reusable(out_dir: Path, key: str) -> dict | None:
 
 def verify_files(out_dir: Path, manifest: dict) -> None:
     for name, entry in manifest.get("variants", {}).items():
-        f = entry.get("file")
-        if not f:
-            continue
-        path = out_dir / f
-        if not path.exists():
-            raise BenchError(f"{path} is missing but listed in {out_dir / MANIFEST}; re-export with --force")
-        if path.stat().st_size != entry["size_bytes"] or sha256_file(path) != entry["sha256"]:
-            raise BenchError(f"{path} does not match the sha256 in {out_dir / MANIFEST} (changed after export); "
-                             f"re-export with --force")
+        for part in (entry, entry.get("weights")):  # an OpenVINO IR: the .xml and its .bin
+            if part and part.get("file"):
+                verify_file(out_dir, part)
+
+
+def verify_file(out_dir: Path, entry: dict) -> None:
+    path = out_dir / entry["file"]
+    if not path.exists():
+        raise BenchError(f"{path} is missing but listed in {out_dir / MANIFEST}; re-export with --force")
+    if path.stat().st_size != entry["size_bytes"] or sha256_file(path) != entry["sha256"]:
+        raise BenchError(f"{path} does not match the sha256 in {out_dir / MANIFEST} (changed after export); "
+                         f"re-export with --force")
 
 
 def timed(label: str, fn, *args) -> tuple[object, float]:
@@ -104,11 +110,13 @@ def build_files(model_dir: Path, out_dir: Path, quant: dict) -> dict:
     """Export every file under a .partial name, renaming each only once it is complete."""
     cfg = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
     tmp = {p: out_dir / (ONNX_FILES[p] + ".partial") for p in ONNX_FILES}
+    tmp.update({p: out_dir / name.replace(".xml", ".partial.xml") for p, name in OV_FILES.items()})
     try:
         info = build_partials(model_dir, tmp, cfg, quant)
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)  # a failed step leaves nothing that looks like a model
+            weights_of(path).unlink(missing_ok=True) if path.suffix == ".xml" else None
     return info
 
 
@@ -126,22 +134,56 @@ def build_partials(model_dir: Path, tmp: dict, cfg: dict, quant: dict) -> dict:
     _, info["export_seconds"]["int8"] = timed("quantize INT8 (dynamic, QInt8)", quantize, tmp["fp32-fused"],
                                               tmp["int8"], quant)
     _, info["export_seconds"]["fp16"] = timed("convert FP16 (for CUDA)", to_fp16, tmp["fp32-fused"], tmp["fp16"])
+    info["not_built"] = build_openvino(model_dir, tmp, info["export_seconds"])
     for precision, path in tmp.items():
-        os.replace(path, out_dir / ONNX_FILES[precision])
+        if precision not in info["not_built"]:
+            publish(path, out_dir / ALL_FILES[precision])
     info["fused_ops"] = fused_ops
     return info
 
 
+def build_openvino(model_dir: Path, tmp: dict, seconds: dict) -> dict:
+    """The OpenVINO IRs; {variant: reason} for those not built (openvino or nncf missing)."""
+    why = missing()
+    if why:
+        log(f"OpenVINO IRs not built: {why}")
+        return {p: why for p in OV_FILES}
+    _, seconds["ov-fp32"] = timed("convert to OpenVINO IR (FP32)", convert_fp32, tmp["fp32"], tmp["ov-fp32"])
+    _, seconds["ov-int8"] = timed("quantize OpenVINO INT8 (NNCF, calibrated on corpus texts)", quantize_int8,
+                                  tmp["ov-fp32"], tmp["ov-int8"], model_dir)
+    return {}
+
+
+def publish(partial: Path, final: Path) -> None:
+    """Rename a finished file (and an IR's weights beside it) to its final name."""
+    if partial.suffix == ".xml":
+        os.replace(weights_of(partial), weights_of(final))
+    os.replace(partial, final)
+
+
 def variant_entries(out_dir: Path, info: dict) -> dict:
     entries = {}
-    for precision, name in ONNX_FILES.items():
-        path = out_dir / name
-        entries[precision] = {"file": name, "size_bytes": path.stat().st_size, "sha256": sha256_file(path),
-                              "export_seconds": round(info["export_seconds"][precision], 3)}
+    for precision, name in ALL_FILES.items():
+        if precision in info["not_built"]:
+            entries[precision] = {"file": None, "not_built": info["not_built"][precision]}
+            continue
+        entries[precision] = {**file_entry(out_dir / name), "export_seconds": round(info["export_seconds"][precision], 3)}
+        if precision in OV_FILES:
+            entries[precision]["weights"] = file_entry(weights_of(out_dir / name))
     entries["fp32-fused"]["fused_ops"] = info["fused_ops"]
+    if "ov-int8" not in info["not_built"]:
+        entries["ov-int8"]["calibration"] = CALIBRATION
+    entries["ov-bf16"] = {"file": None, "note": "the OpenVINO FP32 IR compiled with INFERENCE_PRECISION_HINT=bf16, "
+                                                "at load time (AMX / AVX512-BF16 CPUs only)"}
+    entries["torch-bf16"] = {"file": None, "note": "the model's weights and activations in torch.bfloat16, applied "
+                                                   "at load time (AMX / AVX512-BF16 CPUs only)"}
     entries["torch-int8"] = {"file": None, "note": "torch.ao.quantization.quantize_dynamic on nn.Linear, "
                                                    "applied at load time"}
     return entries
+
+
+def file_entry(path: Path) -> dict:
+    return {"file": path.name, "size_bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 def parity_runners(model_dir: Path, out_dir: Path, threads: int | None) -> dict:
@@ -155,6 +197,12 @@ def parity_runners(model_dir: Path, out_dir: Path, threads: int | None) -> dict:
 
     runners = {p: cfg("ort", p, "cpu", out_dir / ONNX_FILES[p]) for p in ("fp32", "fp32-fused", "int8")}
     runners["torch-int8"] = cfg("torch", "int8", "cpu")
+    runners["torch-bf16"] = cfg("torch", "bf16", "cpu")  # unavailable without BF16 hardware: not measured, why
+    if (out_dir / OV_FILES["ov-fp32"]).exists():
+        runners["ov-fp32"] = cfg("ov", "fp32", "cpu", out_dir / OV_FILES["ov-fp32"])
+        runners["ov-bf16"] = cfg("ov", "bf16", "cpu", out_dir / OV_FILES["ov-fp32"])
+    if (out_dir / OV_FILES["ov-int8"]).exists():
+        runners["ov-int8"] = cfg("ov", "int8", "cpu", out_dir / OV_FILES["ov-int8"])
     if "CUDAExecutionProvider" in ort.get_available_providers():
         runners["fp16"] = cfg("ort", "fp16", "cuda", out_dir / ONNX_FILES["fp16"])
     return runners

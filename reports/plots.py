@@ -212,14 +212,18 @@ def roofline(run: RunResult) -> dict:
     fig, (ax,) = figure()
     fp32, int8 = peak_for("fp32", record, run.peak_gemm_flops)[0], record.get("int8_peak_ops")
     # Orange: INT8 judged against a float32 peak (runs without an INT8 peak), which it can pass.
+    bf16 = record.get("bf16_peak_flops")
     kinds = {"fp32": ("#55a868", f"float32 cells (peak {fp32 / 1e9:.0f} GFLOP/s)" if fp32 else "float32 cells"),
              "int8": ("#4c72b0", f"INT8 cells (INT8 peak {int8 / 1e9:.0f} GOP/s)" if int8 else "INT8 cells"),
-             "int8-vs-fp32": ("#dd8452", "INT8 cells vs the float32 peak (no INT8 peak measured)")}
+             "bf16": ("#64b5cd", f"BF16 cells (BF16 peak {bf16 / 1e9:.0f} GFLOP/s)" if bf16 else "BF16 cells"),
+             "int8-vs-fp32": ("#dd8452", "INT8 cells vs the float32 peak (no INT8 peak measured)"),
+             "bf16-vs-fp32": ("#c44e52", "BF16 cells vs the float32 peak (no BF16 peak measured)")}
     gpu = record.get("gpu") or {}
     kinds.update({f"gpu-{k}": (color, f"GPU {k.upper()} cells (GPU peak {(gpu.get(k) or 0) / 1e12:.0f} TFLOP/s)")
                   for k, color in (("fp32", "#8172b3"), ("tf32", "#937860"), ("fp16", "#da8bc3"))})
-    kind_of = [kind if kind.startswith("gpu") else "int8" if kind == "int8" else
-               "int8-vs-fp32" if precision_of(c.spec.backend) == "int8" else "fp32" for c, _, kind in judged]
+    kind_of = [kind if kind.startswith("gpu") or kind in ("int8", "bf16") else
+               f"{precision_of(c.spec.backend)}-vs-fp32" if precision_of(c.spec.backend) in ("int8", "bf16") else
+               "fp32" for c, _, kind in judged]
     ax.barh([c.spec.key for c, _, _ in judged], [100 * c.achieved_flops / peak for c, peak, _ in judged],
             color=[kinds[k][0] for k in kind_of])
     ax.axvline(100, color="grey", linewidth=0.8, linestyle=":")

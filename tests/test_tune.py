@@ -109,17 +109,24 @@ def test_bad_settings_fail_before_any_work():
 
 def test_a_short_tune_runs_end_to_end_and_reaches_the_results_and_report(bench_home, tiny_onnx):
     out = subprocess.run([sys.executable, "-m", "bench", "tune", "--model", "twin:tiny", "--tune-seconds", "2",
-                          "--tune-duration", "4", "--tune-repeats", "1", "--tune-users", "4", "--run-id", "tuned"],
+                          "--tune-duration", "4", "--tune-repeats", "1", "--tune-users", "4", "--run-id", "tuned",
+                          "--tune-backend", "ort-int8-cpu,ov-int8-cpu"],
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     run = load_run(bench_home / "results" / "tuned")
     t = run.tune
-    assert len(t.candidates) == 5 and all(c.status == "ok" and c.items_per_s > 0 for c in t.candidates)
+    # runtime × precision is a dimension of the search: every shape for each backend, labelled with it
+    assert t.backends == ("ort-int8-cpu", "ov-int8-cpu")
+    assert len(t.candidates) == 10 and all(c.status == "ok" and c.items_per_s > 0 for c in t.candidates)
+    assert sorted(c.backend for c in t.candidates) == ["ort-int8-cpu"] * 5 + ["ov-int8-cpu"] * 5
+    assert all(c.label.startswith(c.backend + " ") for c in t.candidates)
     assert list([c for c in t.candidates if c.oversubscribed][0].cores) == ["any", "any"]
     verified = [c for c in t.candidates if c.service_qps is not None]
     assert len(verified) == 1 and verified[0].label == max(
         (c for c in t.candidates if not c.oversubscribed), key=lambda c: c.items_per_s).label
     assert t.recommended in (verified[0].label, t.default_label) and t.default_qps > 0 and t.command
+    if t.recommended == verified[0].label:  # the command starts the recommended backend
+        assert f"--backend {verified[0].backend}" in t.command and t.backend == verified[0].backend
     assert t.users == verify_users(TuneConfig(users=4), verified) >= 8  # what the services ran at, recorded
     assert {lv.config.label for lv in run.loadtests} == {verified[0].service_label, t.default_label}
     assert f"start it:    {t.command}" in out.stdout

@@ -10,16 +10,21 @@ from bench.errors import ConfigError
 
 _TORCH = "bench.backends.torch_backend:TorchBackend"
 _ORT = "bench.backends.ort_backend:OrtBackend"
+_OV = "bench.backends.ov_backend:OvBackend"
 _FAKE = "bench.backends.fake:FakeBackend"
 
 REGISTRY: dict[str, str] = {
     "torch-fp32-cpu": _TORCH,
     "torch-int8-cpu": _TORCH,
+    "torch-bf16-cpu": _TORCH,
     "torch-fp32-cuda": _TORCH,
     "torch-fp16-cuda": _TORCH,
     "ort-fp32-cpu": _ORT,
     "ort-fp32-fused-cpu": _ORT,
     "ort-int8-cpu": _ORT,
+    "ov-fp32-cpu": _OV,
+    "ov-bf16-cpu": _OV,
+    "ov-int8-cpu": _OV,
     "ort-fp32-cuda": _ORT,
     "ort-fp16-cuda": _ORT,
     "ort-int8-cuda": _ORT,
@@ -28,7 +33,8 @@ REGISTRY: dict[str, str] = {
     "fake-fp32-cpu": _FAKE,
 }
 
-CPU_BACKENDS = ("torch-fp32-cpu", "torch-int8-cpu", "ort-fp32-cpu", "ort-fp32-fused-cpu", "ort-int8-cpu")
+CPU_BACKENDS = ("torch-fp32-cpu", "torch-int8-cpu", "torch-bf16-cpu", "ort-fp32-cpu", "ort-fp32-fused-cpu",
+                "ort-int8-cpu", "ov-fp32-cpu", "ov-bf16-cpu", "ov-int8-cpu")
 GPU_BACKENDS = ("torch-fp32-cuda", "torch-fp16-cuda", "ort-fp32-cuda", "ort-fp16-cuda", "ort-int8-cuda",
                 "ort-fp32-tensorrt", "ort-fp16-tensorrt")
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from bench.errors import ConfigError
 
-ENGINES = ("torch", "ort", "fake")
-PRECISIONS = ("fp32", "fp32-fused", "int8", "fp16")
+ENGINES = ("torch", "ort", "ov", "fake")
+PRECISIONS = ("fp32", "fp32-fused", "int8", "fp16", "bf16")
 DEVICES = ("cpu", "cuda", "tensorrt")
 
 

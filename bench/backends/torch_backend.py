@@ -1,4 +1,4 @@
-"""PyTorch backends: FP32 and dynamic INT8 (Linear layers) on CPU; FP32 and FP16 on CUDA."""
+"""PyTorch backends: FP32, dynamic INT8 (Linear layers) and BF16 weights on CPU; FP32 and FP16 on CUDA."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from bench.backends.base import Backend, Unavailable
 
 
 def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
-    """The HF classifier in eval mode; int8 = torch dynamic quantisation of every nn.Linear (qint8 weights)."""
+    """The HF classifier in eval mode; int8 = torch dynamic quantisation of every nn.Linear (qint8 weights);
+    bf16 = the whole model in bfloat16 (oneDNN runs it on AMX or AVX512-BF16; the caller refuses other CPUs)."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -22,6 +23,8 @@ def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
         raise BenchError(f"cannot load the model in {model_dir}: {type(exc).__name__}: {str(exc)[:200]}") from None
     if precision == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    elif precision == "bf16":
+        model = model.to(torch.bfloat16)
     return model
 
 
@@ -43,6 +46,11 @@ class TorchBackend(Backend):
             raise Unavailable(f"torch {torch.__version__} sees no CUDA device")
         if spec.device != "cpu" and spec.device != "cuda":
             raise Unavailable(f"torch has no '{spec.device}' device")
+        if spec.precision == "bf16":
+            from bench.backends.isa import CpuIsa, bf16_reason
+
+            if spec.device != "cpu" or (why := bf16_reason(CpuIsa.here())):
+                raise Unavailable(why or "torch BF16 is a CPU backend here (CUDA runs FP16)")
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         model = load_torch_model(self.config.model_dir, spec.precision)
@@ -60,6 +68,8 @@ class TorchBackend(Backend):
         return bool(self.config.options.get("tf32", False))
 
     def run_info(self) -> dict:
+        if self.config.spec.precision == "bf16":
+            return {"torch_dtype": str(next(self.model.parameters()).dtype)}
         return {"tf32": "on" if self._tf32 else "off"} if self.config.spec.device == "cuda" else {}
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

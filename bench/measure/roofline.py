@@ -164,6 +164,34 @@ def _ort_gemm_rate(nodes: list, initializers: list, out_type: int, shape: tuple[
     return 2.0 * m * k * n / best_seconds(lambda: sess.run(None, feeds), repeats, min_time_s)
 
 
+BF16_PEAK_SHAPES = ((256, 768, 3072), (256, 3072, 768), (1024, 1024, 1024))
+
+
+def measure_peak_bf16_ov(m: int = 256, k: int = 768, n: int = 3072, repeats: int = 5, min_time_s: float = 0.5,
+                         threads: int | None = None) -> float | None:
+    """Best FLOP/s of one MatMul (m×k by a constant k×n weight) compiled by OpenVINO's CPU plugin with a BF16
+    inference precision: the kernels the BF16 cells run (AMX or AVX512-BF16). None where OpenVINO is absent or the
+    CPU has no BF16 hardware (an emulated peak would judge nothing)."""
+    from bench.backends.isa import CpuIsa
+
+    if not CpuIsa.here().bf16:
+        return None
+    try:
+        import openvino as ov
+        import openvino.opset13 as ops
+    except ImportError:
+        return None
+    a = ops.parameter([m, k], np.float32, name="a")
+    weight = np.random.default_rng(1).standard_normal((k, n), dtype=np.float32)
+    model = ov.Model([ops.matmul(a, ops.constant(weight), False, False)], [a], "gemm")
+    settings = {"INFERENCE_PRECISION_HINT": "bf16", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1}
+    if threads:
+        settings["INFERENCE_NUM_THREADS"] = threads
+    request = ov.Core().compile_model(model, "CPU", settings).create_infer_request()
+    feeds = {"a": np.random.default_rng(0).standard_normal((m, k), dtype=np.float32)}
+    return 2.0 * m * k * n / best_seconds(lambda: request.infer(feeds), repeats, min_time_s)
+
+
 def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
     """Peak float32 GEMM FLOP/s of this host: the best of numpy's BLAS (size² square) and ONNX Runtime's MLAS
     over ORT_PEAK_SHAPES; plus the INT8 GEMM peak (`int8_peak_ops`), which INT8 cells are judged against,
@@ -179,7 +207,11 @@ def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
             int8[f"{m}x{k}x{n}"] = measure_peak_int8_ort(m, k, n, repeats)
     except ImportError:
         pass
+    bf16 = {f"{m}x{k}x{n}": measure_peak_bf16_ov(m, k, n, repeats) for m, k, n in BF16_PEAK_SHAPES}
+    bf16 = {shape: rate for shape, rate in bf16.items() if rate}
     return {"peak_flops": max(engines.values()), "by_engine": engines, "onnxruntime_by_shape": shapes,
+            "bf16_peak_flops": max(bf16.values()) if bf16 else None, "bf16_by_shape": bf16,
+            "bf16_kernel": "OpenVINO CPU MatMul, INFERENCE_PRECISION_HINT=bf16" if bf16 else None,
             "size": size, "dtype": "float32", "int8_peak_ops": max(int8.values()) if int8 else None,
             "int8_by_shape": int8, "int8_kernel": "ORT DynamicQuantizeLinear + MatMulInteger (u8 x s8, 7-bit weights)"}
 
@@ -187,7 +219,8 @@ def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
 def peak_for(precision: str, peak: dict | None, fallback: float | None = None, device: str = "cpu",
              tf32: str | None = None) -> tuple[float | None, str]:
     """The peak a cell of this precision is judged against, and its name: INT8 cells against the INT8 GEMM
-    peak when the run measured one, everything else (and INT8 in older runs) against the float32 peak.
+    peak and BF16 cells against the BF16 one when the run measured them, everything else (and INT8 / BF16 in
+    runs without that peak) against the float32 peak.
     GPU cells only against the GPU's own peak of their precision (`peak["gpu"]`, bench.measure.gpu_peak): FP16,
     TF32 where the cell allowed it, else FP32; None without one (never the host CPU's peak)."""
     peak = peak or {}
@@ -196,4 +229,6 @@ def peak_for(precision: str, peak: dict | None, fallback: float | None = None, d
         return (peak.get("gpu") or {}).get(kind), f"gpu-{kind}"
     if precision == "int8" and peak.get("int8_peak_ops"):
         return peak["int8_peak_ops"], "int8"
+    if precision == "bf16" and peak.get("bf16_peak_flops"):
+        return peak["bf16_peak_flops"], "bf16"
     return peak.get("peak_flops") or fallback, "float32"

@@ -28,10 +28,16 @@ class Candidate:
     replicas: int
     threads: int
     max_batch: int
+    backend: str = ""
 
     @property
     def label(self) -> str:
-        return f"{self.replicas}×{self.threads}t b{self.max_batch}"
+        shape = f"{self.replicas}×{self.threads}t b{self.max_batch}"
+        return f"{self.backend} {shape}" if self.backend else shape
+
+
+def for_backend(grid: list[Candidate], backend: str) -> list[Candidate]:
+    return [replace(c, backend=backend) for c in grid]
 
 
 def candidates(cores: int, batches: Sequence[int], max_replicas: int = 16) -> list[Candidate]:
@@ -157,7 +163,7 @@ def measure(cand: Candidate, config: BackendConfig, calls: list[dict], seconds: 
     together (see warmed for how long)."""
     members, placement = start_replicas(config, cand.replicas, cand.threads, call_timeout_s=120.0)
     record = TuneCandidate(cand.replicas, cand.threads, cand.max_batch, placement.oversubscribed,
-                           tuple(placement.describe()))
+                           tuple(placement.describe()), backend=cand.backend)
     try:
         found = run_for(members, calls, warmed(members, calls, seconds))
         return replace(record, rss_mb=rss_mb(members), **found)

@@ -19,15 +19,25 @@ from bench.corpus import LOAD_TEXTS
 from bench.errors import ConfigError
 from bench.service.config import ServiceConfig
 from bench.search_records import TuneCandidate, TuneRecord
-from bench.tune.offline import Candidate, candidates, gpu_candidates, measure, model_calls
+from bench.tune.offline import Candidate, candidates, for_backend, gpu_candidates, measure, model_calls
 
 DEFAULT_LABEL = "default service (1 process, runtime threads, b8)"
+# The CPU backends `--tune-backend auto` searches, those the CPU's instruction sets plan at a service's batch
+# (bench.backends.isa.left_out): runtime × precision is a dimension of the search like replicas and batch.
+CONTENDERS = ("ort-int8-cpu", "ov-int8-cpu", "ov-bf16-cpu")
+
+
+def contenders() -> tuple[str, ...]:
+    from bench.backends.isa import CpuIsa, left_out
+
+    isa = CpuIsa.here()
+    return tuple(name for name in CONTENDERS if not left_out(name, isa, batch=8))
 
 
 @dataclass(frozen=True)
 class TuneConfig:
     model: str = "twin"
-    backend: str = "ort-int8-cpu"
+    backend: str = "auto"  # one backend, a comma list, or auto (the CPU contenders this CPU plans: CONTENDERS)
     batches: tuple[int, ...] = (1, 8)
     seconds: float = 4.0  # offline, per candidate (1 s windows: a CI from 4 of them)
     top: int = 1  # candidates verified as a service
@@ -42,7 +52,8 @@ class TuneConfig:
     def __post_init__(self) -> None:
         from bench.backends import resolve
 
-        resolve(self.backend)
+        for name in self.searched:
+            resolve(name)
         if not self.batches or min(self.batches) < 1:
             raise ConfigError(f"batches must be >= 1 (got {self.batches})")
         for name in ("seconds", "duration_s", "time_cap_s"):
@@ -52,6 +63,13 @@ class TuneConfig:
             raise ConfigError("top, users and repeats must be >= 1, ties >= 0 and seconds >= 2 (a CI needs two "
                               "windows)")
 
+    @property
+    def searched(self) -> tuple[str, ...]:
+        """The backends the search covers, in order."""
+        if self.backend == "auto":
+            return contenders()
+        return tuple(n.strip() for n in self.backend.split(",") if n.strip())
+
 
 def command_line(backend: str, c: TuneCandidate) -> str:
     flags = ["python", "-m", "bench.service", "--backend", backend, "--replicas", str(c.replicas),
@@ -60,31 +78,35 @@ def command_line(backend: str, c: TuneCandidate) -> str:
 
 
 def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
-    """What the offline search measures: the backend config, the grid, and each max batch's model calls."""
+    """What the offline search measures: each backend's config, the grid (backend × replicas × threads × max
+    batch), and each max batch's model calls (the same texts for every backend)."""
     from bench.corpus import length_workload
     from bench.service.runtime import backend_config
     from bench.tokenize import load_tokenizer, model_dir_str
 
-    service = ServiceConfig(model=cfg.model, backend=cfg.backend)
-    config = backend_config(service)
-    tokenizer = load_tokenizer(model_dir_str(config.model_dir))
+    configs = {name: backend_config(ServiceConfig(model=cfg.model, backend=name)) for name in cfg.searched}
+    grid = []
+    for name, config in configs.items():
+        on_gpu = config.spec.device != "cpu"
+        grid += for_backend(gpu_candidates(cores, cfg.batches) if on_gpu else candidates(cores, cfg.batches), name)
+    first = next(iter(configs.values()))
+    tokenizer = load_tokenizer(model_dir_str(first.model_dir))
     texts = length_workload(cfg.texts, seed=cfg.seed).texts
-    on_gpu = config.spec.device != "cpu"
-    grid = gpu_candidates(cores, cfg.batches) if on_gpu else candidates(cores, cfg.batches)
-    calls = {b: model_calls(tokenizer, texts, b, service.effective_max_padding) for b in {c.max_batch for c in grid}}
-    return config, grid, calls
+    padding = ServiceConfig().effective_max_padding
+    calls = {b: model_calls(tokenizer, texts, b, padding) for b in {c.max_batch for c in grid}}
+    return configs, grid, calls
 
 
 def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     """Every candidate offline, with a progress bar; a candidate that fails is recorded with its reason."""
     from tqdm import tqdm
 
-    config, grid, calls = offline_setup(cfg, cores)
+    configs, grid, calls = offline_setup(cfg, cores)
     out, started = [], time.monotonic()
     for cand in tqdm(grid, desc="tune offline", unit="config", file=sys.stderr):
         if time.monotonic() - started > cfg.time_cap_s:
             return out, "time cap"
-        out.append(try_candidate(cand, config, calls[cand.max_batch], cfg.seconds))
+        out.append(try_candidate(cand, configs[cand.backend], calls[cand.max_batch], cfg.seconds))
     return out, "done"
 
 
@@ -93,7 +115,7 @@ def try_candidate(cand: Candidate, config, calls: list[dict], seconds: float) ->
         return measure(cand, config, calls, seconds)
     except Exception as exc:  # noqa: BLE001  a candidate that cannot run (memory, a crash) is a finding
         return TuneCandidate(cand.replicas, cand.threads, cand.max_batch, status="failed",
-                             reason=f"{type(exc).__name__}: {exc}")
+                             reason=f"{type(exc).__name__}: {exc}", backend=cand.backend)
 
 
 def to_verify(offline: list[TuneCandidate], top: int, ties: int = 0) -> list[TuneCandidate]:
@@ -140,10 +162,11 @@ def verify_sweep(cfg: TuneConfig, chosen: list[TuneCandidate]):
 
     users = verify_users(cfg, chosen)
     queue = max(ServiceConfig().max_queue, users)
-    variants = [ServiceVariant.of(f"tuned {c.label}", backend=cfg.backend, replicas=c.replicas, threads=c.threads,
-                                  max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0, max_queue=queue)
+    variants = [ServiceVariant.of(f"tuned {c.label}", backend=c.backend or cfg.searched[0], replicas=c.replicas,
+                                  threads=c.threads, max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0,
+                                  max_queue=queue)
                 for c in chosen]
-    variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=cfg.backend, cache_size=0, max_queue=queue))
+    variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=ServiceConfig().backend, cache_size=0, max_queue=queue))
     return SweepConfig(model=cfg.model, variants=tuple(variants), users=(users,), open_rates=(),
                        duration_s=cfg.duration_s, repeats=cfg.repeats, ramp_s=1.0)
 
@@ -160,12 +183,14 @@ def overlaps(a: tuple, b: tuple) -> bool:
     return len(a) == 2 and len(b) == 2 and a[0] <= b[1] and b[0] <= a[1]
 
 
-def recommend(verified: list[TuneCandidate], default, backend: str) -> tuple[str | None, str | None, tuple]:
+def recommend(verified: list[TuneCandidate], default, backend: str = ServiceConfig.backend
+              ) -> tuple[str | None, str | None, tuple]:
     """(label, command line, labels it ties with) of the highest service QPS among the verified candidates and the
     default service (so the tune never recommends something worse than doing nothing). A tie — its interval
     overlaps another's — is named, not hidden: the alternatives serve as well within the noise, often with less
     memory."""
-    options = [(c.service_qps, tuple(c.service_qps_ci), c.label, command_line(backend, c)) for c in verified]
+    options = [(c.service_qps, tuple(c.service_qps_ci), c.label, command_line(c.backend or backend, c))
+               for c in verified]
     if default is not None and default.status == "ok" and default.qps is not None:
         options.append((default.qps, tuple(default.qps_ci), DEFAULT_LABEL,
                         shlex.join(["python", "-m", "bench.service", "--backend", backend])))
@@ -198,10 +223,12 @@ def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[
     levels, users = verify(cfg, to_verify(offline, cfg.top, cfg.ties), out_dir)
     final = [with_service(c, levels) for c in offline]
     default = levels.get(DEFAULT_LABEL)
-    best, command, tied = recommend([c for c in final if c.service_qps is not None], default, cfg.backend)
-    record = TuneRecord(cfg.backend, cores, tuple(final), DEFAULT_LABEL if default else None,
+    best, command, tied = recommend([c for c in final if c.service_qps is not None], default)
+    chosen = next((c.backend for c in final if c.label == best and c.backend), ServiceConfig().backend)
+    record = TuneRecord(chosen, cores, tuple(final), DEFAULT_LABEL if default else None,
                         default.qps if default else None, tuple(default.qps_ci) if default else (),
-                        best, command, pareto(final), tied, users, round(time.monotonic() - started, 1), stopped)
+                        best, command, pareto(final), tied, users, round(time.monotonic() - started, 1), stopped,
+                        backends=cfg.searched)
     return record, list(levels.values())
 
 
@@ -217,7 +244,8 @@ def tuned_variant(record: TuneRecord, variants: tuple):
     for v in variants:
         k = v.config
         if (k.backend, k.replicas, k.effective_max_batch, k.replica_threads or record.cores) == \
-                (record.backend, c.replicas, c.max_batch, c.threads):
+                (c.backend or record.backend, c.replicas, c.max_batch, c.threads):
             return None
-    return ServiceVariant.of(f"tuned {c.label}", backend=record.backend, replicas=c.replicas, threads=c.threads,
+    return ServiceVariant.of(f"tuned {c.label}", backend=c.backend or record.backend, replicas=c.replicas,
+                             threads=c.threads,
                              max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0)
