@@ -20,14 +20,14 @@ ORT_GPU_12 := 1.26.0
 TORCH_INDEX_13 := https://download.pytorch.org/whl/cu130
 TORCH_INDEX_12 := https://download.pytorch.org/whl/cu126
 
-.PHONY: help install install-gpu test-deps test bench export quick serve loadtest report check-int8 check-trust \
+.PHONY: help install install-gpu test-deps test bench export quick serve loadtest report check-cpu check-int8 check-trust \
         check-service check-overload check-tune check-gpu fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
 	@echo "make test      set up and run the test suite"
 	@echo "make install | install-gpu | export | quick | serve | loadtest | report | clean"
-	@echo "make check-int8 | check-trust | check-service | check-overload | check-tune | check-gpu | fuzz   (benchmark commands)"
+	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-tune | check-gpu | fuzz   (benchmark commands)"
 
 install: $(ENV)
 
@@ -97,7 +97,7 @@ loadtest: $(ENV)
 report: $(ENV)
 	$(BIN)/python -m bench report latest $(ARGS)
 
-check-int8 check-trust check-service check-overload check-tune check-gpu: $(ENV)
+check-cpu check-int8 check-trust check-service check-overload check-tune check-gpu: $(ENV)
 	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
 
 fuzz: $(ENV)

@@ -6,6 +6,7 @@
   python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
   python -m bench check tune      the tuned service vs the best offline engine config and the default service
   python -m bench check gpu       every GPU path briefly on the GPU (--gpu N), one verdict per check
+  python -m bench check cpu       the best CPU engine vs ORT INT8, each engine vs its vendor's tool, accuracy kept
 
 Each prints its figures with their targets and exits 1 when a target is missed (naming it), 2 on bad input or a
 failed measurement, 0 when every target is met; `check gpu` exits 3 where there is no usable CUDA device (not
@@ -51,4 +52,10 @@ def _gpu(model: str, gpu: int = 0) -> int:
     return check_gpu(model, gpu)
 
 
-CHECKS = {"int8": _int8, "trust": _trust, "service": _service, "overload": _overload, "tune": _tune, "gpu": _gpu}  # -> exit code
+def _cpu(model: str) -> int:
+    from bench.checks.cpu import check_cpu
+
+    return check_cpu(model)
+
+
+CHECKS = {"cpu": _cpu, "int8": _int8, "trust": _trust, "service": _service, "overload": _overload, "tune": _tune, "gpu": _gpu}  # -> exit code
