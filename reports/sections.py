@@ -177,11 +177,13 @@ def number_blind(note: str) -> str:
 
 
 def parity_table(run: RunResult) -> dict:
-    cols = [column("Variant", False), column("File MiB"), column("n"), column("Label agreement"),
-            column("Max |Δ logit|"), column("Mean |Δ logit|"), column("Accuracy"), column("Gate", False)]
+    cols = [column("Variant", False), column("File MiB"), column("n"), column("Label agreement [95% CI]"),
+            column("Max |Δ logit|"), column("Mean |Δ logit|"), column("Accuracy [95% CI]"),
+            column("Δ accuracy vs FP32, points [95% CI]"), column("Gate", False)]
     synthetic = bool(run.model.get("synthetic"))
     rows = [parity_row(name, v, synthetic) for name, v in (run.model.get("variants") or {}).items()]
-    notes = ["Against PyTorch FP32 on the same inputs; labels are 负面 (negative) / 正面 (positive)."]
+    notes = ["Against PyTorch FP32 on the same inputs; labels are 负面 (negative) / 正面 (positive). Agreement and "
+             "accuracy intervals: Wilson; the accuracy change: a paired interval on the same texts."]
     quant = run.model.get("quantization")
     if quant:
         notes.append(f"INT8: {quant.get('weight_type')} weights, per-channel {quant.get('per_channel')}, "
@@ -192,16 +194,26 @@ def parity_table(run: RunResult) -> dict:
 
 def parity_row(name: str, variant: dict, synthetic: bool) -> list:
     p = variant.get("parity") or {}
-    size_bytes = variant.get("size_bytes")
+    size_bytes = (variant.get("size_bytes") or 0) + ((variant.get("weights") or {}).get("size_bytes") or 0)
     size = num(fmt.num(size_bytes / 2**20)) if size_bytes else text("n/a (built at load time)")
     if "label_agreement" not in p:
-        return [label(name), size, na(p.get("not_measured") or "no parity figures", span=6)]
+        why = p.get("not_measured") or variant.get("not_built") or "no parity figures"
+        return [label(name), size, na(why, span=7)]
     accuracy_reason = "synthetic weights: labels are meaningless" if synthetic else "no labelled evaluation set"
     gate = {True: text("passed"), False: text("FAILED: " + "; ".join(p.get("failures") or []))}.get(p.get("passed"))
-    return [label(name), size, num(str(p.get("n"))), num(f"{p['label_agreement']:.3f}"),
+    delta = p.get("accuracy_delta")
+    delta_ci = [100 * x for x in p.get("accuracy_delta_ci") or ()]
+    return [label(name), size, num(str(p.get("n"))), num(three_ci(p["label_agreement"], p.get("agreement_ci"))),
             num(f"{p['max_abs_diff']:.2e}"), num(f"{p['mean_abs_diff']:.2e}"),
-            num(None if p.get("accuracy") is None else f"{p['accuracy']:.3f}", accuracy_reason),
+            num(three_ci(p.get("accuracy"), p.get("accuracy_ci")), accuracy_reason),
+            num(None if delta is None else f"{100 * delta:+.2f}{fmt.ci_suffix(delta_ci, lambda x: f'{x:+.2f}')}",
+                accuracy_reason),
             gate or na(p.get("not_measured") or "gate not run")]
+
+
+def three_ci(value: float | None, ci) -> str | None:
+    """A fraction with three decimals and its interval, e.g. '0.941 [0.905–0.964]'."""
+    return None if value is None else f"{value:.3f}{fmt.ci_suffix(ci, lambda x: f'{x:.3f}', missing='')}"
 
 
 def peak_source(peak: dict) -> str:
@@ -221,6 +233,19 @@ def int8_peak_text(peak: dict) -> str | None:
     return f"{ops / 1e9:.1f} GOP/s ({peak.get('int8_kernel', 'INT8 GEMM')}); INT8 cells' roofline uses it" if ops else None
 
 
+def bf16_peak_text(peak: dict) -> str | None:
+    flops = peak.get("bf16_peak_flops")
+    return f"{flops / 1e9:.1f} GFLOP/s ({peak.get('bf16_kernel')}); BF16 cells' roofline uses it" if flops else None
+
+
+def plan_text(plan: dict | None) -> str | None:
+    """The CPU's instruction sets and the CPU backends the default plan left out, with why."""
+    if not plan:
+        return None
+    out = ", ".join(f"{name}: {why}" for name, why in (plan.get("left_out") or {}).items())
+    return f"instruction sets {plan.get('isa')}; left out: {out or 'none'}"
+
+
 def example_prices(options: dict) -> bool:
     """Whether the report prices anything at the built-in example prices (no host price, default flags)."""
     return not options.get("price_note") and (options.get("example_cpu") or options["cpu_hour_usd"] ==
@@ -237,7 +262,9 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
              ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
              ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})" if peak else None),
-             ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})), *gpu.gpu_stack(run),
+             ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})),
+             ("Peak BF16 GEMM", bf16_peak_text(host.get("peak_gemm") or {})),
+             ("CPU plan", plan_text(config.get("plan"))), *gpu.gpu_stack(run),
              ("Stop rule", ", ".join(f"{k}={v}" for k, v in (config.get("stop_rule") or {}).items())),
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
              ("Profile", config.get("profile")), ("Seed", config.get("seed")),
