@@ -67,6 +67,46 @@ def variant_for(engine: str, precision: str, device: str) -> str | None:
     return "fp32-fused" if device == "cuda" and precision == "fp32" else precision
 
 
+def gate_variant(engine: str, precision: str, device: str) -> str | None:
+    """The manifest entry whose parity gate (and accuracy) covers a backend: the file it runs, or the variant built
+    at load time (torch INT8 / BF16, OpenVINO BF16); None for the reference (torch FP32) and unexported paths."""
+    if engine == "torch":
+        return f"torch-{precision}" if device == "cpu" and precision in ("int8", "bf16") else None
+    if engine == "ov":
+        return f"ov-{precision}"
+    return variant_for(engine, precision, device)
+
+
+def below_floor(variants: dict) -> dict[str, str]:
+    """{variant: why} for every variant whose accuracy fell past the floor (the manifest's parity records)."""
+    return {name: (v.get("parity") or {}).get("floor", {}).get("reason", "below the accuracy floor")
+            for name, v in variants.items() if ((v.get("parity") or {}).get("floor") or {}).get("passed") is False}
+
+
+def accuracy_records(model: dict) -> tuple[dict, str]:
+    """The variants whose accuracy judges the floor for a run's model block — the model's own when its weights are
+    trained, else the trained twin's (bench.pipeline.accuracy) — and whose they are."""
+    twin = model.get("trained_twin")
+    if model.get("synthetic") and twin:
+        return twin.get("variants") or {}, f"the trained twin ({twin.get('texts')} held-out reviews)"
+    return model.get("variants") or {}, "this model on held-out reviews"
+
+
+def floor_exclusions(model: dict) -> dict[str, str]:
+    """{backend: why} for every CPU backend whose variant fell below the accuracy floor."""
+    from bench import backends
+
+    records, whose = accuracy_records(model)
+    below = below_floor(records)
+    out = {}
+    for name in backends.CPU_BACKENDS:
+        spec = backends.resolve(name)
+        variant = gate_variant(spec.engine, spec.precision, spec.device)
+        if variant in below:
+            out[name] = f"below the accuracy floor on {whose}: {below[variant]}"
+    return out
+
+
 def model_file(onnx_dir: Path | None, engine: str, precision: str, device: str) -> Path | None:
     """The ONNX file a backend runs, refusing missing or parity-failed variants (BenchError)."""
     variant = variant_for(engine, precision, device)
@@ -74,4 +114,10 @@ def model_file(onnx_dir: Path | None, engine: str, precision: str, device: str) 
         return None
     if onnx_dir is None:
         raise BenchError(f"{engine}-{precision}-{device} needs an ONNX export: run `python -m bench export`")
-    return variant_path(onnx_dir, variant)
+    path = variant_path(onnx_dir, variant)
+    gated = gate_variant(engine, precision, device)
+    if gated != variant and gated is not None:  # a load-time variant of this file: its own gate counts too
+        parity = (read_manifest(onnx_dir).get("variants", {}).get(gated) or {}).get("parity") or {}
+        if parity.get("passed") is False:
+            raise BenchError(f"{gated} in {onnx_dir} failed the parity gate; see {MANIFEST}")
+    return path

@@ -49,6 +49,7 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     from bench.harness import PROFILES, RunConfig
     from bench.runner import WorkerLimits
     from exporters.cli import add_model_args
+    from exporters.parity import DEFAULT_MAX_ACCURACY_DROP
 
     d, limits = RunConfig(), WorkerLimits()
     add_model_args(p)
@@ -75,6 +76,17 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="address-space limit per CPU worker (GPU workers get none: CUDA reserves huge ranges)")
     p.add_argument("--gpu", type=int, default=d.gpu,
                    help="CUDA device of the GPU cells, numbered as CUDA does within CUDA_VISIBLE_DEVICES (default 0)")
+    p.add_argument("--max-accuracy-drop", type=float, default=100 * DEFAULT_MAX_ACCURACY_DROP,
+                   help="accuracy floor in points below FP32 on held-out reviews (default 1, as MLPerf keeps 99 %% of "
+                        "FP32): variants below it are left out of the decision and the tune, and say so")
+
+
+def max_drop(args: argparse.Namespace) -> float:
+    """--max-accuracy-drop in points as a fraction (1 → 0.01); one error line for a value outside [0, 100)."""
+    points = args.max_accuracy_drop
+    if not 0 <= points < 100:
+        raise BenchError(f"--max-accuracy-drop is in points below FP32, within [0, 100) (got {points:g})")
+    return points / 100
 
 
 def hour_usd(args: argparse.Namespace) -> float | None:
@@ -90,6 +102,7 @@ def measure_run(args: argparse.Namespace):
     from bench.summary import print_summary
 
     cfg, ctx = pipeline.prepare(run_config(args), hour_usd(args))
+    ctx = pipeline.accuracy(ctx, max_drop(args))
     ctx = pipeline.measure(cfg, ctx)
     print_summary(ctx.result)
     print(f"results: {ctx.run_dir / 'results.json'}")
@@ -250,6 +263,9 @@ def cmd_all(args: argparse.Namespace) -> int:
     tuning = None if args.no_tune or args.no_loadtest or args.quick else tune_config(args)
     ctx = measure_run(args)
     if tuning is not None:
+        from bench.artifacts import floor_exclusions
+
+        tuning = replace(tuning, exclude=tuple(floor_exclusions(ctx.result.model).items()))
         ctx = pipeline.tune(tuning, ctx)
         print_tune(ctx.result.tune)
         sweep = with_tuned(sweep, ctx.result.tune)

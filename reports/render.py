@@ -82,6 +82,7 @@ def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> d
         "plots": plots.all_plots(run, options.slo_p95_ms) + tune.tune_plots(run),
         "plan": plan_context([host], cands, options),
         "parity": sections.parity_table(run),
+        "accuracy": sections.accuracy_table(run),
         "environment": sections.environment(run, opts),
     }
 

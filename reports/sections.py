@@ -192,6 +192,24 @@ def parity_table(run: RunResult) -> dict:
                  empty="the results file records no exported variants")
 
 
+def accuracy_table(run: RunResult) -> dict | None:
+    """A synthetic twin's labels mean nothing: each runtime × precision's accuracy on real labels comes from the
+    trained twin, exported and gated the same way (None when the run has no such record)."""
+    twin = run.model.get("trained_twin")
+    if not run.model.get("synthetic") or not twin:
+        return None
+    cols = [column("Variant", False), column("File MiB"), column("n"), column("Label agreement [95% CI]"),
+            column("Max |Δ logit|"), column("Mean |Δ logit|"), column("Accuracy [95% CI]"),
+            column("Δ accuracy vs FP32, points [95% CI]"), column("Floor", False)]
+    rows = [parity_row(name, v, False) for name, v in (twin.get("variants") or {}).items()]
+    drop = twin.get("max_accuracy_drop")
+    floor = f"at most {100 * drop:.1f} points below FP32" if drop is not None else "not set"
+    notes = [f"The trained twin ({(twin.get('source') or {}).get('source', 'twin:trained')}): a small BERT trained on "
+             f"the corpus's training split, every variant judged on {twin.get('texts')} held-out reviews it never "
+             f"saw. Accuracy floor: {floor}; variants below it are left out of the decision and the tune."]
+    return table("accuracy", "Accuracy on real labels per runtime × precision (trained twin)", cols, rows, notes)
+
+
 def parity_row(name: str, variant: dict, synthetic: bool) -> list:
     p = variant.get("parity") or {}
     size_bytes = (variant.get("size_bytes") or 0) + ((variant.get("weights") or {}).get("size_bytes") or 0)

@@ -8,19 +8,21 @@ import numpy as np
 import pytest
 import torch
 
-from bench.corpus import labelled_sample, load_corpus
+from bench.corpus import heldout_sample, train_reviews
 from bench.tokenize import encode, load_tokenizer
 from exporters.pipeline import ExportConfig, export_all
 
-PARITY_N, PARITY_MAX_LENGTH = 256, 48  # the export's defaults: labelled_sample(256, seed=0) is the held-out set
+PARITY_N, PARITY_MAX_LENGTH = 256, 48  # heldout_sample(256, seed=0) is what the export judges
+# A model this weak (≈0.75) judged on 256 texts moves by a few texts between FP32 and INT8: a floor of 5 points
+# here, the default 1-point floor being for 1,000 texts (the trained twin's test checks the floor itself)
+MAX_DROP = 0.05
 STEPS, BATCH, MAX_LENGTH, LR = 150, 32, 32, 5e-3  # ~20 s on one core; held-out accuracy ≈ 0.75
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def training_reviews(n: int) -> list:
-    """`n` seeded reviews, none of them in the held-out parity sample."""
-    held_out = set(labelled_sample(PARITY_N, seed=0).texts)
-    pool = [r for r in load_corpus() if r.text[:256] not in held_out]
+    """`n` seeded reviews of the training split: none is held out."""
+    pool = train_reviews()
     return [pool[i] for i in np.random.default_rng(1).choice(len(pool), n, replace=False)]
 
 
@@ -55,7 +57,7 @@ def train(model, tokenizer) -> None:
 
 
 def held_out_accuracy(model, tokenizer) -> float:
-    held = labelled_sample(PARITY_N, seed=0)
+    held = heldout_sample(PARITY_N, seed=0)
     enc = {k: torch.from_numpy(v) for k, v in encode(tokenizer, held.texts, PARITY_MAX_LENGTH).items()}
     with torch.inference_mode():
         predicted = model(**enc).logits.argmax(-1).numpy()
@@ -89,15 +91,18 @@ def trained(tiny_model, tmp_path_factory):
 
 def test_trained_local_model_gets_real_accuracy_in_the_manifest(trained, tmp_path):
     model_dir, torch_accuracy = trained
-    _, manifest = export_all(ExportConfig(model=str(model_dir), out_dir=tmp_path / "onnx", parity_n=PARITY_N))
+    _, manifest = export_all(ExportConfig(model=str(model_dir), out_dir=tmp_path / "onnx", parity_n=PARITY_N,
+                                          max_accuracy_drop=MAX_DROP))
     assert manifest["synthetic"] is False and manifest["source"] == {"source": str(model_dir), "synthetic": False}
     assert torch_accuracy >= 0.65, f"training reached only {torch_accuracy:.3f}: the test model is too weak"
     for name in ("fp32", "fp32-fused", "int8", "torch-int8"):
         parity = manifest["variants"][name]["parity"]
-        assert parity["n"] == PARITY_N and parity["passed"] is True, (name, parity)
+        assert parity["n"] == PARITY_N and parity["passed"] is True, (name, parity)  # real labels: every text
         assert parity["accuracy"] is not None, f"{name}: accuracy not measured for real weights"
         assert parity["accuracy"] >= 0.65, (name, parity["accuracy"])
+        assert parity["floor"]["passed"] is True and parity["accuracy_delta_ci"][0] <= parity["accuracy_delta"]
     fp32, int8 = (manifest["variants"][n]["parity"] for n in ("fp32", "int8"))
     # The manifest's accuracy is measured against the corpus labels: FP32 ONNX matches the torch model's own.
-    assert fp32["accuracy"] == pytest.approx(torch_accuracy, abs=2 / PARITY_N)
+    assert fp32["accuracy"] == pytest.approx(fp32["reference_accuracy"], abs=1 / fp32["n"])
+    assert int8["reference_accuracy"] == pytest.approx(torch_accuracy, abs=2 / PARITY_N)
     assert fp32["label_agreement"] >= 0.99 and int8["label_agreement"] >= 0.9

@@ -150,11 +150,12 @@ def vendor_agreement(names: tuple[str, ...], model_dir: Path, onnx_dir: Path, th
 
 
 def trained_accuracy() -> dict:
-    """The trained twin's accuracy per runtime × precision (its export's parity gate on held-out reviews)."""
-    from exporters.pipeline import ExportConfig, export_all
+    """The trained twin's accuracy per runtime × precision (bench.pipeline.trained_twin_accuracy)."""
+    from bench.pipeline import trained_twin_accuracy
+    from exporters.parity import DEFAULT_MAX_ACCURACY_DROP
 
-    _, manifest = export_all(ExportConfig(model="twin:trained", parity_n=1000, parity_float_n=1000))
-    return {name: v["parity"] for name, v in manifest["variants"].items() if v.get("parity")}
+    block = trained_twin_accuracy(DEFAULT_MAX_ACCURACY_DROP)
+    return {name: v["parity"] for name, v in block["variants"].items()}
 
 
 def check_cpu(model: str = "twin", processes: int = 3) -> int:

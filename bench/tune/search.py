@@ -48,6 +48,7 @@ class TuneConfig:
     time_cap_s: float = 600.0  # offline candidates still untried when it is reached are left out, recorded
     texts: int = LOAD_TEXTS  # the offline calls are made from the texts the service's load tests send
     seed: int = 0
+    exclude: tuple[tuple[str, str], ...] = ()  # (backend, why) left out of the search, e.g. below the accuracy floor
 
     def __post_init__(self) -> None:
         from bench.backends import resolve
@@ -66,9 +67,10 @@ class TuneConfig:
     @property
     def searched(self) -> tuple[str, ...]:
         """The backends the search covers, in order."""
-        if self.backend == "auto":
-            return contenders()
-        return tuple(n.strip() for n in self.backend.split(",") if n.strip())
+        names = contenders() if self.backend == "auto" else \
+            tuple(n.strip() for n in self.backend.split(",") if n.strip())
+        left = {name for name, _ in self.exclude}
+        return tuple(n for n in names if n not in left)
 
 
 def command_line(backend: str, c: TuneCandidate) -> str:
@@ -228,7 +230,7 @@ def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[
     record = TuneRecord(chosen, cores, tuple(final), DEFAULT_LABEL if default else None,
                         default.qps if default else None, tuple(default.qps_ci) if default else (),
                         best, command, pareto(final), tied, users, round(time.monotonic() - started, 1), stopped,
-                        backends=cfg.searched)
+                        backends=cfg.searched, left_out=cfg.exclude)
     return record, list(levels.values())
 
 
