@@ -21,7 +21,7 @@ def tune_table(run: RunResult) -> dict | None:
     t = run.tune
     if t is None:
         return None
-    cols = [column("Replicas × threads, max batch", False), column("Offline items/s [95% CI]"),
+    cols = [column("Backend, replicas × threads, max batch", False), column("Offline items/s [95% CI]"),
             column("P95 per call ms"), column("Memory MB (all replicas)"), column("Service QPS [95% CI]"),
             column("Service P95 ms"), column("Note", False)]
     rows = [candidate_row(t, c) for c in t.candidates]
@@ -29,8 +29,10 @@ def tune_table(run: RunResult) -> dict | None:
         rows.append([label(t.default_label), na("runs in the service process", 3),
                      num(fmt.num_ci(t.default_qps, t.default_qps_ci)), na("see the load-test tables"),
                      text("the default service, for comparison")])
-    return table("tune", f"Serving configuration (bench tune, {t.cores} cores, {t.backend})", cols, rows,
-                 [METHOD, summary(t)])
+    searched = ", ".join(t.backends or (t.backend,))
+    left = [f"{name} not searched: {why}" for name, why in t.left_out]
+    return table("tune", f"Serving configuration (bench tune, {t.cores} cores, {searched})", cols, rows,
+                 [METHOD, summary(t), *left])
 
 
 def candidate_row(t: TuneRecord, c: TuneCandidate) -> list:

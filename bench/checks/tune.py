@@ -163,7 +163,8 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     tuned = next((c for c in record.candidates if c.label == record.recommended), None)
     contenders = offline_contenders(record, tuned)
     sweep = verify_sweep(cfg, [tuned] if tuned else [])
-    setup = offline_setup(replace(cfg, batches=tuple({c.max_batch for c in contenders})), record.cores)
+    names = ",".join(dict.fromkeys(c.backend or record.backend for c in contenders))  # older records: the record's
+    setup = offline_setup(replace(cfg, batches=tuple({c.max_batch for c in contenders}), backend=names), record.cores)
     out_dir.mkdir(parents=True, exist_ok=True)
     found = Rounds.empty(contenders, sweep)
     for r in range(cfg.repeats):
@@ -189,13 +190,14 @@ def one_round(r: int, cfg: TuneConfig, sweep, offline: tuple, found: Rounds, out
     from bench.service.replicas import start_replicas
     from loadtests.sweep import start_services
 
-    config, contenders, by_batch = offline
+    configs, contenders, by_batch = offline  # configs: each backend's BackendConfig
     running, failed = start_services(sweep)
     engines: dict = {}
     try:
         if failed:
             raise RuntimeError(f"a service did not start: {failed[0].reason}")
         for c in contenders:
+            config = configs[c.backend] if c.backend else next(iter(configs.values()))
             members, _ = start_replicas(config, c.replicas, c.threads, call_timeout_s=120.0)
             engines[c.label] = (members, by_batch[c.max_batch])
         measure_round(r, cfg, sweep, running, engines, found, out_dir)

@@ -59,16 +59,19 @@ def ci(values: tuple, digits: int = 1) -> str:
 
 
 def print_tune(record) -> None:
-    print(f"{'replicas×threads batch':<24} {'offline items/s [95% CI]':>26} {'P95 ms':>8} {'RSS MB':>8} "
+    width = max([24] + [len(c.label) for c in record.candidates])
+    print(f"{'backend replicas×threads batch':<{width}} {'offline items/s [95% CI]':>26} {'P95 ms':>8} {'RSS MB':>8} "
           f"{'service QPS [95% CI]':>24}")
     for c in record.candidates:
         if c.status != "ok":
-            print(f"{c.label:<24} FAILED: {c.reason}")
+            print(f"{c.label:<{width}} FAILED: {c.reason}")
             continue
         service = f"{c.service_qps:.1f} {ci(c.service_qps_ci)}" if c.service_qps is not None else "not verified"
         note = "  (oversubscribed: R×T > cores)" if c.oversubscribed else ""
-        print(f"{c.label:<24} {c.items_per_s:>10.1f} {ci(c.items_ci):>15} {c.p95_ms or 0:8.1f} {c.rss_mb or 0:8.0f} "
-              f"{service:>24}{note}")
+        print(f"{c.label:<{width}} {c.items_per_s:>10.1f} {ci(c.items_ci):>15} {c.p95_ms or 0:8.1f} "
+              f"{c.rss_mb or 0:8.0f} {service:>24}{note}")
+    for name, why in record.left_out:
+        print(f"{name}: not searched, {why}")
     if record.default_qps is not None:
         print(f"{record.default_label}: {record.default_qps:.1f} req/s {ci(record.default_qps_ci)}")
     tie = f" (tie with {', '.join(record.tied_with)}: overlapping QPS intervals)" if record.tied_with else ""
