@@ -106,11 +106,14 @@ def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
 
 
 def metrics(url: str) -> dict[str, float]:
-    """Prometheus text → {name{labels}: value} (enough for counters and histogram sums)."""
+    """Prometheus text → {name{labels}: value} (enough for counters and histogram sums), names without the
+    service's prefix (structbench_)."""
+    from bench.service.metrics import PREFIX
+
     status, text = get(url + "/metrics")
     out: dict[str, float] = {}
     for line in text.splitlines() if status == 200 else ():
         m = METRIC_LINE.match(line.strip())
         if m:
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+            out[m.group(1).removeprefix(PREFIX) + (m.group(2) or "")] = float(m.group(3))
     return out

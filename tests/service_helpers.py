@@ -15,6 +15,7 @@ import numpy as np
 from bench.backends import Backend, BackendConfig, BackendSpec
 from bench.service.app import create_app
 from bench.service.config import ServiceConfig
+from bench.service.metrics import PREFIX
 from bench.service.server import ThreadedServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,9 +60,10 @@ def wait_ready(client: httpx.Client, timeout: float = 30.0) -> dict:
 
 
 def metric(text: str, name: str) -> float:
-    """The value of one exposition line, e.g. name='cache_hits_total' or 'errors_total{kind="deadline"}'."""
+    """The value of one exposition line, e.g. name='cache_hits_total' or 'errors_total{kind="deadline"}' (the
+    service's prefix, structbench_, is added here)."""
     for line in text.splitlines():
-        if line.startswith(name + " "):
+        if line.startswith(PREFIX + name + " "):
             return float(line.split()[-1])
     return 0.0
 

@@ -122,7 +122,9 @@ def test_metrics_move(live):
     assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
     assert metric(resp.text, key) == metric(before, key) + 1 and metric(resp.text, bad) == metric(before, bad) + 1
     for name in ("cache_misses_total", "queue_depth", "batch_size_count", "request_latency_seconds_bucket"):
-        assert name in resp.text
+        assert f"\nstructbench_{name}" in resp.text  # every name carries the project's prefix
+    names = {line.split()[2] for line in resp.text.splitlines() if line.startswith("# TYPE")}
+    assert names and all(n.startswith("structbench_") for n in names)
 
 
 def test_healthz_describes_the_model(live):

@@ -65,7 +65,7 @@ def test_two_replicas_serve_about_twice_one_replicas_throughput(tiny_model, two_
     double = throughput(two_replicas)
     assert 1.7 < double / single < 2.3, (single, double)
     metrics = httpx.get(two_replicas + "/metrics").text
-    per_replica = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("replica_texts_total{")]
+    per_replica = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("structbench_replica_texts_total{")]
     assert len(per_replica) == 2 and min(per_replica) > 0.3 * max(per_replica)  # both replicas took work
 
 
@@ -113,7 +113,7 @@ def test_a_killed_replica_fails_only_its_batch_and_comes_back(two_replicas):
             break
         time.sleep(0.2)
     assert health["replicas_up"] == 2 and health["replica_pids"][1] == before[1]
-    assert "replica_restarts_total 1" in httpx.get(two_replicas + "/metrics").text
+    assert "structbench_replica_restarts_total 1" in httpx.get(two_replicas + "/metrics").text
     assert throughput(two_replicas, 2.0) > 0
 
 

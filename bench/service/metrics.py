@@ -11,6 +11,7 @@ import threading
 from typing import Callable, Iterable, Sequence
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PREFIX = "structbench_"  # every service metric's name starts with it, so none clashes in a shared Prometheus
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -128,20 +129,20 @@ class ServiceMetrics:
                  queue_depth: Callable[[], float], failed_batches: Callable[[], float],
                  restarts: Callable[[], float] = lambda: 0) -> None:
         reg = self.registry = Registry()
-        self.requests = reg.add(Counter("requests_total", "HTTP requests by endpoint and status code.",
+        self.requests = reg.add(Counter(PREFIX + "requests_total", "HTTP requests by endpoint and status code.",
                                         ("endpoint", "status")))
-        self.errors = reg.add(Counter("errors_total", "Error responses by kind.", ("kind",)))
-        reg.add(CallbackValue("cache_hits_total", "Answers served from the cache.", cache_hits, "counter"))
-        reg.add(CallbackValue("cache_misses_total", "Cache look-ups that found nothing.", cache_misses, "counter"))
-        self.latency = reg.add(Histogram("request_latency_seconds", "Time from request to response, by endpoint.",
+        self.errors = reg.add(Counter(PREFIX + "errors_total", "Error responses by kind.", ("kind",)))
+        reg.add(CallbackValue(PREFIX + "cache_hits_total", "Answers served from the cache.", cache_hits, "counter"))
+        reg.add(CallbackValue(PREFIX + "cache_misses_total", "Cache look-ups that found nothing.", cache_misses, "counter"))
+        self.latency = reg.add(Histogram(PREFIX + "request_latency_seconds", "Time from request to response, by endpoint.",
                                          LATENCY_BUCKETS, ("endpoint",)))
-        self.batch_size = reg.add(Histogram("batch_size", "Texts per model call.", BATCH_BUCKETS))
-        reg.add(CallbackValue("queue_depth", "Texts waiting for the model.", queue_depth))
-        reg.add(CallbackValue("failed_batches_total", "Model calls that raised (each fails only its own batch).",
+        self.batch_size = reg.add(Histogram(PREFIX + "batch_size", "Texts per model call.", BATCH_BUCKETS))
+        reg.add(CallbackValue(PREFIX + "queue_depth", "Texts waiting for the model.", queue_depth))
+        reg.add(CallbackValue(PREFIX + "failed_batches_total", "Model calls that raised (each fails only its own batch).",
                               failed_batches, "counter"))
-        self.replica_batches = reg.add(Counter("replica_batches_total", "Model calls by replica.", ("replica",)))
-        self.replica_texts = reg.add(Counter("replica_texts_total", "Texts computed by replica.", ("replica",)))
-        reg.add(CallbackValue("replica_restarts_total", "Replica processes restarted after they died.", restarts,
+        self.replica_batches = reg.add(Counter(PREFIX + "replica_batches_total", "Model calls by replica.", ("replica",)))
+        self.replica_texts = reg.add(Counter(PREFIX + "replica_texts_total", "Texts computed by replica.", ("replica",)))
+        reg.add(CallbackValue(PREFIX + "replica_restarts_total", "Replica processes restarted after they died.", restarts,
                               "counter"))
 
     def observe_batch(self, size: int, replica: int) -> None:
