@@ -358,3 +358,22 @@ def test_roofline_judges_int8_cells_against_the_int8_peak_when_measured():
     assert "png" in drawn and "precision" in drawn["title"]
     nothing = roofline(replace(run, host={}, peak_gemm_flops=None))
     assert nothing["note"] == "not drawn: no peak GEMM measurement"
+
+
+def test_a_variant_below_the_accuracy_floor_is_left_out_of_the_decision_with_the_reason():
+    run = load_run(RUN_FILE)
+    floor = {"max_drop": 0.01, "passed": False, "reason": "accuracy 0.812 is 3.1 points below FP32's 0.843 (floor: 1.0)"}
+    parity = {"n": 1000, "label_agreement": 0.9, "agreement_ci": [0.88, 0.92], "max_abs_diff": 0.9,
+              "mean_abs_diff": 0.2, "accuracy": 0.812, "accuracy_ci": [0.79, 0.83], "reference_accuracy": 0.843,
+              "accuracy_delta": -0.031, "accuracy_delta_ci": [-0.045, -0.018], "floor": floor, "passed": False,
+              "failures": [floor["reason"]]}
+    twin = {"texts": 1000, "max_accuracy_drop": 0.01, "source": {"source": "twin:trained"},
+            "variants": {"int8": {"parity": parity}}}
+    run = replace(run, model={**run.model, "synthetic": True, "trained_twin": twin})
+    ctx = build_context(run, ReportOptions())
+    html = render_html(run)
+    rows = [r for r in tables_of(html)["decision"] if r and r[0].startswith("ort-int8-cpu")]
+    assert rows and all("left out: below the accuracy floor" in " ".join(r) for r in rows)
+    assert "3.1 points below FP32" in html and ctx["accuracy"]["title"].startswith("Accuracy on real labels")
+    acc = row_of(tables_of(html)["accuracy"], "int8")
+    assert acc[6].startswith("0.812 [0.790–0.830]") and acc[7].startswith("-3.10 [-4.50–-1.80]")
