@@ -1,6 +1,7 @@
 """Model sources: every source ends as a plain Hugging Face BERT directory plus `source.json`.
 
-Specs: `twin` / `twin:base` / `twin:tiny` (offline default), `modelscope[:ID]`, `hf:ID`, or a local directory.
+Specs: `twin` / `twin:base` / `twin:tiny` (offline default, synthetic weights), `twin:trained` (a small BERT
+trained offline on the corpus: real accuracy), `modelscope[:ID]`, `hf:ID`, or a local directory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bench.errors import BenchError
 DEFAULT_MODELSCOPE_ID = "damo/nlp_structbert_sentiment-classification_chinese-base"
 HUB_TIMEOUT_S = 5.0
 REQUIRED_FILES = ("config.json",)
+TRAINED_TWIN = "trained"  # `twin:trained`: bench.twin_trained, not one of bench.twin's synthetic shapes
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,9 @@ class ModelSource:
         name = self.ident.replace("/", "__")
         if self.kind == "twin":
             from bench.twin import RECIPE
+            if self.ident == TRAINED_TWIN:  # its training recipe too: a changed recipe rebuilds it
+                from bench.twin_trained import RECIPE as TRAINED_RECIPE
+                return f"twin-{name}-seed{self.seed}-r{RECIPE}-t{TRAINED_RECIPE}"
             return f"twin-{name}-seed{self.seed}-r{RECIPE}"
         return f"{self.kind}-{name}"
 
@@ -48,8 +53,8 @@ def parse_source(spec: str, seed: int = 0) -> ModelSource:
     kind, _, ident = spec.partition(":")
     if kind == "twin":
         ident = ident or "base"
-        if ident not in SHAPES:
-            raise BenchError(f"unknown twin shape '{ident}' (choose from {', '.join(SHAPES)})")
+        if ident not in SHAPES and ident != TRAINED_TWIN:
+            raise BenchError(f"unknown twin '{ident}' (choose from {', '.join([*SHAPES, TRAINED_TWIN])})")
         return ModelSource("twin", ident, seed)
     if kind == "modelscope":
         return ModelSource("modelscope", ident or DEFAULT_MODELSCOPE_ID)
@@ -59,7 +64,7 @@ def parse_source(spec: str, seed: int = 0) -> ModelSource:
         return ModelSource("hf", ident)
     if Path(spec).is_dir():
         return ModelSource("local", str(Path(spec).resolve()))
-    raise BenchError(f"unknown model source '{spec}': use twin, twin:tiny, modelscope[:ID], hf:ID "
+    raise BenchError(f"unknown model source '{spec}': use twin, twin:tiny, twin:trained, modelscope[:ID], hf:ID "
                      f"or an existing local directory")
 
 
@@ -98,7 +103,10 @@ def materialize(spec: str, seed: int = 0, cache_root: Path | None = None) -> Pat
 
 
 def build_source(src: ModelSource, out: Path) -> None:
-    if src.kind == "twin":
+    if src.kind == "twin" and src.ident == TRAINED_TWIN:
+        from bench.twin_trained import build_trained_twin
+        build_trained_twin(out, src.seed)
+    elif src.kind == "twin":
         from bench.twin import build_twin
         build_twin(out, src.ident, src.seed)
     elif src.kind == "modelscope":

@@ -29,7 +29,7 @@ class TrainRecipe:
 
     epochs: int = 2
     batch: int = 32
-    max_length: int = 64
+    max_length: int = 64  # 128 gained ~2 points of held-out accuracy for twice the training time
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_share: float = 0.06  # of all steps, linear warm-up then linear decay to zero
@@ -143,7 +143,8 @@ def build_trained_twin(out_dir: Path, seed: int = 0, recipe: TrainRecipe | None 
     out_dir = Path(out_dir)
     write_tokenizer(out_dir)
     threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.threads)  # fixed, so the float reductions (and the weights) do not vary by host
+    torch.set_num_threads(recipe.threads)  # fixed: a rebuild on one host gives the same weights (another CPU's
+    # kernels may round differently, and a different thread count splits the float sums differently)
     try:
         torch.manual_seed(seed)
         model = BertForSequenceClassification(trained_config(seed, recipe))

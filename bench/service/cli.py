@@ -13,7 +13,8 @@ DEFAULTS = ServiceConfig()
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
-    p.add_argument("--model", default=d.model, help="twin | twin:tiny | modelscope[:ID] | hf:ID | local directory")
+    p.add_argument("--model", default=d.model,
+                   help="twin | twin:tiny | twin:trained | modelscope[:ID] | hf:ID | local directory")
     p.add_argument("--backend", default=d.backend, help="e.g. ort-int8-cpu, ort-fp32-cpu, torch-fp32-cpu")
     p.add_argument("--threads", type=int, default=d.threads,
                    help="intra-op threads per replica (default: the runtime's; with replicas, cores // replicas)")
