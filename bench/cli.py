@@ -273,8 +273,11 @@ def cmd_all(args: argparse.Namespace) -> int:
         ctx = pipeline.sweep(sweep, ctx, deadline)
         print_searches(ctx.result.slo_searches)
         print_loadtests(ctx.result.loadtests, ctx.run_dir / "results.json")
-    html, md = pipeline.report(ctx, report_options(args))
-    print(f"report:  {html}\nsummary: {md}")
+    from reports.cli import print_decision
+
+    options = report_options(args)
+    html, md = pipeline.report(ctx, options)
+    print_decision(ctx.run_dir, options, html, md)
     return 0
 
 

@@ -18,7 +18,7 @@ from bench.runner import WorkerRequest
 
 T_START = time.perf_counter()
 
-FRAMEWORKS = {"torch": ("torch", "transformers"), "ort": ("onnxruntime",), "fake": ()}
+FRAMEWORKS = {"torch": ("torch", "transformers"), "ort": ("onnxruntime",), "ov": ("openvino",), "fake": ()}
 
 
 def import_framework(engine: str) -> float:

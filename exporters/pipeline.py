@@ -24,7 +24,7 @@ from exporters.openvino import CALIBRATION, convert_fp32, missing, quantize_int8
 from exporters.accuracy import check_max_drop
 from exporters.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_THRESHOLDS
 
-SYNTHETIC_PARITY_N, TRAINED_PARITY_N = 256, 1000
+SYNTHETIC_PARITY_N, TRAINED_PARITY_N = 128, 1000
 FLOAT_VARIANTS = ("fp32", "fp32-fused", "ov-fp32")
 GATED = ("fp32", "fp32-fused", "int8", "torch-int8", "torch-bf16", "ov-fp32", "ov-bf16", "ov-int8")
 
@@ -35,7 +35,8 @@ class ExportConfig:
     seed: int = 0
     out_dir: Path | None = None
     # held-out texts of the gate: None = 1,000 for trained weights (a 1-point accuracy change is then about two
-    # standard errors), 256 for a synthetic twin (its labels mean nothing; agreement and |Δlogit| need fewer)
+    # standard errors), 128 for a synthetic twin (its labels mean nothing: the gate finds a broken graph, which
+    # agrees on ~50 % of labels, against the 80 % bound, with a wide margin on 128 texts)
     parity_n: int | None = None
     parity_max_length: int = 48  # short texts keep the gate of 8 variants within make bench's budget
     # A synthetic twin's FP32 variants differ from torch by rounding alone (max |Δlogit| ~1e-5 against a 1e-3..1e-2

@@ -62,9 +62,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     if len(runs) > 1:
         return merged_report([resolve_run(r) for r in runs], options, args.out)
     html_path, md_path = write_report(resolve_run(runs[0]), options)
-    print(f"report:  {html_path}")
-    print(f"summary: {md_path}")
+    print_decision(resolve_run(runs[0]), options, html_path, md_path)
     return 0
+
+
+def print_decision(run_dir: Path, options, html_path: Path, md_path: Path) -> None:
+    """The run's answer in a few lines, then where the report is: the last lines a user sees."""
+    from reports.render import decision_lines
+
+    print(f"summary: {md_path}")
+    print("decision:")
+    for line in decision_lines(run_dir, options):
+        print(f"  {line}")
+    print(f"report:  {html_path}")
 
 
 def merged_report(paths: list[Path], options, out: Path | None) -> int:

@@ -62,12 +62,10 @@ def on_gpu(backend: str | None) -> bool:
 
 def variant_of(backend: str) -> str | None:
     """The exported variant a backend runs (names as in run.model.variants); None for the FP32 reference."""
+    from bench.artifacts import gate_variant
+
     p = backend_parts(backend)
-    if p is None:
-        return None
-    if p.engine == "ort":
-        return p.precision
-    return None if p.precision == "fp32" else f"torch-{p.precision}"
+    return None if p is None else gate_variant(p.engine, p.precision, p.device)
 
 
 def cell_label(cell: CellResult) -> str:

@@ -9,11 +9,13 @@ from reports.common import (backend_parts, batch1_corpus, cell_label, column, ju
 from reports.service import scaling
 
 DEPLOY = {"torch": "torch + transformers wheels; no export step",
-          "ort": "onnxruntime + the exported .onnx file"}
+          "ort": "onnxruntime + the exported .onnx file",
+          "ov": "openvino + the exported IR (.xml + .bin); INT8 calibrated by NNCF at export"}
 GPU_DEPLOY = {"cuda": "NVIDIA driver + CUDA-matched wheel",
               "tensorrt": "driver + CUDA + TensorRT; engine built per GPU model"}
 MAINTAIN = {"torch": "fewest moving parts",
-            "ort": "re-export + parity gate on each model update"}
+            "ort": "re-export + parity gate on each model update",
+            "ov": "re-export, re-calibrate + parity gate on each model update"}
 
 
 def judgements(backend: str) -> tuple[str, str]:
@@ -23,8 +25,8 @@ def judgements(backend: str) -> tuple[str, str]:
         return "unknown backend", "unknown backend"
     deploy = GPU_DEPLOY.get(p.device) or DEPLOY.get(p.engine, "unknown engine")
     maintain = MAINTAIN.get(p.engine, "unknown engine")
-    if p.precision == "int8":
-        maintain += "; re-check quantised accuracy"
+    if p.precision in ("int8", "bf16"):
+        maintain += "; re-check quantised accuracy" if p.precision == "int8" else "; BF16 needs AMX / AVX512-BF16"
     if on_gpu(backend):
         maintain += "; watch VRAM, driver, temperature"
     return deploy, maintain

@@ -157,6 +157,17 @@ def md_cell(value) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
+def decision_lines(run_dir: Path | str, options: ReportOptions = ReportOptions(), most: int = 4) -> list[str]:
+    """The decision in a few terminal lines: the report's recommendation sentences (the pick with its CI and
+    conditions first), at most `most` of them; the rest is in the report."""
+    run = load_run(run_dir)
+    host = host_runs([run], options.prices)[0]
+    opts = host_options(host, options_dict(options))
+    sentences = decision.recommendation(run, decision.candidates(run, opts), opts)
+    more = len(sentences) - most
+    return sentences[:most] + ([f"(+{more} more in the report)"] if more > 0 else [])
+
+
 def write_report(run_dir: Path | str, options: ReportOptions = ReportOptions()) -> tuple[Path, Path]:
     """Write report.html and summary.md next to results.json (atomically); `run_dir` may be the file itself."""
     path = Path(run_dir)

@@ -24,18 +24,21 @@ SPR = CpuIsa(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_in
 def test_bf16_is_never_planned_without_bf16_hardware_and_openvino_int8_needs_vnni():
     assert "emulated" in left_out("ov-bf16-cpu", ZEN3) and "emulated" in left_out("torch-bf16-cpu", ZEN3)
     assert "VNNI" in left_out("ov-int8-cpu", ZEN3)
-    assert left_out("ov-int8-cpu", ZEN4) is None and left_out("ov-bf16-cpu", ZEN4) is None
-    assert "AMX" in left_out("ov-bf16-cpu", ZEN4, batch=8)  # AVX512-BF16 alone: not a batch-8 contender
-    assert left_out("ov-bf16-cpu", SPR, batch=8) is None and SPR.amx and not ZEN4.amx
+    assert left_out("ov-int8-cpu", ZEN4) is None
+    assert "AMX" in left_out("ov-bf16-cpu", ZEN4) and "AMX" in left_out("torch-bf16-cpu", ZEN4, batch=8)
+    assert left_out("ov-bf16-cpu", SPR, batch=8) is None and left_out("torch-bf16-cpu", SPR) is None
+    assert SPR.amx and not ZEN4.amx
     assert "full" in left_out("ov-fp32-cpu", SPR)  # FP32 is the full profile's baseline where INT8/BF16 are native
-    assert left_out("ort-int8-cpu", ZEN3) is None and left_out("torch-fp32-cpu", ZEN3) is None
+    assert "full" in left_out("torch-int8-cpu", SPR) and "fused" in left_out("ort-fp32-cpu", ZEN3)
+    for name in ("ort-int8-cpu", "torch-fp32-cpu", "ort-fp32-fused-cpu"):  # the baselines and ORT INT8: always
+        assert left_out(name, ZEN3) is None and left_out(name, SPR) is None
 
 
 @pytest.mark.parametrize("isa,planned,absent", [
     (ZEN3, {"ort-int8-cpu|b8|corpus|tall"}, {"ov-int8-cpu|b1|corpus|tall", "ov-bf16-cpu|b1|corpus|tall",
                                             "torch-bf16-cpu|b1|corpus|tall"}),
-    (ZEN4, {"ov-int8-cpu|b1|corpus|tall", "ov-int8-cpu|b8|corpus|tall", "torch-bf16-cpu|b1|corpus|tall"},
-     {"ov-bf16-cpu|b8|corpus|tall", "ov-fp32-cpu|b1|corpus|tall"}),
+    (ZEN4, {"ov-int8-cpu|b1|corpus|tall", "ov-int8-cpu|b8|corpus|tall", "torch-fp32-cpu|b1|corpus|tall"},
+     {"ov-bf16-cpu|b8|corpus|tall", "ov-fp32-cpu|b1|corpus|tall", "torch-bf16-cpu|b1|corpus|tall"}),
     (SPR, {"ov-bf16-cpu|b8|corpus|tall", "ov-int8-cpu|b8|corpus|tall"}, {"ov-fp32-cpu|b1|corpus|tall"}),
 ])
 def test_the_default_plan_follows_the_cpu_and_records_what_it_left_out(monkeypatch, isa, planned, absent):
@@ -106,3 +109,41 @@ def test_bf16_backends_run_in_bf16_where_the_cpu_has_it_and_refuse_to_emulate_el
 def test_unknown_openvino_device_is_refused():
     with pytest.raises(ConfigError):
         BackendSpec.parse("ov-int8-npu")
+
+
+@pytest.mark.parametrize("name,replicas", [("ov-int8-cpu", 1), ("ov-int8-cpu", 2), ("ov-fp32-cpu", 1)])
+def test_the_service_serves_the_openvino_engines_in_process_and_as_replicas(tiny_model, tiny_onnx, name, replicas):
+    import httpx
+
+    from bench.service.app import create_app
+    from bench.service.config import ServiceConfig
+    from bench.service.server import ThreadedServer
+    from tests.service_helpers import wait_ready
+
+    config = ServiceConfig(model="twin:tiny", backend=name, onnx_dir=str(tiny_onnx[0]), replicas=replicas,
+                           threads=1, cache_size=0)
+    with ThreadedServer(create_app(config)) as url, httpx.Client(base_url=url, timeout=60) as client:
+        health = wait_ready(client, timeout=120)
+        assert health["backend"] == name and health["replicas_up"] == replicas
+        texts = ["这部电影太烂了，完全不值得一看", "今天天气真好，心情很棒！"]
+        answers = client.post("/api/sentiment/batch", json={"texts": texts}).json()["results"]
+        assert [a["text"] for a in answers] == texts and all(a["label"] in ("负面", "正面") for a in answers)
+
+
+@pytest.mark.parametrize("name", ["ov-int8-cpu", "ov-fp32-cpu"])
+def test_an_openvino_cell_measures_in_a_fresh_worker_and_records_its_settings(tiny_model, tiny_onnx, name):
+    from bench.measure.stats import StopRule
+    from bench.records import CellSpec
+    from bench.runner import WorkerLimits, WorkerRequest, run_cell
+
+    spec = backends.resolve(name)
+    path = model_file(tiny_onnx[0], spec.engine, spec.precision, spec.device)
+    request = WorkerRequest(CellSpec(name, threads=1), str(tiny_model), str(path),
+                            stop=StopRule(min_iters=5, min_time_s=0.2, max_time_s=1.0))
+    cell = run_cell(request, WorkerLimits(timeout_s=120))
+    assert cell.status == "ok", cell.reason
+    meta = cell.runs[0].meta
+    assert meta.openvino and meta.openvino_settings["INFERENCE_NUM_THREADS"] == "1"
+    assert "LATENCY" in meta.openvino_settings["PERFORMANCE_HINT"]
+    if name == "ov-fp32-cpu":  # FP32 means FP32: never the runtime's BF16 default on BF16 hardware
+        assert "float32" in meta.openvino_settings["INFERENCE_PRECISION_HINT"]

@@ -36,10 +36,11 @@ def test_fused_model_has_one_attention_per_layer(tiny_onnx):
 
 def test_parity_passes_for_every_runnable_variant(tiny_onnx):
     _, manifest = tiny_onnx
+    assert manifest["parity_settings"]["n"] == 128  # a synthetic twin's gate (trained weights: 1,000 texts)
     float_n = manifest["parity_settings"]["float_n"]  # FP32 variants differ by rounding: fewer texts find a break
     for name in ("fp32", "fp32-fused", "ov-fp32", "int8", "torch-int8", "ov-int8"):
         parity = manifest["variants"][name]["parity"]
-        n = float_n if name in ("fp32", "fp32-fused", "ov-fp32") else 256
+        n = float_n if name in ("fp32", "fp32-fused", "ov-fp32") else manifest["parity_settings"]["n"]
         assert parity["passed"] is True and parity["n"] == n and parity["accuracy"] is None  # synthetic
         assert parity["agreement_ci"][0] <= parity["label_agreement"] <= parity["agreement_ci"][1]
     assert manifest["variants"]["fp32"]["parity"]["max_abs_diff"] < 1e-4

@@ -297,7 +297,10 @@ def test_report_command_resolves_latest_and_run_ids(tmp_path, monkeypatch, capsy
     parser = argparse.ArgumentParser()
     add_report_args(parser)
     assert cmd_report(parser.parse_args(["latest", "--slo-p95-ms", "50", "--cpu-hour-usd", "0.2"])) == 0
-    assert "report:" in capsys.readouterr().out
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("report:") and "decision:" in lines  # the answer, then where the report is
+    answer = lines[lines.index("decision:") + 1:-1]
+    assert 1 <= len(answer) <= 5 and "50 ms" in answer[0]  # the pick, under the SLO asked for
     assert "P95 ≤ 50 ms" in (tmp_path / "results" / "newer" / "report.html").read_text()
     with pytest.raises(BenchError, match="no results at 'missing'"):
         resolve_run("missing")

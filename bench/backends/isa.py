@@ -1,9 +1,11 @@
 """What this CPU's instruction sets let each CPU backend do, and which backends can win here.
 
 The rules are the measured ones (docs/measurements.md): BF16 is only real with AVX512-BF16 or AMX-BF16 (elsewhere a
-runtime emulates it, and an emulated figure is not published); OpenVINO's INT8 beats ORT's dynamic INT8 where the
-CPU has VNNI or AMX and loses to it on AVX2-only CPUs; an FP32 engine cannot beat an INT8 or BF16 one on a CPU
-that runs those natively, so FP32 cells are the baseline of the full profile there, not contenders.
+runtime emulates it, and an emulated figure is not published), and without AMX it lost to VNNI INT8; OpenVINO's
+INT8 beats ORT's dynamic INT8 where the CPU has VNNI or AMX and loses to it on AVX2-only CPUs; torch's dynamic
+INT8 lost to ORT's on every CPU measured; ORT's plain FP32 graph is its fused graph before optimisation. The
+default plan keeps the contenders and the FP32 baselines the article compared (PyTorch FP32, ORT FP32 fused);
+`--profile full` measures every backend.
 """
 
 from __future__ import annotations
@@ -61,9 +63,15 @@ def left_out(name: str, isa: CpuIsa, batch: int = 1) -> str | None:
     engine, precision = name.split("-")[0], name.split("-")[1]
     if precision == "bf16" and (why := bf16_reason(isa)):
         return why
-    if precision == "bf16" and batch > 1 and not isa.amx:
-        return (f"BF16 at batch {batch} without AMX (AVX512-BF16 only) measured slower than VNNI INT8; "
+    if precision == "bf16" and not isa.amx:
+        return ("BF16 without AMX (AVX512-BF16 only) measured slower than VNNI INT8 at batch 1 and 8; "
                 "--profile full measures it")
+    if name == "torch-int8-cpu":
+        return ("torch's dynamic INT8 measured slower than ONNX Runtime's on every CPU so far; --profile full "
+                "measures it")
+    if name == "ort-fp32-cpu":
+        return ("the fused graph (ort-fp32-fused-cpu) is ONNX Runtime's FP32 at its best; --profile full measures "
+                "the plain graph")
     if engine == "ov" and precision == "int8" and not isa.int8_dot:
         return ("no VNNI/AMX on this CPU: OpenVINO INT8 measured slower than ONNX Runtime's dynamic INT8 on such "
                 "CPUs; --backends ov-int8-cpu measures it anyway")
