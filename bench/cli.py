@@ -1,4 +1,4 @@
-"""`python -m bench <command>`: export, run, serve, all, sweep, tune, report, compare, check.
+"""`python -m bench <command>`: export, run, serve, all, sweep, tune, report, runs, compare, check.
 
 This module parses and prints; the work happens in bench.pipeline (a run's stages) and the packages below it.
 Defaults come from the config dataclasses, so they are stated once.
@@ -306,6 +306,29 @@ def check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu", type=int, default=0, help="check gpu: the CUDA device to check (default 0)")
 
 
+def runs_args(p: argparse.ArgumentParser) -> None:
+    from bench.store import TABLES
+
+    p.add_argument("paths", nargs="*", type=Path,
+                   help="run folders, results.json files, folders of runs or globs (default: the results folder)")
+    p.add_argument("--host", default=None, help="runs whose host label, CPU or GPU model has every word of TEXT")
+    p.add_argument("--backend", default=None, help="runs that measured this backend (and only its rows of a --table)")
+    p.add_argument("--since", default=None, help="runs created on or after this date, YYYY-MM-DD (UTC)")
+    p.add_argument("--table", choices=TABLES, default=None, help="print this table's rows instead of the run list")
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List runs across folders and hosts from their stores (rebuilt from results.json where missing)."""
+    from bench import paths, store
+
+    since = store.since_time(args.since)  # a bad date fails before any run is read
+    found = store.select(store.read_store(args.paths or [paths.results_dir()]), args.host, args.backend, since)
+    shown = found[args.table] if args.table else store.listing(found["runs"])
+    print(store.printable(shown).to_string(index=False, na_rep="-") if not shown.empty else
+          f"no {args.table or 'runs'} match")
+    return 0
+
+
 def commands() -> tuple:
     """(name, help, add-arguments, handler) of every subcommand."""
     from bench.service.cli import add_arguments as serve_args
@@ -322,6 +345,8 @@ def commands() -> tuple:
         ("tune", "find the best way to serve here: replicas × threads × max batch, verified as a service",
          tune_args, cmd_tune),
         ("report", "render report.html and summary.md for a run (default: latest)", add_report_args, cmd_report),
+        ("runs", "list runs across folders and hosts, or print one of their tables (results store)", runs_args,
+         cmd_runs),
         ("compare", "compare two runs cell by cell; --fail-on p95:+5%% for CI gates", add_compare_args, cmd_compare),
         ("check", "benchmark commands: measured ratios against targets, exit 1 when one is missed", check_args,
          cmd_check),

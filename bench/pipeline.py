@@ -15,6 +15,7 @@ from bench import paths
 from bench.errors import BenchError
 from bench.harness import RunConfig, config_dict, measure_cells
 from bench.results import RunResult, load_run, save_run
+from bench.store import update_store
 
 # Settings a resumed run takes from its own results file; giving a different value needs --force.
 RESUMED = ("model", "seed", "profile", "backends", "batches", "lengths", "threads", "max_time_s", "min_time_s",
@@ -33,6 +34,9 @@ class RunContext:
     def save(self, result: RunResult) -> "RunContext":
         """Write results.json atomically (the one writer) and return the context holding `result`."""
         save_run(result, self.run_dir)
+        # then the tidy tables (bench.store), after every save so they match results.json wherever a run stops;
+        # a store that cannot be written is a warning, and results.json, written first, is kept either way
+        update_store(result, self.run_dir)
         return replace(self, result=result)
 
 

@@ -15,7 +15,9 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     p.add_argument("--tune-backend", default=d.backend,
                    help="backends to search: one, a comma list, or auto (default: ORT INT8 and the OpenVINO engines "
                         "this CPU's instruction sets can win with)")
-    p.add_argument("--tune-batches", type=ints, default=d.batches, help="max batch sizes to try, e.g. 1,4,8,16")
+    # make bench's short tune tries the service's max batch only: the sweep's no-batching service covers batch 1
+    p.add_argument("--tune-batches", type=ints, default=(8,) if short else d.batches,
+                   help="max batch sizes to try, e.g. 1,4,8,16")
     p.add_argument("--tune-seconds", type=float, default=3.0 if short else d.seconds,
                    help="offline seconds per configuration (at least 6 of its slowest calls)")
     p.add_argument("--tune-top", type=int, default=d.top, help="best offline configurations verified as a service")
