@@ -93,10 +93,10 @@ def candidates(run: RunResult, options: dict) -> list[Candidate]:
             seen_unmeasured.add(cell.spec.backend)
             out.append(replace(base(cell.spec.backend, cell.spec.backend, ENGINE, options), reason=why_not(cell),
                                measured=False))
-    return below_floor(out, floor_exclusions(run.model))
+    return floor_left_out(out, floor_exclusions(run.model))
 
 
-def below_floor(rows: list[Candidate], excluded: dict[str, str]) -> list[Candidate]:
+def floor_left_out(rows: list[Candidate], excluded: dict[str, str]) -> list[Candidate]:
     """Rows whose backend lost more accuracy than the floor allows stay in the table, left out of the ranking with
     the reason (a fast configuration that answers wrongly is not a choice)."""
     return [replace(c, measured=False, qps=None, reason=f"left out: {excluded[c.backend]}")

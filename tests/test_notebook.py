@@ -20,14 +20,9 @@ def test_there_are_notebooks_to_run():
 @pytest.fixture(scope="module")
 def store_runs(tmp_path_factory) -> Path:
     """Three runs from two hosts with their stores (tests/test_store.py), for the notebook's cross-run cells."""
-    from bench import store
-    from bench.results import load_run
-    from tests.test_store import RUNS, three_runs
+    from tests.test_store import three_stored_runs
 
-    results = three_runs(tmp_path_factory.mktemp("store"))
-    for name in RUNS:
-        store.write_store(load_run(results / name), results / name)
-    return results
+    return three_stored_runs(tmp_path_factory.mktemp("store"))
 
 
 def texts(output) -> str:

@@ -70,13 +70,18 @@ def tuned() -> TuneRecord:
     return TuneRecord("ort-int8-cpu", 8, (best, other), recommended=best.label, pareto=(best.label,), users=32)
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    """The three runs, each with its store written as the pipeline writes it (once: statistics take a while)."""
-    folder = three_runs(tmp_path_factory.mktemp("store"))
+def three_stored_runs(parent: Path) -> Path:
+    """The three runs, each with its store written as the pipeline writes it."""
+    folder = three_runs(parent)
     for name in RUNS:
         store.write_store(load_run(folder / name), folder / name)
     return folder
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    """three_stored_runs once for the module: statistics take a while."""
+    return three_stored_runs(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture
