@@ -14,7 +14,7 @@ from bench.service.app import create_app
 from bench.service.cache import LruCache, normalise
 from bench.service.cli import main as cli_main
 from bench.service.config import ServiceConfig
-from bench.service.metrics import Counter, Histogram, Registry
+from bench.service.metrics import ServiceMetrics
 from bench.service.server import ThreadedServer
 from tests.service_helpers import ScriptedBackend, metric, scripted_server, server_timing, wait_ready
 
@@ -60,16 +60,22 @@ def test_cache_normalises_and_evicts_least_recent():
     assert off.get("a") is None and (off.hits, off.misses, len(off)) == (0, 0, 0)
 
 
-def test_metrics_exposition_format():
-    reg = Registry()
-    c = reg.add(Counter("requests_total", "Requests.", ("endpoint", "status")))
-    h = reg.add(Histogram("batch_size", "Sizes.", (1, 4)))
-    c.inc('/a"b', "200")
-    h.observe(3), h.observe(1)
-    text = reg.render()
-    assert '# TYPE requests_total counter\nrequests_total{endpoint="/a\\"b",status="200"} 1\n' in text
-    assert 'batch_size_bucket{le="1"} 1\nbatch_size_bucket{le="4"} 2\nbatch_size_bucket{le="+Inf"} 2' in text
-    assert "batch_size_sum 4\nbatch_size_count 2\n" in text
+def test_metrics_carry_the_prefix_read_owners_at_scrape_time_and_describe_the_process():
+    depth = [3]
+    m = ServiceMetrics(cache_hits=lambda: 2, cache_misses=lambda: 5, queue_depth=lambda: depth[0],
+                       failed_batches=lambda: 0)
+    m.observe_request('/a"b', 200, 0.004)
+    m.observe_batch(3, replica=0), m.observe_batch(1, replica=0)
+    depth[0] = 7  # read when scraped, not copied when built
+    text = m.render()
+    assert 'structbench_requests_total{endpoint="/a\\"b",status="200"} 1.0' in text
+    assert 'structbench_batch_size_bucket{le="1.0"} 1.0\nstructbench_batch_size_bucket{le="2.0"} 1.0' in text
+    assert "structbench_batch_size_sum 4.0" in text and "structbench_batch_size_count 2.0" in text
+    assert "structbench_queue_depth 7.0" in text and "structbench_cache_misses_total 5.0" in text
+    assert 'structbench_replica_texts_total{replica="0"} 4.0' in text
+    assert "structbench_process_resident_memory_bytes " in text and "_created" not in text
+    names = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert all(n.startswith("structbench_") for n in names)
 
 
 # --- the contract on the real tiny twin -------------------------------------------------------------------------
