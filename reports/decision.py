@@ -247,9 +247,8 @@ def energy_cells(c: Candidate) -> list[dict]:
             num(board, c.gpu_energy_reason or c.energy_reason) if c.gpu else text(CPU_ROW)]
 
 
-def recommendation(run: RunResult, cands: list[Candidate], options: dict) -> list[str]:
-    """Sentences derived from the decision table: the pick (or the tie), then what limits it and what was not
-    measured.
+def advice(run: RunResult, cands: list[Candidate], options: dict) -> list[str]:
+    """The pick (or the tie) first, then what limits it.
 
     Service rows (HTTP load tests) are preferred when any meets the SLO: engine-only throughput leaves out HTTP,
     tokenisation and queueing, so ranking it against end-to-end QPS would favour whatever was not load-tested.
@@ -257,7 +256,7 @@ def recommendation(run: RunResult, cands: list[Candidate], options: dict) -> lis
     slo = options["slo_p95_ms"]
     meeting = [c for c in cands if c.cost_per_m is not None]
     if not meeting:
-        return [f"No measured configuration sustains P95 ≤ {slo:g} ms.", *not_measured(run, cands)]
+        return [f"No measured configuration sustains P95 ≤ {slo:g} ms."]
     served = [c for c in meeting if c.kind == SERVICE]
     pool = served or meeting
     cheapest = min(pool, key=lambda c: c.cost_per_m)
@@ -267,8 +266,7 @@ def recommendation(run: RunResult, cands: list[Candidate], options: dict) -> lis
         out.append("Engine throughput leaves out HTTP, tokenisation and queueing: confirm it with the service load "
                    "test before sizing a deployment.")
     out += engine_only_sentence([c for c in meeting if c.kind == ENGINE], bool(served))
-    out += parity_caveat(run, cheapest.backend)
-    return out + not_measured(run, cands)
+    return out + parity_caveat(run, cheapest.backend)
 
 
 def figures(c: Candidate) -> str:
@@ -357,3 +355,38 @@ def not_measured(run: RunResult, cands: list[Candidate]) -> list[str]:
     if run.model.get("synthetic"):
         out.append("Weights are synthetic: accuracy is not part of this decision.")
     return out
+
+
+def conditions(options: dict) -> str:
+    """What the answer assumes: the SLO, the prices and, with a capacity plan, the traffic."""
+    traffic = options.get("traffic_rps")
+    load = f"{fmt.num(traffic)} req/s mean traffic" if traffic else "no traffic given (--traffic N adds a plan)"
+    return f"P95 ≤ {options['slo_p95_ms']:g} ms; {options.get('price_note') or price_text(options)} " \
+           f"(prices are inputs); {load}."
+
+
+def glance_table(cands: list[Candidate], options: dict) -> dict:
+    """The decision table cut to what decides (configuration, device, QPS at the SLO, cost, rank), narrow enough
+    for 1,280 px with a host column; the full table (P95, load point, energy) follows on demand."""
+    multi = any(c.host for c in cands)
+    cols = [column("Configuration", False), *([column("Host", False)] if multi else []),
+            column("Runs as", False), column(f"QPS at P95 ≤ {options['slo_p95_ms']:g} ms"), column("USD / 1M"),
+            column("Rank by cost", False)]
+    standing = ranks(cands)
+    rows, reasons = [], []
+    for c in sorted((c for c in cands if c.measured), key=decision_order):
+        head = [label(c.config_name), *([label(c.host)] if multi else []), text(f"{SHORT[c.kind]} · {c.device}")]
+        if c.qps is None:
+            rows.append(head + [na(c.reason or "too slow", span=3)])
+            continue
+        rank = standing.get(c.name)
+        if rank is not None and rank.rank is None:
+            reasons.append(rank.unranked)
+            rank_text = f"not ranked: {rank.unranked.split(',')[0]}"  # the full reason is a note
+        else:
+            rank_text = rank.text if rank is not None else ""
+        rows.append(head + [num(fmt.num_ci(c.qps, c.qps_ci)), num(f"{fmt.usd(c.cost_per_m)}"
+                                                                  f"{fmt.ci_suffix(c.cost_ci, fmt.usd)}"),
+                            text(rank_text)])
+    notes = [f"Not ranked: {why}." for why in dict.fromkeys(reasons)]
+    return table("glance", "At a glance", cols, rows, notes, empty="no configurations measured")

@@ -13,7 +13,8 @@ from reports import decision, sections, service
 from reports.common import column, label, na, table
 from reports.hostplots import latency_cdf_by_host, qps_by_host
 from reports.hosts import SOURCES, HostRun, check_mergeable, host_runs
-from reports.render import ARTICLE, ReportOptions, host_options, options_dict, plan_context, render_context
+from reports.render import (ARTICLE, ReportOptions, decision_context, host_options, options_dict, plan_context,
+                            render_context)
 
 
 def tagged(host: HostRun, cand: decision.Candidate) -> decision.Candidate:
@@ -43,9 +44,9 @@ def article(hosts: list[HostRun]) -> list[dict]:
     """Sections 3.1–3.4 with a host column; QPS columns cover every host's configurations."""
     names = list(dict.fromkeys(n for h in hosts for n in service.service_configs(h.run) if service.closed(h.run, n)))
     out = []
-    for sid, title, fns in ARTICLE:
+    for sid, title, ref, fns in ARTICLE:
         tables = [host_table([(h.label, each_run(fn, h.run, names)) for h in hosts]) for fn in fns]
-        out.append({"id": sid, "title": title, "tables": [t for t in tables if t]})
+        out.append({"id": sid, "title": title, "ref": ref, "tables": [t for t in tables if t]})
     return out
 
 
@@ -70,15 +71,16 @@ def price_text(h: HostRun) -> str:
     return f"${h.hour_usd:.2f}/h ({SOURCES[h.price_source]})" if h.hour_usd else "example prices per device"
 
 
-def recommendation(hosts: list[HostRun], cands: list, opts: dict) -> list[str]:
-    """The single-run sentences over every host's candidates, plus which hosts were never load-tested."""
+def recommendation(hosts: list[HostRun], cands: list, opts: dict) -> tuple[list[str], list[str]]:
+    """The single-run sentences over every host's candidates (advice, then what was not measured, which adds the
+    hosts never load-tested)."""
     levels = tuple(lv for h in hosts for lv in h.run.loadtests)
-    out = decision.recommendation(replace(hosts[0].run, loadtests=levels), cands, opts)
-    out = [s.replace("on this host", "in these runs") for s in out]  # the sentences speak of one host
+    merged = replace(hosts[0].run, loadtests=levels)
+    advice, gaps = decision.advice(merged, cands, opts), decision.not_measured(merged, cands)
     if levels:
-        out += [f"{h.label}: engine-only, not load-tested (its QPS is engine throughput, no HTTP)."
-                for h in hosts if not h.run.loadtests]
-    return out
+        gaps += [f"{h.label}: engine-only, not load-tested (its QPS is engine throughput, no HTTP)."
+                 for h in hosts if not h.run.loadtests]
+    return [[s.replace("on this host", "in these runs") for s in part] for part in (advice, gaps)]
 
 
 def environment(hosts: list[HostRun], opts: dict) -> list[dict]:
@@ -90,15 +92,15 @@ def build_multi_context(hosts: list[HostRun], options: ReportOptions, forced: li
     opts = options_dict(options)
     cands = [tagged(h, c) for h in hosts for c in decision.candidates(h.run, host_options(h, opts))]
     table_opts = {**opts, "price_note": "; ".join(f"{h.label} {price_text(h)}" for h in hosts)}
+    plan = plan_context(hosts, cands, options)
     return {
         "title": f"structbench report: {len(hosts)} runs ({', '.join(h.label for h in hosts)})",
         "header": header(hosts, list(forced)),
         "options": opts,
-        "decision": {"table": decision.decision_table(cands, table_opts),
-                     "recommendation": recommendation(hosts, cands, table_opts)},
+        "decision": decision_context(*recommendation(hosts, cands, table_opts), cands, table_opts, plan),
         "article": article(hosts),
         "plots": [latency_cdf_by_host(hosts), qps_by_host(hosts)],
-        "plan": plan_context(hosts, cands, options),
+        "plan": plan,
         "parity": host_table([(h.label, sections.parity_table(h.run)) for h in hosts]),
         "environment": environment(hosts, opts),
     }

@@ -72,39 +72,47 @@ def build_context(run: RunResult, options: ReportOptions = ReportOptions()) -> d
     host = host_runs([run], options.prices)[0]
     opts = host_options(host, options_dict(options))
     cands = decision.candidates(run, opts)
+    plan = plan_context([host], cands, options)
     return {
         "title": f"structbench report: {run.run_id}",
         "header": sections.header(run),
         "options": opts,
-        "decision": {"table": decision.decision_table(cands, opts),
-                     "recommendation": decision.recommendation(run, cands, opts)},
+        "decision": decision_context(decision.advice(run, cands, opts), decision.not_measured(run, cands), cands,
+                                     opts, plan),
         "article": article(run),
         "plots": plots.all_plots(run, options.slo_p95_ms) + tune.tune_plots(run),
-        "plan": plan_context([host], cands, options),
+        "plan": plan,
         "parity": sections.parity_table(run),
         "accuracy": sections.accuracy_table(run),
         "environment": sections.environment(run, opts),
     }
 
 
-# The source article's sections 3.1–3.4 and the tables each holds (functions of one run).
+def decision_context(advice: list[str], gaps: list[str], cands: list, opts: dict, plan: dict | None) -> dict:
+    """The top of the report: the answer sentence and its conditions, the narrow table that decides, the other
+    sentences, what was not measured; the full decision table for details."""
+    return {"answer": advice[0], "more": advice[1:], "gaps": gaps, "conditions": decision.conditions(opts),
+            "plan_answer": plan["sentences"][:2] if plan else [], "glance": decision.glance_table(cands, opts),
+            "table": decision.decision_table(cands, opts), "recommendation": advice + gaps}
+
+
+# The sections that regenerate the seed article's tables (docs/article.md): id, title, the article's section
+# number and heading (a reference note under the title), and the tables each holds (functions of one run).
 ARTICLE = (
-    ("s31", "3.1 Load time and latency (响应延迟对比)", (sections.load_table, sections.latency_table,
-                                                  sections.spread_table)),
-    ("s32", "3.2 Resources (资源占用情况)", (sections.resources_table,)),
-    ("s33", "3.3 Throughput by concurrency (吞吐能力 QPS)", (service.qps_table, searched.search_table,
-                                                   service.open_loop_table, service.timing_table,
-                                                   tune.tune_table)),
-    ("s34", "3.4 Multi-dimension summary (多维度对比总结表)", (overview.summary_table,)),
+    ("s31", "Load time and latency", "3.1 响应延迟对比", (sections.load_table, sections.latency_table,
+                                                        sections.spread_table)),
+    ("s32", "Resources", "3.2 资源占用情况", (sections.resources_table,)),
+    ("s33", "Throughput by concurrency", "3.3 吞吐能力 QPS", (service.qps_table, searched.search_table,
+                                                          service.open_loop_table, service.timing_table,
+                                                          tune.tune_table)),
+    ("s34", "Multi-dimension summary", "3.4 多维度对比总结表", (overview.summary_table,)),
 )
 
 
 def article(run: RunResult) -> list[dict]:
-    """Sections 3.1–3.4; a table function returns None where its table does not apply to this run."""
-    out = []
-    for sid, title, fns in ARTICLE:
-        out.append({"id": sid, "title": title, "tables": [t for t in (fn(run) for fn in fns) if t]})
-    return out
+    """The article's sections; a table function returns None where its table does not apply to this run."""
+    return [{"id": sid, "title": title, "ref": ref, "tables": [t for t in (fn(run) for fn in fns) if t]}
+            for sid, title, ref, fns in ARTICLE]
 
 
 def plan_context(hosts: list[HostRun], cands: list, options: ReportOptions) -> dict | None:
@@ -163,7 +171,10 @@ def decision_lines(run_dir: Path | str, options: ReportOptions = ReportOptions()
     run = load_run(run_dir)
     host = host_runs([run], options.prices)[0]
     opts = host_options(host, options_dict(options))
-    sentences = decision.recommendation(run, decision.candidates(run, opts), opts)
+    cands = decision.candidates(run, opts)
+    advice = decision.advice(run, cands, opts)
+    sentences = [advice[0], f"Conditions: {decision.conditions(opts)}", *advice[1:],
+                 *decision.not_measured(run, cands)]
     more = len(sentences) - most
     return sentences[:most] + ([f"(+{more} more in the report)"] if more > 0 else [])
 

@@ -48,8 +48,8 @@ def issues(run: RunResult) -> list[dict]:
     groups: dict = defaultdict(list)
     for cell in run.cells:
         if cell.status != "ok":
-            groups[(cell.status, cell.reason or "no reason recorded")].append(cell.spec.key)
-    out = [{"status": s, "reason": r, "what": keys} for (s, r), keys in groups.items()]
+            groups[(cell.status, cell.reason or "no reason recorded")].append(cell.spec)
+    out = [{"status": s, "reason": r, "what": spec_names(specs)} for (s, r), specs in groups.items()]
     for name, variant in (run.model.get("variants") or {}).items():
         parity = variant.get("parity") or {}
         if parity.get("passed") is None and parity.get("not_measured"):
@@ -58,6 +58,16 @@ def issues(run: RunResult) -> list[dict]:
             out.append({"status": "failed", "reason": "; ".join(parity.get("failures") or ["parity gate"]),
                         "what": [f"{name} parity"]})
     return out + loadtest_issues(run)
+
+
+def spec_names(specs: list) -> list[str]:
+    """Cells as people name them, one entry per backend: 'ort-fp32-cuda (batch 1, 8)', with a sequence length or a
+    thread count where the cell had one."""
+    by_backend: dict = defaultdict(list)
+    for spec in specs:
+        shape = f"batch {spec.batch}" + (f" × length {spec.seq_len}" if spec.workload == "bucket" else "")
+        by_backend[spec.backend].append(shape + (f", {spec.threads} threads" if spec.threads else ""))
+    return [f"{backend} ({', '.join(dict.fromkeys(shapes))})" for backend, shapes in by_backend.items()]
 
 
 def loadtest_issues(run: RunResult) -> list[dict]:

@@ -138,7 +138,28 @@ def test_skipped_cells_render_as_skipped_with_their_reason(written):
         assert reason in text
         assert "torch-fp32-cuda" in text and "ort-fp16-tensorrt" in text
     header = html[:html.index("<nav>")]
-    assert "skipped</span> (7)" in header and "torch-fp32-cuda|b1|corpus|tall" in header
+    # One line for the cause, cells named as people name them (no internal keys such as "|b1|corpus|tall").
+    assert "skipped</span> (7): torch-fp32-cuda (batch 1), torch-fp16-cuda (batch 1)" in header
+    assert "|b1|" not in header and "tall" not in header
+
+
+def test_the_answer_comes_first_with_its_conditions_then_the_narrow_table(written):
+    _, html_path, md_path = written
+    html = html_path.read_text()
+    after_title = html[html.index("</h1>"):]
+    first = re.search(r"<p class=\"answer\">(.*?)</p>", after_title)
+    assert first and after_title.index(first.group(0)) < after_title.index("<table")
+    assert first.group(1).startswith("Cheapest service configuration meeting P95 ≤ 300 ms: int8 batching")
+    assert "Conditions: P95 ≤ 300 ms; CPU $0.10/h and GPU" in after_title
+    glance = tables_of(html)["glance"]
+    assert glance[0] == ["Configuration", "Runs as", "QPS at P95 ≤ 300 ms", "USD / 1M", "Rank by cost"]
+    assert row_of(glance, "int8 batching")[1:] == ["service · CPU", "520 (no CI)", "$0.0534 (no CI)",
+                                                   "not ranked: single window"]
+    assert html.index('id="glance"') < html.index("Run and host") < html.index("<nav>")
+    # The article's section numbers and Chinese headings are a reference note, not the titles.
+    assert "<h2>Load time and latency</h2>" in html and "table 3.1 响应延迟对比" in html
+    md = md_path.read_text()
+    assert md.index("**Cheapest service configuration") < md.index("## Run and host")
 
 
 def test_failed_cell_renders_as_failed_with_its_reason():
@@ -312,7 +333,7 @@ def test_report_command_resolves_latest_and_run_ids(tmp_path, monkeypatch, capsy
 def test_failed_service_configuration_is_listed_not_priced(written):
     _, html_path, md_path = written
     html = html_path.read_text()
-    assert "service torch fp32 batching</span> — service did not become ready within 600 s" in html
+    assert "service torch fp32 batching — service did not become ready within 600 s" in html
     row = row_of(tables_of(html)["decision"], "torch fp32 batching")
     assert row[3] == "not measured: failed: service did not become ready within 600 s"
     # Its backend keeps its engine row: the failed service measured nothing to replace it with.

@@ -20,7 +20,7 @@ from reports import fmt
 from tests.browser import skip_without_chromium
 from tests.conftest import run_cli
 from tests.test_report import tables_of
-from tests.test_report_browser import PROBE, chromium
+from tests.test_report_browser import assert_fits, probed
 
 FAKE_GPU = Path(__file__).parent / "fake_gpu"
 TEST_DATA = "fake CUDA backend (tests/fake_gpu): test data, not a measurement"
@@ -115,17 +115,11 @@ def test_the_merged_plan_equals_the_plan_computed_from_the_results(merged, runs)
 def test_chromium_shows_the_merged_report_with_decoded_plots_and_the_same_plan(merged, runs, tmp_path):
     html_path, _ = merged
     page = html_path.read_text(encoding="utf-8")
-    probed = page.replace("default-src 'none';", "default-src 'none'; script-src 'unsafe-inline';", 1)
-    copy = tmp_path / "probed.html"
-    copy.write_text(probed.replace("<head>", "<head>\n" + PROBE, 1), encoding="utf-8")
-    done = chromium(["--dump-dom", "--virtual-time-budget=10000", copy.as_uri()], tmp_path / "profile")
-    match = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
-    assert match, f"probe did not report; chromium said: {done.stderr[-2000:]}"
-    seen = json.loads(html_lib.unescape(match.group(1)))
+    seen, dom = probed(html_path, tmp_path, width=1280)
+    assert_fits(seen, 1280)  # a host column beside the cost column, and still no horizontal overflow
     assert len(seen["images"]) == page.count("<img") >= 3  # CDF by host, QPS by host, break-even
     assert all(complete and w > 0 and h > 0 for complete, w, h in seen["images"]), seen["images"]
     assert seen["errors"] == [] and seen["blocked"] == []
-    dom = done.stdout
     assert "TEST DATA" in dom and 'id="plot-break-even"' in dom
     check_plan(tables_of(dom), runs)  # the numbers as the browser holds them
 
