@@ -67,11 +67,14 @@ def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = 
     return pack(tokenizer, tokenizer.encodings(texts, max_length or MAX_TOKENS), max_length)
 
 
-def pack(tokenizer: Tokenizer, encs: Sequence, width: int | None = None) -> dict[str, np.ndarray]:
-    """Encodings as the model's int64 arrays, padded to `width` or to the longest."""
+def pack(tokenizer: Tokenizer, encs: Sequence, width: int | None = None, rows: int | None = None) \
+        -> dict[str, np.ndarray]:
+    """Encodings as the model's int64 arrays, padded to `width` or to the longest, and to `rows` rows (a shape
+    bucket's: the extra rows hold one attended [PAD] each, so no row's attention is empty)."""
     width = width or max(len(e.ids) for e in encs)
-    out = {name: np.zeros((len(encs), width), dtype=np.int64) for name in INPUT_NAMES}
+    out = {name: np.zeros((rows or len(encs), width), dtype=np.int64) for name in INPUT_NAMES}
     out["input_ids"].fill(tokenizer.pad_id)
+    out["attention_mask"][len(encs):, 0] = 1
     for row, e in enumerate(encs):
         n = len(e.ids)
         out["input_ids"][row, :n] = e.ids

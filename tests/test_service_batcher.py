@@ -33,7 +33,7 @@ def test_batching_off_serves_one_at_a_time(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.01)
     responses, text = posts_under_load(tiny_model, backend, [f"串行{i}" for i in range(8)], batching=False)
     assert all(r.status_code == 200 for r in responses) and backend.sizes == [1] * 8
-    assert metric(text, 'batch_size_bucket{le="1"}') == 8
+    assert metric(text, 'batch_size_bucket{le="1.0"}') == 8
 
 
 def test_queue_full_answers_503_with_retry_after(tiny_model):

@@ -1,12 +1,14 @@
 """A backend that sleeps a known time (and fault-injecting variants) for testing the harness and service.
 
 options: sleep_s (per batch, default 0.01), per_item_s (added per item), fault: crash | hang | oom | raise,
-fault_at: "load" or "infer" (default "infer"), labels (default 2).
+fault_at: "load" or "infer" (default "infer"), labels (default 2), new_shape_s (a one-off cost the first time a
+thread calls with a shape, as cuDNN's attention graphs cached per thread charge; default 0).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Mapping
 
@@ -18,6 +20,8 @@ from bench.backends.base import Backend
 class FakeBackend(Backend):
     def load(self) -> None:
         self.opts = dict(self.config.options)
+        self.shapes_seen: set = set()  # (thread id, shape): what a per-thread shape cache holds
+        self.new_shape_calls = 0
         if self.opts.get("fault_at") == "load":
             self._fault()
 
@@ -25,7 +29,12 @@ class FakeBackend(Backend):
         batch = len(inputs["input_ids"])
         if self.opts.get("fault") and self.opts.get("fault_at", "infer") == "infer":
             self._fault()
-        time.sleep(float(self.opts.get("sleep_s", 0.01)) + batch * float(self.opts.get("per_item_s", 0.0)))
+        key = (threading.get_ident(), inputs["input_ids"].shape)
+        new = key not in self.shapes_seen
+        self.shapes_seen.add(key)
+        self.new_shape_calls += new
+        time.sleep(float(self.opts.get("sleep_s", 0.01)) + batch * float(self.opts.get("per_item_s", 0.0)) +
+                   new * float(self.opts.get("new_shape_s", 0.0)))
         logits = np.zeros((batch, int(self.opts.get("labels", 2))), dtype=np.float32)
         logits[:, 1] = inputs["input_ids"].sum(axis=1) % 7 / 7.0  # deterministic, input-dependent
         return logits

@@ -23,6 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.backends import Backend
+from bench.service.buckets import Buckets
 from bench.tokenize import MAX_TOKENS, counted, pack, softmax
 
 log = logging.getLogger("bench.service")
@@ -70,13 +71,27 @@ class _Item:
 
 @dataclass
 class _Call:
-    """One model call in flight: its texts and token counts, and when it was encoded and sent."""
+    """One model call in flight: its texts and token counts, its shape, and when it was encoded and sent."""
 
     items: list[_Item]
     counts: list[int]
     count_s: float
     encoded: float
     sent: float = 0.0
+    shape: tuple[int, int] = (0, 0)  # (rows, length) as sent
+    tokens: int = 0  # real tokens in it (the rest of rows × length is padding)
+    new: bool = False  # a shape this replica's serving thread had not run before
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """What /metrics learns of one model call: its shape, real tokens, time, and whether the shape was new."""
+
+    shape: tuple[int, int]
+    tokens: int
+    seconds: float
+    new: bool
+    replica: int
 
 
 class _InProcess:
@@ -113,13 +128,21 @@ class Batcher:
     """A bounded queue of texts and one worker thread per backend (replica) feeding them to its `infer`."""
 
     def __init__(self, backends: Backend | Sequence[Backend], tokenizer, *, max_batch: int, max_wait_ms: float,
-                 max_queue: int, timeout_s: float, max_padding: float = 0.05,
-                 on_batch: Callable[[int, int], None] | None = None) -> None:
+                 max_queue: int, timeout_s: float, max_padding: float = 0.05, buckets: Buckets | None = None,
+                 warmup_runs: int = 0, on_batch: Callable[[int, int], None] | None = None,
+                 on_call: Callable[[CallRecord], None] | None = None) -> None:
         self.backends = list(backends) if isinstance(backends, (list, tuple)) else [backends]
-        self.tokenizer, self.max_padding = tokenizer, max_padding
+        self.tokenizer, self.max_padding, self.buckets = tokenizer, max_padding, buckets
         self.max_batch, self.max_wait_s, self.timeout_s = max_batch, max_wait_ms / 1000.0, timeout_s
+        self.warmup_runs = warmup_runs
         self.on_batch = on_batch  # (batch size, replica index) after each model call
+        self.on_call = on_call  # each model call's shape, tokens and time
         self.stats = BatcherStats()
+        # Per replica: the shapes its serving thread has run, and each warmed shape's median call time (seconds).
+        self.seen: list[set] = [set() for _ in self.backends]
+        self.warm_s: list[dict] = [{} for _ in self.backends]
+        self._warm = [threading.Event() for _ in self.backends]
+        self.warm_error: str | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._closed = False
         # perf_counter when each replica's current model call began; None while that replica is idle
@@ -130,6 +153,18 @@ class Batcher:
     def start(self) -> None:
         for thread in self._threads:
             thread.start()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Block until every worker has warmed its replica on its own thread (False on timeout); a failed warm-up
+        is in `warm_error`."""
+        end = None if timeout is None else time.monotonic() + timeout
+        return all(e.wait(None if end is None else max(0.0, end - time.monotonic())) for e in self._warm)
+
+    def warm_shapes(self) -> list[tuple[int, int]]:
+        """What each worker warms: every bucket shape, or without buckets batch 1 and the max batch at 32 tokens."""
+        if self.buckets is not None:
+            return self.buckets.shapes()
+        return [(b, 32) for b in sorted({1, self.max_batch})]
 
     def depth(self) -> int:
         return self._queue.qsize()
@@ -171,6 +206,13 @@ class Batcher:
         finishes, so the replica never waits for this thread's tokenising, settling and GIL turns (2x1t b8 at 16
         users, interleaved: 53.3 / 53.5 req/s without, 55.8 / 54.3 with; the busier replica's CPU 92 -> 97 %)."""
         link, inflight, stopping = _link(self.backends[replica]), deque(), False
+        try:
+            self._warm_up(replica, link)
+        except Exception as exc:  # noqa: BLE001  the service reports it and does not become ready
+            self.warm_error = f"{type(exc).__name__}: {exc}"
+            log.error("warm-up failed on replica %d: %s", replica, self.warm_error)
+        finally:
+            self._warm[replica].set()
         while not (stopping and not inflight):
             if not inflight:
                 batch, stopping = self._collect()
@@ -180,6 +222,24 @@ class Batcher:
                 batch, stopping = self._collect(block=False)
                 self._dispatch(batch, replica, link, inflight)
             self._finish(replica, link, inflight)
+
+    def _warm_up(self, replica: int, link) -> None:
+        """Run every shape this replica will serve, on the thread that will serve it (engines such as cuDNN cache a
+        graph per shape and per thread), and keep each shape's median time: the engine's time at that bucket, for
+        /metrics to set the in-service calls against."""
+        token = max(len(self.tokenizer) - 1, 1)
+        for rows, length in self.warm_shapes() if self.warmup_runs else ():
+            inputs = {"input_ids": np.full((rows, length), token, dtype=np.int64),
+                      "attention_mask": np.ones((rows, length), dtype=np.int64),
+                      "token_type_ids": np.zeros((rows, length), dtype=np.int64)}
+            times = []
+            for _ in range(self.warmup_runs):
+                t0 = time.perf_counter()
+                link.send(inputs)
+                link.receive()
+                times.append(time.perf_counter() - t0)
+            self.seen[replica].add((rows, length))
+            self.warm_s[replica][(rows, length)] = float(np.median(times[1:] or times))
 
     def _ahead(self, replica: int) -> bool:
         """Send this replica its next call now? Only with texts already waiting and no other replica idle: an idle
@@ -242,13 +302,19 @@ class Batcher:
         except Exception as exc:  # noqa: BLE001  a tokenizer failure fails this batch only
             self._fail(items, exc, replica)
             return
-        for group in sorted(length_groups([len(e.ids) for e in encodings], self.max_padding), key=min):
+        for group in self._calls([len(e.ids) for e in encodings]):
             call = _Call([items[i] for i in group], [counts[i] for i in group], count_s, time.perf_counter())
             try:
-                inputs = pack(self.tokenizer, [encodings[i] for i in group])
+                call.tokens = sum(len(encodings[i].ids) for i in group)
+                longest = max(len(encodings[i].ids) for i in group)
+                call.shape = (self.buckets.rows(len(group)), self.buckets.length(longest)) if self.buckets \
+                    else (len(group), longest)
+                inputs = pack(self.tokenizer, [encodings[i] for i in group], *reversed(call.shape))
             except Exception as exc:  # noqa: BLE001  fails this group only
                 self._fail(call.items, exc, replica)
                 continue
+            call.new = call.shape not in self.seen[replica]
+            self.seen[replica].add(call.shape)
             call.sent = time.perf_counter()
             try:
                 link.send(inputs)
@@ -260,6 +326,15 @@ class Batcher:
                 self._busy[replica] = call.sent
             inflight.append(call)
 
+    def _calls(self, lengths: list[int]) -> list[list[int]]:
+        """Texts (by token count) as model calls: length groups within the padding budget, each cut into bucket
+        shapes when the service has buckets; shortest group first."""
+        groups = sorted(length_groups(lengths, self.max_padding), key=min)
+        if self.buckets is None:
+            return groups
+        return [[group[i] for i in call] for group in groups
+                for call in self.buckets.split([lengths[i] for i in group])]
+
     def _finish(self, replica: int, link, inflight: deque) -> None:
         """Read the oldest call's answer and settle its texts; the next call in flight begins now."""
         call = inflight.popleft()
@@ -268,7 +343,8 @@ class Batcher:
             logits = link.receive()
             done = time.perf_counter()
             probs = softmax(np.asarray(logits, dtype=np.float64))
-            _check_shape(probs, len(call.items))
+            _check_shape(probs, call.shape[0] or len(call.items))
+            probs = probs[:len(call.items)]  # rows padded up to a bucket carry no text
         # Any backend failure (ORT, torch, a bad shape) must fail only this model call; the worker keeps serving.
         except Exception as exc:  # noqa: BLE001
             self._fail(call.items, exc, replica)
@@ -278,6 +354,8 @@ class Batcher:
             return
         self._busy[replica] = done if inflight else None
         self._record(len(call.items), replica)  # one model call: the batch size /metrics reports
+        if self.on_call:
+            self.on_call(CallRecord(call.shape, call.tokens, done - began, call.new, replica))
         for row, item, n in zip(probs, call.items, call.counts):
             _settle(item, result=Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
                                          1000 * (call.encoded - item.enqueued + began - call.sent),

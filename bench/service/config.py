@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.backends import resolve
+from bench.service.buckets import Buckets
 from bench.host import available_cores
 from bench.errors import ConfigError
 
@@ -42,7 +43,11 @@ class ServiceConfig:
     max_body_bytes: int = 65536
     max_batch_items: int = 64
     max_text_chars: int = 2000
-    warmup_runs: int = 3
+    warmup_runs: int = 3  # calls per warmed shape (the first pays for the shape, the rest time it)
+    shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (service.buckets)
+    bucket_lengths: tuple[int, ...] | None = None  # None: the device kind's set
+    bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch
+    max_call_tokens: int | None = None  # rows × length of one model call at most; None: the device kind's
 
     def __post_init__(self) -> None:
         resolve(self.backend)  # raises ValueError naming the known backends
@@ -63,6 +68,10 @@ class ServiceConfig:
             raise ConfigError(f"cache_size must be >= 0 (got {self.cache_size}); 0 turns the cache off")
         if self.warmup_runs < 0:
             raise ConfigError(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
+        if self.bucket_batches and self.bucket_batches[-1] < self.effective_max_batch:
+            raise ConfigError(f"bucket_batches {self.bucket_batches} must reach max_batch "
+                              f"({self.effective_max_batch})")
+        self.buckets  # noqa: B018  validates the bucket settings (ConfigError naming the bad one)
 
     def _check_positive(self) -> None:
         for name in ("max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes", "max_batch_items",
@@ -84,6 +93,15 @@ class ServiceConfig:
         if self.max_padding is not None:
             return self.max_padding
         return CPU_MAX_PADDING if resolve(self.backend).device == "cpu" else GPU_MAX_PADDING
+
+    @property
+    def buckets(self) -> Buckets | None:
+        """The shapes the model is sent (None with shape_buckets off: each batch padded to its own longest)."""
+        if not self.shape_buckets:
+            return None
+        base = Buckets.for_device(resolve(self.backend).device, self.effective_max_batch)
+        return Buckets(self.bucket_batches or base.batches, self.bucket_lengths or base.lengths,
+                       self.max_call_tokens or base.max_tokens, base.pad_rows)
 
     @property
     def replica_threads(self) -> int | None:

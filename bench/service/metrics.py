@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable, Iterable
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -60,11 +60,39 @@ class ServiceMetrics:
             ("failed_batches", "Model calls that raised (each fails only its own batch).", "counter", failed_batches),
             ("replica_restarts", "Replica processes restarted after they died.", "counter", restarts)]))
         ProcessCollector(namespace=NAMESPACE, registry=reg)
+        # Per shape bucket ("rows x length"): in-service model time against the engine's at that shape (its
+        # warm-up median on the serving thread), shapes first met while serving, and padding.
+        self.model_seconds = Counter("model_seconds", "Model time of in-service calls, by shape.", ("shape",),
+                                     namespace=NAMESPACE, registry=reg)
+        self.model_calls = Counter("model_calls", "In-service model calls, by shape.", ("shape",),
+                                   namespace=NAMESPACE, registry=reg)
+        self.engine_seconds = Gauge("engine_seconds", "Median model time at this shape during warm-up, on the "
+                                    "thread that serves it (the engine alone).", ("shape", "replica"),
+                                    namespace=NAMESPACE, registry=reg)
+        self.new_shapes = Counter("new_shapes", "Model calls at a shape the serving thread had not run before "
+                                  "(0 after a full warm-up).", ("shape",), namespace=NAMESPACE, registry=reg)
+        self.tokens = Counter("tokens", "Tokens sent to the model: real or padding.", ("kind",),
+                              namespace=NAMESPACE, registry=reg)
 
     def observe_batch(self, size: int, replica: int) -> None:
         self.batch_size.observe(size)
         self.replica_batches.labels(str(replica)).inc()
         self.replica_texts.labels(str(replica)).inc(size)
+
+    def observe_call(self, call) -> None:
+        """One model call (batcher.CallRecord): its time under its shape, padding, and whether the shape was new."""
+        shape = shape_label(call.shape)
+        self.model_seconds.labels(shape).inc(call.seconds)
+        self.model_calls.labels(shape).inc()
+        self.tokens.labels("real").inc(call.tokens)
+        self.tokens.labels("padding").inc(max(0, call.shape[0] * call.shape[1] - call.tokens))
+        if call.new:
+            self.new_shapes.labels(shape).inc()
+
+    def set_warm(self, per_replica: list[dict]) -> None:
+        for replica, times in enumerate(per_replica):
+            for shape, seconds in times.items():
+                self.engine_seconds.labels(shape_label(shape), str(replica)).set(seconds)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()
@@ -75,3 +103,8 @@ class ServiceMetrics:
 
     def render(self) -> str:
         return prometheus_client.generate_latest(self.registry).decode("utf-8")
+
+
+def shape_label(shape: tuple[int, int]) -> str:
+    """(rows, length) as a metric label: '8x64'."""
+    return f"{shape[0]}x{shape[1]}"

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -20,7 +21,6 @@ from bench.service.http import ApiError, RequestTiming, unavailable, within
 from bench.service.metrics import ServiceMetrics
 
 log = logging.getLogger("bench.service")
-WARMUP_TEXTS = ("预热：这部电影太烂了，完全不值得一看", "今天天气真好，心情很棒！")
 
 
 def backend_config(config: ServiceConfig) -> BackendConfig:
@@ -118,17 +118,25 @@ class Service:
         model_dir = Path(backend.config.model_dir)
         tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
         self._labels = self._labels or read_labels(model_dir)
-        for replica in self.replicas:  # ready means every replica is warm
-            self._warm_up(replica, tokenizer)
         self.info = {**self._describe(backend, read_source_meta(model_dir)), **placement}
         self.batcher = Batcher(self.replicas, tokenizer, max_batch=self.config.effective_max_batch,
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
                                timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
-                               on_batch=self.metrics.observe_batch)
+                               buckets=self.config.buckets, warmup_runs=self.config.warmup_runs,
+                               on_batch=self.metrics.observe_batch, on_call=self.metrics.observe_call)
         with self._lock:
             if self._stopped:  # shut down while loading: start no worker that nobody would stop
                 return
             self.batcher.start()
+        # Ready means every replica ran every shape it will serve, on the thread that will serve it.
+        t0 = time.perf_counter()
+        self.batcher.wait_warm()
+        if self.batcher.warm_error:
+            raise RuntimeError(f"warm-up failed: {self.batcher.warm_error}")
+        self.metrics.set_warm(self.batcher.warm_s)
+        self.info["warmup"] = {"seconds": round(time.perf_counter() - t0, 2),
+                               "shapes": len(self.batcher.warm_shapes()), "buckets": self.config.shape_buckets}
+        if not self._stopped:
             self.status = "ready"
 
     def _load_backends(self) -> dict:
@@ -150,15 +158,6 @@ class Service:
         """Live figures for /healthz: replicas serving now and their process ids (they change on a restart)."""
         pids = [getattr(r, "pid", None) or os.getpid() for r in self.replicas]
         return {"replicas_up": sum(1 for r in self.replicas if getattr(r, "alive", True)), "replica_pids": pids}
-
-    def _warm_up(self, backend: Backend, tokenizer) -> None:
-        """First calls are slow (allocation, kernel selection); pay for them before declaring readiness."""
-        from bench.tokenize import encode
-
-        sizes = sorted({1, self.config.effective_max_batch})
-        for i in range(self.config.warmup_runs):
-            n = sizes[i % len(sizes)]
-            backend.infer(encode(tokenizer, [WARMUP_TEXTS[j % 2] for j in range(n)]))
 
     def _describe(self, backend: Backend, meta: dict) -> dict:
         return {"model": str(meta.get("source", self.config.model)), "synthetic": bool(meta.get("synthetic")),

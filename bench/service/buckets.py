@@ -1,0 +1,87 @@
+"""Shape buckets: the few (batch, length) shapes a service sends its model, so every one can be warmed before it
+serves and none is met for the first time under load.
+
+A service that pads each batch to its own longest text, in batches of any size, meets thousands of distinct shapes;
+engines that build or cache something per shape (cuDNN attention graphs, kept per thread; OpenVINO's per-shape
+executors; TensorRT profiles) then pay that cost while serving. The two device kinds pay for different things:
+- CPU: every pad token costs as much as a real one, and a new shape costs little, so lengths step finely (8 tokens up
+  to 128, where reviews live, 32 above) and a batch is never padded with empty rows: it runs as calls of bucket
+  sizes (5 texts = 4 + 1).
+- GPU: idle lanes are nearly free and new shapes are dear, so lengths step coarsely (multiples of 64) and a batch is
+  padded with empty rows up to the next power of two.
+Both cap the tokens of one call (`max_tokens`), which bounds the warm-up and the latency one batch can add. The
+measurements behind the choice are in docs/measurements.md (`python -m bench check shapes`).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from dataclasses import dataclass
+
+from bench.errors import ConfigError
+from bench.tokenize import MAX_TOKENS
+
+CPU_LENGTHS = (*range(8, 129, 8), *range(160, MAX_TOKENS + 1, 32))
+GPU_LENGTHS = tuple(range(64, MAX_TOKENS + 1, 64))
+CPU_MAX_TOKENS, GPU_MAX_TOKENS = 1024, 16384
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """The shapes a service sends its model: batch sizes, sequence lengths, and the most tokens in one call."""
+
+    batches: tuple[int, ...]
+    lengths: tuple[int, ...]
+    max_tokens: int
+    pad_rows: bool  # True: a batch is padded with empty rows up to its bucket; False: split into bucket sizes
+
+    def __post_init__(self) -> None:
+        for name in ("batches", "lengths"):
+            values = getattr(self, name)
+            if not values or any(v < 1 for v in values) or list(values) != sorted(set(values)):
+                raise ConfigError(f"bucket {name} must be increasing positive integers, got {values!r}")
+        if self.lengths[-1] < MAX_TOKENS:
+            raise ConfigError(f"the longest length bucket must hold {MAX_TOKENS} tokens (got {self.lengths[-1]})")
+        if self.batches[0] != 1:
+            raise ConfigError(f"batch buckets must start at 1 (got {self.batches!r}): one text must have a shape")
+        if self.max_tokens < MAX_TOKENS:
+            raise ConfigError(f"max_tokens must be >= {MAX_TOKENS}: one full-length text must fit (got "
+                              f"{self.max_tokens})")
+
+    @classmethod
+    def for_device(cls, device: str, max_batch: int) -> "Buckets":
+        """The default set for a device kind ('cpu', or a GPU's 'cuda'/'tensorrt') and a service's max batch."""
+        powers = tuple(sorted({1 << i for i in range(max_batch.bit_length()) if 1 << i <= max_batch} | {max_batch}))
+        if device == "cpu":
+            return cls(powers, CPU_LENGTHS, CPU_MAX_TOKENS, pad_rows=False)
+        return cls(powers, GPU_LENGTHS, GPU_MAX_TOKENS, pad_rows=True)
+
+    def length(self, tokens: int) -> int:
+        """The bucket a call whose longest text has `tokens` tokens is padded to."""
+        return self.lengths[min(bisect_left(self.lengths, tokens), len(self.lengths) - 1)]
+
+    def rows(self, n: int) -> int:
+        """How many rows the call carries for n texts (n ≤ the largest batch bucket)."""
+        return self.batches[bisect_left(self.batches, n)] if self.pad_rows else n
+
+    def fits(self, rows: int, length: int) -> bool:
+        return rows <= self.batches[-1] and rows * length <= self.max_tokens
+
+    def split(self, lengths: list[int]) -> list[list[int]]:
+        """Indices of texts with these token counts cut into calls of bucket shapes, shortest first: on a CPU each
+        call has a bucket's rows (5 texts: 4 + 1), on a GPU up to the largest bucket's, padded up; always
+        rows × length ≤ max_tokens (a lone text always fits)."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        calls, start = [], 0
+        while start < len(order):
+            left = len(order) - start
+            sizes = range(min(left, self.batches[-1]), 0, -1) if self.pad_rows else \
+                [b for b in reversed(self.batches) if b <= left]
+            n = next((s for s in sizes if self.fits(self.rows(s), self.length(lengths[order[start + s - 1]]))), 1)
+            calls.append(order[start:start + n])
+            start += n
+        return calls
+
+    def shapes(self) -> list[tuple[int, int]]:
+        """Every (rows, length) a call can have: what the service warms before it is ready."""
+        return [(b, n) for b in self.batches for n in self.lengths if self.fits(b, n)]
