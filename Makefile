@@ -20,14 +20,14 @@ ORT_GPU_12 := 1.26.0
 TORCH_INDEX_13 := https://download.pytorch.org/whl/cu130
 TORCH_INDEX_12 := https://download.pytorch.org/whl/cu126
 
-.PHONY: help install install-gpu test-deps test bench export quick serve loadtest report check-cpu check-int8 check-trust \
-        check-service check-overload check-tune check-gpu fuzz clean distclean
+.PHONY: help install install-gpu test-deps test lint bench export quick serve loadtest report check-cpu check-int8 check-trust \
+        check-service check-overload check-tune check-gpu check-serving fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
 	@echo "make test      set up and run the test suite"
-	@echo "make install | install-gpu | export | quick | serve | loadtest | report | clean"
-	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-tune | check-gpu | fuzz   (benchmark commands)"
+	@echo "make install | install-gpu | export | quick | serve | loadtest | report | lint | clean"
+	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-tune | check-gpu | check-serving | fuzz   (benchmark commands)"
 
 install: $(ENV)
 
@@ -76,8 +76,11 @@ test-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
 	  || echo "could not install chromium: the browser test will be skipped with that reason"; }
 
-test: $(ENV) test-deps
+test: $(ENV) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+lint: $(ENV)
+	$(BIN)/ruff check bench exporters loadtests reports tests notebooks
 
 bench: $(ENV)
 	$(BIN)/python -m bench all --model $(MODEL) $(ARGS)
@@ -97,7 +100,7 @@ loadtest: $(ENV)
 report: $(ENV)
 	$(BIN)/python -m bench report latest $(ARGS)
 
-check-cpu check-int8 check-trust check-service check-overload check-tune check-gpu: $(ENV)
+check-cpu check-int8 check-trust check-service check-overload check-tune check-gpu check-serving: $(ENV)
 	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
 
 fuzz: $(ENV)

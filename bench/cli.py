@@ -12,25 +12,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from bench.argtypes import floats, ints, names
 from bench.errors import BenchError, run_entry
-
-
-def ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def names(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
 def run_config(args: argparse.Namespace):
@@ -39,7 +22,7 @@ def run_config(args: argparse.Namespace):
 
     return RunConfig(model=args.model, seed=args.seed, profile="quick" if args.quick else args.profile,
                      backends=args.backends, batches=args.batches, lengths=args.lengths,
-                     threads=tuple(args.threads) if args.threads else (None,), max_time_s=args.duration,
+                     service_shaped=args.service_shaped, threads=tuple(args.threads) if args.threads else (None,), max_time_s=args.duration,
                      min_time_s=args.min_time, processes=args.processes, run_id=args.run_id, resume=args.resume,
                      force=args.force, tdp_w=args.tdp_w, limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb),
                      gpu=args.gpu)
@@ -59,6 +42,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", type=names, default=d.backends, help="comma list, e.g. ort-int8-cpu,torch-fp32-cpu")
     p.add_argument("--batches", type=ints, default=d.batches, help="comma list of batch sizes, e.g. 1,4,8")
     p.add_argument("--lengths", type=ints, default=d.lengths, help="comma list of token lengths, e.g. 16,64,256")
+    p.add_argument("--service-shaped", type=ints, default=d.service_shaped,
+                   help="comma list of max batches: also time review texts as the service sends them (its length "
+                        "groups and shape buckets), to set the service against its engine on equal shapes")
     p.add_argument("--threads", type=ints, default=None, help="comma list of intra-op thread counts")
     p.add_argument("--duration", type=float, default=d.max_time_s, help="max timed seconds per cell and process")
     p.add_argument("--min-time", type=float, default=d.min_time_s, help="min timed seconds per cell and process")

@@ -66,6 +66,7 @@ class RunConfig:
     backends: tuple | None = None
     batches: tuple | None = None
     lengths: tuple | None = None
+    service_shaped: tuple | None = None  # max batches at which to time service-shaped batches (records.WORKLOADS)
     threads: tuple = (None,)
     max_time_s: float | None = None
     min_time_s: float | None = None
@@ -88,6 +89,9 @@ class RunConfig:
         for b in self.batches or ():
             if b < 1:
                 raise ConfigError(f"batch size must be >= 1 (got {b})")
+        for b in self.service_shaped or ():
+            if b < 1:
+                raise ConfigError(f"service-shaped max batch must be >= 1 (got {b})")
         for n in self.lengths or ():
             if not 3 <= n <= 512:
                 raise ConfigError(f"sequence length must be within 3..512 tokens (got {n})")
@@ -127,6 +131,8 @@ def build_grid(cfg: RunConfig, gpu_host: bool = False) -> list[CellSpec]:
         isa = CpuIsa.here()
         combos = [c for c in combos if backends.resolve(c[0]).device != "cpu" or not left_out(c[0], isa, c[1])]
     cells = [CellSpec(n, b, "bucket" if L else "corpus", L, t) for n, b, L in combos for t in cfg.threads]
+    names = list(dict.fromkeys(c.backend for c in cells))
+    cells += [CellSpec(n, b, "service", None, t) for n in names for b in cfg.service_shaped or () for t in cfg.threads]
     return list(dict.fromkeys(cells))
 
 

@@ -14,6 +14,10 @@ from functools import cached_property
 from bench.errors import ConfigError
 
 STATUSES = ("ok", "skipped", "failed")
+# corpus: review texts padded to each batch's longest; bucket: every text at one length; service: review texts as
+# the service's batcher would send them at max batch `batch` (length groups, shape buckets: bench.buckets), one
+# sample = every call of one batch, so engine and service are compared on equal shapes
+WORKLOADS = ("corpus", "bucket", "service")
 
 
 @dataclass(frozen=True)
@@ -22,15 +26,15 @@ class CellSpec:
 
     backend: str
     batch: int = 1
-    workload: str = "corpus"  # "corpus" (≈80-char reviews) or "bucket"
+    workload: str = "corpus"  # "corpus" (≈80-char reviews), "bucket" (fixed length) or "service" (see below)
     seq_len: int | None = None  # tokens, for bucket workloads
     threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.batch < 1:
             raise ConfigError(f"batch must be >= 1 (got {self.batch})")
-        if self.workload not in ("corpus", "bucket"):
-            raise ConfigError(f"workload must be corpus or bucket (got {self.workload!r})")
+        if self.workload not in WORKLOADS:
+            raise ConfigError(f"workload must be one of {', '.join(WORKLOADS)} (got {self.workload!r})")
         if self.workload == "bucket" and not (self.seq_len and 3 <= self.seq_len <= 512):
             raise ConfigError(f"sequence length must be within 3..512 tokens (got {self.seq_len})")
         if self.threads is not None and self.threads < 1:
@@ -38,7 +42,7 @@ class CellSpec:
 
     @property
     def key(self) -> str:
-        shape = f"L{self.seq_len}" if self.workload == "bucket" else "corpus"
+        shape = f"L{self.seq_len}" if self.workload == "bucket" else self.workload
         return f"{self.backend}|b{self.batch}|{shape}|t{self.threads or 'all'}"
 
 
@@ -251,6 +255,24 @@ class CacheFigures:
 
 
 @dataclass(frozen=True)
+class ShapeFigures:
+    """What /metrics said of a level's model calls (bench.buckets): their time in the service against the
+    engine's at the same shapes (each call's shape timed alone at warm-up, on the serving thread), shapes met for
+    the first time while serving, and the share of pad tokens."""
+
+    calls: float = 0.0
+    model_s: float = 0.0  # in-service model time of those calls
+    engine_s: float | None = None  # the same calls at the engine's warm time per shape (None: a shape not warmed)
+    new_shapes: float = 0.0
+    padding_share: float | None = None
+
+    @property
+    def efficiency(self) -> float | None:
+        """In-service model time / engine time at the same shapes: 1.0 = the service costs the engine nothing."""
+        return self.model_s / self.engine_s if self.engine_s else None
+
+
+@dataclass(frozen=True)
 class LoadLevel:
     """One load-test level: a service configuration under closed-loop users or an open-loop offered rate,
     pooled over its interleaved repeats.
@@ -289,6 +311,7 @@ class LoadLevel:
     server_timing_ms: dict[str, float] = field(default_factory=dict)
     mean_batch_size: float | None = None
     cache: CacheFigures | None = None
+    shapes: ShapeFigures | None = None
     client_cpu_percent: float | None = None  # Locust's processes in the timed window, % of one core (None: unmeasured)
     client_max_process_cpu_percent: float | None = None  # the busiest of them: past 85 % it is the bottleneck
     client_saturated: bool = False

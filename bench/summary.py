@@ -105,7 +105,7 @@ def fmt(value, spec: str = ".1f", empty: str = "—") -> str:
 
 def short_key(cell: CellResult) -> str:
     s = cell.spec
-    shape = f"L{s.seq_len}" if s.workload == "bucket" else "corpus"
+    shape = f"L{s.seq_len}" if s.workload == "bucket" else s.workload
     return f"{s.backend} b{s.batch} {shape}" + (f" t{s.threads}" if s.threads else "")
 
 

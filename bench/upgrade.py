@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from bench.records import (CacheFigures, Energy, LoadLevel, LoadPhases, ProcessRun, Resources, ServiceSetup,
-                           WorkerMeta, known)
+from bench.records import (
+    CacheFigures,
+    Energy,
+    LoadLevel,
+    LoadPhases,
+    ProcessRun,
+    Resources,
+    ServiceSetup,
+    WorkerMeta,
+    known,
+)
 
 V1_CELL_RUN_KEYS = ("latencies_s", "warmup_s", "window_s", "stop_reason")
 

@@ -32,7 +32,8 @@ def import_framework(engine: str) -> float:
 
 
 def encoded_batches(req, spec, n_batches: int = 16) -> tuple[list, float]:
-    """Pre-tokenised batches (tokenisation is not part of engine latency) and mean tokens per item."""
+    """Pre-tokenised batches (tokenisation is not part of engine latency) and mean tokens per item. A service-shaped
+    batch is the list of calls the service would make for it (bench.buckets)."""
     from bench.corpus import bucket_workload, length_workload
     from bench.tokenize import encode, load_tokenizer
 
@@ -42,9 +43,35 @@ def encoded_batches(req, spec, n_batches: int = 16) -> tuple[list, float]:
     else:
         workload = length_workload(n, seed=req.seed)
     tok = load_tokenizer(req.model_dir)
+    if spec.workload == "service":
+        from bench import backends
+        from bench.buckets import Buckets, max_padding_for, service_calls
+
+        device = backends.resolve(spec.backend).device
+        buckets, padding = Buckets.for_device(device, spec.batch), max_padding_for(device)
+        batches = [service_calls(tok, workload.texts[i:i + spec.batch], spec.batch, padding, buckets)
+                   for i in range(0, n, spec.batch)]
+        tokens = sum(float(c.inputs["attention_mask"][:c.items].sum()) for b in batches for c in b) / n
+        return batches, tokens
     batches = [encode(tok, workload.texts[i:i + spec.batch], workload.max_length) for i in range(0, n, spec.batch)]
     tokens = sum(float(b["attention_mask"].sum()) for b in batches) / n
     return batches, tokens
+
+
+class CallSequence:
+    """A backend fed service-shaped batches: `infer` runs each of a batch's calls in turn (what the service's
+    batcher does with them) and returns the texts' logits; everything else is the backend's."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    def infer(self, calls):
+        import numpy as np
+
+        return np.concatenate([self.backend.infer(c.inputs)[:c.items] for c in calls])
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
 
 
 def progress(elapsed: float, n: int) -> None:
@@ -67,6 +94,8 @@ def measure(req) -> dict:
     create_s = time.perf_counter() - t0
     if batches is None:
         batches, tokens = encoded_batches(req, spec)
+    if spec.workload == "service":
+        backend = CallSequence(backend)
     run = warm_and_time(req, backend, bspec, batches, create_s, imports_s)
     result = CellResult(spec=spec, status="ok", runs=(run,), items_per_batch=spec.batch, tokens_per_item=tokens,
                         flops_per_batch=flops(req.model_dir, spec.batch, tokens))
@@ -84,7 +113,8 @@ def backend_config(req, bspec, batches: list):
         if bspec.engine == "ort":
             from bench.backends.ort_gpu import shape_profile
 
-            options.setdefault("shape_profile", shape_profile(batches))
+            flat = [c.inputs for b in batches for c in b] if req.spec.workload == "service" else batches
+            options.setdefault("shape_profile", shape_profile(flat))
     return BackendConfig(bspec, req.model_dir, req.model_file, req.spec.threads, options)
 
 

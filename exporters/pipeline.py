@@ -20,8 +20,8 @@ from bench import paths
 from bench.artifacts import ALL_FILES, MANIFEST, MANIFEST_VERSION, ONNX_FILES, OV_FILES
 from bench.errors import BenchError, ConfigError
 from bench.host import library_versions
-from exporters.openvino import CALIBRATION, convert_fp32, missing, quantize_int8, weights_of
 from exporters.accuracy import check_max_drop
+from exporters.openvino import CALIBRATION, convert_fp32, missing, quantize_int8, weights_of
 from exporters.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_THRESHOLDS
 
 SYNTHETIC_PARITY_N, TRAINED_PARITY_N = 128, 1000

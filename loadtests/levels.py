@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, window_rate_ci
-from bench.records import CacheFigures, LoadLevel, mean_of
+from bench.records import CacheFigures, LoadLevel, ShapeFigures, mean_of
 from loadtests.samples import Samples, crosscheck, level_stats, read_samples
 from loadtests.service_proc import ServiceVariant
 
@@ -110,6 +110,18 @@ def server_figures(windows: list[Window]) -> dict:
     misses = sum(w.server["cache"]["misses"] for w in windows)
     sizes = [w.server["mean_batch_size"] for w in windows if w.server["mean_batch_size"] is not None]
     return {"cache": CacheFigures(hits, misses, hits / (hits + misses) if hits + misses else None),
-            "mean_batch_size": mean_of(sizes)}
+            "mean_batch_size": mean_of(sizes), "shapes": pooled_shapes([w.server.get("shapes") for w in windows])}
+
+
+def pooled_shapes(per_window: list[dict | None]) -> ShapeFigures | None:
+    """The windows' shape figures summed (padding weighted by calls); None when the service exposes none."""
+    shown = [s for s in per_window if s and s["calls"]]
+    if not shown:
+        return None
+    engine = [s["engine_s"] for s in shown]
+    pads = [(s["padding_share"], s["calls"]) for s in shown if s["padding_share"] is not None]
+    return ShapeFigures(sum(s["calls"] for s in shown), sum(s["model_s"] for s in shown),
+                        sum(engine) if None not in engine else None, sum(s["new_shapes"] for s in shown),
+                        sum(p * n for p, n in pads) / sum(n for _, n in pads) if pads else None)
 
 

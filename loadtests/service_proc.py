@@ -42,6 +42,7 @@ class ServiceVariant:
         out += ["--model-process"] if c.model_process else []
         out += ["--max-queue", str(c.max_queue)] if c.max_queue != ServiceConfig.max_queue else []
         out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
+        out += ["--no-shape-buckets"] if not c.shape_buckets else []
         return out + (["--max-padding", str(c.max_padding)] if c.max_padding is not None else [])
 
     def setup(self) -> ServiceSetup:

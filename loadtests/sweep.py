@@ -12,19 +12,18 @@ import math
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.buckets import GPU_MAX_PADDING
 from bench.errors import BenchError, ConfigError
-from bench.service.config import GPU_MAX_PADDING
 from loadtests.levels import Window, pooled_level
 from loadtests.samples import sample_paths
-from loadtests.shapes import client_cpu
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+from loadtests.shapes import client_cpu
 
 if TYPE_CHECKING:  # the search imports this module; its config is only named here
     from loadtests.slo_search import SearchConfig
@@ -166,7 +165,28 @@ def server_deltas(before: dict, after: dict) -> dict:
     return {"cache": {"hits": d["cache_hits_total"], "misses": d["cache_misses_total"],
                       "hit_rate": d["cache_hits_total"] / looked if looked else None},
             "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None,
-            "texts": d["batch_size_sum"]}
+            "texts": d["batch_size_sum"], "shapes": shape_deltas(before, after)}
+
+
+def shape_deltas(before: dict, after: dict) -> dict:
+    """The level's model calls by shape (service.metrics): calls, model time, the same calls at the engine's warm
+    time per shape (averaged over replicas), new shapes, pad tokens."""
+    def delta(name: str) -> dict[str, float]:
+        keys = {k for k in after if k.startswith(name + "{")}
+        return {k[len(name):]: after[k] - before.get(k, 0.0) for k in keys}
+
+    calls, model = delta("model_calls_total"), delta("model_seconds_total")
+    warm: dict[str, list] = {}
+    for key, seconds in ((k, v) for k, v in after.items() if k.startswith("engine_seconds{")):
+        shape = key.split('shape="', 1)[1].split('"', 1)[0]
+        warm.setdefault(f'{{shape="{shape}"}}', []).append(seconds)
+    engine = [n * sum(warm[s]) / len(warm[s]) if s in warm else None for s, n in calls.items() if n]
+    tokens = delta("tokens_total")
+    real, pad = tokens.get('{kind="real"}', 0.0), tokens.get('{kind="padding"}', 0.0)
+    return {"calls": sum(calls.values()), "model_s": sum(model.values()),
+            "engine_s": sum(engine) if engine and None not in engine else None,
+            "new_shapes": sum(delta("new_shapes_total").values()),
+            "padding_share": pad / (real + pad) if real + pad else None}
 
 
 def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str) -> Window:

@@ -13,8 +13,20 @@ from bench.artifacts import floor_exclusions
 from bench.results import CellResult, RunResult
 from bench.summary import board_energy, host_cpu_energy
 from reports import fmt
-from reports.common import (cell_label, column, label, na, num, on_gpu, one_process, table, text, throughput_ci,
-                            variant_of, why_not)
+from reports.common import (
+    cell_label,
+    column,
+    label,
+    na,
+    num,
+    on_gpu,
+    one_process,
+    table,
+    text,
+    throughput_ci,
+    variant_of,
+    why_not,
+)
 from reports.gpu import CPU_ROW, NO_BOARD
 from reports.ranking import NO_CI, ONE_PROCESS, Entry, names_and, standings, tied_with
 from reports.searched import searched_for

@@ -13,8 +13,15 @@ from reports import decision, sections, service
 from reports.common import column, label, na, table
 from reports.hostplots import latency_cdf_by_host, qps_by_host
 from reports.hosts import SOURCES, HostRun, check_mergeable, host_runs
-from reports.render import (ARTICLE, ReportOptions, decision_context, host_options, options_dict, plan_context,
-                            render_context)
+from reports.render import (
+    ARTICLE,
+    ReportOptions,
+    decision_context,
+    host_options,
+    options_dict,
+    plan_context,
+    render_context,
+)
 
 
 def tagged(host: HostRun, cand: decision.Candidate) -> decision.Candidate:

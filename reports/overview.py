@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from bench.results import CellResult, RunResult
 from reports import fmt, gpu
-from reports.common import (backend_parts, batch1_corpus, cell_label, column, judgement, label, na, num, on_gpu,
-                            table, text, why_not)
+from reports.common import (
+    backend_parts,
+    batch1_corpus,
+    cell_label,
+    column,
+    judgement,
+    label,
+    na,
+    num,
+    on_gpu,
+    table,
+    text,
+    why_not,
+)
 from reports.service import scaling
 
 DEPLOY = {"torch": "torch + transformers wheels; no export step",

@@ -7,8 +7,18 @@ from reports import fmt
 from reports.common import column, label, na, num, table, text
 from reports.gpu import CPU_ROW
 from reports.hosts import HostRun
-from reports.plan import (ENGINE_ONLY, HOURS_PER_MONTH, SEARCHED, TRAFFIC_RANGE, PlanInputs, PlanRow, cheapest,
-                          crossings, priced_rows, segments)
+from reports.plan import (
+    ENGINE_ONLY,
+    HOURS_PER_MONTH,
+    SEARCHED,
+    TRAFFIC_RANGE,
+    PlanInputs,
+    PlanRow,
+    cheapest,
+    crossings,
+    priced_rows,
+    segments,
+)
 from reports.ranking import names_and, overlap
 
 

@@ -11,9 +11,9 @@ import io
 from collections import defaultdict
 
 import numpy as np
-from matplotlib.patches import Patch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import ScalarFormatter
 
 from bench.results import RunResult

@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from bench.results import RunResult
 from bench.records import Energy
+from bench.results import RunResult
 from bench.summary import covers_gpu
 from reports import fmt, gpu
-from reports.hosts import EXAMPLE_PRICES, EXAMPLE_SOURCE
 from reports.common import batch1_corpus, cell_label, column, label, na, num, rows_for, table, text
+from reports.hosts import EXAMPLE_PRICES, EXAMPLE_SOURCE
 from reports.service import failed_configs, label_of, load_point, measured
 
 ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimate": "estimated"}

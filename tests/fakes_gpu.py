@@ -34,6 +34,17 @@ TRT_EP_ERROR = ("EP Error /onnxruntime_src/onnxruntime/python/onnxruntime_pybind
                 "the PATH or LD_LIBRARY_PATH, and that your GPU is supported.")
 
 
+CPU_NODES_REFUSED = ("[ONNXRuntimeError] : 1 : FAIL : This session contains graph nodes that are assigned to the "
+                     "default CPU EP, but fallback to CPU EP has been explicitly disabled by the user.")
+CPU_LISTED_REFUSED = ("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Conflicting session configuration: explicitly "
+                      "added the CPU EP to the list of session providers, but also disabled fallback to the CPU EP "
+                      "via session options.")
+
+
+class Fail(Exception):
+    """Like onnxruntime.capi.onnxruntime_pybind11_state.Fail (what InferenceSession raises)."""
+
+
 class FakeIOBinding:
     """Like onnxruntime.IOBinding; every call is logged, in order, to the session's `calls`."""
 
@@ -74,7 +85,13 @@ class FakeOrtSession:
                   f"Falling back to {[p for p in self.requested if p[0] != TRT]} and retrying.")
         for name in failed:
             os.write(2, (CUDA_FAILED if name == CUDA else TRT_FAILED).encode())
-        self._providers = [name for name, _ in self.requested if name in module.loads] or [CPU]
+        loaded = [name for name, _ in self.requested if name in module.loads]
+        self._providers = loaded + ([CPU] if CPU not in loaded else [])  # ORT always adds the CPU EP implicitly
+        strict = getattr(sess_options, "entries", {}).get("session.disable_cpu_ep_fallback") == "1"
+        if strict and CPU in dict(self.requested):
+            raise Fail(CPU_LISTED_REFUSED)
+        if strict and (not loaded or module.cpu_nodes):  # a node left to the (implicit) CPU EP
+            raise Fail(CPU_NODES_REFUSED)
         if TRT in self._providers and module.trt_builds_engine:
             self._build_engine(dict(self.requested)[TRT], module.build_s)
         module.sessions.append(self)
@@ -108,6 +125,12 @@ class FakeSessionOptions:
     inter_op_num_threads = 0
     graph_optimization_level = None
 
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+
+    def add_session_config_entry(self, arg0: str, arg1: str) -> None:  # pybind11's parameter names
+        self.entries[arg0] = arg1
+
 
 class FakeOrt:
     """A stand-in for the `onnxruntime` module (onnxruntime-gpu on a host where only `loads` can load)."""
@@ -117,8 +140,9 @@ class FakeOrt:
     GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_ALL=99, ORT_DISABLE_ALL=0)
 
     def __init__(self, available=(TRT, CUDA, CPU), loads=(CPU,), trt_builds_engine: bool = True,
-                 build_s: float = 0.02) -> None:
+                 build_s: float = 0.02, cpu_nodes: bool = False) -> None:
         self.available, self.loads = list(available), set(loads)
+        self.cpu_nodes = cpu_nodes  # the graph has a node no GPU provider takes
         self.trt_builds_engine, self.build_s = trt_builds_engine, build_s
         self.sessions: list[FakeOrtSession] = []
         self.preloaded = 0

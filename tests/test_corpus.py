@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from bench.corpus import (NEGATIVE, POSITIVE, bucket_workload, labelled_sample, length_workload, load_corpus,
-                          zipf_workload)
+from bench.corpus import (
+    NEGATIVE,
+    POSITIVE,
+    bucket_workload,
+    labelled_sample,
+    length_workload,
+    load_corpus,
+    zipf_workload,
+)
 from bench.errors import BenchError
 from bench.tokenize import encode, load_tokenizer
 

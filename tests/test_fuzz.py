@@ -5,9 +5,9 @@ hypothesis properties of tokenisation and workload generation (statistics: tests
 
 import pytest
 import schemathesis
-from schemathesis.generation.modes import GenerationMode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from schemathesis.generation.modes import GenerationMode
 
 from bench.corpus import bucket_workload, length_workload, zipf_workload
 from bench.service.app import create_app

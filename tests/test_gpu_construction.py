@@ -3,6 +3,7 @@ onnxruntime-gpu (a provider that is listed but cannot load), libcuda and torch.c
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import subprocess
 import sys
@@ -12,8 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench.backends import BackendConfig, Unavailable, create, resolve
-from bench.backends import ort_gpu
+from bench.backends import BackendConfig, Unavailable, create, ort_gpu, resolve
 from tests.fakes_gpu import CPU, CUDA, TRT, FakeIOBinding, FakeLibcuda, FakeOrt, FakeOrtSession
 
 REPO = __import__("pathlib").Path(__file__).resolve().parent.parent
@@ -52,9 +52,28 @@ def test_ort_fakes_match_the_real_onnxruntime_api():
 def test_cuda_that_fell_back_is_unavailable_with_orts_own_reason(fake_ort, tmp_path):
     with pytest.raises(Unavailable) as err:
         ort_cell(tmp_path, "ort-fp32-cuda").load()
-    assert "CUDAExecutionProvider did not load; the session runs on CPUExecutionProvider" in str(err.value)
+    # With the CPU fallback disabled ORT refuses the session itself; the reason is what it logged on fd 2.
+    assert "CUDAExecutionProvider did not load, so ONNX Runtime refused the session" in str(err.value)
     assert "libcudart.so.13: cannot open shared object file" in str(err.value)  # ORT's words, from fd 2
     assert fake_ort.preloaded == 1  # preload_dlls() ran first (the pip CUDA libraries of the [cuda] extra)
+    assert fake_ort.sessions == []  # no session at all, not a CPU one published as CUDA
+
+
+def test_a_gpu_session_never_falls_back_to_the_cpu_unless_asked(fake_ort, tmp_path):
+    """CPU fallback disabled (ORT's session.disable_cpu_ep_fallback), no CPU provider listed (ORT refuses both at
+    once); a graph node left to the CPU fails the start with ORT's words and says how to allow it."""
+    fake_ort.loads, fake_ort.cpu_nodes = {CUDA, CPU}, True
+    with pytest.raises(Unavailable) as err:
+        ort_cell(tmp_path, "ort-fp32-cuda").load()
+    assert "assigned to the default CPU EP, but fallback to CPU EP has been explicitly disabled" in str(err.value)
+    assert "--backend-option cpu_fallback=1" in str(err.value)
+    allowed = ort_cell(tmp_path, "ort-fp32-cuda", cpu_fallback="1")
+    allowed.load()  # asked for: the CPU provider is listed and the fallback allowed
+    assert [p for p, _ in fake_ort.sessions[-1].requested] == [CUDA, CPU]
+    fake_ort.cpu_nodes = False
+    strict = ort_cell(tmp_path, "ort-fp32-cuda")
+    strict.load()
+    assert [p for p, _ in fake_ort.sessions[-1].requested] == [CUDA]
 
 
 def test_tensorrt_that_fell_back_to_cuda_is_not_published_as_tensorrt(fake_ort, tmp_path, capsys):
@@ -145,13 +164,13 @@ def test_tensorrt_gets_engine_and_timing_caches_under_the_artifacts_folder(fake_
     fake_ort.loads = {TRT, CUDA, CPU}
     backend = ort_cell(tmp_path, "ort-fp16-tensorrt", device_id=2, shape_profile={"input_ids": [[1, 4], [1, 8], [1, 9]]})
     backend.load()
-    trt, cuda, cpu = fake_ort.sessions[-1].requested
+    trt, cuda = fake_ort.sessions[-1].requested  # no CPU provider: its fallback is disabled
     cache = next((tmp_path / "artifacts" / "tensorrt-cache").glob(f"{tmp_path.name}-model-fp16-*"))
     assert trt == (TRT, {"device_id": 2, "trt_fp16_enable": 1, "trt_engine_cache_enable": 1,
                          "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": 1,
                          "trt_timing_cache_path": str(cache), "trt_profile_min_shapes": "input_ids:1x4",
                          "trt_profile_opt_shapes": "input_ids:1x8", "trt_profile_max_shapes": "input_ids:1x9"})
-    assert cuda == (CUDA, {"device_id": 2, "use_tf32": 0}) and cpu == (CPU, {})
+    assert cuda == (CUDA, {"device_id": 2, "use_tf32": 0})
     assert backend.run_info() == {"providers": (TRT, CUDA, CPU), "tf32": "trt-default"}
 
 
@@ -291,3 +310,39 @@ def test_gpu_record_fields_round_trip_and_older_files_still_load():
         for r in old["runs"]:
             del r[record][key]
     assert cell_from_dict(old).meta.providers == ()  # a file written before these fields reads with defaults
+
+
+def test_torch_cuda_calls_name_the_loaded_device_on_whichever_thread_serves(tmp_path):
+    """CUDA's current device is per thread and the service loads on one thread and serves on others, so every
+    call names the device it was loaded on (torch.cuda faked: no GPU here; torch.device is the real one)."""
+    import threading
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from bench.backends.torch_backend import TorchBackend
+
+    seen = []
+
+    class Tensor:
+        def to(self, device, non_blocking=False):
+            seen.append(("to", str(device), threading.current_thread().name))
+            return self
+
+    @contextlib.contextmanager
+    def device(d):
+        seen.append(("device", str(d), threading.current_thread().name))
+        yield
+
+    out = SimpleNamespace(numpy=lambda: np.zeros((1, 2), dtype=np.float32))
+    backend = TorchBackend(BackendConfig(resolve("torch-fp32-cuda"), tmp_path, options={"device_id": 2}))
+    backend._device = torch.device("cuda", 2)  # what load() sets
+    backend._torch = SimpleNamespace(cuda=SimpleNamespace(device=device), inference_mode=torch.inference_mode,
+                                     from_numpy=lambda _a: Tensor())
+    backend.model = lambda **_t: SimpleNamespace(logits=SimpleNamespace(float=lambda: SimpleNamespace(cpu=lambda: out)))
+    serving = threading.Thread(target=backend.infer, args=({"input_ids": np.zeros((1, 4), dtype=np.int64)},),
+                               name="bench-batcher-0")
+    serving.start()
+    serving.join()
+    assert seen == [("device", "cuda:2", "bench-batcher-0"), ("to", "cuda:2", "bench-batcher-0")]

@@ -114,10 +114,10 @@ def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path, 
 
 def test_a_gpu_host_adds_the_gpu_service_preset_to_the_defaults_and_a_cpu_host_does_not(monkeypatch):
     """Through the harness's real probe, asked of a fake libcuda (tests/fakes_gpu.py) instead of the machine's."""
+    from bench.buckets import GPU_MAX_PADDING
     from bench.cli import build_parser, sweep_config
     from bench.harness import host_gpu_reason
     from bench.measure.cuda_driver import CudaDriver
-    from bench.service.config import GPU_MAX_PADDING
     from loadtests import sweep
     from tests.fakes_gpu import FakeLibcuda
 

@@ -19,15 +19,14 @@ import numpy as np
 import pytest
 
 from bench.errors import BenchError
+from bench.paths import resolve_run
 from bench.results import SCHEMA_VERSION, CellResult, CellSpec, load_run
 from reports import fmt
-from bench.paths import resolve_run
 from reports.cli import add_report_args, cmd_report
 from reports.decision import cost_per_million
-from reports.ranking import NO_CI, ONE_PROCESS
 from reports.plots import latency_vs_length
-from reports.render import (ReportOptions, build_context, render_context, render_html, render_markdown,
-                            write_report)
+from reports.ranking import NO_CI, ONE_PROCESS
+from reports.render import ReportOptions, build_context, render_context, render_html, render_markdown, write_report
 
 DATA = Path(__file__).parent / "data"
 RUN_FILE = DATA / "report_run.json"

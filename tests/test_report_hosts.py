@@ -7,7 +7,6 @@ here from the two results files."""
 from __future__ import annotations
 
 import csv
-import html as html_lib
 import json
 import math
 import os

@@ -103,7 +103,7 @@ def test_different_schema_versions_are_refused_unless_forced(tmp_path):
     a = run_folder(tmp_path, "a")
     b = run_folder(tmp_path, "b")
     data = json.loads((b / "results.json").read_text())
-    from bench.results import run_to_dict, run_from_dict
+    from bench.results import run_from_dict, run_to_dict
 
     (b / "results.json").write_text(json.dumps(run_to_dict(run_from_dict(data))))  # saved again: version 2
     result = run_cli("report", str(a), str(b), "--out", str(tmp_path / "m"))

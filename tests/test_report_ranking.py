@@ -14,9 +14,8 @@ from bench.results import CellResult, CellSpec, load_run, run_to_dict
 from reports import fmt
 from reports.common import backend_parts, on_gpu, variant_of
 from reports.ranking import NO_CI
-from reports.render import (ReportOptions, build_context, render_context, write_report)
+from reports.render import ReportOptions, build_context, render_context, write_report
 from tests.test_report import RUN_FILE, row_of, tables_of
-
 
 # --- typed records built in the test: ties, rankings, spread, labels -------------------------------------------------
 

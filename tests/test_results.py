@@ -10,8 +10,16 @@ import pytest
 from bench.errors import BenchError
 from bench.paths import atomic_write_text
 from bench.records import Energy, LoadLevel, LoadPhases, ProcessRun, Resources, ServiceSetup, WorkerMeta
-from bench.results import (SCHEMA_VERSION, CellResult, CellSpec, RunResult, load_run, run_from_dict, run_to_dict,
-                           save_run)
+from bench.results import (
+    SCHEMA_VERSION,
+    CellResult,
+    CellSpec,
+    RunResult,
+    load_run,
+    run_from_dict,
+    run_to_dict,
+    save_run,
+)
 
 DATA = Path(__file__).parent / "data"
 

@@ -17,8 +17,16 @@ import httpx
 import pytest
 
 from bench.service.config import ServiceConfig
-from tests.service_helpers import (REPO, ScriptedBackend, metric, posts_under_load, scripted_server, server_timing,
-                                   wait_ready)
+from tests.service_helpers import (
+    REPO,
+    ScriptedBackend,
+    metric,
+    posts_under_load,
+    scripted_server,
+    server_timing,
+    wait_ready,
+)
+
 
 def test_concurrent_requests_form_batches(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.1)
@@ -104,7 +112,7 @@ def test_cli_serves_on_port_zero_and_stops_on_sigterm(tiny_onnx, bench_home):
 
 
 def test_length_groups_keep_padding_within_budget():
-    from bench.service.batcher import length_groups
+    from bench.buckets import length_groups
 
     lengths = [80, 20, 82, 300, 21, 79, 81, 22]
     groups = length_groups(lengths, 0.15)
@@ -147,7 +155,7 @@ def test_each_length_group_is_answered_when_its_model_call_returns(tiny_model):
 
 
 def test_padding_budget_defaults_per_device_and_can_be_set():
-    from bench.service.config import CPU_MAX_PADDING, GPU_MAX_PADDING
+    from bench.buckets import CPU_MAX_PADDING, GPU_MAX_PADDING
 
     assert ServiceConfig(backend="ort-int8-cpu").effective_max_padding == CPU_MAX_PADDING
     assert ServiceConfig(backend="ort-fp16-cuda").effective_max_padding == GPU_MAX_PADDING > CPU_MAX_PADDING
@@ -215,3 +223,18 @@ def test_length_groups_run_oldest_first(tiny_model):
     finally:
         batcher.stop(timeout=10)
     assert len(backend.lengths) == 3 and backend.lengths[0] == max(backend.lengths)
+
+
+def test_bucket_calls_split_on_cpu_pad_rows_on_gpu_and_cap_tokens():
+    from bench.buckets import Buckets, call_shape, plan_calls
+
+    cpu, gpu = Buckets.for_device("cpu", 8), Buckets.for_device("cuda", 32)
+    calls = plan_calls([40] * 7, 0.05, cpu)  # 7 equal texts: bucket sizes, no empty rows on a CPU
+    assert sorted(len(c) for c in calls) == [1, 2, 4] and sorted(sum(calls, [])) == list(range(7))
+    assert call_shape(cpu, 4, 41) == (4, 48) and call_shape(gpu, 5, 41) == (8, 64)  # GPU pads rows and length
+    assert [len(c) for c in plan_calls([40] * 5, 1.0, gpu)] == [5]
+    long = plan_calls([500] * 8, 0.05, cpu)  # the CPU's per-call cap is one full-length text: 8 calls
+    assert [len(c) for c in long] == [1] * 8
+    assert [len(c) for c in plan_calls([100] * 8, 0.05, cpu)] == [4, 4]  # 4 × 104 tokens fit in 512
+    assert all(cpu.fits(*call_shape(cpu, len(c), 500)) for c in long)
+    assert plan_calls([10, 300], 0.05, None) == [[0], [1]]  # without buckets: the length groups alone

@@ -9,8 +9,8 @@ import httpx
 import numpy as np
 import pytest
 
+from bench.buckets import Buckets
 from bench.service.app import create_app
-from bench.service.buckets import Buckets
 from bench.service.config import ServiceConfig
 from bench.service.server import ThreadedServer
 from tests.service_helpers import concurrent_posts, wait_ready

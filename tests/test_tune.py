@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from bench.buckets import Buckets
 from bench.errors import ConfigError
 from bench.results import load_run
 from bench.search_records import TuneCandidate, TuneRecord
@@ -30,9 +31,12 @@ def test_model_calls_are_the_batchers_length_groups(tiny_model):
     tok = load_tokenizer(model_dir_str(tiny_model))
     texts = ["好"] * 5 + ["这部电影的剧情非常精彩，演员的表演也很到位，值得一看"] * 5 + ["差"] * 6
     calls = model_calls(tok, texts, 8, max_padding=0.05)
-    assert sum(len(c["input_ids"]) for c in calls) == 16  # two full batches of 8
-    assert all(len(c["input_ids"]) <= 8 for c in calls) and len(calls) >= 3  # short and long texts split apart
+    assert sum(c.items for c in calls) == 16  # two full batches of 8
+    assert all(len(c.inputs["input_ids"]) <= 8 for c in calls) and len(calls) >= 3  # short and long split apart
     assert len(model_calls(tok, texts, 1, 0.05)) == 16
+    bucketed = model_calls(tok, texts, 8, 0.05, Buckets.for_device("cpu", 8))
+    assert sum(c.items for c in bucketed) == 16
+    assert all(c.inputs["input_ids"].shape in Buckets.for_device("cpu", 8).shapes() for c in bucketed)
 
 
 def cand(r, qps, ci, p95=10.0, rss=100.0, items=None):

@@ -2,7 +2,8 @@
 
 options: device_id (the CUDA device, default 0), tf32 (default False: fp32 cells are IEEE float32),
 shape_profile (min/opt/max per input, for TensorRT; see ort_gpu.shape_profile), trt_cache_dir (default: under the
-artifacts folder).
+artifacts folder), cpu_fallback (default 0: a GPU session whose graph puts a node on the CPU is refused, in ORT's
+words, instead of running slower than the figure it is published as; 1 allows it).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class OrtBackend(Backend):
             raise ConfigError(f"{spec.name} needs an ONNX file (BackendConfig.model_file); none was given")
         opts = self.config.options
         self._device_id, self._tf32 = int(opts.get("device_id", 0)), bool(opts.get("tf32", False))
+        self._strict = spec.device != "cpu" and str(opts.get("cpu_fallback", "0")) != "1"
         self._cache = self._trt_cache() if spec.device == "tensorrt" else None
         self.session = self._create(ort, provider)
 
@@ -55,14 +57,21 @@ class OrtBackend(Backend):
         """The session, refused (Unavailable, with ORT's reason) when the provider asked for did not load."""
         spec = self.config.spec
         providers = ort_gpu.provider_list(spec.device, spec.precision == "fp16", self._device_id, self._tf32,
-                                          self._cache, self.config.options.get("shape_profile") or {})
+                                          self._cache, self.config.options.get("shape_profile") or {},
+                                          cpu=not self._strict)
         if spec.device != "cpu":
             ort_gpu.preload_cuda_libraries(ort)
         self._engines_before = ort_gpu.engine_files(self._cache)
         t0 = time.perf_counter()
+        session, error = None, None
         with ort_gpu.native_stderr() as log:
-            session = ort.InferenceSession(str(self.config.model_file), self._session_options(ort),
-                                           providers=providers)
+            try:
+                session = ort.InferenceSession(str(self.config.model_file), self._session_options(ort),
+                                               providers=providers)
+            except Exception as exc:  # noqa: BLE001  ORT raises its own (pybind) types: its words, as Unavailable
+                error = str(exc)
+        if session is None:
+            raise Unavailable(ort_gpu.refusal_reason(provider, error or "no session", self._strict, log["text"]))
         self._create_s = time.perf_counter() - t0
         self._engines_created = ort_gpu.engine_files(self._cache)
         reason = ort_gpu.fallback_reason(provider, session.get_providers(), log["text"])
@@ -76,6 +85,8 @@ class OrtBackend(Backend):
             opts.intra_op_num_threads = self.config.threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self._strict:
+            opts.add_session_config_entry(ort_gpu.DISABLE_CPU_FALLBACK, "1")
         return opts
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -56,27 +56,49 @@ def trt_options(device_id: int, fp16: bool, cache_dir: Path, profile: Mapping) -
             "trt_timing_cache_path": str(cache_dir), **trt_profile_options(profile)}
 
 
+DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ORT's session config key (kOrtSessionOptions…)
+
+
 def provider_list(device: str, fp16: bool, device_id: int, tf32: bool, cache_dir: Path | None,
-                  profile: Mapping) -> list:
-    """The providers to ask for, best first: TensorRT falls back to CUDA for nodes it cannot take."""
+                  profile: Mapping, cpu: bool = True) -> list:
+    """The providers to ask for, best first: TensorRT falls back to CUDA for nodes it cannot take. `cpu` False
+    (the CPU fallback disabled): no CPU provider, as ORT refuses a session that lists it and disables it."""
     if device == "cpu":
         return [CPU]
     cuda = (CUDA, cuda_options(device_id, tf32))
+    tail = [CPU] if cpu else []
     if device == "tensorrt":
-        return [(TRT, trt_options(device_id, fp16, cache_dir, profile)), cuda, CPU]
-    return [cuda, CPU]
+        return [(TRT, trt_options(device_id, fp16, cache_dir, profile)), cuda, *tail]
+    return [cuda, *tail]
+
+
+def refusal_reason(wanted: str, error: str, strict: bool, log: str = "") -> str:
+    """Why ORT refused to create the session, in its words (the exception, then what it logged: a provider that
+    did not load leaves every node to the CPU); with the CPU fallback disabled, how to allow it."""
+    logged = log_lines(log)
+    if f"Failed to create {wanted}" in logged or "EP Error" in logged:  # the provider itself did not load
+        return f"{wanted} did not load, so ONNX Runtime refused the session ({error.strip()[:200]}): {logged[:600]}"
+    hint = "; a node of the graph would run on the CPU: --backend-option cpu_fallback=1 allows that, and the " \
+           "figure then includes those CPU nodes" if strict and "CPU EP" in error else ""
+    return f"{wanted} session refused by ONNX Runtime: {error.strip()[:400]}" + \
+        (f" (ORT logged: {logged[:400]})" if logged else "") + hint
 
 
 def fallback_reason(wanted: str, used: Sequence[str], log: str) -> str | None:
     """None when `wanted` is among the providers the session uses; else why not, in ORT's own words."""
     if wanted in used:
         return None
+    why = log_lines(log) or "ONNX Runtime logged no reason"
+    return f"{wanted} did not load; the session runs on {', '.join(used) or 'nothing'}: {why[:600]}"
+
+
+def log_lines(log: str) -> str:
+    """ORT's error and warning lines from a captured log, without timestamps, colours and banners."""
     log = re.sub(r"\x1b\[[0-9;]*m", "", log)  # ORT colours its log lines on a terminal
     keep = (":onnxruntime:", "EP Error", "Warning")
     lines = [ln.split("] ", 1)[-1].strip() for ln in log.splitlines()
              if any(k in ln for k in keep) and not ln.startswith("*")]  # "**** EP Error ****" is a banner
-    why = "; ".join(dict.fromkeys(ln for ln in lines if ln)) or "ONNX Runtime logged no reason"
-    return f"{wanted} did not load; the session runs on {', '.join(used) or 'nothing'}: {why[:600]}"
+    return "; ".join(dict.fromkeys(ln for ln in lines if ln))
 
 
 @contextlib.contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Mapping
 
 import numpy as np
@@ -54,11 +56,14 @@ class TorchBackend(Backend):
         if self.config.threads:
             torch.set_num_threads(self.config.threads)
         model = load_torch_model(self.config.model_dir, spec.precision)
+        self._device = torch.device("cpu")
         if spec.device == "cuda":
-            # The current device: CUDA events, synchronize() and .to("cuda") all act on the one --gpu chose.
-            torch.cuda.set_device(int(self.config.options.get("device_id", 0)))
+            # The device by number, never "cuda": the current device is per thread, and the service loads on one
+            # thread and serves on others (set_device here still serves the CUDA events of this thread's timer).
+            self._device = torch.device("cuda", int(self.config.options.get("device_id", 0)))
+            torch.cuda.set_device(self._device)
             set_tf32(torch, self._tf32)
-            model = model.to("cuda")
+            model = model.to(self._device)
             model = model.half() if spec.precision == "fp16" else model
             torch.cuda.reset_peak_memory_stats()
         self.model, self._torch = model, torch
@@ -74,9 +79,9 @@ class TorchBackend(Backend):
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         torch = self._torch
-        device = "cuda" if self.config.spec.device == "cuda" else "cpu"
-        with torch.inference_mode():
-            tensors = {k: torch.from_numpy(v).to(device, non_blocking=True) for k, v in inputs.items()}
+        on_device = torch.cuda.device(self._device) if self._device.type == "cuda" else contextlib.nullcontext()
+        with torch.inference_mode(), on_device:  # whichever thread calls: the device the backend was loaded on
+            tensors = {k: torch.from_numpy(v).to(self._device, non_blocking=True) for k, v in inputs.items()}
             logits = self.model(**tensors).logits
             return logits.float().cpu().numpy()  # .cpu() synchronises with the GPU stream
 

@@ -7,6 +7,8 @@
   python -m bench check tune      the tuned service vs the best offline engine config and the default service
   python -m bench check gpu       every GPU path briefly on the GPU (--gpu N), one verdict per check
   python -m bench check cpu       the best CPU engine vs ORT INT8, each engine vs its vendor's tool, accuracy kept
+  python -m bench check serving   in-service model time vs the engine at the same shapes, saturated service vs
+                                  engine on service-shaped batches, new shapes after warm-up, shape costs
 
 Each prints its figures with their targets and exits 1 when a target is missed (naming it), 2 on bad input or a
 failed measurement, 0 when every target is met; `check gpu` exits 3 where there is no usable CUDA device (not
@@ -58,4 +60,11 @@ def _cpu(model: str) -> int:
     return check_cpu(model)
 
 
-CHECKS = {"cpu": _cpu, "int8": _int8, "trust": _trust, "service": _service, "overload": _overload, "tune": _tune, "gpu": _gpu}  # -> exit code
+def _serving(model: str) -> int:
+    from bench.checks.serving import check_serving
+
+    return check_serving(model)
+
+
+CHECKS = {"cpu": _cpu, "int8": _int8, "trust": _trust, "service": _service, "overload": _overload,  # -> exit code
+          "tune": _tune, "gpu": _gpu, "serving": _serving}

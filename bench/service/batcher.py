@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.backends import Backend
-from bench.service.buckets import Buckets
+from bench.buckets import Buckets, call_shape, plan_calls
 from bench.tokenize import MAX_TOKENS, counted, pack, softmax
 
 log = logging.getLogger("bench.service")
@@ -302,13 +302,12 @@ class Batcher:
         except Exception as exc:  # noqa: BLE001  a tokenizer failure fails this batch only
             self._fail(items, exc, replica)
             return
-        for group in self._calls([len(e.ids) for e in encodings]):
+        for group in plan_calls([len(e.ids) for e in encodings], self.max_padding, self.buckets):
             call = _Call([items[i] for i in group], [counts[i] for i in group], count_s, time.perf_counter())
             try:
                 call.tokens = sum(len(encodings[i].ids) for i in group)
                 longest = max(len(encodings[i].ids) for i in group)
-                call.shape = (self.buckets.rows(len(group)), self.buckets.length(longest)) if self.buckets \
-                    else (len(group), longest)
+                call.shape = call_shape(self.buckets, len(group), longest)
                 inputs = pack(self.tokenizer, [encodings[i] for i in group], *reversed(call.shape))
             except Exception as exc:  # noqa: BLE001  fails this group only
                 self._fail(call.items, exc, replica)
@@ -325,15 +324,6 @@ class Batcher:
             if not inflight:
                 self._busy[replica] = call.sent
             inflight.append(call)
-
-    def _calls(self, lengths: list[int]) -> list[list[int]]:
-        """Texts (by token count) as model calls: length groups within the padding budget, each cut into bucket
-        shapes when the service has buckets; shortest group first."""
-        groups = sorted(length_groups(lengths, self.max_padding), key=min)
-        if self.buckets is None:
-            return groups
-        return [[group[i] for i in call] for group in groups
-                for call in self.buckets.split([lengths[i] for i in group])]
 
     def _finish(self, replica: int, link, inflight: deque) -> None:
         """Read the oldest call's answer and settle its texts; the next call in flight begins now."""
@@ -381,22 +371,6 @@ class Batcher:
         self.stats.failed_batches += 1
         for item in items:
             _settle(item, error=InferenceFailed(f"{type(exc).__name__}"))
-
-
-def length_groups(lengths: list[int], max_padding: float) -> list[list[int]]:
-    """Indices grouped by token length so each group's padded size is within (1 + max_padding) × its real
-    tokens. On a CPU every pad token costs as much as a real one: batching ~80-char texts padded to the
-    longest loses throughput (see the harness's batch sweep), so a mixed batch runs as a few tight groups
-    (ServiceConfig.effective_max_padding holds the per-device budget and the figures behind it)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        group = groups[-1] if groups else None
-        if group and lengths[i] * (len(group) + 1) <= (1 + max_padding) * (sum(lengths[j] for j in group) + lengths[i]):
-            group.append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 def _check_shape(probs: np.ndarray, n: int) -> None:

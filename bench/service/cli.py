@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from bench.argtypes import ints
 from bench.errors import BenchError, ConfigError, run_entry
 from bench.service.config import ServiceConfig
 
@@ -44,8 +45,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes, help="larger bodies get 413")
     p.add_argument("--max-batch-items", type=int, default=d.max_batch_items, help="texts per batch request")
     p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longer texts get 422")
-    p.add_argument("--warmup-runs", type=int, default=d.warmup_runs, help="model calls before ready")
+    p.add_argument("--warmup-runs", type=int, default=d.warmup_runs,
+                   help="model calls per shape bucket before ready (0: no warm-up)")
+    add_bucket_arguments(p)
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+
+
+def add_bucket_arguments(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    p.add_argument("--shape-buckets", action=argparse.BooleanOptionalAction, default=d.shape_buckets,
+                   help="send the model only a fixed set of shapes, each warmed on its serving thread before ready "
+                        "(--no-shape-buckets: pad each batch to its own longest text)")
+    p.add_argument("--bucket-lengths", type=ints, default=d.bucket_lengths,
+                   help="comma list of sequence-length buckets, ending at 512 (default: the device kind's)")
+    p.add_argument("--bucket-batches", type=ints, default=d.bucket_batches,
+                   help="comma list of batch-size buckets, from 1 to max batch (default: powers of two)")
+    p.add_argument("--max-call-tokens", type=int, default=d.max_call_tokens,
+                   help="most rows × length in one model call (default: 512 on CPU, 16384 on GPU)")
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -11,12 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.backends import resolve
-from bench.service.buckets import Buckets
-from bench.host import available_cores
+from bench.buckets import Buckets, max_padding_for
 from bench.errors import ConfigError
+from bench.host import available_cores
 
 MAX_PORT = 65535
-CPU_MAX_PADDING, GPU_MAX_PADDING = 0.05, 1.0
 
 
 @dataclass(frozen=True)
@@ -43,8 +42,8 @@ class ServiceConfig:
     max_body_bytes: int = 65536
     max_batch_items: int = 64
     max_text_chars: int = 2000
-    warmup_runs: int = 3  # calls per warmed shape (the first pays for the shape, the rest time it)
-    shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (service.buckets)
+    warmup_runs: int = 2  # calls per warmed shape (the first pays for the shape, the rest time it)
+    shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (bench.buckets)
     bucket_lengths: tuple[int, ...] | None = None  # None: the device kind's set
     bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch
     max_call_tokens: int | None = None  # rows × length of one model call at most; None: the device kind's
@@ -87,12 +86,11 @@ class ServiceConfig:
 
     @property
     def effective_max_padding(self) -> float:
-        """Padding the batcher accepts: on a CPU a pad token costs as much as a real one and batching ~80-token
-        texts saves ≤ 3 % (measured: INT8 twin, 2 cores, b1 20.7 vs b8 21.4 items/s), so 15 % padding lost 5 %
-        of throughput and 5 % lost 0.7 %; a GPU has idle lanes to spare, so padding is nearly free there."""
+        """Padding the batcher accepts: as given, or the device kind's (buckets.max_padding_for; the measurements
+        behind it are in docs/measurements.md)."""
         if self.max_padding is not None:
             return self.max_padding
-        return CPU_MAX_PADDING if resolve(self.backend).device == "cpu" else GPU_MAX_PADDING
+        return max_padding_for(resolve(self.backend).device)
 
     @property
     def buckets(self) -> Buckets | None:

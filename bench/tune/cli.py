@@ -9,7 +9,7 @@ from bench.tune.search import TuneConfig
 
 def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     """Flags of the tune; `short` = the defaults `bench all` (make bench) uses (a shorter search)."""
-    from bench.cli import ints
+    from bench.argtypes import ints
 
     d = TuneConfig()
     p.add_argument("--tune-backend", default=d.backend,

@@ -14,11 +14,10 @@ from typing import Sequence
 import numpy as np
 
 from bench.backends import BackendConfig
+from bench.buckets import Buckets, ServiceCall, service_calls
 from bench.measure.stats import percentile, window_rate_ci
 from bench.search_records import TuneCandidate
-from bench.service.batcher import length_groups
 from bench.service.replicas import start_replicas
-from bench.tokenize import counted, pack
 
 WARMUP_CALLS = 3
 
@@ -57,19 +56,13 @@ def gpu_candidates(cores: int, batches: Sequence[int], instances: Sequence[int] 
     return [Candidate(r, max(1, cores // r), b) for r in instances for b in sorted(set(batches))]
 
 
-def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: float) -> list[dict]:
-    """The calls the service's batcher makes when `max_batch` texts are queued: the batch split into length groups
-    under the same padding budget (batcher.length_groups), each encoded to its longest member."""
-    calls = []
-    for i in range(0, len(texts) - max_batch + 1, max_batch):
-        chunk = list(texts[i:i + max_batch])
-        _, encodings = counted(tokenizer, chunk)
-        groups = length_groups([len(e.ids) for e in encodings], max_padding)  # as packed: ≤ 512
-        calls += [pack(tokenizer, [encodings[j] for j in group]) for group in groups]
-    return calls
+def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: float,
+                buckets: Buckets | None = None) -> list[ServiceCall]:
+    """The calls the service's batcher makes when `max_batch` texts are queued (buckets.service_calls)."""
+    return service_calls(tokenizer, texts, max_batch, max_padding, buckets)
 
 
-def drive(member, calls: list[dict], offset: int, start: float, end: float, out: list) -> None:
+def drive(member, calls: list[ServiceCall], offset: int, start: float, end: float, out: list) -> None:
     """One replica's closed loop from `start` until `end`, its next call always waiting in its pipe as the
     service's batcher keeps it (a replica's link depth): (began, finished, items) per call, in seconds from
     `start`, a call beginning when the one before it finished (the last may finish after `end`)."""
@@ -77,8 +70,8 @@ def drive(member, calls: list[dict], offset: int, start: float, end: float, out:
 
     def send(i: int) -> None:
         call = calls[i % len(calls)]
-        member.send(call)
-        sent.append(len(call["input_ids"]))
+        member.send(call.inputs)
+        sent.append(call.items)
 
     time.sleep(max(0.0, start - time.perf_counter()))
     began = time.perf_counter()
@@ -95,19 +88,19 @@ def drive(member, calls: list[dict], offset: int, start: float, end: float, out:
             i += 1
 
 
-def warm(members: list, calls: list[dict]) -> float:
+def warm(members: list, calls: list[ServiceCall]) -> float:
     """A few calls on every replica (first calls allocate); the slowest warm call's seconds after the first."""
     slowest = 0.0
     for member in members:
         for j, call in enumerate(calls[:WARMUP_CALLS]):
             t0 = time.perf_counter()
-            member.infer(call)
+            member.infer(call.inputs)
             if j > 0:  # the first call allocates: not a steady call's time
                 slowest = max(slowest, time.perf_counter() - t0)
     return slowest
 
 
-def timed(members: list, calls: list[dict], seconds: float) -> list[tuple]:
+def timed(members: list, calls: list[ServiceCall], seconds: float) -> list[tuple]:
     """Every replica driven at once for `seconds`, each starting at a different call."""
     start = time.perf_counter() + 0.05
     records: list[list] = [[] for _ in members]
@@ -137,14 +130,14 @@ def figures(records: list[tuple], seconds: float, windows: int = 8) -> dict:
             "p95_ms": round(percentile(calls_ms, 95), 2) if calls_ms else None}
 
 
-def warmed(members: list, calls: list[dict], seconds: float) -> float:
+def warmed(members: list, calls: list[ServiceCall], seconds: float) -> float:
     """Warm every replica; the seconds a timed run then takes: `seconds` or 6 of its slowest warm calls, whichever
     is longer (a batch of 8 full-size texts takes ~0.4 s on a fast 2-core host, ~2 s on a slow one: fewer calls
     than that would make the windows mostly edge)."""
     return max(seconds, 6 * warm(members, calls))
 
 
-def run_for(members: list, calls: list[dict], seconds: float) -> dict:
+def run_for(members: list, calls: list[ServiceCall], seconds: float) -> dict:
     """Every replica driven at once for `seconds`: the figures of that run."""
     return figures(timed(members, calls, seconds), seconds)
 
@@ -158,7 +151,7 @@ def rss_mb(members: list) -> float | None:
         return None
 
 
-def measure(cand: Candidate, config: BackendConfig, calls: list[dict], seconds: float) -> TuneCandidate:
+def measure(cand: Candidate, config: BackendConfig, calls: list[ServiceCall], seconds: float) -> TuneCandidate:
     """One candidate, offline: its replicas started and placed as the service would, warmed, then driven
     together (see warmed for how long)."""
     members, placement = start_replicas(config, cand.replicas, cand.threads, call_timeout_s=120.0)

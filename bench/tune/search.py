@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bench.corpus import LOAD_TEXTS
 from bench.errors import ConfigError
-from bench.service.config import ServiceConfig
 from bench.search_records import TuneCandidate, TuneRecord
+from bench.service.config import ServiceConfig
 from bench.tune.offline import Candidate, candidates, for_backend, gpu_candidates, measure, model_calls
 
 DEFAULT_LABEL = "default service (1 process, runtime threads, b8)"
@@ -94,8 +94,10 @@ def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
     first = next(iter(configs.values()))
     tokenizer = load_tokenizer(model_dir_str(first.model_dir))
     texts = length_workload(cfg.texts, seed=cfg.seed).texts
-    padding = ServiceConfig().effective_max_padding
-    calls = {b: model_calls(tokenizer, texts, b, padding) for b in {c.max_batch for c in grid}}
+    # The calls the service would make: its padding budget and shape buckets (those of the first backend's device)
+    service = {b: ServiceConfig(model=cfg.model, backend=next(iter(configs)), max_batch=b)
+               for b in {c.max_batch for c in grid}}
+    calls = {b: model_calls(tokenizer, texts, b, sc.effective_max_padding, sc.buckets) for b, sc in service.items()}
     return configs, grid, calls
 
 

@@ -9,21 +9,29 @@ executors; TensorRT profiles) then pay that cost while serving. The two device k
   sizes (5 texts = 4 + 1).
 - GPU: idle lanes are nearly free and new shapes are dear, so lengths step coarsely (multiples of 64) and a batch is
   padded with empty rows up to the next power of two.
-Both cap the tokens of one call (`max_tokens`), which bounds the warm-up and the latency one batch can add. The
-measurements behind the choice are in docs/measurements.md (`python -m bench check shapes`).
+Both cap the tokens of one call (`max_tokens`), which bounds the warm-up and the latency one batch can add (a CPU
+gains next to nothing from batching, so its cap is one full-length text). The measurements behind the choice are in
+docs/measurements.md (`python -m bench check serving`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Sequence
 
 from bench.errors import ConfigError
-from bench.tokenize import MAX_TOKENS
+from bench.tokenize import MAX_TOKENS, counted, pack
 
 CPU_LENGTHS = (*range(8, 129, 8), *range(160, MAX_TOKENS + 1, 32))
 GPU_LENGTHS = tuple(range(64, MAX_TOKENS + 1, 64))
-CPU_MAX_TOKENS, GPU_MAX_TOKENS = 1024, 16384
+CPU_MAX_TOKENS, GPU_MAX_TOKENS = 512, 16384
+# The share of pad tokens a call may carry: on a CPU a pad token costs as much as a real one, a GPU has idle lanes
+CPU_MAX_PADDING, GPU_MAX_PADDING = 0.05, 1.0
+
+
+def max_padding_for(device: str) -> float:
+    return CPU_MAX_PADDING if device == "cpu" else GPU_MAX_PADDING
 
 
 @dataclass(frozen=True)
@@ -85,3 +93,56 @@ class Buckets:
     def shapes(self) -> list[tuple[int, int]]:
         """Every (rows, length) a call can have: what the service warms before it is ready."""
         return [(b, n) for b in self.batches for n in self.lengths if self.fits(b, n)]
+
+
+def length_groups(lengths: list[int], max_padding: float) -> list[list[int]]:
+    """Indices grouped by token length so each group's padded size is within (1 + max_padding) × its real
+    tokens. On a CPU every pad token costs as much as a real one: batching ~80-char texts padded to the
+    longest loses throughput (see the harness's batch sweep), so a mixed batch runs as a few tight groups
+    (ServiceConfig.effective_max_padding holds the per-device budget)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if group and lengths[i] * (len(group) + 1) <= (1 + max_padding) * (sum(lengths[j] for j in group) + lengths[i]):
+            group.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def plan_calls(lengths: list[int], max_padding: float, buckets: Buckets | None) -> list[list[int]]:
+    """Texts (by token count) as model calls: length groups within the padding budget, each cut into bucket
+    shapes when there are buckets; shortest group first. The service's batcher and the engine measurements of
+    service-shaped batches (harness, tune) plan with this one function."""
+    groups = sorted(length_groups(lengths, max_padding), key=min)
+    if buckets is None:
+        return groups
+    return [[group[i] for i in call] for group in groups for call in buckets.split([lengths[i] for i in group])]
+
+
+def call_shape(buckets: Buckets | None, texts: int, longest: int) -> tuple[int, int]:
+    """(rows, length) of a call of `texts` texts whose longest has `longest` tokens."""
+    return (buckets.rows(texts), buckets.length(longest)) if buckets else (texts, longest)
+
+
+@dataclass(frozen=True)
+class ServiceCall:
+    """One model call as the service would make it: its packed inputs and how many of its rows are texts."""
+
+    inputs: dict
+    items: int
+
+
+def service_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: float,
+                  buckets: Buckets | None) -> list[ServiceCall]:
+    """The calls the service's batcher makes when `max_batch` texts at a time are queued, for every full chunk of
+    `texts`: planned as the batcher plans them and packed to their bucket shapes."""
+    calls = []
+    for i in range(0, len(texts) - max_batch + 1, max_batch):
+        _, encodings = counted(tokenizer, list(texts[i:i + max_batch]))
+        lengths = [len(e.ids) for e in encodings]  # as packed: ≤ 512
+        for group in plan_calls(lengths, max_padding, buckets):
+            rows, width = call_shape(buckets, len(group), max(lengths[j] for j in group))
+            calls.append(ServiceCall(pack(tokenizer, [encodings[j] for j in group], width, rows), len(group)))
+    return calls
