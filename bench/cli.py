@@ -25,7 +25,20 @@ def run_config(args: argparse.Namespace):
                      service_shaped=args.service_shaped, threads=tuple(args.threads) if args.threads else (None,), max_time_s=args.duration,
                      min_time_s=args.min_time, processes=args.processes, run_id=args.run_id, resume=args.resume,
                      force=args.force, tdp_w=args.tdp_w, limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb),
-                     gpu=args.gpu)
+                     gpu=args.gpu, backend_options=backend_options(args.backend_option or ()))
+
+
+def backend_options(pairs) -> dict:
+    """--backend-option BACKEND:KEY=VALUE (repeatable) as {backend: {key: value}}."""
+    out: dict = {}
+    for text in pairs:
+        backend, sep, rest = text.partition(":")
+        key, eq, value = rest.partition("=")
+        if not sep or not eq or not backend.strip() or not key.strip():
+            raise BenchError(f"--backend-option expects BACKEND:KEY=VALUE, e.g. fake-fp32-cpu:sleep_s=0.011 "
+                             f"(got {text!r})")
+        out.setdefault(backend.strip(), {})[key.strip()] = value.strip()
+    return out
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +59,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="comma list of max batches: also time review texts as the service sends them (its length "
                         "groups and shape buckets), to set the service against its engine on equal shapes")
     p.add_argument("--threads", type=ints, default=None, help="comma list of intra-op thread counts")
+    p.add_argument("--backend-option", action="append", default=None, metavar="BACKEND:KEY=VALUE",
+                   help="an option for one backend's cells, e.g. fake-fp32-cpu:sleep_s=0.011 (repeatable)")
     p.add_argument("--duration", type=float, default=d.max_time_s, help="max timed seconds per cell and process")
     p.add_argument("--min-time", type=float, default=d.min_time_s, help="min timed seconds per cell and process")
     p.add_argument("--processes", type=int, default=d.processes,

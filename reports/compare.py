@@ -1,32 +1,38 @@
 """Compare two runs: engine cells (matched by CellSpec.key) and load-test levels (matched by LoadLevel.level_key),
 the ratios B/A of P50, P95 and QPS, whether each change is significant, and a verdict against thresholds such as
-"p95:+5%" with an exit code for CI (after pyperf's compare). A change is significant only when the 95 % interval
-of the ratio B/A excludes 1.
+"p95:+5%" with an exit code for CI (after pyperf's compare).
 
-Cells: P50, P95 and the mean latency of each run are resampled with the hierarchical bootstrap of
-bench.measure.stats (worker processes first, then samples within each), A and B independently (seeds 0 and 1);
-the interval is the 2.5–97.5 % quantiles of the resampled ratios. QPS is items over the timed windows, inversely
-proportional to the mean latency, so its interval is that of mean_A / mean_B. A cell measured in one process (every
-schema-1 cell) has an interval from that process's samples only: necessarily narrow, since it cannot see the few
-per cent by which fresh processes differ. The output says so.
+Cells: the unit of replication is the fresh worker process (on a shared host processes differ by a few per cent,
+more than the samples inside one process say). Each process's P50, P95 and QPS are taken on a log scale and A's
+processes are set against B's with Welch's t (unequal variances; a ratio is a difference of logs), giving the ratio
+B/A with its 95 % interval and a p-value. Every cell × metric of the comparison is one test, and a change is called
+significant only after Holm's step-down correction across all of them (the family-wise error rate stays ≤ 5 %
+however many cells are compared). A cell measured in one process on either side has no between-process spread to
+test against: its ratio is shown, never significant, and the output says so.
+
+`--fail-on p95:+5%` fails when P95 grew by more than 5 % with confidence: a one-sided Welch test of
+"ratio > 1.05" per cell, Holm-corrected across every threshold test — not when the interval merely excludes 1.
 
 Load-test levels keep 95 % CIs, not samples. Their ratio interval is [lo_B / hi_A, hi_B / lo_A], every ratio of
 two values inside the two CIs (QPS: qps_ci across the 2 s windows; P50/P95: p50_ci_ms/p95_ci_ms). It excludes 1
 exactly when the two CIs do not overlap, which for 95 % intervals of similar width means p < 0.01: conservative
-(a small real change may go unflagged; a flagged one is firm). A level without CIs (schema 1: one window) is
-shown and never significant.
+(a small real change may go unflagged; a flagged one is firm); a threshold fails when the whole interval is past
+it. A level without CIs (schema 1: one window) is shown and never significant.
+
+The comparison also says how many processes per run a change of 10 % needs to be found with 80 % power, from the
+spread between processes these two runs show (`bench run --processes N`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from bench.errors import BenchError, ConfigError
 from bench.host import same_host
-from bench.measure.stats import hierarchical_bootstrap_distribution
+from bench.measure.stats import pooled_stat
 from bench.records import LoadLevel
 from bench.results import CellResult, RunResult
 from reports import fmt
@@ -34,10 +40,11 @@ from reports.service import label_of, load_point, measured
 
 METRICS = ("p50", "p95", "qps")
 THRESHOLD = re.compile(r"^(p50|p95|qps):([+-])(\d+(?:\.\d+)?)%$")
-N_BOOT = 1000
-SEEDS = (0, 1)  # A and B are resampled independently
-SIGNIFICANT = ("significant: the 95 % interval of the ratio B/A excludes 1 (cells: hierarchical bootstrap over "
-               "worker processes, then samples; levels: from both runs' CIs, conservative)")
+ALPHA = 0.05  # family-wise, after Holm's correction
+POWER, DETECT = 0.80, 0.10  # the power statement: a 10 % change found 80 % of the time
+SIGNIFICANT = ("significant: cells by Welch's t across worker processes on log P50/P95/QPS, Holm-corrected across "
+               "every cell and metric (family-wise error ≤ 5 %); levels when both runs' CIs do not overlap "
+               "(conservative)")
 
 
 @dataclass(frozen=True)
@@ -66,17 +73,68 @@ def parse_threshold(text: str) -> Threshold:
 
 @dataclass(frozen=True)
 class Change:
-    """One metric in both runs: values (latencies in ms), ratio B/A and its 95 % interval (() when unknown)."""
+    """One metric in both runs: values (latencies in ms), ratio B/A, its 95 % interval (() when unknown), and the
+    test behind it: Welch's statistics for cells (`test`), or None for levels (judged by their CIs)."""
 
     metric: str
     a: float
     b: float
     ratio: float
     ci: tuple
+    test: "Welch | None" = None
+    significant: bool = False  # cells: after Holm's correction across the comparison; levels: the CIs apart
 
-    @property
-    def significant(self) -> bool:
-        return bool(self.ci) and (self.ci[0] > 1.0 or self.ci[1] < 1.0)
+
+@dataclass(frozen=True)
+class Welch:
+    """Welch's t on log values: the difference of means (log B/A), its standard error and degrees of freedom."""
+
+    diff: float
+    se: float
+    df: float
+    sd: float = 0.0  # the pooled spread between processes (log SD)
+
+    @classmethod
+    def of(cls, a: np.ndarray, b: np.ndarray) -> "Welch | None":
+        """None unless both sides have two processes or more (no spread to test against otherwise)."""
+        if len(a) < 2 or len(b) < 2:
+            return None
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        se = float(np.sqrt(va + vb))
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else float(len(a) + len(b) - 2)
+        sd = float(np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)))
+        return cls(float(b.mean() - a.mean()), se, float(df), sd)
+
+    def interval(self, confidence: float = 0.95) -> tuple:
+        from scipy import stats as sps
+
+        half = sps.t.ppf(0.5 + confidence / 2, self.df) * self.se
+        return float(np.exp(self.diff - half)), float(np.exp(self.diff + half))
+
+    def p_two_sided(self) -> float:
+        return self.p_beyond(0.0, 0) if self.diff == 0 else 2 * self.p_beyond(0.0, 1 if self.diff > 0 else -1)
+
+    def p_beyond(self, log_limit: float, direction: int) -> float:
+        """p of "the log ratio is past `log_limit`" in `direction` (+1: above, -1: below; 0: two-sided at 0)."""
+        from scipy import stats as sps
+
+        if direction == 0:
+            return 1.0
+        if self.se == 0:
+            return 0.0 if (self.diff - log_limit) * direction > 0 else 1.0
+        t = (self.diff - log_limit) / self.se
+        return float(sps.t.sf(t, self.df) if direction > 0 else sps.t.cdf(t, self.df))
+
+
+def holm(pvalues: list[float], alpha: float = ALPHA) -> list[bool]:
+    """Holm's step-down: which of the hypotheses are rejected with the family-wise error rate held at alpha."""
+    order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
+    rejected = [False] * len(pvalues)
+    for rank, i in enumerate(order):
+        if pvalues[i] > alpha / (len(pvalues) - rank):
+            break
+        rejected[i] = True
+    return rejected
 
 
 @dataclass(frozen=True)
@@ -107,6 +165,7 @@ class Comparison:
     levels: tuple = ()
     levels_only_in_a: tuple = ()
     levels_only_in_b: tuple = ()
+    power: str = ""
 
     @property
     def exit_code(self) -> int:
@@ -123,13 +182,13 @@ def compare_runs(a: RunResult, b: RunResult, force: bool = False, thresholds=())
                          f"the comparison would measure the hosts, not the change. Use --force to compare anyway")
     ok_a = {c.spec.key: c for c in a.cells if c.status == "ok" and c.latencies_s}
     ok_b = {c.spec.key: c for c in b.cells if c.status == "ok" and c.latencies_s}
-    cells = tuple(compare_cell(ok_a[k], ok_b[k]) for k in ok_a if k in ok_b)
+    cells = holm_corrected(tuple(compare_cell(ok_a[k], ok_b[k]) for k in ok_a if k in ok_b))
     lv_a, lv_b = measured_levels(a), measured_levels(b)
     levels = tuple(compare_level(lv_a[k], lv_b[k]) for k in lv_a if k in lv_b)
     return Comparison(a.run_id, b.run_id, cells, only(ok_a, ok_b), only(ok_b, ok_a), tuple(differences), limits,
-                      violations(cells + levels, limits), levels,
+                      violations(cells, levels, limits), levels,
                       tuple(level_name(lv_a[k]) for k in only(lv_a, lv_b)),
-                      tuple(level_name(lv_b[k]) for k in only(lv_b, lv_a)))
+                      tuple(level_name(lv_b[k]) for k in only(lv_b, lv_a)), power_line(cells))
 
 
 def only(mine: dict, theirs: dict) -> tuple:
@@ -141,33 +200,58 @@ def host_differences(a: RunResult, b: RunResult) -> list[str]:
 
 
 def compare_cell(a: CellResult, b: CellResult) -> CellChange:
-    boot_a, boot_b = resampled(a, SEEDS[0]), resampled(b, SEEDS[1])
-    changes = [Change(m, a.stats[m] * 1000, b.stats[m] * 1000, b.stats[m] / a.stats[m], interval(boot_b[m] / boot_a[m]))
-               for m in ("p50", "p95")]
-    # Throughput is items over wall time: its uncertainty comes from the mean latency, to which it is inversely
-    # proportional (the same batch size in both runs, since the keys match).
-    qps_a, qps_b = a.throughput, b.throughput
-    changes.append(Change("qps", qps_a, qps_b, qps_b / qps_a, interval(boot_a["mean"] / boot_b["mean"])))
+    """Each metric's ratio B/A (pooled figures, as the report shows them) and Welch's test across processes."""
+    pooled = lambda c, stat: pooled_stat([r.latencies_s for r in c.runs if r.latencies_s], stat) * 1000  # noqa: E731
+    points = {"p50": (pooled(a, "p50"), pooled(b, "p50")), "p95": (pooled(a, "p95"), pooled(b, "p95")),
+              "qps": (a.throughput, b.throughput)}
+    changes = []
+    for metric, (va, vb) in points.items():
+        test = Welch.of(per_process(a, metric), per_process(b, metric))
+        changes.append(Change(metric, va, vb, vb / va, test.interval() if test else (), test))
     return CellChange(a.spec.key, tuple(changes), process_note(len(a.runs), len(b.runs)))
 
 
-def resampled(cell: CellResult, seed: int) -> dict:
-    """N_BOOT hierarchical resamples (processes, then samples) of the cell's P50, P95 and mean latency."""
-    groups = [r.latencies_s for r in cell.runs if r.latencies_s]
-    return {m: hierarchical_bootstrap_distribution(groups, m, N_BOOT, seed) for m in ("p50", "p95", "mean")}
+def per_process(cell: CellResult, metric: str) -> np.ndarray:
+    """log P50, log P95 or log items/s of each worker process of the cell."""
+    runs = [r for r in cell.runs if r.latencies_s]
+    if metric == "qps":
+        values = [len(r.latencies_s) * cell.items_per_batch / r.window_s for r in runs]
+    else:
+        values = [float(np.percentile(r.latencies_s, 50 if metric == "p50" else 95)) for r in runs]
+    return np.log(np.asarray(values, dtype=float))
 
 
-def interval(ratios: np.ndarray) -> tuple:
-    low, high = np.quantile(ratios, [0.025, 0.975])
-    return float(low), float(high)
+def holm_corrected(cells: tuple) -> tuple:
+    """The cells with `significant` set by Holm's correction over every testable cell × metric."""
+    tested = [(i, j) for i, c in enumerate(cells) for j, ch in enumerate(c.changes) if ch.test is not None]
+    rejected = holm([cells[i].changes[j].test.p_two_sided() for i, j in tested])
+    flags = {pos: r for pos, r in zip(tested, rejected)}
+    return tuple(replace(c, changes=tuple(replace(ch, significant=flags.get((i, j), False))
+                                          for j, ch in enumerate(c.changes))) for i, c in enumerate(cells))
 
 
 def process_note(n_a: int, n_b: int) -> str:
     if min(n_a, n_b) >= 2:
         return ""
-    return (f"A has {n_a} worker process(es), B {n_b}: with one process the interval sees only that process's "
-            "noise and is necessarily narrow (fresh processes differ by a few %); rerun with --processes 2 or more "
-            "before trusting 'significant'")
+    return (f"A has {n_a} worker process(es), B {n_b}: with one process there is no spread between processes to "
+            "test against (fresh processes differ by a few %), so no interval and never significant; rerun with "
+            "--processes 3 or more")
+
+
+def power_line(cells: tuple) -> str:
+    """How many processes per run would find a DETECT change with POWER, at the first Holm step over these cells'
+    tests (Bonferroni: the strictest), from the spread between processes the cells show."""
+    from scipy import stats as sps
+
+    tests = [ch.test for c in cells for ch in c.changes if ch.test is not None]
+    if not tests:
+        return "power: not computed (no cell has two processes or more on both sides)"
+    spread = float(np.sqrt(np.mean([t.sd ** 2 for t in tests])))
+    z = sps.norm.ppf(1 - ALPHA / len(tests) / 2) + sps.norm.ppf(POWER)
+    need = int(np.ceil(2 * (z * spread / np.log1p(DETECT)) ** 2))
+    return (f"power: processes differ by {spread:.1%} (log SD) in these runs; finding a {DETECT:.0%} change in one "
+            f"of {len(tests)} tests with {POWER:.0%} power needs about {max(need, 2)} processes per run "
+            f"(bench run --processes {max(need, 2)})")
 
 
 def measured_levels(run: RunResult) -> dict:
@@ -181,11 +265,15 @@ def level_name(lv: LoadLevel) -> str:
 def compare_level(a: LoadLevel, b: LoadLevel) -> CellChange:
     figures = (("p50", a.p50_ms, b.p50_ms, a.p50_ci_ms, b.p50_ci_ms), ("p95", a.p95_ms, b.p95_ms, a.p95_ci_ms,
                b.p95_ci_ms), ("qps", a.qps, b.qps, a.qps_ci, b.qps_ci))
-    changes = tuple(Change(m, va, vb, vb / va, ratio_bounds(ca, cb)) for m, va, vb, ca, cb in figures if va and vb)
+    changes = tuple(level_change(m, va, vb, ratio_bounds(ca, cb)) for m, va, vb, ca, cb in figures if va and vb)
     missing = [side for side, lv in (("A", a), ("B", b)) if not lv.qps_ci]
     note = f"no CI on {' and '.join(missing)} (schema-1 file: one window): shown, never significant" \
         if missing else ""
     return CellChange(level_name(a), changes, note, unit="req/s")
+
+
+def level_change(metric: str, a: float, b: float, ci: tuple) -> Change:
+    return Change(metric, a, b, b / a, ci, significant=bool(ci) and (ci[0] > 1.0 or ci[1] < 1.0))
 
 
 def ratio_bounds(ci_a: tuple, ci_b: tuple) -> tuple:
@@ -195,15 +283,25 @@ def ratio_bounds(ci_a: tuple, ci_b: tuple) -> tuple:
     return ci_b[0] / ci_a[1], ci_b[1] / ci_a[0]
 
 
-def violations(rows: tuple, limits: tuple) -> tuple:
-    """'key: p95 +30.2 % (limit +5 %)' for each threshold a cell or level breaks with a significant change."""
-    out = []
-    for row in rows:
+def violations(cells: tuple, levels: tuple, limits: tuple) -> tuple:
+    """'key: p95 +30.2 % (limit +5 %)' for each threshold passed with confidence: cells by a one-sided Welch test
+    of the ratio beyond the limit, Holm-corrected across every cell × threshold; levels when their whole ratio
+    interval lies beyond it."""
+    found, tests = [], []
+    for row in cells:
         for limit in limits:
             change = row.get(limit.metric)
-            if change is not None and limit.violated(change.ratio) and change.significant:
-                out.append(f"{row.key}: {limit.metric} {percent_change(change.ratio)} (limit {limit.text})")
-    return tuple(out)
+            if change is not None and change.test is not None and limit.violated(change.ratio):
+                tests.append((row, limit, change))
+    rejected = holm([ch.test.p_beyond(float(np.log1p(lim.limit)), 1 if lim.limit >= 0 else -1)
+                     for _, lim, ch in tests])
+    found += [(row, lim, ch) for (row, lim, ch), r in zip(tests, rejected) if r]
+    for row in levels:
+        for limit in limits:
+            change = row.get(limit.metric)
+            if change is not None and change.ci and limit.violated(change.ci[0] if limit.limit >= 0 else change.ci[1]):
+                found.append((row, limit, change))
+    return tuple(f"{row.key}: {lim.metric} {percent_change(ch.ratio)} (limit {lim.text})" for row, lim, ch in found)
 
 
 def percent_change(ratio: float) -> str:
@@ -232,7 +330,8 @@ def comparison_context(cmp: Comparison) -> dict:
             "only_in_a": list(cmp.only_in_a), "only_in_b": list(cmp.only_in_b),
             "levels_only_in_a": list(cmp.levels_only_in_a), "levels_only_in_b": list(cmp.levels_only_in_b),
             "host_differences": list(cmp.host_differences), "thresholds": [t.text for t in cmp.thresholds],
-            "failed": list(cmp.failed), "exit_code": cmp.exit_code, "significant_note": SIGNIFICANT}
+            "failed": list(cmp.failed), "exit_code": cmp.exit_code, "significant_note": SIGNIFICANT,
+            "power": cmp.power}
 
 
 def row_lines(row: dict) -> list[str]:
@@ -259,6 +358,7 @@ def render_comparison_text(cmp: Comparison) -> str:
         for row in ctx["levels"]:
             lines += row_lines(row)
     lines.append(ctx["significant_note"])
+    lines += [ctx["power"]] if ctx["power"] else []
     for what, keys in (("only in A", ctx["only_in_a"] + ctx["levels_only_in_a"]),
                        ("only in B", ctx["only_in_b"] + ctx["levels_only_in_b"])):
         lines += [f"{what} (not compared): {', '.join(keys)}"] if keys else []

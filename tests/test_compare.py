@@ -1,5 +1,6 @@
-"""Run comparison: ratios, hierarchical-bootstrap significance for cells, CI-based significance for load-test
-levels, thresholds and exit codes, host refusal."""
+"""Run comparison: ratios, Welch's test across worker processes (Holm-corrected) for cells, CI-based significance
+for load-test levels, thresholds and exit codes, host refusal. The simulated error rates are in
+test_compare_power.py."""
 
 from __future__ import annotations
 
@@ -24,6 +25,21 @@ LOADTEST_FILE = Path(__file__).parent / "data" / "report_run_loadtests.json"
 @pytest.fixture(scope="module")
 def base():
     return load_run(RUN_FILE)
+
+
+def as_processes(cell, offsets=(1.0, 1.05, 0.95)):
+    """`cell`'s samples dealt into fresh processes whose levels differ by the offsets (±5 %, as on this host)."""
+    lat = np.asarray(cell.latencies_s)
+    parts = np.array_split(lat, len(offsets))
+    return replace(cell, runs=tuple(ProcessRun(latencies_s=tuple(float(x) for x in part * k),
+                                               window_s=float(part.sum() * k)) for part, k in zip(parts, offsets)))
+
+
+@pytest.fixture(scope="module")
+def multi(base):
+    """The sample run with every measured cell in three processes."""
+    return replace(base, cells=tuple(as_processes(c) if c.status == "ok" and c.latencies_s else c
+                                     for c in base.cells))
 
 
 def scaled_cell(cell, factor: float):
@@ -58,7 +74,8 @@ def test_identical_runs_show_no_significant_change(base):
     assert "PASSED" in render_comparison_text(cmp)
 
 
-def test_slower_run_is_flagged_and_fails_the_threshold(base, tmp_path, capsys):
+def test_slower_run_is_flagged_and_fails_the_threshold(multi, tmp_path, capsys):
+    base = multi
     a, b = save(base, tmp_path / "a"), save(scaled(base, 1.3, "slower"), tmp_path / "b")
     assert compare_cli(str(a), str(b), "--fail-on", "p95:+5%", "--html", str(tmp_path / "cmp.html")) == 1
     out = capsys.readouterr().out
@@ -72,15 +89,17 @@ def test_slower_run_is_flagged_and_fails_the_threshold(base, tmp_path, capsys):
     assert cmp.exit_code == 0  # no thresholds, no verdict
 
 
-def test_threshold_needs_a_significant_change(base):
-    # +0.1 % on every sample breaks a +0.05 % limit, but the bootstrap interval straddles 1: not significant.
+def test_threshold_needs_a_significant_change(multi):
+    base = multi
+    # +0.1 % on every sample breaks a +0.05 % limit, but processes differ by 5 %: not past it with confidence.
     cmp = compare_runs(base, scaled(base, 1.001, "noise"), thresholds=["p95:+0.05%"])
     assert cmp.failed == () and cmp.exit_code == 0
     # A large limit is not broken by a significant 30 % change either.
     assert compare_runs(base, scaled(base, 1.3, "slower"), thresholds=["p95:+50%"]).exit_code == 0
 
 
-def test_faster_run_fails_only_a_negative_threshold(base):
+def test_faster_run_fails_only_a_negative_threshold(multi):
+    base = multi
     faster = scaled(base, 0.7, "faster")
     assert compare_runs(base, faster, thresholds=["p95:+5%", "qps:-5%"]).exit_code == 0
     assert compare_runs(base, faster, thresholds=["p50:-10%"]).exit_code == 1
@@ -122,10 +141,13 @@ def test_bad_threshold_syntax_is_a_clear_error(bad, capsys):
     assert "bad threshold" in capsys.readouterr().err
 
 
-def test_single_process_cells_say_their_interval_is_narrow(base):
-    text = render_comparison_text(compare_runs(base, scaled(base, 1.3, "slower")))
-    assert "note: A has 1 worker process(es), B 1: with one process the interval sees only that process's noise " \
-           "and is necessarily narrow" in text
+def test_single_process_cells_are_never_significant_and_say_why(base):
+    cmp = compare_runs(base, scaled(base, 1.3, "slower"), thresholds=["p95:+5%"])
+    assert cmp.exit_code == 0 and not any(ch.significant or ch.ci for c in cmp.cells for ch in c.changes)
+    text = render_comparison_text(cmp)
+    assert "note: A has 1 worker process(es), B 1: with one process there is no spread between processes to " \
+           "test against" in text
+    assert "power: not computed" in text
 
 
 def three_process_cell(p50s_ms=(1.0, 1.05, 0.95)) -> CellResult:

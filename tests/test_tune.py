@@ -252,3 +252,24 @@ def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
     assert budget["percent_of_a_core"] == {"engine": 180.0, "front": 6.0, "client": 3.8, "offline engine": 200.0}
     assert budget["ceiling"] == 0.951 and budget["predicted_ratio"] == 0.951
     assert "at most 0.951" in budget["lines"][2] and "measured 0.900" in budget["lines"][2]
+
+
+def test_check_tune_says_not_applicable_when_the_default_service_wins(tmp_path, monkeypatch, capsys):
+    """When the tune recommends the default service, tuned and default are one service and their ratio is 1.000 by
+    construction: the check says "not applicable" and judges only the service against the engine."""
+    from bench.checks.tune import CpuUse, judge
+    from bench.records import LoadLevel, ServiceSetup
+
+    monkeypatch.setenv("STRUCTBENCH_HOME", str(tmp_path))
+    level = LoadLevel(ServiceSetup(DEFAULT_LABEL), users=16, qps=9.8, qps_ci=(9.5, 10.1))
+    fresh = {"rounds": {"offline": {"1×2t b8": [10.0, 10.1]}, "tuned": [9.8, 9.9], "default": [9.8, 9.9]},
+             "engine": "1×2t b8", "engine_rate": (10.05, (9.9, 10.2)), "offline_all": {"1×2t b8": [[10.0], [10.1]]},
+             "own": None, "service": level, "default": level, "users": 16, "cores": 2, "default_won": True,
+             "cpu": {"offline": CpuUse(), "service": CpuUse()}}
+    record = TuneRecord(backend="ort-int8-cpu", cores=2, recommended=DEFAULT_LABEL)
+    code = judge(fresh, record, {"model": "twin:tiny"})
+    out = capsys.readouterr().out
+    assert "tuned / default service QPS: not applicable (the tune recommends the default service itself)" in out
+    assert "tuned / default service 1.000" not in out and code == 0  # 9.85 / 10.05 ≥ 0.97: the one real target
+    saved = json.loads(next(tmp_path.rglob("check.json")).read_text())
+    assert saved["figures"]["tuned_vs_default"] == "not applicable: the default won"

@@ -49,8 +49,9 @@ def check_service(model: str = "twin", duration_s: float = 12.0, blocks: int = 3
 
 def service_misses(f: dict) -> list[str]:
     misses = []
-    if f["qps8_over_qps1_batching_ci95"][1] < 1.0:
-        misses.append(f"QPS@8 / QPS@1 with batching {f['qps8_over_qps1_batching']:.3f} (CI below 1.0)")
+    if f["qps8_over_qps1_batching_ci95"][0] < 1.0:  # met only when the whole interval is at or above it
+        misses.append(f"QPS@8 / QPS@1 with batching {f['qps8_over_qps1_batching']:.3f} (CI's lower end "
+                      f"{f['qps8_over_qps1_batching_ci95'][0]:.3f} < 1.0)")
     if f["saturated_over_engine"] < 0.90:
         misses.append(f"saturated service / engine throughput {f['saturated_over_engine']:.2f} < 0.90")
     if f["service_minus_engine_p50_ms"] > 5.0:
@@ -121,23 +122,23 @@ def print_service_figures(f: dict, records: list) -> None:
 
 
 def check_overload(model: str = "twin", duration_s: float = 60.0) -> int:
-    from loadtests.overload import RECOVERED_FRACTION, run_overload
+    from loadtests.overload import (MAX_ACCEPTED_P99_MS, MIN_ACCEPTED_SHARE, RECOVERED_FRACTION, SUSTAIN_S,
+                                    overload_misses, run_overload)
 
     _, _, what = prepare_model(model)
     out = paths.ensure_writable(paths.results_dir() / f"check-overload-{time.strftime('%Y%m%d-%H%M%S')}")
     f = run_overload(model, out, duration_s)
-    print(f"saturated QPS {f['saturated_qps']:.2f}; offered {f['offered_rps']:.1f} req/s (4x) for {duration_s:g} s")
-    print(f"accepted QPS {f['accepted_qps']:.2f}; rejected {f['rejection_rate'] * 100:.1f} % (503 + Retry-After)")
-    print(f"P99 of accepted requests (from intended send) = {f['accepted_p99_ms']:.0f} ms; "
-          f"late sends {f['late_send_percent']:.1f} %")
+    print(f"saturated QPS (warm service) {f['saturated_qps']:.2f}; offered {f['offered_rps']:.1f} req/s "
+          f"({f['factor']:g}x) for {duration_s:g} s")
+    print(f"accepted QPS {f['accepted_qps']:.2f} (target >= {MIN_ACCEPTED_SHARE:.0%} of saturated); rejected "
+          f"{f['rejection_rate'] * 100:.1f} % (503 + Retry-After)")
+    print(f"P99 of accepted requests (from intended send) = {f['accepted_p99_ms']:.0f} ms (target <= "
+          f"{MAX_ACCEPTED_P99_MS:.0f} ms); late sends {f['late_send_percent']:.1f} %")
     print(f"service RSS before/after = {f['rss_before_mb']:.0f} / {f['rss_after_mb']:.0f} MB "
           f"({f['rss_change'] * 100:+.1f} %; target within 10 %)")
-    rec = "not within 15 s" if f["recovery_s"] is None else f"{f['recovery_s']:.0f} s"
-    print(f"recovery to {RECOVERED_FRACTION:.0%} of saturated QPS after the load drops: {rec}  (target <= 5 s)")
+    rec = "never within the probe" if f["recovery_s"] is None else f"{f['recovery_s']:.0f} s"
+    print(f"recovery from the end of the overload (its backlog still queued) to {RECOVERED_FRACTION:.0%} of the "
+          f"saturated QPS, sustained {SUSTAIN_S} s: {rec}  (target <= 5 s)")
     paths.atomic_write_text(out / "check.json", json.dumps({**what, "figures": f}, ensure_ascii=False, indent=1))
     print(f"saved: {out / 'check.json'}")
-    misses = [f"service RSS changed {f['rss_change'] * 100:+.1f} % (> 10 %)"] if abs(f["rss_change"]) > 0.10 else []
-    if f["recovery_s"] is None or f["recovery_s"] > 5.0:
-        misses.append(f"recovery {rec} (> 5 s)")
-    return verdict(misses)
-
+    return verdict(overload_misses(f))

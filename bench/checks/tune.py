@@ -181,7 +181,7 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
             "default": pooled_level(variants[DEFAULT_LABEL], sweep, found.windows[DEFAULT_LABEL]),
             "rounds": {"offline": {label: [round(m, 3) for m in ms] for label, ms in means.items()},
                        "tuned": per_round[tuned_label], "default": per_round[DEFAULT_LABEL]},
-            "users": sweep.users[0], "cores": record.cores,
+            "users": sweep.users[0], "cores": record.cores, "default_won": tuned is None,
             "cpu": {"offline": found.cpu["offline"][engine], "service": found.cpu.get(tuned_label, CpuUse())}}
 
 
@@ -271,19 +271,24 @@ def judge(fresh: dict, record, block: dict) -> int:
         own = sum(rounds["offline"][fresh["own"]]) / len(rounds["tuned"])
         print(f"tuned service / its own configuration offline ({fresh['own']} {own:.2f} items/s) = "
               f"{service.qps / own:.3f}  (for information)")
-    print(f"tuned / default service QPS: per round {to_default[0]:.3f} {ci(to_default[1], 3)}  (default "
-          f"{default.qps:.2f} {ci(default.qps_ci)}; target >= 1.0)")
+    if fresh["default_won"]:  # tuned and default are one service: their ratio would be 1.000 by construction
+        print("tuned / default service QPS: not applicable (the tune recommends the default service itself)")
+    else:
+        print(f"tuned / default service QPS: per round {to_default[0]:.3f} {ci(to_default[1], 3)}  (default "
+              f"{default.qps:.2f} {ci(default.qps_ci)}; target >= 1.0)")
     budget = cpu_budget(fresh, service.qps, rate)
     for line in budget.pop("lines"):
         print(line)
+    applicable = not fresh["default_won"]
     save("tune", block, {"tuned_vs_offline": to_engine[0], "tuned_vs_offline_ci": to_engine[1],
-                         "tuned_vs_default": to_default[0], "tuned_vs_default_ci": to_default[1],
+                         "tuned_vs_default": to_default[0] if applicable else "not applicable: the default won",
+                         "tuned_vs_default_ci": to_default[1] if applicable else None,
                          "offline_engine": fresh["engine"], "offline_rounds": fresh["offline_all"],
                          "rounds": rounds, "users": fresh["users"], "tuned_qps": service.qps,
                          "default_qps": default.qps, "cpu": budget}, tune=asdict(record))
     misses = [f"tuned service / best offline {to_engine[0]:.3f} < {SERVICE_VS_ENGINE}"] * (
         to_engine[0] < SERVICE_VS_ENGINE)
-    misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * (to_default[0] < 1.0)
+    misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * (to_default[0] < 1.0 and not fresh["default_won"])
     return verdict(misses)
 
 

@@ -239,7 +239,8 @@ class Batcher:
                 link.receive()
                 times.append(time.perf_counter() - t0)
             self.seen[replica].add((rows, length))
-            self.warm_s[replica][(rows, length)] = float(np.median(times[1:] or times))
+            if len(times) > 1:  # the first call paid for the shape: only later ones time the engine at it
+                self.warm_s[replica][(rows, length)] = float(np.median(times[1:]))
 
     def _ahead(self, replica: int) -> bool:
         """Send this replica its next call now? Only with texts already waiting and no other replica idle: an idle

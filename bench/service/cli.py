@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch-items", type=int, default=d.max_batch_items, help="texts per batch request")
     p.add_argument("--max-text-chars", type=int, default=d.max_text_chars, help="longer texts get 422")
     p.add_argument("--warmup-runs", type=int, default=d.warmup_runs,
-                   help="model calls per shape bucket before ready (0: no warm-up)")
+                   help="model calls per shape bucket before ready (0: no warm-up; default 1 on CPU, 3 on GPU)")
     add_bucket_arguments(p)
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 

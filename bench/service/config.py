@@ -42,7 +42,7 @@ class ServiceConfig:
     max_body_bytes: int = 65536
     max_batch_items: int = 64
     max_text_chars: int = 2000
-    warmup_runs: int = 2  # calls per warmed shape (the first pays for the shape, the rest time it)
+    warmup_runs: int | None = None  # calls per warmed shape; None: 1 on CPU, 3 on GPU (effective_warmup_runs)
     shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (bench.buckets)
     bucket_lengths: tuple[int, ...] | None = None  # None: the device kind's set
     bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch
@@ -65,7 +65,7 @@ class ServiceConfig:
             raise ConfigError(f"max_padding must be within 0..10 (got {self.max_padding}); 0.15 = 15 % pad tokens")
         if self.cache_size < 0:
             raise ConfigError(f"cache_size must be >= 0 (got {self.cache_size}); 0 turns the cache off")
-        if self.warmup_runs < 0:
+        if self.warmup_runs is not None and self.warmup_runs < 0:
             raise ConfigError(f"warmup_runs must be >= 0 (got {self.warmup_runs})")
         if self.bucket_batches and self.bucket_batches[-1] < self.effective_max_batch:
             raise ConfigError(f"bucket_batches {self.bucket_batches} must reach max_batch "
@@ -91,6 +91,17 @@ class ServiceConfig:
         if self.max_padding is not None:
             return self.max_padding
         return max_padding_for(resolve(self.backend).device)
+
+    @property
+    def effective_warmup_runs(self) -> int:
+        """Calls per shape bucket at start-up: the first pays for the shape, later ones time it (the engine's time
+        at that shape in /metrics is their median; with one run it is not measured, and neither is the service's
+        efficiency). On a CPU a new shape costs little and warming every bucket of BERT-base twice takes twice as
+        long (docs/measurements.md), so one run; a GPU pays for new shapes (cuDNN graphs, allocator growth) over
+        its first calls, so three. `check serving` runs two on CPU."""
+        if self.warmup_runs is not None:
+            return self.warmup_runs
+        return 1 if resolve(self.backend).device == "cpu" else 3
 
     @property
     def buckets(self) -> Buckets | None:

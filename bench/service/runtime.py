@@ -122,7 +122,7 @@ class Service:
         self.batcher = Batcher(self.replicas, tokenizer, max_batch=self.config.effective_max_batch,
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
                                timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
-                               buckets=self.config.buckets, warmup_runs=self.config.warmup_runs,
+                               buckets=self.config.buckets, warmup_runs=self.config.effective_warmup_runs,
                                on_batch=self.metrics.observe_batch, on_call=self.metrics.observe_call)
         with self._lock:
             if self._stopped:  # shut down while loading: start no worker that nobody would stop
