@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from bench.results import RunResult
 
 STORE_VERSION = 1
-S, I, F, B, T = "string", "Int64", "float64", "boolean", "datetime64[us, UTC]"  # column types (pandas dtypes)
+S, I, F, B, T = "string", "Int64", "float64", "boolean", "datetime64[us, UTC]"  # noqa: E741  column types (pandas dtypes), short so the schemas read as tables
 IDENTITY = {"run_id": S, "host_label": S, "cpu_model": S, "gpu_name": S, "commit": S, "created": T}
 # What a backend name says (engine × precision × device) and whether it is priced per GPU hour.
 BACKEND = {"backend": S, "engine": S, "precision": S, "device": S, "on_gpu": B}

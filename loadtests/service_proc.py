@@ -39,7 +39,7 @@ class ServiceVariant:
                "--max-wait-ms", str(c.max_wait_ms), "--cache-size", str(c.cache_size)]
         out += ["--threads", str(c.threads)] if c.threads else []
         out += ["--replicas", str(c.replicas)] if c.replicas != 1 else []
-        out += ["--model-process"] if c.model_process else []
+        out += [] if c.model_process is None else ["--model-process" if c.model_process else "--no-model-process"]
         out += ["--max-queue", str(c.max_queue)] if c.max_queue != ServiceConfig.max_queue else []
         out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
         out += ["--no-shape-buckets"] if not c.shape_buckets else []
@@ -50,7 +50,7 @@ class ServiceVariant:
         """The record of this configuration in the results file."""
         c = self.config
         return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size,
-                            c.replica_threads, c.replicas, c.model_process)
+                            c.replica_threads, c.replicas, c.effective_model_process)
 
 
 class ServiceProcess:

@@ -148,3 +148,50 @@ def test_bad_replica_settings_fail_before_any_work(flags, words):
 def test_zero_replicas_is_a_config_error():
     with pytest.raises(ConfigError, match="replicas must be >= 1"):
         ServiceConfig(replicas=0)
+
+
+def test_torch_never_shares_the_front_process_unless_asked_so_a_busy_front_leaves_its_calls_alone(tiny_model):
+    """torch's calls take the GIL between kernels: beside a busy Python thread in the front's process a call took
+    ~15x longer (docs/measurements.md). By default a torch service runs its model in a worker process, so the same
+    busy thread no longer holds the model's calls on the GIL (Server-Timing inference); asked to share the front's
+    process, the call is far slower."""
+    from bench.service.app import create_app
+    from bench.service.config import ServiceConfig
+    from bench.service.server import ThreadedServer
+    from tests.service_helpers import server_timing, wait_ready
+
+    def inference_ms(url: str, n: int = 12) -> float:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            times = [server_timing(client.post("/api/sentiment", json={"text": f"忙碌的前端{i}"}))["inference"]
+                     for i in range(n)]
+        return float(sorted(times)[n // 2])
+
+    def idle_and_busy(**settings) -> tuple[float, float, dict]:
+        config = ServiceConfig(model=str(tiny_model), backend="torch-fp32-cpu", cache_size=0, warmup_runs=1,
+                               **settings)
+        with ThreadedServer(create_app(config)) as url:
+            with httpx.Client(base_url=url, timeout=60) as client:
+                health = wait_ready(client, timeout=180)
+            idle = inference_ms(url)
+            stop = threading.Event()
+            spinner = threading.Thread(target=lambda: [sum(range(3000)) for _ in iter(stop.is_set, True)],
+                                       daemon=True)
+            spinner.start()
+            try:
+                busy = inference_ms(url)
+            finally:
+                stop.set()
+                spinner.join()
+        return idle, busy, health
+
+    assert ServiceConfig(backend="torch-fp32-cpu").effective_model_process
+    assert not ServiceConfig(backend="ort-int8-cpu").effective_model_process
+    idle, busy, health = idle_and_busy()
+    assert health["replica_pids"][0] != os.getpid()  # the model is not in the front's (this test's) process
+    shared_idle, shared_busy, shared = idle_and_busy(model_process=False)
+    assert shared["replica_pids"][0] == os.getpid()
+    print(f"\ntorch model call, ms (median of 12): own process idle {idle:.1f} / busy front {busy:.1f}; "
+          f"in the front's process idle {shared_idle:.1f} / busy {shared_busy:.1f}")
+    # The GIL's share of the slowdown is gone; on 2 cores the spinning thread still takes a core from the model's
+    # threads (core contention, not the GIL), so the own-process call is slower too, much less so
+    assert busy / idle < (shared_busy / shared_idle) / 3

@@ -122,8 +122,14 @@ def print_service_figures(f: dict, records: list) -> None:
 
 
 def check_overload(model: str = "twin", duration_s: float = 60.0) -> int:
-    from loadtests.overload import (MAX_ACCEPTED_P99_MS, MIN_ACCEPTED_SHARE, RECOVERED_FRACTION, SUSTAIN_S,
-                                    overload_misses, run_overload)
+    from loadtests.overload import (
+        MAX_ACCEPTED_P99_MS,
+        MIN_ACCEPTED_SHARE,
+        RECOVERED_FRACTION,
+        SUSTAIN_S,
+        overload_misses,
+        run_overload,
+    )
 
     _, _, what = prepare_model(model)
     out = paths.ensure_writable(paths.results_dir() / f"check-overload-{time.strftime('%Y%m%d-%H%M%S')}")

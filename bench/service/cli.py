@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="model instances, each its own process pinned to its own cores (python -m bench tune finds R)")
     p.add_argument("--model-process", action=argparse.BooleanOptionalAction, default=d.model_process,
                    help="run even a single model instance in its own worker process, so the HTTP front never holds "
-                        "the GIL its Python calls need (torch on a GPU; replicas > 1 always do)")
+                        "the GIL its Python calls need (default: on for torch backends, off otherwise; replicas > 1 "
+                        "always do)")
     p.add_argument("--backend-option", dest="backend_options", action="append", type=key_value, default=[],
                    metavar="KEY=VALUE", help="backend-specific option, repeatable (e.g. the fake's sleep_s=0.05)")
     p.add_argument("--onnx-dir", default=d.onnx_dir, help="serve this existing export instead of exporting")

@@ -26,7 +26,9 @@ class ServiceConfig:
     backend: str = "ort-int8-cpu"
     threads: int | None = None  # intra-op threads per replica; None = the runtime's (one replica) or cores // R
     replicas: int = 1  # model instances; > 1 runs each in its own process pinned to its own cores (replicas.py)
-    model_process: bool = False  # one replica in a worker process too: the front's GIL is not the model's
+    # one replica in a worker process too, so the front's GIL is not the model's; None: yes for torch (its calls
+    # take the GIL between kernels: a busy front slows them, see docs/measurements.md), no for ORT and OpenVINO
+    model_process: bool | None = None
     backend_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs for the backend (e.g. the fake's sleep_s)
     onnx_dir: str | None = None  # an existing export to serve; None = export (or reuse) for `model`
     host: str = "127.0.0.1"
@@ -91,6 +93,12 @@ class ServiceConfig:
         if self.max_padding is not None:
             return self.max_padding
         return max_padding_for(resolve(self.backend).device)
+
+    @property
+    def effective_model_process(self) -> bool:
+        if self.model_process is not None:
+            return self.model_process
+        return resolve(self.backend).engine == "torch"
 
     @property
     def effective_warmup_runs(self) -> int:

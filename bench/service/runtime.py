@@ -141,7 +141,7 @@ class Service:
 
     def _load_backends(self) -> dict:
         """One backend in this process (as given, or built), or R replica processes pinned to their own cores."""
-        if self.backend is not None or (self.config.replicas == 1 and not self.config.model_process):
+        if self.backend is not None or (self.config.replicas == 1 and not self.config.effective_model_process):
             self.backend = self.backend or build_backend(self.config)
             self.backend.load()
             self.replicas = [self.backend]
