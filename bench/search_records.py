@@ -16,8 +16,8 @@ class SearchProbe:
     offered_rps: float
     passed: bool
     verdict: str  # why it failed (or "meets the SLO"), in words
-    requests: int = 0
-    over_slo: int = 0  # requests slower than the SLO, or failed
+    requests: int = 0  # judged by the tail test: a fixed count, spread evenly over the counted windows
+    over_slo: int = 0  # of them, slower than the SLO or failed
     failures: int = 0
     invalid_answers: int = 0
     achieved_rps: float | None = None  # achieved_ci: a t interval across the windows
@@ -44,6 +44,8 @@ class SloSearch:
     qps: float | None = None
     qps_ci: tuple[float, ...] = ()  # across its windows, widened up to the lowest failing rate
     first_failing_rps: float | None = None
+    bounded: bool = True  # False: no rate failed before the search stopped, so qps is a lower bound ("≥ qps")
+    verified: bool = False  # the found rate passed again when re-run at the end
     requests: int = 0  # behind the found rate
     probes: tuple[SearchProbe, ...] = ()
     stopped: str = ""  # converged | time cap | probe cap | no passing rate

@@ -14,7 +14,12 @@ Latency counts from each request's intended send time (no coordinated omission).
   `rate_tolerance` of the rate the schedule actually offered;
 - the tail passes MLPerf LoadGen's early-stopping test: with t of n requests over the SLO, the chance of seeing
   t or fewer if the true share over were 1 − percentile, P(Binomial(n, 1 − p) ≤ t), is at most 1 − confidence.
-An unstable probe is run again (perf_analyzer measures until stable), up to `trials` runs.
+  n is the same at every rate (JUDGED requests spread evenly over the counted windows): with n growing with the
+  rate, the share over the SLO a probe may show grows too (6 of 300 is 2.0 %, but 3.4 % of 1,000 passes), and a
+  faster configuration would face a looser test.
+An unstable probe is run again (perf_analyzer measures until stable), up to `trials` runs, inside the time cap.
+The rate found is run once more at the end; if it fails then, the search reports the next lower rate that passed.
+A search that never saw a failing rate reports a lower bound ("≥ X"), not an interval.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from loadtests.samples import Samples, read_samples, sample_paths
 
 UNSTABLE = "unstable: the last 3 windows differ by more than 10 % in keep-up or latency"
 MIN_COUNTED = 300  # requests a probe aims to count: enough for the bound to allow a few over the SLO
+JUDGED = MIN_COUNTED  # requests the tail test judges in every probe, whatever the rate
 MAX_WINDOW_S = 10.0
 LOCUST_START_S = 4.0  # a Locust run's own start and stop, for the time cap's estimate
 DEFAULT_START_RPS = 2.0  # where no closed-loop level hints at the capacity
@@ -76,7 +82,8 @@ class SearchConfig:
 
     def window_for(self, rate: float) -> float:
         counted = self.windows - 1
-        return min(MAX_WINDOW_S, max(self.window_s, MIN_COUNTED / (rate * counted)))
+        # a little over MIN_COUNTED: Poisson arrivals must not leave a probe short of the JUDGED requests
+        return min(MAX_WINDOW_S, max(self.window_s, 1.15 * MIN_COUNTED / (rate * counted)))
 
     def probe_seconds(self, rate: float) -> float:
         return self.window_for(rate) * self.windows + LOCUST_START_S
@@ -119,7 +126,8 @@ def judge(samples: Samples, rate: float, cfg: SearchConfig, client: dict) -> Sea
     window_s = cfg.window_for(rate)
     keep, means, counts, counted = window_figures(samples, window_s, cfg.windows)
     latency, ok = samples.latency_from_intended_ms[counted], samples.ok[counted]
-    n, over = int(counted.sum()), int(((latency > cfg.slo_ms) | ~ok).sum())
+    judged = evenly(int(counted.sum()), JUDGED)
+    n, over = judged.size, int(((latency[judged] > cfg.slo_ms) | ~ok[judged]).sum())
     achieved, lo, hi = window_rate_ci(counts, window_s)
     # perf_analyzer's 10 % assumes hundreds of requests a window; with n, one request finishing just past a
     # window's edge moves its keep-up by 1/n (a 2 s window at 3 req/s holds ~6), so allow two of them.
@@ -132,6 +140,11 @@ def judge(samples: Samples, rate: float, cfg: SearchConfig, client: dict) -> Sea
                         tail_bound(over, n, cfg.percentile))
     verdict = failed_rule(probe, cfg, client, offered=n / (window_s * (cfg.windows - 1)))
     return replace(probe, passed=verdict is None, verdict=verdict or "meets the SLO")
+
+
+def evenly(n: int, k: int) -> np.ndarray:
+    """Indices of k of n requests spread evenly (all n when there are fewer): the same tail test at every rate."""
+    return np.arange(n) if n <= k else np.round(np.linspace(0, n - 1, k)).astype(int)
 
 
 def failed_rule(p: SearchProbe, cfg: SearchConfig, client: dict, offered: float) -> str | None:
@@ -169,14 +182,17 @@ def locust_probe(url: str, cfg: SearchConfig, out_dir: Path, tag: str, workload:
     return probe
 
 
-def measured(probe: Callable[[float], SearchProbe], cfg: SearchConfig, rate: float, path: list) -> SearchProbe:
-    """Run a rate, again while unstable and nothing else failed (up to cfg.trials runs); every run joins the
-    search path."""
-    for _ in range(cfg.trials):
+def measured(probe: Callable[[float], SearchProbe], cfg: SearchConfig, rate: float, path: list,
+             room: Callable[[float], bool] = lambda _r: True) -> SearchProbe:
+    """Run a rate, again while unstable and nothing else failed (up to cfg.trials runs, each inside the time cap);
+    every run joins the search path."""
+    result = probe(rate)
+    path.append(result)
+    for _ in range(cfg.trials - 1):
+        if result.verdict != UNSTABLE or not room(rate):
+            break
         result = probe(rate)
         path.append(result)
-        if result.verdict != UNSTABLE:
-            break
     return result
 
 
@@ -197,12 +213,18 @@ def search(probe: Callable[[float], SearchProbe], cfg: SearchConfig, setup: Serv
         if not room(rate):
             stopped = "time cap" if len(path) < cfg.max_probes else "probe cap"
             break
-        passed = measured(probe, cfg, rate, path).passed
+        passed = measured(probe, cfg, rate, path, room).passed
         low, high = (rate, high) if passed else (low, rate)
         rate = next_rate(low, high, cfg)
         if rate is None and low is None:
             stopped = "no passing rate"
-    return result(setup, cfg, path, low, high, stopped, clock() - start, workload)
+    verified = False
+    if low is not None and room(low):  # one noisy pass must not fix the result: the found rate again
+        verified = measured(probe, cfg, low, path, room).passed
+        if not verified:
+            high = low
+            low = max((p.offered_rps for p in path if p.passed and p.offered_rps < high), default=None)
+    return replace(result(setup, cfg, path, low, high, stopped, clock() - start, workload), verified=verified)
 
 
 def next_rate(low: float | None, high: float | None, cfg: SearchConfig) -> float | None:
@@ -221,16 +243,18 @@ def result(setup: ServiceSetup, cfg: SearchConfig, path: list, low: float | None
            stopped: str, elapsed: float, workload: str) -> SloSearch:
     base = SloSearch(setup, cfg.slo_ms, cfg.percentile, cfg.confidence, probes=tuple(path), stopped=stopped,
                      elapsed_s=elapsed, window_s=cfg.window_s, workload=workload, first_failing_rps=high)
-    found = next((p for p in reversed(path) if p.passed and p.offered_rps == low), None)
+    found = next((p for p in path if p.passed and p.offered_rps == low), None)
     if found is None:
         tried = min((p.offered_rps for p in path), default=None)
         why = f"no rate met P{cfg.percentile:g} ≤ {cfg.slo_ms:g} ms" + \
             (f" (lowest tried {tried:.3g} req/s)" if tried is not None else " (no probe ran within the time cap)")
         return replace(base, status="none", reason=why)
     lo, hi = found.achieved_ci
+    if high is None:  # nothing failed before the search stopped: the capacity is at least this, not in [lo–hi]
+        return replace(base, rate_rps=low, qps=found.achieved_rps, qps_ci=(lo,), requests=found.requests,
+                       bounded=False)
     # The search resolves the capacity only to [last passing, first failing): the CI reaches up to that.
-    return replace(base, rate_rps=low, qps=found.achieved_rps, qps_ci=(lo, max(hi, high or hi)),
-                   requests=found.requests)
+    return replace(base, rate_rps=low, qps=found.achieved_rps, qps_ci=(lo, max(hi, high)), requests=found.requests)
 
 
 def search_service(url: str, setup: ServiceSetup, cfg: SearchConfig, out_dir: Path, workload: str = "corpus",

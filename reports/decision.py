@@ -160,7 +160,9 @@ def searched_candidate(row: Candidate, search) -> Candidate:
     if search.qps is None:
         return replace(row, reason=search.reason or f"no searched rate meets P95 ≤ {search.slo_ms:g} ms")
     probe = next((p for p in search.probes if p.passed and p.offered_rps == search.rate_rps), None)
-    return replace(row, qps=search.qps, qps_ci=tuple(search.qps_ci), p95_ms=probe.p95_ms if probe else None,
+    # Not bracketed (nothing failed before the search stopped): a lower bound, which ranks above what it clears
+    ci = tuple(search.qps_ci) if search.bounded or not search.qps_ci else (search.qps_ci[0], math.inf)
+    return replace(row, qps=search.qps, qps_ci=ci, p95_ms=probe.p95_ms if probe else None,
                    at=f"searched: open loop, {fmt.num(search.rate_rps)} req/s offered, {search.requests} requests",
                    searched=True, requests=search.requests, unranked=None if search.qps_ci else NO_CI)
 

@@ -27,10 +27,13 @@ def ms(seconds: float | None) -> str | None:
 
 
 def ci_suffix(ci: list | tuple | None, show=None, missing: str = "no CI") -> str:
-    """' [lo–hi]' for a 95 % interval, ' (no CI)' when there is none (schema-1 levels: one window)."""
+    """' [lo–hi]' for a 95 % interval, ' [≥ lo, no upper bound]' for a lower bound, ' (no CI)' when there is none
+    (schema-1 levels: one window)."""
     show = show or num
     if not ci:
         return f" ({missing})" if missing else ""
+    if len(ci) == 1 or ci[1] == float("inf"):  # a lower bound only (a search that saw no failing rate)
+        return f" [≥ {show(ci[0])}, no upper bound]"
     return f" [{show(ci[0])}–{show(ci[1])}]"
 
 

@@ -43,7 +43,9 @@ def search_table(run: RunResult) -> dict | None:
             column("Probes"), column("Search path (offered req/s)", False), column("Stopped", False)]
     rows = [search_row(s) for s in run.slo_searches]
     notes = [METHOD, "CI: the achieved rate across the found rate's windows (t interval), widened up to the "
-             "lowest failing rate, since the search resolves the capacity only to that bracket."]
+             "lowest failing rate, since the search resolves the capacity only to that bracket; where no rate "
+             "failed before the search stopped, the figure is a lower bound (≥). The found rate is run again at "
+             "the end; every probe's tail test judges the same number of requests."]
     return table("searched", "QPS at the SLO, searched (open loop)", cols, rows, notes)
 
 

@@ -15,7 +15,7 @@ from bench.results import load_run
 from bench.search_records import SearchProbe
 from loadtests.samples import Samples
 from loadtests.service_proc import ServiceVariant
-from loadtests.slo_search import SearchConfig, judge, next_rate, search, tail_bound, within
+from loadtests.slo_search import JUDGED, SearchConfig, judge, next_rate, search, tail_bound, within
 
 SETUP = ServiceSetup("fake")
 CLIENT = {"invalid_answers": 0, "open_loop": {"late_send_percent": 0.0}}
@@ -198,3 +198,58 @@ def test_a_search_is_given_time_for_two_probes_at_its_start_rate():
     fast, slow = bracket_seconds(sweep, {"v": (30.0, 50.0)}), bracket_seconds(sweep, {"v": (2.7, 4.5)})
     assert fast == SERVICE_START_S + 2 * sweep.slo_search.probe_seconds(30.0) < 45
     assert slow > 100 and bracket_seconds(sweep, {}) == SERVICE_START_S + 2 * sweep.slo_search.probe_seconds(2.0)
+
+
+def pass_rate(service_s: float, slo_ms: float, share: float, probes: int, seed: int) -> tuple[float, int]:
+    """How often one probe passes at the rate where a share `share` of requests is over the SLO (an M/D/1 queue
+    whose SLO is the same multiple of its service time, so only the rate differs), and its counted requests."""
+    rate = md1_rate_at_slo(slo_ms / 1000, service_s, share)
+    cfg = SearchConfig(slo_ms=slo_ms)
+    verdicts = [judge(md1(rate, service_s, cfg.window_for(rate) * cfg.windows, seed + k), rate, cfg, CLIENT)
+                for k in range(probes)]
+    counted = int(np.median([v.requests for v in verdicts]))
+    return sum(v.passed for v in verdicts) / probes, counted
+
+
+def test_the_tail_test_is_as_strict_at_a_high_rate_as_at_a_low_one():
+    """The same share over the SLO (3.5 %: a count that 300 judged requests refuse and 3,000 would allow) passes
+    about as often at ~480 req/s as at ~19 req/s: every probe judges the same number of requests, so a faster
+    configuration faces no looser test. (An M/D/1 queue's latencies are correlated, so pass rates are far from
+    the binomial's; what matters here is that they do not depend on the rate.)"""
+    slow, n_slow = pass_rate(0.050, 1000.0, 0.035, 120, seed=0)  # capacity 20 req/s
+    fast, n_fast = pass_rate(0.002, 40.0, 0.035, 120, seed=500)  # capacity 500 req/s
+    print(f"\npass rate at a 3.5 % share over the SLO: {slow:.1%} at the low rate, {fast:.1%} at the high one")
+    assert n_slow == n_fast == JUDGED
+    assert abs(slow - fast) <= 0.15, (slow, fast)
+
+
+@pytest.mark.parametrize("service_s,slo_ms,start", [(0.050, 500.0, 5.0), (0.002, 20.0, 150.0)])
+def test_the_searched_qps_holds_the_known_capacity_in_its_interval_at_low_and_high_capacity(service_s, slo_ms, start):
+    truth = md1_rate_at_slo(slo_ms / 1000, service_s)
+    cfg = SearchConfig(slo_ms=slo_ms, start_rps=start)
+    runs = iter(range(1000))
+    found = search(lambda r: judge(md1(r, service_s, cfg.window_for(r) * cfg.windows, 7 + next(runs)), r, cfg, CLIENT),
+                   cfg, SETUP, clock=iter(range(10_000)).__next__)
+    assert found.status == "ok" and found.bounded
+    assert found.qps_ci[0] * 0.95 <= truth <= found.qps_ci[1], (truth, found.qps_ci)
+    rerun = found.probes[-1]  # the last probe re-ran the rate found; failing, the result stepped down below it
+    assert rerun.offered_rps == found.rate_rps if found.verified else rerun.offered_rps > found.rate_rps
+
+
+def test_a_search_that_never_failed_is_a_lower_bound_and_a_failed_re_run_steps_down():
+    from bench.search_records import SearchProbe
+
+    cfg = SearchConfig(slo_ms=100.0, start_rps=10.0, max_probes=3)
+    always = search(lambda r: SearchProbe(r, True, "meets the SLO", 300, achieved_rps=r, achieved_ci=(r * 0.9, r * 1.1)),
+                    cfg, SETUP, clock=iter(range(10_000)).__next__)
+    assert not always.bounded and len(always.qps_ci) == 1  # "≥ X": nothing failed before the probe cap
+    seen: dict = {}
+
+    def flaky(r: float) -> SearchProbe:  # 40 passes the first time only; 20 always; 80 fails
+        seen[r] = seen.get(r, 0) + 1
+        ok = r <= 20 or (r <= 40 and seen[r] == 1)
+        return SearchProbe(r, ok, "meets the SLO" if ok else "tail bound", 300, achieved_rps=r, achieved_ci=(r, r))
+
+    stepped = search(flaky, SearchConfig(slo_ms=100.0, start_rps=10.0, precision=1.0), SETUP,
+                     clock=iter(range(10_000)).__next__)
+    assert stepped.rate_rps == 20.0 and not stepped.verified and stepped.first_failing_rps == 40.0
