@@ -104,7 +104,30 @@ def fingerprint(gpu: int = 0) -> dict:
         "ram_bytes": psutil.virtual_memory().total, **gpu_info(gpu),
         "rapl_readable": rapl_readable(), "libraries": library_versions(),
         "thread_env": {k: os.environ.get(k) for k in THREAD_VARS}, "git_commit": git_commit(),
+        "cpu_power": cpu_power(),
     }
+
+
+def read_sys(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            return fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def cpu_power() -> dict:
+    """What sets the CPU's speed, where Linux shows it: the frequency governor, turbo/boost, SMT, and the clock
+    /proc/cpuinfo reports now. A VM often shows none of the first three: they are then "not readable", not
+    guessed."""
+    no_turbo = read_sys("/sys/devices/system/cpu/intel_pstate/no_turbo")
+    boost = read_sys("/sys/devices/system/cpu/cpufreq/boost")
+    turbo = {"0": "on", "1": "off"}.get(no_turbo or "") or {"1": "on", "0": "off"}.get(boost or "")
+    smt = {"1": "on", "0": "off"}.get(read_sys("/sys/devices/system/cpu/smt/active") or "")
+    mhz = cpuinfo_field("cpu MHz")
+    return {"governor": read_sys("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor") or "not readable",
+            "turbo": turbo or "not readable", "smt": smt or "not readable",
+            "mhz_now": round(float(mhz)) if mhz else None}
 
 
 def rapl_readable() -> bool:

@@ -280,6 +280,14 @@ def example_prices(options: dict) -> bool:
                                               EXAMPLE_PRICES["cpu"] or options["gpu_hour_usd"] == EXAMPLE_PRICES["gpu"])
 
 
+def power_text(power: dict | None) -> str | None:
+    """Governor, turbo, SMT and the clock at the start of the run (older runs: not recorded)."""
+    if not power:
+        return None
+    mhz = f"{power['mhz_now']} MHz at the start" if power.get("mhz_now") else "clock not readable"
+    return f"governor {power.get('governor')}, turbo {power.get('turbo')}, SMT {power.get('smt')}, {mhz}"
+
+
 def environment(run: RunResult, options: dict) -> list[dict]:
     """Label/value pairs: versions, threads, stop rule, statistics methods, and the report's own inputs."""
     host, config = run.host, run.config
@@ -289,6 +297,7 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              *[(f"{k}", v) for k, v in (host.get("libraries") or {}).items()],
              ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
              ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
+             ("CPU speed settings", power_text(host.get("cpu_power"))),
              ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})" if peak else None),
              ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})),
              ("Peak BF16 GEMM", bf16_peak_text(host.get("peak_gemm") or {})),
