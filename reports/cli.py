@@ -22,7 +22,8 @@ def add_report_args(p: argparse.ArgumentParser) -> None:
                    help="price of one CPU host hour for the cost column (default: an example, $0.10 per 2 vCPUs "
                         "of the host)")
     p.add_argument("--gpu-hour-usd", type=float, default=d.gpu_hour_usd,
-                   help=f"price of one GPU host hour (default {d.gpu_hour_usd:.2f}, an example: a T4 VM)")
+                   help="price of one GPU hour (default: an example list price of the run's GPU model, e.g. "
+                        "T4 $0.53, L4 $0.80, A100 $4.10, H100 $12.29; see docs/reports.md)")
     p.add_argument("--price", action="append", default=[], metavar="HOST=USD",
                    help="price per hour of a host, matched by the words of its label or its run id, e.g. "
                         "\"AMD EPYC 2c=0.10\" (repeatable; overrides the run's --hour-usd)")

@@ -20,9 +20,15 @@ EXAMPLE_PRICES = {"cpu": 0.10, "gpu": 0.53}  # USD per hour; the defaults of --c
 EXAMPLE_VCPUS = 2  # the CPU example's size: a CPU host of n vCPUs is priced n/2 times it
 EXAMPLE_SOURCE = ("example prices, not quotes: AWS EC2 On-Demand list prices, us-east-1, Linux, as published "
                   "in 2024 — c6i.large (2 vCPU) $0.085/h ≈ CPU $0.10/h per 2 vCPUs of the host, g4dn.xlarge "
-                  "(1× T4) $0.526/h ≈ GPU $0.53/h, whatever the GPU; not re-checked since: give --price or "
-                  "--hour-usd for your own")
+                  "(1× T4) $0.526/h ≈ GPU $0.53/h for a T4, other GPU models at their own instance's price per "
+                  "GPU (reports.hosts.GPU_EXAMPLES); not re-checked since: give --price or --hour-usd for your own")
 SOURCES = {"price": "--price at report time", "run": "stored in the run (--hour-usd)", "example": "example price"}
+# A GPU is priced by its model, not at one price for every card: (name in the NVML model name, USD per GPU hour,
+# the instance behind it). Examples, never quotes: AWS EC2 On-Demand list prices, us-east-1, Linux, as published in
+# 2024, per GPU of the instance; not re-checked since. A model not listed gets the T4's, and the report says so.
+GPU_EXAMPLES = (("H100", 12.29, "p5.48xlarge $98.32/h ÷ 8 GPUs"), ("A100", 4.10, "p4d.24xlarge $32.77/h ÷ 8 GPUs"),
+                ("A10G", 1.01, "g5.xlarge $1.006/h"), ("L4", 0.80, "g6.xlarge $0.805/h"),
+                ("T4", 0.53, "g4dn.xlarge $0.526/h"))
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,16 @@ def example_cpu_hour(run: RunResult) -> float:
     vcpus = run.host.get("logical_cores")
     vcpus = vcpus if isinstance(vcpus, int) and vcpus > 0 else EXAMPLE_VCPUS
     return EXAMPLE_PRICES["cpu"] * vcpus / EXAMPLE_VCPUS
+
+
+def example_gpu_hour(run: RunResult) -> tuple[float, str]:
+    """The example price of this run's GPU model, and where it comes from (2024 list prices, see GPU_EXAMPLES)."""
+    name = (run.host.get("gpu_name") or "").upper()
+    for model, usd, source in GPU_EXAMPLES:
+        if model in name:
+            return usd, f"{model} example: {source}, 2024 list price"
+    what = f"no example price for {run.host['gpu_name']}" if run.host.get("gpu_name") else "no GPU in this run"
+    return EXAMPLE_PRICES["gpu"], f"{what}: the T4 example (g4dn.xlarge $0.526/h, 2024); give --price"
 
 
 def parse_price(text: str) -> tuple[str, float]:

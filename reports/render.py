@@ -15,7 +15,7 @@ from bench.paths import atomic_write_text
 from bench.results import RunResult, load_run
 from reports import decision, overview, plots, searched, sections, service, tune
 from reports.hostplots import break_even
-from reports.hosts import EXAMPLE_PRICES, SOURCES, HostRun, example_cpu_hour, host_runs, positive
+from reports.hosts import SOURCES, HostRun, example_cpu_hour, example_gpu_hour, host_runs, positive
 from reports.plan import PlanInputs, plan_row
 from reports.plansection import plan_sentences, plan_table
 
@@ -29,7 +29,7 @@ class ReportOptions:
 
     slo_p95_ms: float = 300.0
     cpu_hour_usd: float | None = None  # None: the example, $0.10 per 2 vCPUs of each host (reports.hosts)
-    gpu_hour_usd: float = EXAMPLE_PRICES["gpu"]  # an example: a T4 VM
+    gpu_hour_usd: float | None = None  # None: the example price of each run's GPU model (reports.hosts)
     traffic_rps: float | None = None  # mean req/s to plan for; None: no capacity plan
     peak_factor: float = 1.0  # peak / mean traffic
     target_utilisation: float = 1.0  # share of an instance's capacity to plan on
@@ -39,7 +39,7 @@ class ReportOptions:
     def __post_init__(self) -> None:
         for name in ("slo_p95_ms", "cpu_hour_usd", "gpu_hour_usd", "peak_factor", "target_utilisation"):
             value = getattr(self, name)
-            if value is None and name == "cpu_hour_usd":
+            if value is None and name in ("cpu_hour_usd", "gpu_hour_usd"):
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or value <= 0:
@@ -60,7 +60,10 @@ class ReportOptions:
 
 def host_options(host: HostRun, opts: dict) -> dict:
     """The report options for one host's candidates: its own price where it has one, else the example CPU price
-    sized to its vCPUs (unless --cpu-hour-usd named one)."""
+    sized to its vCPUs and the example price of its GPU model (unless --cpu-hour-usd / --gpu-hour-usd named one)."""
+    if opts["gpu_hour_usd"] is None:
+        usd, source = example_gpu_hour(host.run)
+        opts = {**opts, "gpu_hour_usd": usd, "example_gpu": source}
     if host.hour_usd is None:
         example = opts["cpu_hour_usd"] is None
         return {**opts, "cpu_hour_usd": example_cpu_hour(host.run), "example_cpu": True} if example else opts

@@ -276,8 +276,8 @@ def plan_text(plan: dict | None) -> str | None:
 
 def example_prices(options: dict) -> bool:
     """Whether the report prices anything at the built-in example prices (no host price, default flags)."""
-    return not options.get("price_note") and (options.get("example_cpu") or options["cpu_hour_usd"] ==
-                                              EXAMPLE_PRICES["cpu"] or options["gpu_hour_usd"] == EXAMPLE_PRICES["gpu"])
+    return not options.get("price_note") and bool(options.get("example_cpu") or options.get("example_gpu") or
+                                                  options["cpu_hour_usd"] == EXAMPLE_PRICES["cpu"])
 
 
 def power_text(power: dict | None) -> str | None:
@@ -308,6 +308,7 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              ("Report SLO", f"P95 ≤ {options['slo_p95_ms']:g} ms"),
              ("Prices (inputs, not measured)", options.get("price_note") or
               f"CPU ${options['cpu_hour_usd']:.2f}/h, GPU ${options['gpu_hour_usd']:.2f}/h"),
-             ("Example prices", EXAMPLE_SOURCE if example_prices(options) else None)]
+             ("Example prices", EXAMPLE_SOURCE if example_prices(options) else None),
+             ("GPU example price", options.get("example_gpu") if run.host.get("gpu_name") else None)]
     return [{"label": k, "value": "not recorded" if v in (None, "") else str(v)} for k, v in pairs
-            if k != "Example prices" or v]
+            if k not in ("Example prices", "GPU example price") or v]

@@ -400,3 +400,24 @@ def test_a_variant_below_the_accuracy_floor_is_left_out_of_the_decision_with_the
     assert "3.1 points below FP32" in html and ctx["accuracy"]["title"].startswith("Accuracy on real labels")
     acc = row_of(tables_of(html)["accuracy"], "int8")
     assert acc[6].startswith("0.812 [0.790–0.830]") and acc[7].startswith("-3.10 [-4.50–-1.80]")
+
+
+def test_gpus_are_priced_by_model_and_an_unknown_model_says_so():
+    """An H100's throughput is never priced at a T4's hour: each GPU model has its own example price, with its
+    source; a model without one gets the T4's and the report says so; --gpu-hour-usd overrides them all."""
+    from reports.hosts import host_runs
+    from reports.render import host_options, options_dict
+
+    run = load_run(RUN_FILE)
+    def opts(gpu_name, **given):
+        r = replace(run, host={**run.host, "gpu_name": gpu_name})
+        return host_options(host_runs([r])[0], options_dict(ReportOptions(**given)))
+
+    h100, t4, other = opts("NVIDIA H100 80GB HBM3"), opts("Tesla T4"), opts("NVIDIA H200")
+    assert h100["gpu_hour_usd"] == 12.29 and "p5.48xlarge" in h100["example_gpu"]
+    assert t4["gpu_hour_usd"] == 0.53 and other["gpu_hour_usd"] == 0.53
+    assert other["example_gpu"].startswith("no example price for NVIDIA H200")
+    assert opts("NVIDIA H100 80GB HBM3", gpu_hour_usd=2.5)["gpu_hour_usd"] == 2.5
+    env = {e["label"]: e["value"] for e in build_context(replace(run, host={**run.host, "gpu_name": "NVIDIA H100"}),
+                                                            ReportOptions())["environment"]}
+    assert env["GPU example price"].startswith("H100 example")
