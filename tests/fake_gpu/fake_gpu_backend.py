@@ -13,7 +13,8 @@ VRAM_BYTES = 420 * 2**20
 
 class FakeCudaBackend(FakeBackend):
     def load(self) -> None:
-        self.opts = {"sleep_s": LAUNCH_S, "per_item_s": PER_ITEM_S, **dict(self.config.options)}
+        super().load()
+        self.opts = {"sleep_s": LAUNCH_S, "per_item_s": PER_ITEM_S, **self.opts}
 
     def device_memory(self) -> dict:
         return {"torch_max_memory_allocated_bytes": VRAM_BYTES}
