@@ -236,11 +236,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def all_args(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
-    # make bench's sweep: the article's levels (1 and 8 users) in 5 s windows, each configuration twice,
+    # make bench's sweep: the article's levels (1 and 8 users) in 4 s windows, each configuration twice,
     # interleaved: 8 windows, ~70 s; then each configuration's QPS at the SLO, searched open loop (the figure the
     # decision uses) in what the run's budget leaves (on a slow host: nothing, recorded so). Wider grids and
     # longer searches: `bench sweep`.
-    add_sweep_args(p, users=(1, 8), duration=5.0, open_rates=(), search=(True, 180.0))
+    add_sweep_args(p, users=(1, 8), duration=4.0, open_rates=(), search=(True, 180.0))
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep (and the tune)")
     p.add_argument("--no-tune", action="store_true", help="skip the short serving-config search (bench tune)")
     p.add_argument("--budget-s", type=float, default=570.0,

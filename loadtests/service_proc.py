@@ -44,6 +44,7 @@ class ServiceVariant:
         out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
         out += ["--no-shape-buckets"] if not c.shape_buckets else []
         out += ["--warmup-runs", str(c.warmup_runs)] if c.warmup_runs is not None else []
+        out += ["--warm-max-length", str(c.warm_max_length)] if c.warm_max_length is not None else []
         return out + (["--max-padding", str(c.max_padding)] if c.max_padding is not None else [])
 
     def setup(self) -> ServiceSetup:

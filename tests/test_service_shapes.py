@@ -37,7 +37,7 @@ def varied_texts(rng: np.random.Generator, n: int) -> list[str]:
 @pytest.mark.parametrize("buckets", [True, False], ids=["buckets", "per-batch-longest"])
 def test_after_warm_up_no_new_shape_is_paid_while_serving(tiny_model, buckets):
     config = ServiceConfig(model=str(tiny_model), backend="fake-fp32-cpu", cache_size=0, max_batch=8, max_queue=64,
-                           warmup_runs=2, shape_buckets=buckets,
+                           warmup_runs=2, warm_max_length=512, shape_buckets=buckets,
                            backend_options=(("sleep_s", "0.002"), ("new_shape_s", "0.02")))
     rng = np.random.default_rng(7)
     with ThreadedServer(create_app(config)) as url:

@@ -89,8 +89,8 @@ def service_levels(model: str, names: tuple[str, ...], processes: int, duration_
 
     # Two warm-up runs per shape: the engine's time at each shape (the efficiency's reference) is then a call that
     # no longer pays for the shape itself
-    variants = {n: ServiceVariant.of(f"{n} service", backend=n, max_batch=MAX_BATCH, cache_size=0, warmup_runs=2)
-                for n in names}
+    variants = {n: ServiceVariant.of(f"{n} service", backend=n, max_batch=MAX_BATCH, cache_size=0, warmup_runs=2,
+                                     warm_max_length=512) for n in names}
     cfg = SweepConfig(model=model, variants=tuple(variants.values()), users=(USERS,), duration_s=duration_s,
                       ramp_s=2.0, repeats=1)
     out_dir = paths.ensure_writable(paths.results_dir() / f"check-serving-{time.strftime('%Y%m%d-%H%M%S')}")

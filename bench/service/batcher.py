@@ -129,12 +129,13 @@ class Batcher:
 
     def __init__(self, backends: Backend | Sequence[Backend], tokenizer, *, max_batch: int, max_wait_ms: float,
                  max_queue: int, timeout_s: float, max_padding: float = 0.05, buckets: Buckets | None = None,
-                 warmup_runs: int = 0, on_batch: Callable[[int, int], None] | None = None,
+                 warmup_runs: int = 0, warm_max_length: int | None = None,
+                 on_batch: Callable[[int, int], None] | None = None,
                  on_call: Callable[[CallRecord], None] | None = None) -> None:
         self.backends = list(backends) if isinstance(backends, (list, tuple)) else [backends]
         self.tokenizer, self.max_padding, self.buckets = tokenizer, max_padding, buckets
         self.max_batch, self.max_wait_s, self.timeout_s = max_batch, max_wait_ms / 1000.0, timeout_s
-        self.warmup_runs = warmup_runs
+        self.warmup_runs, self.warm_max_length = warmup_runs, warm_max_length
         self.on_batch = on_batch  # (batch size, replica index) after each model call
         self.on_call = on_call  # each model call's shape, tokens and time
         self.stats = BatcherStats()
@@ -161,9 +162,10 @@ class Batcher:
         return all(e.wait(None if end is None else max(0.0, end - time.monotonic())) for e in self._warm)
 
     def warm_shapes(self) -> list[tuple[int, int]]:
-        """What each worker warms: every bucket shape, or without buckets batch 1 and the max batch at 32 tokens."""
+        """What each worker warms: every bucket shape up to `warm_max_length` tokens, or without buckets batch 1 and
+        the max batch at 32 tokens."""
         if self.buckets is not None:
-            return self.buckets.shapes()
+            return [s for s in self.buckets.shapes() if s[1] <= (self.warm_max_length or s[1])]
         return [(b, 32) for b in sorted({1, self.max_batch})]
 
     def depth(self) -> int:

@@ -57,6 +57,8 @@ def add_bucket_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shape-buckets", action=argparse.BooleanOptionalAction, default=d.shape_buckets,
                    help="send the model only a fixed set of shapes, each warmed on its serving thread before ready "
                         "(--no-shape-buckets: pad each batch to its own longest text)")
+    p.add_argument("--warm-max-length", type=int, default=d.warm_max_length,
+                   help="warm the bucket lengths up to this many tokens (default: 128 on CPU, all on GPU)")
     p.add_argument("--bucket-lengths", type=ints, default=d.bucket_lengths,
                    help="comma list of sequence-length buckets, ending at 512 (default: the device kind's)")
     p.add_argument("--bucket-batches", type=ints, default=d.bucket_batches,

@@ -46,6 +46,7 @@ class ServiceConfig:
     max_text_chars: int = 2000
     warmup_runs: int | None = None  # calls per warmed shape; None: 1 on CPU, 3 on GPU (effective_warmup_runs)
     shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (bench.buckets)
+    warm_max_length: int | None = None  # warm bucket lengths up to this; None: 128 on CPU, every length on GPU
     bucket_lengths: tuple[int, ...] | None = None  # None: the device kind's set
     bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch
     max_call_tokens: int | None = None  # rows × length of one model call at most; None: the device kind's
@@ -110,6 +111,15 @@ class ServiceConfig:
         if self.warmup_runs is not None:
             return self.warmup_runs
         return 1 if resolve(self.backend).device == "cpu" else 3
+
+    @property
+    def effective_warm_max_length(self) -> int | None:
+        """Bucket lengths warmed at start: on a CPU those up to 128 tokens, where reviews fall (a CPU pays little
+        for a new shape, and warming the long ones doubled the warm-up; a text longer than that meets its shape
+        while serving, counted in /metrics); on a GPU, where new shapes are dear, all."""
+        if self.warm_max_length is not None:
+            return self.warm_max_length
+        return 128 if resolve(self.backend).device == "cpu" else None
 
     @property
     def buckets(self) -> Buckets | None:

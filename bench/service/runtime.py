@@ -123,6 +123,7 @@ class Service:
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
                                timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
                                buckets=self.config.buckets, warmup_runs=self.config.effective_warmup_runs,
+                               warm_max_length=self.config.effective_warm_max_length,
                                on_batch=self.metrics.observe_batch, on_call=self.metrics.observe_call)
         with self._lock:
             if self._stopped:  # shut down while loading: start no worker that nobody would stop

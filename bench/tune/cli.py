@@ -24,9 +24,12 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     p.add_argument("--tune-ties", type=int, default=d.ties,
                    help="also verify up to this many more whose offline interval overlaps the best's")
     p.add_argument("--tune-users", type=int, default=d.users, help="closed-loop users of the service runs")
-    p.add_argument("--tune-duration", type=float, default=5.0 if short else d.duration_s,
+    p.add_argument("--tune-duration", type=float, default=4.0 if short else d.duration_s,
                    help="seconds per service window (each verified service gets --tune-repeats windows)")
     p.add_argument("--tune-repeats", type=int, default=d.repeats, help="interleaved windows per service")
+    p.add_argument("--tune-oversubscribed", action=argparse.BooleanOptionalAction,
+                   default=False if short else d.oversubscribed,
+                   help="also time an oversubscribed point offline (shown, never recommended; off in make bench)")
     p.add_argument("--tune-time-cap", type=float, default=120.0 if short else d.time_cap_s,
                    help="seconds the offline search may take; configurations not reached are left out, recorded")
 
@@ -34,7 +37,8 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
 def tune_config(args: argparse.Namespace) -> TuneConfig:
     return TuneConfig(model=args.model, backend=args.tune_backend, batches=args.tune_batches, seconds=args.tune_seconds,
                       top=args.tune_top, ties=args.tune_ties, users=args.tune_users, duration_s=args.tune_duration,
-                      repeats=args.tune_repeats, time_cap_s=args.tune_time_cap, seed=args.seed)
+                      repeats=args.tune_repeats, time_cap_s=args.tune_time_cap, seed=args.seed,
+                      oversubscribed=args.tune_oversubscribed)
 
 
 def tune_args(p: argparse.ArgumentParser) -> None:

@@ -39,13 +39,14 @@ def for_backend(grid: list[Candidate], backend: str) -> list[Candidate]:
     return [replace(c, backend=backend) for c in grid]
 
 
-def candidates(cores: int, batches: Sequence[int], max_replicas: int = 16) -> list[Candidate]:
+def candidates(cores: int, batches: Sequence[int], max_replicas: int = 16,
+               oversubscribed: bool = True) -> list[Candidate]:
     """Every way to split the cores into R replicas × T threads with R × T = cores (R ≤ max_replicas: each replica
-    holds its own model in memory), at each max batch; plus one oversubscribed point — two replicas that each
-    want every core — to show what oversubscription costs."""
+    holds its own model in memory), at each max batch; plus (unless told not to) one oversubscribed point — two
+    replicas that each want every core — to show what oversubscription costs (it is never recommended)."""
     pairs = [(r, cores // r) for r in range(1, min(cores, max_replicas) + 1) if cores % r == 0]
     grid = [Candidate(r, t, b) for r, t in pairs for b in sorted(set(batches))]
-    return grid + [Candidate(2, cores, min(batches))]
+    return grid + ([Candidate(2, cores, min(batches))] if oversubscribed else [])
 
 
 def gpu_candidates(cores: int, batches: Sequence[int], instances: Sequence[int] = (1, 2, 4)) -> list[Candidate]:

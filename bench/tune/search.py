@@ -45,6 +45,7 @@ class TuneConfig:
     users: int = 16  # closed-loop users of the service runs, at least; raised to what saturates each (verify_users)
     duration_s: float = 8.0  # per service window; repeats: windows per service, interleaved A B B A
     repeats: int = 2
+    oversubscribed: bool = True  # also time the oversubscribed point offline (shown, never recommended)
     time_cap_s: float = 600.0  # offline candidates still untried when it is reached are left out, recorded
     texts: int = LOAD_TEXTS  # the offline calls are made from the texts the service's load tests send
     seed: int = 0
@@ -90,7 +91,8 @@ def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
     grid = []
     for name, config in configs.items():
         on_gpu = config.spec.device != "cpu"
-        grid += for_backend(gpu_candidates(cores, cfg.batches) if on_gpu else candidates(cores, cfg.batches), name)
+        grid += for_backend(gpu_candidates(cores, cfg.batches) if on_gpu else
+                            candidates(cores, cfg.batches, oversubscribed=cfg.oversubscribed), name)
     first = next(iter(configs.values()))
     tokenizer = load_tokenizer(model_dir_str(first.model_dir))
     texts = length_workload(cfg.texts, seed=cfg.seed).texts
