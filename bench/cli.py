@@ -128,8 +128,11 @@ def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, durat
                    help="open-loop offered rates (req/s), e.g. 5,10")
     p.add_argument("--lt-duration", type=float, default=duration or d.duration_s, help="seconds measured per window")
     p.add_argument("--ramp", type=float, default=d.ramp_s, help="ramp-up seconds before stats reset")
+    p.add_argument("--service-processes", type=int, default=d.processes,
+                   help=f"fresh service processes per configuration, one round each (default {d.processes}): QPS "
+                        "and percentile CIs are across them")
     p.add_argument("--repeats", type=int, default=d.repeats,
-                   help=f"interleaved windows per configuration and level (default {d.repeats}: A B B A)")
+                   help=f"interleaved windows per configuration, level and process (default {d.repeats})")
     p.add_argument("--workers", type=int, default=d.workers,
                    help="Locust processes (closed loop: --processes; open loop: a master + workers sharing the rate)")
     p.add_argument("--workload", default=d.workload, help="corpus (≈80 chars) or zipf (repeats, cache study)")
@@ -160,6 +163,7 @@ def sweep_config(args: argparse.Namespace):
     return SweepConfig(model=args.model, variants=tuple(PRESETS[v] for v in chosen), users=args.users,
                        open_rates=args.open_rates, duration_s=args.lt_duration, ramp_s=args.ramp,
                        workers=args.workers, workload=args.workload, seed=args.seed, repeats=args.repeats,
+                       processes=args.service_processes,
                        slo_search=search_config(args))
 
 

@@ -294,6 +294,10 @@ class LoadLevel:
     workload: str = "corpus"
     repeats: int = 1  # interleaved windows pooled into this record (A B B A per level across configurations)
     window: int | None = None  # position in the service process's plan (checks that keep windows apart)
+    processes: int = 1  # fresh service processes the windows came from; CIs are across them when >= 2
+    process_qps: tuple[float, ...] = ()  # each process's QPS, P50 and P95 (compare tests across these)
+    process_p50_ms: tuple[float, ...] = ()
+    process_p95_ms: tuple[float, ...] = ()
     requests: int = 0
     failures: int = 0
     qps: float | None = None

@@ -1,6 +1,8 @@
-"""Turn a load level's windows (one Locust run each) into its LoadLevel record: latency percentiles and their
-CIs from every request's own latency, QPS per fixed window with a CI across windows, server and client figures,
-and Locust's own rounded CSV figures beside them as a cross-check."""
+"""Turn a load level's windows (one Locust run each) into its LoadLevel record: latency percentiles from every
+request's own latency, QPS per fixed window, server and client figures, and Locust's own rounded CSV figures beside
+them as a cross-check. With windows from two or more fresh service processes the CIs are across those processes
+(two service processes doing the same work differ by up to 25 % on a shared host, far more than the windows of one
+process say); with one process, across its windows, and the record says so (`processes`)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, window_rate_ci
-from bench.records import CacheFigures, LoadLevel, ShapeFigures, mean_of
+from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, summarize, window_rate_ci
+from bench.records import CacheFigures, LoadLevel, ShapeFigures, mean_of, process_ci
 from loadtests.samples import Samples, crosscheck, level_stats, read_samples
 from loadtests.service_proc import ServiceVariant
 
@@ -29,6 +31,7 @@ class Window:
     cpu: dict  # the Locust processes' CPU within the timed window (shapes.CPU_KEYS)
     server: dict  # /metrics deltas over the window
     samples: tuple  # per-process raw sample files
+    process: int = 0  # which fresh service process served it (the sweep's round)
 
 
 def pooled_level(variant: ServiceVariant, cfg, windows: list[Window], index: int | None = None) -> LoadLevel:
@@ -38,6 +41,7 @@ def pooled_level(variant: ServiceVariant, cfg, windows: list[Window], index: int
     samples = [read_samples(w.samples) for w in windows]  # read once: stats, pooled figures and cross-check
     stats = [level_stats(s, cfg.window_s, cfg.duration_s) for s in samples]
     figures = sample_figures(samples, stats, cfg.window_s, cfg.duration_s)
+    figures.update(process_figures([w.process for w in windows], samples, stats, figures, cfg.window_s))
     return LoadLevel(
         config=variant.setup(), mode="open" if rate else "closed", users=None if rate else first.users,
         offered_rps=rate, duration_s=cfg.duration_s, ramp_s=0.0 if rate else cfg.ramp_s,
@@ -66,6 +70,31 @@ def sample_figures(samples: list[Samples], stats: list[dict], window_s: float, d
         out.update(qps=qps, qps_ci=(lo, hi))
     else:
         out["qps"] = out["requests"] / (duration_s * len(samples))
+    return out
+
+
+def process_figures(processes: list[int], samples: list[Samples], stats: list[dict], pooled: dict,
+                    window_s: float) -> dict:
+    """Each service process's QPS, P50 and P95 (its windows pooled), and, with two processes or more, the QPS and
+    percentile CIs across them: QPS a t interval over the processes' rates; a percentile the wider of the
+    hierarchical bootstrap (processes, then requests) and a t interval over the processes' own values, as engine
+    cells do (records.process_ci)."""
+    order = sorted(set(processes))
+    groups = [np.concatenate([latencies(s) for p, s in zip(processes, samples) if p == k]) for k in order]
+    counts = [[c for p, st in zip(processes, stats) if p == k for c in st["window_counts"]] for k in order]
+    rates = [sum(c) / (len(c) * window_s) if c else None for c in counts]
+    per_process = [summarize(g) for g in groups]
+    out = {"processes": len(order), "process_qps": tuple(r for r in rates if r is not None),
+           "process_p50_ms": tuple(p["p50"] for p in per_process),
+           "process_p95_ms": tuple(p["p95"] for p in per_process)}
+    if len(order) < 2:
+        return out
+    if None not in rates:  # the mean window count of each process: its rate, on the windows' scale
+        qps, lo, hi = window_rate_ci([r * window_s for r in rates], window_s)
+        out.update(qps=qps, qps_ci=(lo, hi))
+    everything = summarize(np.concatenate(groups))
+    for q in ("p50", "p95", "p99"):
+        out[f"{q}_ci_ms"] = tuple(process_ci(groups, q, everything, per_process))
     return out
 
 

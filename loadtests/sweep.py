@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,13 +91,15 @@ class SweepConfig:
     workers: int = 1
     workload: str = "corpus"
     seed: int = 0
-    repeats: int = 2  # windows per configuration and level, interleaved A B B A: a comparison gets a CI
-    window_s: float = 2.0  # QPS is counted per window of this length; its CI is across windows
+    processes: int = 3  # fresh service processes per configuration, one round each: CIs are across them
+    repeats: int = 1  # windows per configuration, level and process, interleaved A B B A
+    window_s: float = 2.0  # QPS is counted per window of this length (one process's CI is across them)
     slo_search: SearchConfig | None = None  # also search each configuration's QPS at the SLO (off: None)
 
     def __post_init__(self) -> None:
-        if self.repeats < 1 or self.window_s <= 0:
-            raise ConfigError(f"repeats must be >= 1 and window_s > 0 (got {self.repeats}, {self.window_s})")
+        if self.repeats < 1 or self.processes < 1 or self.window_s <= 0:
+            raise ConfigError(f"repeats and processes must be >= 1 and window_s > 0 (got {self.repeats}, "
+                              f"{self.processes}, {self.window_s})")
         if not self.variants or any(u < 1 for u in self.users) or any(r <= 0 for r in self.open_rates):
             raise ConfigError("a sweep needs service variants, users >= 1 and open-loop rates > 0")
         if self.duration_s <= 0 or self.ramp_s < 0 or self.workers < 1:
@@ -249,50 +251,63 @@ def alternating(order: tuple, r: int) -> tuple:
     return order if r % 2 == 0 else order[::-1]
 
 
-def start_services(cfg: SweepConfig) -> tuple[dict, list]:
-    """Every configuration's service, started before any load (idle services cost no CPU); one that fails
-    becomes a failed LoadLevel and the sweep goes on."""
-    from bench.records import LoadLevel
-
-    running, failed = {}, []
-    for variant in cfg.variants:
-        service = ServiceProcess(cfg.model, variant)
+def start_services(model: str, variants: tuple) -> tuple[dict, dict]:
+    """Each configuration's service, started one after the other before any load (idle services cost no CPU, and
+    each start-up's warm-up time is its own); one that fails is returned with its error and the sweep goes on."""
+    running, failed = {}, {}
+    for variant in variants:
+        service = ServiceProcess(model, variant)
         try:
             running[variant.label] = (variant, service, service.wait_ready())
         except (BenchError, subprocess.SubprocessError, OSError) as exc:
-            failed.append(LoadLevel(config=variant.setup(), status="failed", reason=str(exc)))
+            service.stop()
+            failed[variant.label] = BenchError(f"service did not start: {exc}")
     return running, failed
 
 
 def run_sweep(cfg: SweepConfig, out_dir: Path) -> list:
-    """Every configuration × level, the configurations' windows interleaved within each level (A B B A);
-    returns one LoadLevel per configuration × level (failed configurations as failed records)."""
+    """Every configuration × level in `cfg.processes` rounds: each round starts every configuration's service
+    afresh, runs every level with the configurations' windows interleaved (A B, then B A), and stops them. Returns
+    one LoadLevel per configuration × level, its CIs across the rounds' processes (failed ones as failed records)."""
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    running, failed = start_services(cfg)
-    plan = [(lv, r, v) for lv in levels(cfg) for r, v in interleaved(tuple(x for x, _, _ in running.values()),
-                                                                           cfg.repeats)]
-    windows: dict = {}
-    try:
-        with tqdm(total=len(plan), desc="loadtest", unit="window", file=sys.stderr) as bar:
-            for (users, rate), r, variant in plan:
-                bar.set_postfix_str(f"{variant.label}: {level_text(users, rate)} #{r + 1}")
-                tag = f"{slug(variant.label)}_{level_tag(users, rate)}_rep{r}"
-                key = (variant.label, users, rate)
-                if not isinstance(windows.get(key), BenchError):
-                    try:
-                        window = run_window(running[variant.label][2], users, rate, cfg, out_dir, tag)
-                        windows.setdefault(key, []).append(window)
-                    except BenchError as exc:  # recorded with its level; the other windows go on
-                        windows[key] = exc
-                bar.update(1)
-    finally:
-        for _, service, _ in running.values():
-            service.stop()
-    return failed + [pooled_or_failed(running[label][0], cfg, ws) for (label, _, _), ws in windows.items()]
+    windows: dict = {}  # (label, users, rate) -> [Window] or the BenchError that ended it
+    variants = {v.label: v for v in cfg.variants}
+    total = cfg.processes * len(levels(cfg)) * cfg.repeats * len(variants)
+    with tqdm(total=total, desc="loadtest", unit="window", file=sys.stderr) as bar:
+        for p in range(cfg.processes):
+            bar.set_postfix_str(f"starting services, process {p + 1}/{cfg.processes}")
+            alive = [v for v in cfg.variants if not any(isinstance(windows.get((v.label, u, r)), BenchError)
+                                                         for u, r in levels(cfg))]
+            running, failed = start_services(cfg.model, tuple(alive))
+            for label, exc in failed.items():
+                for users, rate in levels(cfg):
+                    windows[(label, users, rate)] = exc
+            try:
+                round_windows(cfg, out_dir, p, running, windows, bar)
+            finally:
+                for _, service, _ in running.values():
+                    service.stop()
+            bar.update(total * (p + 1) // cfg.processes - bar.n)  # windows of failed services count as done
+    return [pooled_or_failed(variants[label], cfg, ws) for (label, _, _), ws in windows.items()]
 
 
+def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, windows: dict, bar) -> None:
+    """Round `p`: every level, the running configurations interleaved (A B B A across repeats and rounds)."""
+    order = tuple(v for v, _, _ in running.values())
+    for users, rate in levels(cfg):
+        for r, variant in interleaved(alternating(order, p), cfg.repeats):
+            bar.set_postfix_str(f"{variant.label}: {level_text(users, rate)}, process {p + 1}/{cfg.processes}")
+            key = (variant.label, users, rate)
+            if not isinstance(windows.get(key), BenchError):
+                tag = f"{slug(variant.label)}_{level_tag(users, rate)}_p{p}_rep{r}"
+                try:
+                    window = run_window(running[variant.label][2], users, rate, cfg, out_dir, tag)
+                    windows.setdefault(key, []).append(replace(window, process=p))
+                except BenchError as exc:  # recorded with its level; the other windows go on
+                    windows[key] = exc
+            bar.update(1)
 def pooled_or_failed(variant: ServiceVariant, cfg: SweepConfig, windows):
     from bench.records import LoadLevel
 

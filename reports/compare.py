@@ -13,11 +13,12 @@ test against: its ratio is shown, never significant, and the output says so.
 `--fail-on p95:+5%` fails when P95 grew by more than 5 % with confidence: a one-sided Welch test of
 "ratio > 1.05" per cell, Holm-corrected across every threshold test — not when the interval merely excludes 1.
 
-Load-test levels keep 95 % CIs, not samples. Their ratio interval is [lo_B / hi_A, hi_B / lo_A], every ratio of
-two values inside the two CIs (QPS: qps_ci across the 2 s windows; P50/P95: p50_ci_ms/p95_ci_ms). It excludes 1
-exactly when the two CIs do not overlap, which for 95 % intervals of similar width means p < 0.01: conservative
-(a small real change may go unflagged; a flagged one is firm); a threshold fails when the whole interval is past
-it. A level without CIs (schema 1: one window) is shown and never significant.
+Load-test levels measured in two or more fresh service processes on both sides (the sweep's default) are tested
+the same way: each process's QPS, P50 and P95 on a log scale, Welch's t, in the same Holm family as the cells.
+A level from one service process keeps only CIs: its ratio interval is [lo_B / hi_A, hi_B / lo_A], every ratio of
+two values inside the two CIs, which excludes 1 exactly when the two CIs do not overlap (for 95 % intervals of
+similar width p < 0.01: conservative); a threshold fails when the whole interval is past it. A level without CIs
+(schema 1: one window) is shown and never significant.
 
 The comparison also says how many processes per run a change of 10 % needs to be found with 80 % power, from the
 spread between processes these two runs show (`bench run --processes N`).
@@ -43,8 +44,8 @@ THRESHOLD = re.compile(r"^(p50|p95|qps):([+-])(\d+(?:\.\d+)?)%$")
 ALPHA = 0.05  # family-wise, after Holm's correction
 POWER, DETECT = 0.80, 0.10  # the power statement: a 10 % change found 80 % of the time
 SIGNIFICANT = ("significant: cells by Welch's t across worker processes on log P50/P95/QPS, Holm-corrected across "
-               "every cell and metric (family-wise error ≤ 5 %); levels when both runs' CIs do not overlap "
-               "(conservative)")
+               "every cell and metric (family-wise error ≤ 5 %); load levels the same across service processes, or, "
+               "from one process, when both runs' CIs do not overlap (conservative)")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ class Change:
     ratio: float
     ci: tuple
     test: "Welch | None" = None
-    significant: bool = False  # cells: after Holm's correction across the comparison; levels: the CIs apart
+    significant: bool = False  # tested rows: after Holm's correction across the comparison; others: the CIs apart
 
 
 @dataclass(frozen=True)
@@ -182,9 +183,10 @@ def compare_runs(a: RunResult, b: RunResult, force: bool = False, thresholds=())
                          f"the comparison would measure the hosts, not the change. Use --force to compare anyway")
     ok_a = {c.spec.key: c for c in a.cells if c.status == "ok" and c.latencies_s}
     ok_b = {c.spec.key: c for c in b.cells if c.status == "ok" and c.latencies_s}
-    cells = holm_corrected(tuple(compare_cell(ok_a[k], ok_b[k]) for k in ok_a if k in ok_b))
     lv_a, lv_b = measured_levels(a), measured_levels(b)
-    levels = tuple(compare_level(lv_a[k], lv_b[k]) for k in lv_a if k in lv_b)
+    cells = tuple(compare_cell(ok_a[k], ok_b[k]) for k in ok_a if k in ok_b)
+    rows = holm_corrected(cells + tuple(compare_level(lv_a[k], lv_b[k]) for k in lv_a if k in lv_b))
+    cells, levels = rows[:len(cells)], rows[len(cells):]  # one Holm family: every cell and level × metric
     return Comparison(a.run_id, b.run_id, cells, only(ok_a, ok_b), only(ok_b, ok_a), tuple(differences), limits,
                       violations(cells, levels, limits), levels,
                       tuple(level_name(lv_a[k]) for k in only(lv_a, lv_b)),
@@ -222,11 +224,12 @@ def per_process(cell: CellResult, metric: str) -> np.ndarray:
 
 
 def holm_corrected(cells: tuple) -> tuple:
-    """The cells with `significant` set by Holm's correction over every testable cell × metric."""
+    """The rows with `significant` set by Holm's correction over every tested row × metric (rows judged by CI
+    overlap keep their own flag)."""
     tested = [(i, j) for i, c in enumerate(cells) for j, ch in enumerate(c.changes) if ch.test is not None]
     rejected = holm([cells[i].changes[j].test.p_two_sided() for i, j in tested])
     flags = {pos: r for pos, r in zip(tested, rejected)}
-    return tuple(replace(c, changes=tuple(replace(ch, significant=flags.get((i, j), False))
+    return tuple(replace(c, changes=tuple(replace(ch, significant=flags.get((i, j), ch.significant))
                                           for j, ch in enumerate(c.changes))) for i, c in enumerate(cells))
 
 
@@ -263,13 +266,32 @@ def level_name(lv: LoadLevel) -> str:
 
 
 def compare_level(a: LoadLevel, b: LoadLevel) -> CellChange:
+    """Levels from two or more service processes on both sides are tested as cells are (Welch's t on the
+    processes' log values, in the same Holm family); others by their CIs (conservative)."""
     figures = (("p50", a.p50_ms, b.p50_ms, a.p50_ci_ms, b.p50_ci_ms), ("p95", a.p95_ms, b.p95_ms, a.p95_ci_ms,
                b.p95_ci_ms), ("qps", a.qps, b.qps, a.qps_ci, b.qps_ci))
+    if min(a.processes, b.processes) >= 2:
+        changes = []
+        for metric, va, vb, _, _ in figures:
+            test = Welch.of(level_process_values(a, metric), level_process_values(b, metric))
+            if va and vb:
+                changes.append(Change(metric, va, vb, vb / va, test.interval() if test else (), test))
+        return CellChange(level_name(a), tuple(changes), unit="req/s")
     changes = tuple(level_change(m, va, vb, ratio_bounds(ca, cb)) for m, va, vb, ca, cb in figures if va and vb)
     missing = [side for side, lv in (("A", a), ("B", b)) if not lv.qps_ci]
     note = f"no CI on {' and '.join(missing)} (schema-1 file: one window): shown, never significant" \
         if missing else ""
+    single = [side for side, lv in (("A", a), ("B", b)) if lv.processes < 2]
+    if not missing and single:
+        note = (f"{' and '.join(single)} from one service process: judged by CI overlap (conservative); "
+                "`bench sweep --service-processes 3` tests across processes")
     return CellChange(level_name(a), changes, note, unit="req/s")
+
+
+def level_process_values(lv: LoadLevel, metric: str) -> np.ndarray:
+    """log QPS, P50 or P95 of each service process of the level."""
+    values = {"qps": lv.process_qps, "p50": lv.process_p50_ms, "p95": lv.process_p95_ms}[metric]
+    return np.log(np.asarray([v for v in values if v and v > 0], dtype=float))
 
 
 def level_change(metric: str, a: float, b: float, ci: tuple) -> Change:
@@ -284,23 +306,23 @@ def ratio_bounds(ci_a: tuple, ci_b: tuple) -> tuple:
 
 
 def violations(cells: tuple, levels: tuple, limits: tuple) -> tuple:
-    """'key: p95 +30.2 % (limit +5 %)' for each threshold passed with confidence: cells by a one-sided Welch test
-    of the ratio beyond the limit, Holm-corrected across every cell × threshold; levels when their whole ratio
-    interval lies beyond it."""
-    found, tests = [], []
-    for row in cells:
+    """'key: p95 +30.2 % (limit +5 %)' for each threshold passed with confidence: rows with a Welch test (cells,
+    levels across service processes) by a one-sided test of the ratio beyond the limit, Holm-corrected across every
+    row × threshold; levels from one process when their whole ratio interval lies beyond it."""
+    by_ci, tests = [], []
+    for row in cells + levels:
         for limit in limits:
             change = row.get(limit.metric)
-            if change is not None and change.test is not None and limit.violated(change.ratio):
+            if change is None:
+                continue
+            if change.test is not None and limit.violated(change.ratio):
                 tests.append((row, limit, change))
+            elif change.test is None and change.ci and limit.violated(change.ci[0] if limit.limit >= 0
+                                                                      else change.ci[1]):
+                by_ci.append((row, limit, change))
     rejected = holm([ch.test.p_beyond(float(np.log1p(lim.limit)), 1 if lim.limit >= 0 else -1)
                      for _, lim, ch in tests])
-    found += [(row, lim, ch) for (row, lim, ch), r in zip(tests, rejected) if r]
-    for row in levels:
-        for limit in limits:
-            change = row.get(limit.metric)
-            if change is not None and change.ci and limit.violated(change.ci[0] if limit.limit >= 0 else change.ci[1]):
-                found.append((row, limit, change))
+    found = [t for t, r in zip(tests, rejected) if r] + by_ci
     return tuple(f"{row.key}: {lim.metric} {percent_change(ch.ratio)} (limit {lim.text})" for row, lim, ch in found)
 
 

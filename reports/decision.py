@@ -28,9 +28,9 @@ from reports.common import (
     why_not,
 )
 from reports.gpu import CPU_ROW, NO_BOARD
-from reports.ranking import NO_CI, ONE_PROCESS, Entry, names_and, standings, tied_with
+from reports.ranking import NO_CI, ONE_PROCESS, ONE_SERVICE, Entry, names_and, standings, tied_with
 from reports.searched import searched_for
-from reports.service import failed_configs, label_of, load_point, measured, service_configs
+from reports.service import ci_source, failed_configs, label_of, load_point, measured, service_configs
 
 ENGINE = "engine only, in-process, no HTTP"
 SERVICE = "service, HTTP load test"
@@ -63,6 +63,7 @@ class Candidate:
     host: str = ""  # in a report of several runs: the host label (the name then ends in " @ host")
     searched: bool = False  # qps is the searched open-loop QPS at the SLO, not a grid level
     requests: int | None = None  # behind the searched figure
+    processes: int | None = None  # a grid level's fresh service processes (its CIs are across them when >= 2)
 
     @property
     def config_name(self) -> str:
@@ -143,7 +144,8 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
     best = max(meeting, key=lambda lt: lt.qps)
     at = load_point(best) + (", client saturated" if best.client_saturated else "")
     return replace(row, qps=best.qps, qps_ci=tuple(best.qps_ci), p95_ms=best.p95_ms, p95_ci_ms=tuple(best.p95_ci_ms),
-                   at=at, unranked=None if best.qps_ci else NO_CI)
+                   at=at, unranked=NO_CI if not best.qps_ci else ONE_SERVICE if best.processes < 2 else None,
+                   processes=best.processes)
 
 
 def saturation_only(run: RunResult, name: str) -> bool:
@@ -219,7 +221,8 @@ def decision_table(cands: list[Candidate], options: dict) -> dict:
             gaps.setdefault((c.reason, c.kind, c.device, c.host), []).append(c.config_name)
     rows += [with_host([text(", ".join(names)), text(SHORT[kind]), text(device), na(reason, span=7)], host, multi)
              for (reason, kind, device, host), names in gaps.items()]
-    return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, decision_notes(options),
+    notes = decision_notes(options, [c.processes for c in cands if c.processes])
+    return table("decision", f"Decision table for the P95 ≤ {slo:g} ms SLO", cols, rows, notes,
                  empty="no configurations measured")
 
 
@@ -227,13 +230,13 @@ def with_host(row: list, host: str, multi: bool) -> list:
     return [row[0], label(host), *row[1:]] if multi else row
 
 
-def decision_notes(options: dict) -> list[str]:
+def decision_notes(options: dict, service_processes: list[int]) -> list[str]:
     return ["Kind: engine = back-to-back in-process calls with pre-tokenised inputs on all cores (an upper "
             "bound for a service on the same host); service = HTTP end to end under Locust.",
             f"Cost = device price per hour / (QPS × 3600) × 1,000,000, at "
             f"{options.get('price_note') or price_text(options)} (prices are inputs, not measurements); its CI is "
             "the QPS CI through that formula.",
-            "CIs: service QPS across the 2 s windows of every repeat; engine throughput from the hierarchical-"
+            f"CIs: service {ci_source(service_processes)}; engine throughput from the hierarchical-"
             "bootstrap CI of the mean latency (processes, then samples). Rank: 1 + the configurations whose whole "
             "cost interval is lower; 'tie' where intervals overlap (indistinguishable on this host). No CI (a "
             "single window) or a CI from one worker process: shown, not ranked with confidence."]

@@ -107,16 +107,28 @@ def qps_table(run: RunResult, names: list[str] | None = None) -> dict:
                 [na("not run at this concurrency", span=2)]
         rows.append(row + ([text(ranking_text({k: v for k, v in points.items() if v}))] if len(names) > 1 else []))
     notes = [f"Closed loop: each user sends its next request when the previous answer arrives. {SATURATED} the "
-             "load generator's CPU was saturated, so that QPS is a lower bound.", RANKING_NOTE, *config_notes(run)]
+             "load generator's CPU was saturated, so that QPS is a lower bound.", ranking_note(run), *config_notes(run)]
     empty = NO_LOADTESTS if not run.loadtests else "no closed-loop level was measured"
     return table("qps", "QPS by concurrency per service configuration (HTTP, end to end)", cols, rows, notes,
                  empty=empty)
 
 
-RANKING_NOTE = ("Brackets: 95 % CIs (QPS across the fixed 2 s windows of every repeat; percentiles from every "
-                "request's latency). Ranking: '>' better with the intervals apart, '≈' a tie (intervals overlap: "
-                "indistinguishable on this host); a level with no CI (schema-1 file: one window) is shown but not "
-                "ranked with confidence.")
+def ranking_note(run: RunResult) -> str:
+    return (f"Brackets: 95 % CIs ({ci_source([lv.processes for lv in run.loadtests if lv.status == 'ok'])}). Ranking: '>' better with the intervals apart, '≈' a tie "
+            "(intervals overlap: indistinguishable on this host); a level with no CI (schema-1 file: one window) is "
+            "shown but not ranked with confidence.")
+
+
+def ci_source(processes: list[int]) -> str:
+    """Where the load levels' CIs come from: across fresh service processes, or (one process) its windows."""
+    counts = sorted(set(processes))
+    if counts and counts[0] >= 2:
+        n = "–".join(str(c) for c in (counts[0], counts[-1])) if len(counts) > 1 else str(counts[0])
+        return (f"QPS a t interval across {n} fresh service processes per configuration, percentiles the wider of a "
+                "bootstrap over those processes and a t interval over their own values")
+    return ("QPS across the fixed 2 s windows of one service process — two processes differ by more than that "
+            "interval says; `bench sweep --service-processes 3` measures across processes; percentiles from every "
+            "request's latency")
 
 
 def config_notes(run: RunResult) -> list[str]:

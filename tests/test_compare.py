@@ -208,3 +208,33 @@ def test_schema_1_levels_have_no_ci_and_never_fail():
     assert cmp.levels[0].get("qps").ratio == pytest.approx(0.5) and cmp.exit_code == 0
     text = render_comparison_text(cmp)
     assert "ratio CI no CI" in text and "no CI on A and B (schema-1 file: one window): shown, never significant" in text
+
+
+def process_level(users: int, qps: tuple, p95: tuple) -> LoadLevel:
+    """A level measured in len(qps) fresh service processes (the sweep's default), with each one's figures."""
+    mean = float(np.mean(qps))
+    return LoadLevel(ServiceSetup("int8 batching"), users=users, duration_s=4.0, requests=int(mean * 12), qps=mean,
+                     qps_ci=(min(qps), max(qps)), p50_ms=float(np.mean(p95)) / 2, p95_ms=float(np.mean(p95)),
+                     p95_ci_ms=(min(p95), max(p95)), processes=len(qps), process_qps=qps,
+                     process_p50_ms=tuple(x / 2 for x in p95), process_p95_ms=p95)
+
+
+def test_levels_from_several_service_processes_are_tested_across_them_in_the_holm_family(base):
+    same = (100.0, 104.0, 97.0)
+    a = replace(base, cells=(), loadtests=(process_level(1, same, (20.0, 21.0, 19.5)),
+                                           process_level(8, same, (80.0, 82.0, 79.0))))
+    b = replace(base, run_id="b", cells=(), loadtests=(
+        process_level(1, (101.0, 98.0, 103.0), (20.5, 19.8, 20.9)),  # the same service again
+        process_level(8, (80.0, 82.0, 79.0), (101.0, 104.0, 99.0))))  # 20 % fewer req/s, P95 +26 %
+    cmp = compare_runs(a, b, thresholds=["qps:-5%", "p95:+5%"])
+    one, eight = cmp.levels
+    assert all(c.test is not None for c in one.changes + eight.changes)  # Welch, not CI overlap
+    assert not any(c.significant for c in one.changes)
+    assert eight.get("qps").significant and eight.get("p95").significant
+    assert eight.get("qps").ci[1] < 0.9 and eight.get("qps").ci[0] > 0.7  # the ratio's Welch interval
+    assert sorted(cmp.failed) == ["int8 batching · 8 users: p95 +26.1 % (limit p95:+5%)",
+                                  "int8 batching · 8 users: qps -19.9 % (limit qps:-5%)"]
+    # one process on either side: judged by CI overlap, and the note says how to test across processes
+    single = replace(b, loadtests=tuple(replace(lv, processes=1) for lv in b.loadtests))
+    note = compare_runs(a, single).levels[1].note
+    assert "B from one service process" in note and "--service-processes 3" in note

@@ -95,21 +95,24 @@ def test_zipf_workload_hits_the_cache(service, tmp_path):
 
 def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the services it starts see no CUDA device, GPU host or not
-    cfg = SweepConfig(model="twin:tiny", users=(1, 4), duration_s=2, ramp_s=1, repeats=2, window_s=0.5,
+    cfg = SweepConfig(model="twin:tiny", users=(1, 4), duration_s=2, ramp_s=1, processes=2, window_s=0.5,
                       variants=(ServiceVariant.of("ok", cache_size=0), ServiceVariant.of("nobatch", batching=False),
                                 ServiceVariant.of("no gpu", backend="ort-fp32-cuda")))
     levels = run_sweep(cfg, tmp_path)
     ok = [lv for lv in levels if lv.config.label == "ok"]
     assert [lv.users for lv in ok] == [1, 4] and all(isinstance(lv, LoadLevel) for lv in levels)
-    for lv in ok:  # pooled over two interleaved repeats, CIs from raw samples and windows
-        assert lv.repeats == 2 and lv.failures == 0 and lv.requests > 0
-        assert lv.qps_ci[0] <= lv.qps <= lv.qps_ci[1] and lv.p95_ci_ms[0] <= lv.p95_ms <= lv.p95_ci_ms[1]
+    for lv in ok:  # pooled over two fresh service processes, CIs across them
+        assert lv.repeats == 2 and lv.processes == 2 and lv.failures == 0 and lv.requests > 0
+        assert len(lv.process_qps) == len(lv.process_p95_ms) == 2
+        assert lv.qps == pytest.approx(sum(lv.process_qps) / 2)  # the mean of the processes' rates
+        assert lv.qps_ci[0] <= min(lv.process_qps) and max(lv.process_qps) <= lv.qps_ci[1]
+        assert lv.p95_ci_ms[0] <= lv.p95_ms <= lv.p95_ci_ms[1]
         assert lv.locust_csv["windows_agreeing"] == 1.0  # our raw samples, rounded Locust's way, are Locust's
     assert ok[0].server_timing_ms["total"] > 0 and ok[0].config == ServiceSetup("ok", cache_size=0)
     failed = [lv for lv in levels if lv.config.label == "no gpu"]
     assert failed[0].status == "failed" and "did not become ready" in failed[0].reason
-    assert sorted(p.name for p in tmp_path.glob("ok_u4_rep*_stats.csv")) == ["ok_u4_rep0_stats.csv",
-                                                                            "ok_u4_rep1_stats.csv"]
+    assert sorted(p.name for p in tmp_path.glob("ok_u4_*_stats.csv")) == ["ok_u4_p0_rep0_stats.csv",
+                                                                         "ok_u4_p1_rep0_stats.csv"]
 
 
 def test_a_gpu_host_adds_the_gpu_service_preset_to_the_defaults_and_a_cpu_host_does_not(monkeypatch):

@@ -39,7 +39,8 @@ def measured_run(run_id: str, backend: str, batches: tuple, service_backend: str
     cfg, ctx = pipeline.prepare(cfg, hour_usd=hour_usd)
     ctx = pipeline.measure(cfg, ctx)
     variant = ServiceVariant.of(label, backend=service_backend, cache_size=0)
-    sweep = SweepConfig(model="twin:tiny", variants=(variant,), users=(1, 4), duration_s=4.0, ramp_s=0.5, repeats=1)
+    sweep = SweepConfig(model="twin:tiny", variants=(variant,), users=(1, 4), duration_s=4.0, ramp_s=0.5, repeats=1,
+                        processes=1)
     return pipeline.sweep(sweep, ctx).run_dir
 
 

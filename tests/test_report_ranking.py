@@ -13,16 +13,17 @@ from bench.records import Energy, LoadLevel, ProcessRun, Resources, ServiceSetup
 from bench.results import CellResult, CellSpec, load_run, run_to_dict
 from reports import fmt
 from reports.common import backend_parts, on_gpu, variant_of
-from reports.ranking import NO_CI
+from reports.ranking import NO_CI, ONE_SERVICE
 from reports.render import ReportOptions, build_context, render_context, write_report
 from tests.test_report import RUN_FILE, row_of, tables_of
 
 # --- typed records built in the test: ties, rankings, spread, labels -------------------------------------------------
 
-def level(name: str, qps: float, qps_ci: tuple, p95: float, p95_ci: tuple = (), batching: bool = True) -> LoadLevel:
-    """A measured closed-loop level at 4 users (invented figures)."""
+def level(name: str, qps: float, qps_ci: tuple, p95: float, p95_ci: tuple = (), batching: bool = True,
+          processes: int = 3) -> LoadLevel:
+    """A measured closed-loop level at 4 users in `processes` fresh service processes (invented figures)."""
     return LoadLevel(ServiceSetup(name, "ort-int8-cpu", batching), users=4, duration_s=20.0, requests=int(qps * 20),
-                     qps=qps, qps_ci=qps_ci, p50_ms=p95 / 2, p95_ms=p95, p95_ci_ms=p95_ci)
+                     qps=qps, qps_ci=qps_ci, p50_ms=p95 / 2, p95_ms=p95, p95_ci_ms=p95_ci, processes=processes)
 
 
 def engine_cell(backend: str, p50s_ms: tuple) -> CellResult:
@@ -73,6 +74,19 @@ def test_a_saved_schema_2_file_renders_its_cis_and_ties(tmp_path):
     assert row_of(tables_of(html_path.read_text())["spread"], "ort-int8-cpu")[1] == "3"
 
 
+def test_service_cis_from_one_service_process_are_shown_but_not_ranked():
+    run = with_records(levels=(
+        level("int8 batching", 450.0, (440.0, 460.0), 13.9, (13.0, 14.5), processes=1),
+        level("int8 no batching", 300.0, (290.0, 310.0), 17.0, (16.0, 18.0), batching=False, processes=1)))
+    tables, sentences = decision_of(run)
+    rows = {r[0]: r for r in tables["decision"]}
+    assert rows["int8 batching"][9] == rows["int8 no batching"][9] == ONE_SERVICE
+    assert "(its CI is clear of every other configuration's)" not in sentences[0]
+    html = render_context(build_context(run, ReportOptions(slo_p95_ms=20.0)), "report.html.j2")
+    assert "QPS across the fixed 2 s windows of one service process" in html
+    assert "across 3 fresh service processes" not in html
+
+
 def test_separate_service_cis_are_ranked():
     tables, sentences = decision_of(with_records(levels=(
         level("int8 batching", 450.0, (440.0, 460.0), 13.9, (13.0, 14.5)),
@@ -84,6 +98,9 @@ def test_separate_service_cis_are_ranked():
     assert sentences[0].endswith("(its CI is clear of every other configuration's).")
     assert row_of(tables["qps"], "4")[-1] == \
         "QPS: int8 batching > int8 no batching · P95: int8 batching > int8 no batching"
+    html = render_context(build_context(with_records(levels=(level("a", 1.0, (0.9, 1.1), 1.0, (0.9, 1.1)),)),
+                                        ReportOptions(slo_p95_ms=20.0)), "report.html.j2")
+    assert "QPS a t interval across 3 fresh service processes per configuration" in html
 
 
 def test_a_level_without_ci_is_neither_tied_nor_ranked():

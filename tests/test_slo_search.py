@@ -155,7 +155,7 @@ def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(b
 
     variant = ServiceVariant.of("fake 10 ms", backend="fake-fp32-cpu", batching=False, cache_size=0)
     sweep = SweepConfig(model="twin:tiny", variants=(variant,), users=(1,), duration_s=3.0, ramp_s=0.5, repeats=1,
-                        slo_search=SearchConfig(slo_ms=100.0, start_rps=30.0, time_cap_s=240.0))
+                        processes=1, slo_search=SearchConfig(slo_ms=100.0, start_rps=30.0, time_cap_s=240.0))
     ctx = pipeline.sweep(sweep, pipeline.sweep_context("twin:tiny", 0, None, "search-known-capacity"))
     (found,) = ctx.result.slo_searches
     (level,) = ctx.result.loadtests
@@ -179,7 +179,7 @@ def test_searches_the_budget_cannot_hold_are_recorded_as_not_run(bench_home, tin
     ctx = pipeline.sweep_context("twin:tiny", 0, None, "budget")
     variant = ServiceVariant.of("fake 10 ms", backend="fake-fp32-cpu", batching=False, cache_size=0)
     sweep = SweepConfig(model="twin:tiny", variants=(variant,), users=(1,), duration_s=2, ramp_s=0.5, repeats=1,
-                        slo_search=SearchConfig(slo_ms=300))
+                        processes=1, slo_search=SearchConfig(slo_ms=300))
     ctx = pipeline.sweep(sweep, ctx, deadline=clock.monotonic() + 30)  # the levels leave < 60 s for the search
     [search] = load_run(ctx.run_dir).slo_searches
     assert search.status == "failed" and search.stopped == "not run" and search.qps is None

@@ -171,8 +171,8 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
 
     started, start = [], loadtests.sweep.start_services
 
-    def start_and_note(sweep):  # the real start, and the pids of the services it started
-        running, failed = start(sweep)
+    def start_and_note(model, variants):  # the real start, and the pids of the services it started
+        running, failed = start(model, variants)
         started.append([service.proc.pid for _, service, _ in running.values()])
         return running, failed
 

@@ -191,11 +191,11 @@ def one_round(r: int, cfg: TuneConfig, sweep, offline: tuple, found: Rounds, out
     from loadtests.sweep import start_services
 
     configs, contenders, by_batch = offline  # configs: each backend's BackendConfig
-    running, failed = start_services(sweep)
+    running, failed = start_services(sweep.model, sweep.variants)
     engines: dict = {}
     try:
         if failed:
-            raise RuntimeError(f"a service did not start: {failed[0].reason}")
+            raise RuntimeError(f"a service did not start: {next(iter(failed.values()))}")
         for c in contenders:
             config = configs[c.backend] if c.backend else next(iter(configs.values()))
             members, _ = start_replicas(config, c.replicas, c.threads, call_timeout_s=120.0)

@@ -25,8 +25,11 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
                    help="also verify up to this many more whose offline interval overlaps the best's")
     p.add_argument("--tune-users", type=int, default=d.users, help="closed-loop users of the service runs")
     p.add_argument("--tune-duration", type=float, default=4.0 if short else d.duration_s,
-                   help="seconds per service window (each verified service gets --tune-repeats windows)")
-    p.add_argument("--tune-repeats", type=int, default=d.repeats, help="interleaved windows per service")
+                   help="seconds per service window (each verified service gets one in each of --tune-repeats "
+                        "fresh processes)")
+    p.add_argument("--tune-repeats", type=int, default=d.repeats,
+                   help=f"fresh service processes per verified service, interleaved (default {d.repeats}: the "
+                        "tie between services is judged across them)")
     p.add_argument("--tune-oversubscribed", action=argparse.BooleanOptionalAction,
                    default=False if short else d.oversubscribed,
                    help="also time an oversubscribed point offline (shown, never recommended; off in make bench)")

@@ -43,8 +43,8 @@ class TuneConfig:
     top: int = 1  # candidates verified as a service
     ties: int = 0  # and up to this many more whose offline interval overlaps the best's (indistinguishable offline)
     users: int = 16  # closed-loop users of the service runs, at least; raised to what saturates each (verify_users)
-    duration_s: float = 8.0  # per service window; repeats: windows per service, interleaved A B B A
-    repeats: int = 2
+    duration_s: float = 8.0  # per service window
+    repeats: int = 3  # fresh service processes per verified service, one window each, interleaved A B B A
     oversubscribed: bool = True  # also time the oversubscribed point offline (shown, never recommended)
     time_cap_s: float = 600.0  # offline candidates still untried when it is reached are left out, recorded
     texts: int = LOAD_TEXTS  # the offline calls are made from the texts the service's load tests send
@@ -174,7 +174,7 @@ def verify_sweep(cfg: TuneConfig, chosen: list[TuneCandidate]):
                 for c in chosen]
     variants.append(ServiceVariant.of(DEFAULT_LABEL, backend=ServiceConfig().backend, cache_size=0, max_queue=queue))
     return SweepConfig(model=cfg.model, variants=tuple(variants), users=(users,), open_rates=(),
-                       duration_s=cfg.duration_s, repeats=cfg.repeats, ramp_s=1.0)
+                       duration_s=cfg.duration_s, processes=cfg.repeats, repeats=1, ramp_s=1.0)
 
 
 def with_service(c: TuneCandidate, levels: dict) -> TuneCandidate:
