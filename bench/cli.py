@@ -116,7 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, duration: float | None = None,
-                   open_rates: tuple | None = None, search: tuple = (False, None)) -> None:
+                   open_rates: tuple | None = None, search: tuple = (False, None), ramp: float | None = None) -> None:
     from loadtests.sweep import DEFAULT_VARIANTS, PRESETS, SweepConfig
 
     d = SweepConfig(variants=DEFAULT_VARIANTS)  # the host's GPU is probed only when a sweep runs
@@ -127,7 +127,7 @@ def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, durat
     p.add_argument("--open-rates", type=floats, default=d.open_rates if open_rates is None else open_rates,
                    help="open-loop offered rates (req/s), e.g. 5,10")
     p.add_argument("--lt-duration", type=float, default=duration or d.duration_s, help="seconds measured per window")
-    p.add_argument("--ramp", type=float, default=d.ramp_s, help="ramp-up seconds before stats reset")
+    p.add_argument("--ramp", type=float, default=d.ramp_s if ramp is None else ramp, help="ramp-up seconds before stats reset")
     p.add_argument("--service-processes", type=int, default=d.processes,
                    help=f"fresh service processes per configuration, one round each (default {d.processes}): QPS "
                         "and percentile CIs are across them")
@@ -240,11 +240,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def all_args(p: argparse.ArgumentParser) -> None:
     add_run_args(p)
-    # make bench's sweep: the article's levels (1 and 8 users) in 4 s windows, each configuration twice,
-    # interleaved: 8 windows, ~70 s; then each configuration's QPS at the SLO, searched open loop (the figure the
-    # decision uses) in what the run's budget leaves (on a slow host: nothing, recorded so). Wider grids and
-    # longer searches: `bench sweep`.
-    add_sweep_args(p, users=(1, 8), duration=4.0, open_rates=(), search=(True, 180.0))
+    # make bench's sweep: the article's levels (1 and 8 users) in 3 s windows after a 1 s ramp, each
+    # configuration in 3 fresh service processes, interleaved; then each configuration's QPS at the SLO, searched
+    # open loop (the figure the decision uses) in what the run's budget leaves (on a slow host: nothing, recorded
+    # so). Wider grids, longer windows and searches: `bench sweep`.
+    add_sweep_args(p, users=(1, 8), duration=3.0, ramp=1.0, open_rates=(), search=(True, 180.0))
     p.add_argument("--no-loadtest", action="store_true", help="skip the load-test sweep (and the tune)")
     p.add_argument("--no-tune", action="store_true", help="skip the short serving-config search (bench tune)")
     p.add_argument("--budget-s", type=float, default=570.0,

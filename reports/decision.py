@@ -28,7 +28,7 @@ from reports.common import (
     why_not,
 )
 from reports.gpu import CPU_ROW, NO_BOARD
-from reports.ranking import NO_CI, ONE_PROCESS, ONE_SERVICE, Entry, names_and, standings, tied_with
+from reports.ranking import CLOSED_LOOP, NO_CI, ONE_PROCESS, ONE_SERVICE, Entry, names_and, standings, tied_with
 from reports.searched import searched_for
 from reports.service import ci_source, failed_configs, label_of, load_point, measured, service_configs
 
@@ -106,7 +106,17 @@ def candidates(run: RunResult, options: dict) -> list[Candidate]:
             seen_unmeasured.add(cell.spec.backend)
             out.append(replace(base(cell.spec.backend, cell.spec.backend, ENGINE, options), reason=why_not(cell),
                                measured=False))
-    return floor_left_out(out, floor_exclusions(run.model))
+    return floor_left_out(like_with_like(out), floor_exclusions(run.model))
+
+
+def like_with_like(rows: list[Candidate]) -> list[Candidate]:
+    """Services are ranked on one kind of figure: when some have the open-loop QPS searched at the SLO, the others'
+    closed-loop grid figures are shown but not ranked against them (closed loop waits for each answer, so it
+    offers less load than open loop at the same P95)."""
+    if not any(c.searched and c.qps is not None for c in rows if c.kind == SERVICE):
+        return rows
+    return [replace(c, unranked=CLOSED_LOOP) if c.kind == SERVICE and c.qps is not None and not c.searched
+            and c.unranked is None else c for c in rows]
 
 
 def floor_left_out(rows: list[Candidate], excluded: dict[str, str]) -> list[Candidate]:

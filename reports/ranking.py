@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 NO_CI = "single window, not ranked with confidence"
 ONE_PROCESS = "one worker process, not ranked with confidence (its CI misses the spread between processes)"
+CLOSED_LOOP = ("closed-loop figure, not ranked against the open-loop QPS searched at the SLO for others "
+               "(`bench sweep --slo-search` measures it)")
 ONE_SERVICE = ("one service process, not ranked with confidence (its CI, across that process's windows, misses the "
                "spread between service processes)")
 

@@ -13,7 +13,7 @@ from bench.records import Energy, LoadLevel, ProcessRun, Resources, ServiceSetup
 from bench.results import CellResult, CellSpec, load_run, run_to_dict
 from reports import fmt
 from reports.common import backend_parts, on_gpu, variant_of
-from reports.ranking import NO_CI, ONE_SERVICE
+from reports.ranking import CLOSED_LOOP, NO_CI, ONE_SERVICE
 from reports.render import ReportOptions, build_context, render_context, write_report
 from tests.test_report import RUN_FILE, row_of, tables_of
 
@@ -146,3 +146,19 @@ def test_backend_parts_uses_the_backend_spec():
     assert backend_parts("torch-fp16-cuda").device == "cuda" and on_gpu("ort-fp16-tensorrt")
     assert not on_gpu("ort-int8") and backend_parts("not a backend") is None
     assert variant_of("ort-int8") == "int8" and variant_of("torch-fp32-cpu") is None
+
+
+def test_a_closed_loop_figure_is_not_ranked_against_an_open_loop_searched_one():
+    from bench.search_records import SloSearch
+
+    batching = level("int8 batching", 450.0, (440.0, 460.0), 13.9, (13.0, 14.5))
+    nobatch = level("int8 no batching", 300.0, (290.0, 310.0), 17.0, (16.0, 18.0), batching=False)
+    search = SloSearch(batching.config, 20.0, rate_rps=500.0, qps=495.0, qps_ci=(480.0, 510.0),
+                       first_failing_rps=540.0, requests=1500, stopped="converged", verified=True)
+    tables, _ = decision_of(replace(with_records(levels=(batching, nobatch)), slo_searches=(search,)))
+    rows = {r[0]: r for r in tables["decision"]}
+    assert rows["int8 batching"][3] == "495 [480–510]" and rows["int8 batching"][9] == "1"
+    assert rows["int8 no batching"][9] == CLOSED_LOOP  # shown, its closed-loop figure not set against open loop
+    # with no search on either side, both closed loop: ranked against each other as before
+    tables, _ = decision_of(with_records(levels=(batching, nobatch)))
+    assert ({r[0]: r[9] for r in tables["decision"]}["int8 no batching"]) == "2"

@@ -24,7 +24,7 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     p.add_argument("--tune-ties", type=int, default=d.ties,
                    help="also verify up to this many more whose offline interval overlaps the best's")
     p.add_argument("--tune-users", type=int, default=d.users, help="closed-loop users of the service runs")
-    p.add_argument("--tune-duration", type=float, default=4.0 if short else d.duration_s,
+    p.add_argument("--tune-duration", type=float, default=3.0 if short else d.duration_s,
                    help="seconds per service window (each verified service gets one in each of --tune-repeats "
                         "fresh processes)")
     p.add_argument("--tune-repeats", type=int, default=d.repeats,
