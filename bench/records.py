@@ -319,6 +319,10 @@ class LoadLevel:
     client_cpu_percent: float | None = None  # Locust's processes in the timed window, % of one core (None: unmeasured)
     client_max_process_cpu_percent: float | None = None  # the busiest of them: past 85 % it is the bottleneck
     client_saturated: bool = False
+    pinning: str = ""  # where the service and Locust ran: apart on cores of their own, or shared (small host)
+    service_cpu_ms_per_text: float | None = None  # the whole service's CPU (replicas included) per text computed
+    energy_per_text_j: float | None = None  # estimated from that CPU time and a nominal TDP (energy_note says how)
+    energy_note: str = ""
     locust_csv: dict[str, float | None] = field(default_factory=dict)  # Locust's own (rounded) figures
     source: str = ""
     note: str | None = None

@@ -33,6 +33,7 @@ import numpy as np
 
 from bench.errors import BenchError, ConfigError, run_entry
 from loadtests.samples import Samples, level_stats, read_samples, sample_paths
+from loadtests.service_proc import host_pinning
 from loadtests.shapes import client_cpu
 from loadtests.sweep import LOCUSTFILE, SweepConfig, aggregated_row, locust_command, locust_env
 
@@ -85,6 +86,7 @@ class LocalCluster:
         cmd = master_command(url, users, cfg, out_dir / tag, rate, workers, self.port, connect_timeout_s)
         self.reset_stats = "--reset-stats" in cmd
         self.master = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        host_pinning().pin(self.master.pid, client=True)
         self.procs: list[subprocess.Popen] = []
 
     def start_worker(self) -> None:
@@ -92,6 +94,7 @@ class LocalCluster:
         with open(log, "w", encoding="utf-8") as fh:  # the child keeps its own handle
             proc = subprocess.Popen(worker_command(self.port, self.reset_stats), env=self.env, stdout=fh,
                                     stderr=subprocess.STDOUT)
+        host_pinning().pin(proc.pid, client=True)
         self.procs.append(proc)
 
     def wait(self) -> dict:

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.host import available_cores
+from bench.measure.power import default_tdp_w, estimate_cpu_energy_j
 from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, summarize, window_rate_ci
 from bench.records import CacheFigures, LoadLevel, ShapeFigures, mean_of, process_ci
 from loadtests.samples import Samples, crosscheck, level_stats, read_samples
-from loadtests.service_proc import ServiceVariant
+from loadtests.service_proc import ServiceVariant, host_pinning
 
 CLIENT_SATURATED_PERCENT = 85.0  # a Locust process above this share of one core is the bottleneck
 SOURCE = {"closed": "every request's latency (Locust request event), stats window after the ramp",
@@ -41,13 +43,14 @@ def pooled_level(variant: ServiceVariant, cfg, windows: list[Window], index: int
     samples = [read_samples(w.samples) for w in windows]  # read once: stats, pooled figures and cross-check
     stats = [level_stats(s, cfg.window_s, cfg.duration_s) for s in samples]
     figures = sample_figures(samples, stats, cfg.window_s, cfg.duration_s)
-    figures.update(process_figures([w.process for w in windows], samples, stats, figures, cfg.window_s))
+    figures.update(process_figures([w.process for w in windows], samples, stats, cfg.duration_s))
     return LoadLevel(
         config=variant.setup(), mode="open" if rate else "closed", users=None if rate else first.users,
         offered_rps=rate, duration_s=cfg.duration_s, ramp_s=0.0 if rate else cfg.ramp_s,
         workers=cfg.workers, workload=cfg.workload, repeats=len(windows), window=index,
         **figures, **client_figures(windows, cfg.duration_s), **server_figures(windows),
-        locust_csv=locust_figures(windows, stats, samples), source=SOURCE["open" if rate else "closed"])
+        locust_csv=locust_figures(windows, stats, samples), source=SOURCE["open" if rate else "closed"],
+        pinning=host_pinning().describe(len(available_cores())))
 
 
 def latencies(samples: Samples) -> np.ndarray:
@@ -73,25 +76,24 @@ def sample_figures(samples: list[Samples], stats: list[dict], window_s: float, d
     return out
 
 
-def process_figures(processes: list[int], samples: list[Samples], stats: list[dict], pooled: dict,
-                    window_s: float) -> dict:
-    """Each service process's QPS, P50 and P95 (its windows pooled), and, with two processes or more, the QPS and
-    percentile CIs across them: QPS a t interval over the processes' rates; a percentile the wider of the
+def process_figures(processes: list[int], samples: list[Samples], stats: list[dict], duration_s: float) -> dict:
+    """Each service process's QPS (its requests over its windows' measured seconds, not whole 2 s windows only:
+    a short window would round every process to the same count), P50 and P95, and, with two processes or more, the
+    QPS and percentile CIs across them: QPS a t interval over the processes' rates; a percentile the wider of the
     hierarchical bootstrap (processes, then requests) and a t interval over the processes' own values, as engine
     cells do (records.process_ci)."""
     order = sorted(set(processes))
     groups = [np.concatenate([latencies(s) for p, s in zip(processes, samples) if p == k]) for k in order]
-    counts = [[c for p, st in zip(processes, stats) if p == k for c in st["window_counts"]] for k in order]
-    rates = [sum(c) / (len(c) * window_s) if c else None for c in counts]
+    rates = [sum(st["n"] for p, st in zip(processes, stats) if p == k) / (processes.count(k) * duration_s)
+             for k in order]
     per_process = [summarize(g) for g in groups]
-    out = {"processes": len(order), "process_qps": tuple(r for r in rates if r is not None),
+    out = {"processes": len(order), "process_qps": tuple(rates),
            "process_p50_ms": tuple(p["p50"] for p in per_process),
            "process_p95_ms": tuple(p["p95"] for p in per_process)}
     if len(order) < 2:
         return out
-    if None not in rates:  # the mean window count of each process: its rate, on the windows' scale
-        qps, lo, hi = window_rate_ci([r * window_s for r in rates], window_s)
-        out.update(qps=qps, qps_ci=(lo, hi))
+    qps, lo, hi = window_rate_ci(rates, 1.0)  # the processes' rates as counts of 1 s windows: a t interval
+    out.update(qps=qps, qps_ci=(lo, hi))
     everything = summarize(np.concatenate(groups))
     for q in ("p50", "p95", "p99"):
         out[f"{q}_ci_ms"] = tuple(process_ci(groups, q, everything, per_process))
@@ -139,7 +141,25 @@ def server_figures(windows: list[Window]) -> dict:
     misses = sum(w.server["cache"]["misses"] for w in windows)
     sizes = [w.server["mean_batch_size"] for w in windows if w.server["mean_batch_size"] is not None]
     return {"cache": CacheFigures(hits, misses, hits / (hits + misses) if hits + misses else None),
-            "mean_batch_size": mean_of(sizes), "shapes": pooled_shapes([w.server.get("shapes") for w in windows])}
+            "mean_batch_size": mean_of(sizes), "shapes": pooled_shapes([w.server.get("shapes") for w in windows]),
+            **service_energy(windows)}
+
+
+def service_energy(windows: list[Window]) -> dict:
+    """The service's CPU time per text the model computed over the windows (its /metrics counter of the whole
+    process tree, Locust's start and ramp included on both sides of the division), and the energy that CPU time
+    costs at a nominal TDP — an estimate, labelled; {} when the service does not report its CPU time."""
+    cpu = [w.server.get("cpu_s") for w in windows]
+    texts = sum(w.server.get("texts") or 0 for w in windows)
+    if None in cpu or not texts:
+        return {}
+    cores = len(available_cores())
+    tdp_w, source = default_tdp_w(cores)
+    per_text = sum(cpu) / texts
+    return {"service_cpu_ms_per_text": per_text * 1000,
+            "energy_per_text_j": estimate_cpu_energy_j(per_text, cores, tdp_w),
+            "energy_note": f"estimated: the service's CPU time × TDP / cores ({source}, {cores} cores); "
+                           "Locust's CPU and idle power not included"}
 
 
 def pooled_shapes(per_window: list[dict | None]) -> ShapeFigures | None:

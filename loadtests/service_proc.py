@@ -17,6 +17,51 @@ from bench.errors import BenchError
 from bench.records import ServiceSetup
 from bench.service.config import ServiceConfig
 
+MIN_CORES_TO_PIN = 4  # below this, a core given to Locust is taken from the service it measures
+
+
+@dataclass(frozen=True)
+class Pinning:
+    """Which cores the service and the load generator run on: apart where the host has cores enough, so Locust's
+    CPU does not slow the service it measures; shared (unpinned) on a small host, and said so."""
+
+    service: tuple[int, ...] = ()
+    client: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, cores: list[int]) -> "Pinning":
+        if len(cores) < MIN_CORES_TO_PIN:
+            return cls()
+        n = max(1, len(cores) // 8)  # Locust's share: a core per 8 (one process serves ~1,000 req/s)
+        return cls(tuple(cores[:-n]), tuple(cores[-n:]))
+
+    def describe(self, cores: int) -> str:
+        if not self.client:
+            return (f"not pinned: {cores} cores, Locust shares them with the service (pinned apart from "
+                    f"{MIN_CORES_TO_PIN} cores)")
+        return f"service on cores {span(self.service)}, Locust on {span(self.client)}"
+
+    def pin(self, pid: int, client: bool) -> None:
+        """Pin a just-started process (its threads and children inherit it); nothing where not split."""
+        cores = self.client if client else self.service
+        if cores and hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(pid, cores)
+            except (OSError, ProcessLookupError):  # it ended already: its window will say so
+                pass
+
+
+def span(cores: tuple[int, ...]) -> str:
+    return f"{cores[0]}–{cores[-1]}" if len(cores) > 1 and cores[-1] - cores[0] == len(cores) - 1 \
+        else ",".join(map(str, cores))
+
+
+def host_pinning() -> Pinning:
+    from bench.host import available_cores
+
+    return Pinning.of(available_cores())
+
+
 METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eEinfNa]+)$")
 
 
@@ -62,6 +107,7 @@ class ServiceProcess:
                *variant.flags(), *(extra or [])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
+        host_pinning().pin(self.proc.pid, client=False)  # before it plans its replicas' cores (~1 s of imports)
         self.url: str | None = None
         self.log: list[str] = []
         self._seen = threading.Event()

@@ -22,7 +22,7 @@ from bench.buckets import GPU_MAX_PADDING
 from bench.errors import BenchError, ConfigError
 from loadtests.levels import Window, pooled_level
 from loadtests.samples import sample_paths
-from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+from loadtests.service_proc import ServiceProcess, ServiceVariant, host_pinning, metrics
 from loadtests.shapes import client_cpu
 
 if TYPE_CHECKING:  # the search imports this module; its config is only named here
@@ -129,6 +129,7 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
     proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate is not None),
                             env=locust_env(cfg, client_out, rate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
+    host_pinning().pin(proc.pid, client=True)  # Locust's --processes children inherit it
     output, _ = proc.communicate(timeout=cfg.ramp_s + cfg.duration_s + 120)
     row = aggregated_row(Path(f"{prefix}_stats.csv"))
     if row is None:
@@ -162,12 +163,14 @@ def number(row: dict, key: str) -> float | None:
 def server_deltas(before: dict, after: dict) -> dict:
     """Cache and batch figures of one level, from /metrics before and after it (`texts`: those the model computed)."""
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("cache_hits_total", "cache_misses_total",
-                                                             "batch_size_sum", "batch_size_count")}
+                                                             "batch_size_sum", "batch_size_count",
+                                                             "service_cpu_seconds_total")}
     looked = d["cache_hits_total"] + d["cache_misses_total"]
     return {"cache": {"hits": d["cache_hits_total"], "misses": d["cache_misses_total"],
                       "hit_rate": d["cache_hits_total"] / looked if looked else None},
             "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None,
-            "texts": d["batch_size_sum"], "shapes": shape_deltas(before, after)}
+            "texts": d["batch_size_sum"], "shapes": shape_deltas(before, after),
+            "cpu_s": d["service_cpu_seconds_total"] if "service_cpu_seconds_total" in after else None}
 
 
 def shape_deltas(before: dict, after: dict) -> dict:

@@ -134,7 +134,8 @@ def base(name: str, backend: str | None, kind: str, options: dict) -> Candidate:
 
 def service_candidate(run: RunResult, name: str, backend: str | None, options: dict) -> Candidate:
     slo = options["slo_p95_ms"]
-    row = replace(base(name, backend, SERVICE, options), energy_reason="load tests record no energy")
+    row = replace(base(name, backend, SERVICE, options),
+                  energy_reason="no service CPU time recorded (a file from before it was, or the SLO search)")
     failed = failed_configs(run).get(name)
     if failed:
         return replace(row, reason=f"failed: {failed}", measured=False)
@@ -153,6 +154,8 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
                        (f" (lowest P95 {fmt.num(lowest)} ms)" if lowest is not None else ""))
     best = max(meeting, key=lambda lt: lt.qps)
     at = load_point(best) + (", client saturated" if best.client_saturated else "")
+    if best.energy_per_text_j is not None:  # this configuration's own, at this level (not an engine cell's)
+        row = replace(row, energy_per_m_j=best.energy_per_text_j * 1e6, energy_estimated=True, energy_reason=None)
     return replace(row, qps=best.qps, qps_ci=tuple(best.qps_ci), p95_ms=best.p95_ms, p95_ci_ms=tuple(best.p95_ci_ms),
                    at=at, unranked=NO_CI if not best.qps_ci else ONE_SERVICE if best.processes < 2 else None,
                    processes=best.processes)

@@ -107,6 +107,9 @@ def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path, 
         assert lv.qps == pytest.approx(sum(lv.process_qps) / 2)  # the mean of the processes' rates
         assert lv.qps_ci[0] <= min(lv.process_qps) and max(lv.process_qps) <= lv.qps_ci[1]
         assert lv.p95_ci_ms[0] <= lv.p95_ms <= lv.p95_ci_ms[1]
+        # the service's own CPU per text (from its /metrics) and the energy estimated from it, labelled so
+        assert lv.service_cpu_ms_per_text > 0 and lv.energy_per_text_j > 0 and lv.energy_note.startswith("estimated")
+        assert lv.pinning.startswith("not pinned") or lv.pinning.startswith("service on cores")
         assert lv.locust_csv["windows_agreeing"] == 1.0  # our raw samples, rounded Locust's way, are Locust's
     assert ok[0].server_timing_ms["total"] > 0 and ok[0].config == ServiceSetup("ok", cache_size=0)
     failed = [lv for lv in levels if lv.config.label == "no gpu"]
@@ -197,3 +200,33 @@ def test_service_check_figures_from_interleaved_windows():
     assert f["service_minus_engine_p50_ms"] == pytest.approx(50.0 - 49.0)
     assert f["service_overhead_same_process_ms"] == {"batching": 3.0, "no batching": 3.0}
     assert f["windows_per_level"] == 2
+
+
+def test_the_load_generator_is_pinned_apart_only_where_the_host_has_cores_to_spare():
+    from loadtests.service_proc import Pinning
+
+    small = Pinning.of([0, 1])
+    assert small == Pinning() and small.describe(2).startswith("not pinned: 2 cores")
+    big = Pinning.of(list(range(16)))
+    assert big.service == tuple(range(14)) and big.client == (14, 15)
+    assert big.describe(16) == "service on cores 0–13, Locust on 14–15"
+    assert Pinning.of([0, 2, 4, 6]).describe(4) == "service on cores 0,2,4, Locust on 6"
+
+
+def test_a_pinned_process_runs_only_on_its_cores():
+    import os
+    import subprocess
+    import sys
+
+    from bench.host import available_cores
+    from loadtests.service_proc import Pinning
+
+    cores = available_cores()
+    pinning = Pinning(service=tuple(cores[:-1]) or tuple(cores), client=(cores[-1],))
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        pinning.pin(proc.pid, client=True)
+        assert os.sched_getaffinity(proc.pid) == {cores[-1]}
+    finally:
+        proc.kill()
+        proc.wait()

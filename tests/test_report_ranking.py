@@ -93,6 +93,10 @@ def test_separate_service_cis_are_ranked():
         level("int8 no batching", 300.0, (290.0, 310.0), 17.0, (16.0, 18.0), batching=False))))
     rows = {r[0]: r for r in tables["decision"]}
     assert (rows["int8 batching"][9], rows["int8 no batching"][9]) == ("1", "2")
+    assert rows["int8 batching"][6].startswith("not measured: no service CPU time")  # not an engine cell's figure
+    with_energy, _ = decision_of(with_records(levels=(replace(level("int8 batching", 450.0, (440.0, 460.0), 13.9,
+                                                                    (13.0, 14.5)), energy_per_text_j=0.05),)))
+    assert {r[0]: r for r in with_energy["decision"]}["int8 batching"][6] == "50.0 (est.)"  # kJ per 1M inferences
     assert sentences[0].startswith("Cheapest service configuration meeting P95 ≤ 20 ms: int8 batching (service, "
                                    "HTTP load test), 450 [440–460] inferences/s")
     assert sentences[0].endswith("(its CI is clear of every other configuration's).")

@@ -35,6 +35,22 @@ class ReadAtScrape(Collector):
             yield family(PREFIX + name, doc, value=float(read()))
 
 
+def service_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and every process below it (replicas, a model process); those
+    that ended are not counted (a restarted replica's CPU before its death is lost)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:  # it ended between the listing and the read
+            pass
+    return total
+
+
 class ServiceMetrics:
     """The service's metrics; cache, queue and restart figures are read from their owners through callbacks."""
 
@@ -58,7 +74,9 @@ class ServiceMetrics:
             ("cache_misses", "Cache look-ups that found nothing.", "counter", cache_misses),
             ("queue_depth", "Texts waiting for the model.", "gauge", queue_depth),
             ("failed_batches", "Model calls that raised (each fails only its own batch).", "counter", failed_batches),
-            ("replica_restarts", "Replica processes restarted after they died.", "counter", restarts)]))
+            ("replica_restarts", "Replica processes restarted after they died.", "counter", restarts),
+            ("service_cpu_seconds", "CPU time of the whole service: this process and its replica or model "
+             "processes (process_cpu_seconds counts this one only).", "counter", service_cpu_seconds)]))
         ProcessCollector(namespace=NAMESPACE, registry=reg)
         # Per shape bucket ("rows x length"): in-service model time against the engine's at that shape (its
         # warm-up median on the serving thread), shapes first met while serving, and padding.
