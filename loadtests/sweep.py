@@ -311,6 +311,8 @@ def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, window
                 except BenchError as exc:  # recorded with its level; the other windows go on
                     windows[key] = exc
             bar.update(1)
+
+
 def pooled_or_failed(variant: ServiceVariant, cfg: SweepConfig, windows):
     from bench.records import LoadLevel
 
