@@ -1,8 +1,8 @@
 """Turn a load level's windows (one Locust run each) into its LoadLevel record: latency percentiles from every
 request's own latency, QPS per fixed window, server and client figures, and Locust's own rounded CSV figures beside
 them as a cross-check. With windows from two or more fresh service processes the CIs are across those processes
-(two service processes doing the same work differ by up to 25 % on a shared host, far more than the windows of one
-process say); with one process, across its windows, and the record says so (`processes`)."""
+(service processes doing the same work differ by more than the windows of one process say: docs/measurements.md);
+with one process, across its windows, and the record says so (`processes`)."""
 
 from __future__ import annotations
 

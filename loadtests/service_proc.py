@@ -32,7 +32,7 @@ class Pinning:
     def of(cls, cores: list[int]) -> "Pinning":
         if len(cores) < MIN_CORES_TO_PIN:
             return cls()
-        n = max(1, len(cores) // 8)  # Locust's share: a core per 8 (one process serves ~1,000 req/s)
+        n = max(1, len(cores) // 8)  # Locust's share: a core per 8
         return cls(tuple(cores[:-n]), tuple(cores[-n:]))
 
     def describe(self, cores: int) -> str:
