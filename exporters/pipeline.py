@@ -62,18 +62,41 @@ def log(msg: str) -> None:
     print(f"[export] {msg}", file=sys.stderr, flush=True)
 
 
+HASH_CACHE, RACY_S = ".sha256-cache.json", 2.0
+
+
 def sha256_file(path: Path) -> str:
+    """The file's sha256, read from its folder's hash cache while the file's size and mtime are those it was hashed
+    at (as git's index does), so every service start does not re-read a model's ~0.5 GB; a file rewritten since is
+    hashed again, and a cache that cannot be read or written only costs the re-hash. As in git ("racy" entries), a
+    digest taken within RACY_S of the file's mtime is not trusted: a write in the same clock tick keeps the mtime."""
+    stat = path.stat()
+    cache_path = path.parent / HASH_CACHE
+    try:
+        cache = json.loads(cache_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cache = {}
+    entry = cache.get(path.name) if isinstance(cache, dict) else None
+    if isinstance(entry, list) and len(entry) == 4 and entry[:2] == [stat.st_size, stat.st_mtime_ns] \
+            and entry[3] - stat.st_mtime_ns / 1e9 > RACY_S:
+        return entry[2]
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    try:
+        cache = {**(cache if isinstance(cache, dict) else {}),
+                 path.name: [stat.st_size, stat.st_mtime_ns, digest.hexdigest(), time.time()]}
+        paths.atomic_write_text(cache_path, json.dumps(cache, sort_keys=True))
+    except OSError:
+        pass
     return digest.hexdigest()
 
 
 def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
     """Everything that determines the artifacts: model files, export settings, library versions."""
     parts = {name: sha256_file(model_dir / name) for name in sorted(os.listdir(model_dir))
-             if name.endswith((".json", ".safetensors", ".bin", ".txt")) and name != "source.json"}
+             if name.endswith((".json", ".safetensors", ".bin", ".txt")) and name not in ("source.json", HASH_CACHE)}
     parts["settings"] = {"parity_n": cfg.parity_n, "max_len": cfg.parity_max_length, "quant": quant,
                          "parity_float_n": cfg.parity_float_n, "parity_texts": "heldout",
                          "max_accuracy_drop": cfg.max_accuracy_drop,

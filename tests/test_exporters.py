@@ -1,6 +1,7 @@
 """Export of the tiny twin to every variant, the parity gate (passing and failing), reuse, bad input."""
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -150,3 +151,24 @@ def test_missing_artifact_gives_a_clear_error(tiny_onnx, tmp_path):
         variant_path(out_dir, "fp32-fused")
     result = run_cli("export", "--model", "twin:tiny", "--out", str(out_dir))
     assert result.returncode == 2 and "is missing but listed" in result.stderr
+
+
+def test_file_hash_is_cached_by_size_and_mtime_and_redone_after_a_change(tmp_path, monkeypatch):
+    import hashlib
+
+    import exporters.pipeline as pipeline
+
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"a" * 1000)
+    os.utime(path, (1e9, 1e9))  # written long ago: a digest taken now is trusted later
+    assert pipeline.sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    reads = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: reads.append(p) or real_open(p, *a, **k))
+    assert pipeline.sha256_file(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert path not in reads  # unchanged size and mtime: the cached digest, the file not read
+    path.write_bytes(b"b" * 1000)  # same size, new content and mtime
+    assert pipeline.sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    assert path in reads
+    reads.clear()  # hashed within RACY_S of its mtime: a rewrite in the same clock tick would keep it, so re-read
+    assert pipeline.sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest() and path in reads
