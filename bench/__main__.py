@@ -1,6 +1,6 @@
-"""`python -m bench`: see bench.cli."""
+"""`python -m bench`: see bench.app.cli."""
 
-from bench.cli import main
+from bench.app.cli import main
 
 # Guarded: the tune and the service start replicas with multiprocessing "spawn", which imports this module
 # again in every child.

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 Z95 = 1.96  # the two-sided 95 % normal quantile, as rounded in the usual tables and hand computations
 

@@ -54,8 +54,8 @@ def print_export_summary(out_dir: Path, manifest: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.errors import run_entry
-    from bench.quiet import quiet_libraries
+    from bench.core.errors import run_entry
+    from bench.core.quiet import quiet_libraries
 
     parser = argparse.ArgumentParser(prog="python -m exporters", description="Export the ONNX variants.")
     add_export_args(parser)

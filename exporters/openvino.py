@@ -14,7 +14,7 @@ from pathlib import Path
 # SmoothQuant off: on the twin it moved logits ~2× more than ORT's dynamic INT8 and failed the parity gate;
 # without it NNCF's INT8 agrees nearly as well as ORT's (docs/measurements.md, 2026-12-03, Zen 4 class host).
 CALIBRATION = {"samples": 32, "seed": 1234, "max_length": 128, "model_type": "TRANSFORMER", "smooth_quant": False,
-               "texts": "bench.corpus.length_workload (≈80-character reviews)"}
+               "texts": "bench.model.corpus.length_workload (≈80-character reviews)"}
 
 
 def missing() -> str | None:
@@ -40,8 +40,8 @@ def convert_fp32(onnx_path: Path, xml_out: Path) -> None:
 
 def calibration_inputs(model_dir: Path, settings: dict = CALIBRATION) -> list[dict]:
     """One encoded corpus text per calibration sample, each at its own length (as the service feeds them)."""
-    from bench.corpus import length_workload
-    from bench.tokenize import encode, load_tokenizer, model_dir_str
+    from bench.model.corpus import length_workload
+    from bench.model.tokenize import encode, load_tokenizer, model_dir_str
 
     tokenizer = load_tokenizer(model_dir_str(model_dir))
     texts = length_workload(settings["samples"], seed=settings["seed"]).texts

@@ -7,9 +7,9 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from bench.corpus import Workload
-from bench.errors import ConfigError
-from bench.tokenize import encode
+from bench.core.errors import ConfigError
+from bench.model.corpus import Workload
+from bench.model.tokenize import encode
 from exporters.accuracy import assess
 
 

@@ -16,10 +16,10 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from bench import paths
-from bench.artifacts import ALL_FILES, MANIFEST, MANIFEST_VERSION, ONNX_FILES, OV_FILES
-from bench.errors import BenchError, ConfigError
-from bench.host import library_versions
+from bench.core import paths
+from bench.core.errors import BenchError, ConfigError
+from bench.measure.host import library_versions
+from bench.model.artifacts import ALL_FILES, MANIFEST, MANIFEST_VERSION, ONNX_FILES, OV_FILES
 from exporters.accuracy import check_max_drop
 from exporters.openvino import CALIBRATION, convert_fp32, missing, quantize_int8, weights_of
 from exporters.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_THRESHOLDS
@@ -109,7 +109,7 @@ def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
 def reusable(out_dir: Path, key: str) -> dict | None:
     """The existing manifest if it was made from the same inputs. Files that no longer match their
     recorded sha256 are an error, not a reason to rebuild: someone changed them, and we do not overwrite."""
-    from bench.artifacts import read_manifest
+    from bench.model.artifacts import read_manifest
 
     if not (out_dir / MANIFEST).exists():
         return None
@@ -251,8 +251,8 @@ def run_parity(model_dir: Path, out_dir: Path, cfg: ExportConfig, synthetic: boo
     from tqdm import tqdm
 
     from bench import backends
-    from bench.corpus import heldout_sample
-    from bench.tokenize import load_tokenizer
+    from bench.model.corpus import heldout_sample
+    from bench.model.tokenize import load_tokenizer
     from exporters.parity import compare, run_logits
 
     workload = heldout_sample(cfg.parity_n, seed=cfg.seed)  # reviews no trained twin learned from
@@ -288,7 +288,7 @@ def run_parity(model_dir: Path, out_dir: Path, cfg: ExportConfig, synthetic: boo
 def export_all(cfg: ExportConfig, gate: bool = True) -> tuple[Path, dict]:
     """Build (or reuse) every variant for `cfg.model`; raise BenchError when a variant fails the gate (`gate`;
     without it the manifest records the failure and the caller reads it, as the accuracy stage does)."""
-    from bench.sources import materialize, read_source_meta
+    from bench.model.sources import materialize, read_source_meta
     from exporters.quantize import choose_settings
 
     model_dir = materialize(cfg.model, cfg.seed)

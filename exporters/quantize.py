@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.host import cpu_flags
+from bench.measure.host import cpu_flags
 
 
 def choose_settings(flags: set[str] | None = None) -> dict:

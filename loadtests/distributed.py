@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import BenchError, ConfigError, run_entry
+from bench.core.errors import BenchError, ConfigError, run_entry
 from loadtests.samples import Samples, level_stats, read_samples, sample_paths
 from loadtests.service_proc import host_pinning
 from loadtests.shapes import client_cpu
-from loadtests.sweep import LOCUSTFILE, SweepConfig, aggregated_row, locust_command, locust_env
+from loadtests.windows import LOCUSTFILE, SweepConfig, aggregated_row, locust_command, locust_env
 
 GAVE_UP = "Gave up waiting for workers to connect"  # what Locust's master logs when --expect-workers-max-wait ends
 SAMPLES_GLOB = "*_samples_*.csv"
@@ -68,7 +68,7 @@ def worker_command(port: int, reset_stats: bool, master_host: str = "127.0.0.1")
 
 class LocalCluster:
     """A headless Locust master on 127.0.0.1 for one window, and the workers start_worker() adds; wait() returns
-    what sweep.run_locust returns. Every process gets the window's STRUCTBENCH_* environment; each worker's log
+    what windows.run_locust returns. Every process gets the window's STRUCTBENCH_* environment; each worker's log
     goes to `<tag>_worker<i>.log`."""
 
     def __init__(self, url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None,
@@ -147,7 +147,7 @@ def _tail(path: Path) -> str:
 
 def run_distributed(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None,
                     workers: int = 2, connect_timeout_s: float = 30.0) -> dict:
-    """One window as a master and `workers` local workers; the same result as sweep.run_locust (its samples:
+    """One window as a master and `workers` local workers; the same result as windows.run_locust (its samples:
     sample_paths(out_dir / f"{tag}_client.json"), one file per worker)."""
     cluster = LocalCluster(url, users, cfg, out_dir, tag, rate, workers, connect_timeout_s)
     try:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.host import available_cores
+from bench.core.records import CacheFigures, LoadLevel, ShapeFigures, mean_of, process_ci
+from bench.core.stats import hierarchical_bootstrap_ci, pooled_stat, summarize, window_rate_ci
+from bench.measure.host import available_cores
 from bench.measure.power import default_tdp_w, estimate_cpu_energy_j
-from bench.measure.stats import hierarchical_bootstrap_ci, pooled_stat, summarize, window_rate_ci
-from bench.records import CacheFigures, LoadLevel, ShapeFigures, mean_of, process_ci
 from loadtests.samples import Samples, crosscheck, level_stats, read_samples
 from loadtests.service_proc import ServiceVariant, host_pinning
 

@@ -49,7 +49,7 @@ _WINDOW_CPU: list = [None]
 def texts() -> list:
     """The same workload generator as the harness: ≈80-char corpus reviews, or Zipf repeats for cache studies."""
     if not _TEXTS:
-        from bench.corpus import LOAD_TEXTS, length_workload, zipf_workload
+        from bench.model.corpus import LOAD_TEXTS, length_workload, zipf_workload
 
         seed = int(os.environ.get("STRUCTBENCH_SEED", "0"))
         kind = os.environ.get("STRUCTBENCH_WORKLOAD", "corpus")

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import psutil
 
 from loadtests.service_proc import ServiceProcess, ServiceVariant
-from loadtests.sweep import SweepConfig, run_locust
+from loadtests.windows import SweepConfig, run_locust
 
 RECOVERED_FRACTION, SUSTAIN_S = 0.9, 5  # recovered: ≥ 90 % of the saturated QPS in every 1-s window for 5 s
 
@@ -25,7 +25,7 @@ RECOVERED_FRACTION, SUSTAIN_S = 0.9, 5  # recovered: ≥ 90 % of the saturated Q
 def probe(url: str, users: int, seconds: float) -> list[float]:
     """Closed-loop probe with plain http.client threads posting ≈80-char corpus reviews (the workload the
     harness and Locust use): completion times of successful requests."""
-    from bench.corpus import length_workload
+    from bench.model.corpus import length_workload
 
     parsed, done, stop = urlparse(url), [], time.perf_counter() + seconds
     bodies = [json.dumps({"text": t}).encode() for t in length_workload(400, seed=7).texts]

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import BenchError
-from bench.measure.stats import bootstrap_ci, percentile, window_rate_ci
+from bench.core.errors import BenchError
+from bench.core.stats import bootstrap_ci, percentile, window_rate_ci
 
 SAMPLES_VERSION = 1
 COLUMNS = ["start_s", "latency_ms", "ok", "intended_s"]
@@ -172,7 +172,7 @@ def level_stats(samples: Samples, window_s: float = 2.0, duration_s: float | Non
 
     Latency: from the intended send time in open loop, from the actual send in closed loop ("latency_from"),
     over all requests as Locust counts them, or over successful ones only with `ok_only`. Percentiles are
-    linear (bench.measure.stats.PERCENTILE_METHOD) with percentile-bootstrap 95 % CIs. QPS: completed requests
+    linear (bench.core.stats.PERCENTILE_METHOD) with percentile-bootstrap 95 % CIs. QPS: completed requests
     (failures included, as Locust's Requests/s) in fixed windows of `window_s` from the timed window's start,
     over `duration_s` if given, else over as many whole windows as the samples span; a t CI across windows.
     "locust_rule_ms" holds Locust's own P50/P95/P99 rule replayed on these samples, for crosscheck.

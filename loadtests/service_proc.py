@@ -13,8 +13,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
-from bench.errors import BenchError
-from bench.records import ServiceSetup
+from bench.core.errors import BenchError
+from bench.core.records import ServiceSetup
 from bench.service.config import ServiceConfig
 
 MIN_CORES_TO_PIN = 4  # below this, a core given to Locust is taken from the service it measures
@@ -57,7 +57,7 @@ def span(cores: tuple[int, ...]) -> str:
 
 
 def host_pinning() -> Pinning:
-    from bench.host import available_cores
+    from bench.measure.host import available_cores
 
     return Pinning.of(available_cores())
 

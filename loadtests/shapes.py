@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 SERVER_TIMING = re.compile(r"([a-z]+);dur=([0-9.]+)")
 LATE_SEND_S = 0.010  # a send more than 10 ms after its intended time means the client is saturated

@@ -26,67 +26,21 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from bench.errors import BenchError, ConfigError
-from bench.records import ServiceSetup
-from bench.search_records import SearchProbe, SloSearch
+from bench.core.errors import BenchError
+from bench.core.records import ServiceSetup
+from bench.core.search_records import SearchProbe, SloSearch
 from loadtests.samples import Samples, read_samples, sample_paths
+from loadtests.windows import MIN_COUNTED, SearchConfig
 
 UNSTABLE = "unstable: the last 3 windows differ by more than 10 % in keep-up or latency"
-MIN_COUNTED = 300  # requests a probe aims to count: enough for the bound to allow a few over the SLO
 JUDGED = MIN_COUNTED  # requests the tail test judges in every probe, whatever the rate
-MAX_WINDOW_S = 10.0
-LOCUST_START_S = 4.0  # a Locust run's own start and stop, for the time cap's estimate
 DEFAULT_START_RPS = 2.0  # where no closed-loop level hints at the capacity
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How to search: the SLO and its test, the windows of a probe, the bracket and bisection, the time cap."""
-
-    slo_ms: float = 300.0
-    percentile: float = 95.0
-    confidence: float = 0.99
-    window_s: float = 2.0  # at least; longer at low rates so that a probe counts about MIN_COUNTED requests
-    windows: int = 5  # per probe, the first of them warm-up
-    stability: float = 0.10
-    rate_tolerance: float = 0.05
-    start_rps: float | None = None  # None: from the closed-loop levels where known, else DEFAULT_START_RPS
-    # The configuration's saturated closed-loop QPS where known: the bracket steps up to it before past it (an
-    # open-loop rate at saturation cannot keep a P95, so the first failing probe lands there, not at 2× the start
-    # rate deep in overload, whose backlog the next probe inherits)
-    ceiling_rps: float | None = None
-    min_rps: float = 0.5
-    growth: float = 2.0
-    precision: float = 0.05  # stop when the first failing rate / the last passing one ≤ 1 + precision
-    time_cap_s: float = 180.0  # per configuration
-    max_probes: int = 14
-    trials: int = 2  # runs of one rate while it is unstable
-
-    def __post_init__(self) -> None:
-        if not (self.slo_ms > 0 and 50 <= self.percentile < 100 and 0.5 <= self.confidence < 1):
-            raise ConfigError(f"bad SLO test: P{self.percentile} <= {self.slo_ms} ms at confidence {self.confidence}")
-        if self.window_s <= 0 or self.windows < 4 or not 0 < self.stability < 1 or not 0 < self.rate_tolerance < 1:
-            raise ConfigError("a probe needs window_s > 0, >= 4 windows (warm-up + 3), stability and rate "
-                              "tolerance within (0, 1)")
-        if self.growth <= 1 or self.precision <= 0 or self.time_cap_s <= 0 or self.min_rps <= 0:
-            raise ConfigError("search needs growth > 1, precision > 0, a time cap > 0 and min_rps > 0")
-        if any(r is not None and r <= 0 for r in (self.start_rps, self.ceiling_rps)) or self.max_probes < 1 \
-                or self.trials < 1:
-            raise ConfigError("start_rps and ceiling_rps must be > 0, max_probes and trials >= 1")
-
-    def window_for(self, rate: float) -> float:
-        counted = self.windows - 1
-        # a little over MIN_COUNTED: Poisson arrivals must not leave a probe short of the JUDGED requests
-        return min(MAX_WINDOW_S, max(self.window_s, 1.15 * MIN_COUNTED / (rate * counted)))
-
-    def probe_seconds(self, rate: float) -> float:
-        return self.window_for(rate) * self.windows + LOCUST_START_S
 
 
 def tail_bound(over: int, n: int, percentile: float) -> float:
@@ -121,7 +75,7 @@ def window_figures(samples: Samples, window_s: float, windows: int) -> tuple[lis
 
 def judge(samples: Samples, rate: float, cfg: SearchConfig, client: dict) -> SearchProbe:
     """The verdict on one probe's samples (see the module's rules), with the figures behind it."""
-    from bench.measure.stats import percentile, window_rate_ci
+    from bench.core.stats import percentile, window_rate_ci
 
     window_s = cfg.window_for(rate)
     keep, means, counts, counted = window_figures(samples, window_s, cfg.windows)
@@ -168,7 +122,7 @@ def failed_rule(p: SearchProbe, cfg: SearchConfig, client: dict, offered: float)
 def locust_probe(url: str, cfg: SearchConfig, out_dir: Path, tag: str, workload: str = "corpus",
                  seed: int = 0) -> Callable[[float], SearchProbe]:
     """A probe function that runs Locust open loop against `url` (one run per call)."""
-    from loadtests.sweep import SweepConfig, run_locust
+    from loadtests.windows import SweepConfig, run_locust
 
     calls = iter(range(10_000))
 
@@ -260,7 +214,7 @@ def result(setup: ServiceSetup, cfg: SearchConfig, path: list, low: float | None
 def search_service(url: str, setup: ServiceSetup, cfg: SearchConfig, out_dir: Path, workload: str = "corpus",
                    seed: int = 0) -> SloSearch:
     """Search one running service; a Locust run that breaks makes a failed search with the reason."""
-    from loadtests.sweep import slug
+    from loadtests.windows import slug
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -6,53 +6,25 @@ Records go into the run's results.json (`loadtests`), raw Locust CSVs under resu
 
 from __future__ import annotations
 
-import csv
-import json
-import math
-import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from bench.buckets import GPU_MAX_PADDING
-from bench.errors import BenchError, ConfigError
+from bench.core.errors import BenchError
 from loadtests.levels import Window, pooled_level
 from loadtests.samples import sample_paths
-from loadtests.service_proc import ServiceProcess, ServiceVariant, host_pinning, metrics
-from loadtests.shapes import client_cpu
-
-if TYPE_CHECKING:  # the search imports this module; its config is only named here
-    from loadtests.slo_search import SearchConfig
-
-LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-# Sweeps measure the model, so the cache is off except where it is the point (one default: ServiceConfig's).
-PRESETS = {
-    "batch": ServiceVariant.of("int8 batching", cache_size=0),
-    "nobatch": ServiceVariant.of("int8 no batching (article)", batching=False, cache_size=0),
-    "cache": ServiceVariant.of("int8 batching + LRU cache", cache_size=1024),
-    "fp32": ServiceVariant.of("fused fp32 batching", backend="ort-fp32-fused-cpu", cache_size=0),
-    "torch": ServiceVariant.of("torch fp32 batching", backend="torch-fp32-cpu", cache_size=0),
-    # On a GPU batching is where throughput comes from: up to 32 texts a call, with ServiceConfig's GPU padding
-    # budget (idle lanes make pad tokens nearly free there).
-    "gpu": ServiceVariant.of("fp16 CUDA batching (GPU)", backend="ort-fp16-cuda", max_batch=32,
-                             max_padding=GPU_MAX_PADDING, cache_size=0),
-    # the same on PyTorch's CUDA build, for a GPU host whose onnxruntime has no CUDA provider
-    "gpu-torch": ServiceVariant.of("torch fp16 CUDA batching (GPU)", backend="torch-fp16-cuda", max_batch=32,
-                                   max_padding=GPU_MAX_PADDING, cache_size=0),
-}
-CPU_DEFAULTS = ("batch", "nobatch")
-DEFAULT_VARIANTS = tuple(PRESETS[name] for name in CPU_DEFAULTS)  # a CPU host's defaults
+from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+from loadtests.windows import CPU_DEFAULTS, PRESETS, SweepConfig, run_locust, slug
 
 
 @cache
 def service_gpu_reason() -> str | None:
     """Why the service's CUDA device (0) cannot be used on this host, or None: the harness's probe of the CUDA
     driver, asked once per process (a search builds a SweepConfig per probe)."""
-    from bench.harness import host_gpu_reason
+    from bench.engine.harness import host_gpu_reason
 
     return host_gpu_reason(0)
 
@@ -75,82 +47,6 @@ def ort_has_cuda() -> bool:
 
 def default_variants() -> tuple:
     return tuple(PRESETS[name] for name in default_variant_names())
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """A load-test sweep. `variants` defaults to a CPU host's; the CLI adds the GPU preset on a GPU host
-    (default_variant_names), so building a config never probes the hardware."""
-
-    model: str = "twin"
-    variants: tuple = DEFAULT_VARIANTS
-    users: tuple = (1, 2, 4, 8, 16)
-    open_rates: tuple = ()
-    duration_s: float = 10.0
-    ramp_s: float = 2.0
-    workers: int = 1
-    workload: str = "corpus"
-    seed: int = 0
-    processes: int = 3  # fresh service processes per configuration, one round each: CIs are across them
-    repeats: int = 1  # windows per configuration, level and process, interleaved A B B A
-    window_s: float = 2.0  # QPS is counted per window of this length (one process's CI is across them)
-    slo_search: SearchConfig | None = None  # also search each configuration's QPS at the SLO (off: None)
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1 or self.processes < 1 or self.window_s <= 0:
-            raise ConfigError(f"repeats and processes must be >= 1 and window_s > 0 (got {self.repeats}, "
-                              f"{self.processes}, {self.window_s})")
-        if not self.variants or any(u < 1 for u in self.users) or any(r <= 0 for r in self.open_rates):
-            raise ConfigError("a sweep needs service variants, users >= 1 and open-loop rates > 0")
-        if self.duration_s <= 0 or self.ramp_s < 0 or self.workers < 1:
-            raise ConfigError(f"bad sweep timing/workers: duration {self.duration_s}, ramp {self.ramp_s}, "
-                             f"workers {self.workers}")
-        if self.workload not in ("corpus", "zipf"):
-            raise ConfigError(f"workload must be corpus or zipf (got {self.workload!r})")
-
-
-def locust_command(url: str, users: int, cfg: SweepConfig, prefix: Path, open_loop: bool) -> list[str]:
-    run_s = cfg.ramp_s + cfg.duration_s
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url, "--csv", str(prefix),
-           "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "10", "--exit-code-on-error", "0"]
-    if open_loop:
-        return cmd + ["-u", "1", "-r", "1", "-t", f"{cfg.duration_s + 30:.0f}s"]
-    rate = users / cfg.ramp_s if cfg.ramp_s > 0 else users
-    cmd += ["-u", str(users), "-r", f"{rate:.3f}", "-t", f"{math.ceil(run_s)}s", "--reset-stats"]
-    return cmd + (["--processes", str(cfg.workers)] if cfg.workers > 1 else [])
-
-
-def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None) -> dict:
-    """One Locust run; returns the aggregated CSV row, client figures and the client's CPU in its timed window."""
-    prefix = out_dir / tag
-    client_out = out_dir / f"{tag}_client.json"
-    for stale in sample_paths(client_out):  # a re-run with the same tag must not merge an older run's samples
-        stale.unlink()
-    proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate is not None),
-                            env=locust_env(cfg, client_out, rate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
-    host_pinning().pin(proc.pid, client=True)  # Locust's --processes children inherit it
-    output, _ = proc.communicate(timeout=cfg.ramp_s + cfg.duration_s + 120)
-    row = aggregated_row(Path(f"{prefix}_stats.csv"))
-    if row is None:
-        raise BenchError(f"locust wrote no stats for {tag} (exit {proc.returncode}): {output.strip()[-300:]}")
-    client = json.loads(client_out.read_text()) if client_out.exists() else {}
-    return {"row": row, "client": client, **client_cpu(client)}
-
-
-def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:
-    """The environment every Locust process of one window runs with (the locustfile reads it)."""
-    return {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
-            "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
-            "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s),
-            "STRUCTBENCH_RAMP_S": str(0.0 if rate else cfg.ramp_s)}
-
-
-def aggregated_row(path: Path) -> dict | None:
-    if not path.exists():
-        return None
-    with open(path, newline="", encoding="utf-8") as fh:
-        return next((r for r in csv.DictReader(fh) if r.get("Name") == "Aggregated"), None)
 
 
 def number(row: dict, key: str) -> float | None:
@@ -197,7 +93,7 @@ def shape_deltas(before: dict, after: dict) -> dict:
 def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str) -> Window:
     before = metrics(url)
     if rate and cfg.workers > 1:  # open loop in several processes: Locust's master + workers, the rate split
-        from loadtests.distributed import run_distributed  # it builds on this module
+        from loadtests.distributed import run_distributed  # open loop in several processes only
 
         result = run_distributed(url, users, cfg, out_dir, tag, rate, cfg.workers)
     else:
@@ -237,10 +133,6 @@ def level_tag(users: int, rate: float | None) -> str:
 
 def levels(cfg: SweepConfig) -> list[tuple[int, float | None]]:
     return [(u, None) for u in cfg.users] + [(1, r) for r in cfg.open_rates]
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
 
 
 def interleaved(variants: tuple, repeats: int) -> list[tuple[int, ServiceVariant]]:
@@ -314,7 +206,7 @@ def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, window
 
 
 def pooled_or_failed(variant: ServiceVariant, cfg: SweepConfig, windows):
-    from bench.records import LoadLevel
+    from bench.core.records import LoadLevel
 
     if isinstance(windows, BenchError):
         return LoadLevel(config=variant.setup(), status="failed", reason=str(windows), workload=cfg.workload)

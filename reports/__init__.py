@@ -4,5 +4,5 @@
 resources, QPS by concurrency, the multi-dimension summary) from measured data only, every ranked figure with its
 95 % CI and ties called where intervals overlap (`ranking`); `compare.compare_runs` says whether one run is
 significantly slower than another, for engine cells and load-test levels. Readers use the typed records of
-`bench.records` and import only the bench core.
+`bench.core.records` and import only the bench core.
 """

@@ -1,13 +1,13 @@
 """`python -m bench report RUN` and `python -m bench compare A B`: argument setup and command functions, wired
-into bench/cli.py by `add_report_args` / `add_compare_args` and `set_defaults(func=cmd_report | cmd_compare)`."""
+into bench/app/cli.py by `add_report_args` / `add_compare_args` and `set_defaults(func=cmd_report | cmd_compare)`."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from bench.paths import RUN_FORMS as RUN_HELP
-from bench.paths import resolve_run
+from bench.core.paths import RUN_FORMS as RUN_HELP
+from bench.core.paths import resolve_run
 
 
 def add_report_args(p: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ def print_decision(run_dir: Path, options, html_path: Path, md_path: Path) -> No
 
 
 def merged_report(paths: list[Path], options, out: Path | None) -> int:
-    from bench.paths import results_dir
+    from bench.core.paths import results_dir
     from reports.multi import write_merged_report
 
     folder = out or results_dir() / ("merged-" + "+".join(p.name for p in paths))
@@ -111,8 +111,8 @@ def add_compare_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Prints the comparison; returns 1 when a --fail-on limit is significantly exceeded, else 0."""
-    from bench.paths import atomic_write_text
-    from bench.results import load_run
+    from bench.core.paths import atomic_write_text
+    from bench.core.results import load_run
     from reports.compare import compare_runs, render_comparison_html, render_comparison_text
 
     cmp = compare_runs(load_run(resolve_run(args.a)), load_run(resolve_run(args.b)), force=args.force,

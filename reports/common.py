@@ -6,9 +6,9 @@ A table cell is a dict the templates know how to draw: {"text", "kind"} where ki
 
 from __future__ import annotations
 
-from bench.backends.base import BackendSpec
-from bench.errors import ConfigError
-from bench.results import CellResult, RunResult
+from bench.core.errors import ConfigError
+from bench.core.results import CellResult, RunResult
+from bench.core.specs import BackendSpec
 
 GPU_DEVICES = ("cuda", "tensorrt")
 
@@ -62,7 +62,7 @@ def on_gpu(backend: str | None) -> bool:
 
 def variant_of(backend: str) -> str | None:
     """The exported variant a backend runs (names as in run.model.variants); None for the FP32 reference."""
-    from bench.artifacts import gate_variant
+    from bench.model.artifacts import gate_variant
 
     p = backend_parts(backend)
     return None if p is None else gate_variant(p.engine, p.precision, p.device)

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from bench.errors import BenchError, ConfigError
-from bench.host import same_host
-from bench.measure.stats import pooled_stat
-from bench.records import LoadLevel
-from bench.results import CellResult, RunResult
+from bench.core.errors import BenchError, ConfigError
+from bench.core.records import LoadLevel
+from bench.core.results import CellResult, RunResult
+from bench.core.stats import pooled_stat
+from bench.measure.host import same_host
 from reports import fmt
 from reports.service import label_of, load_point, measured
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from bench.artifacts import floor_exclusions
-from bench.results import CellResult, RunResult
-from bench.summary import board_energy, host_cpu_energy
+from bench.core.results import CellResult, RunResult
+from bench.core.summary import board_energy, host_cpu_energy
+from bench.model.artifacts import floor_exclusions
 from reports import fmt
 from reports.common import (
     cell_label,

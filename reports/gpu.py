@@ -5,8 +5,8 @@ and the environment names the GPU stack (driver, CUDA, cuDNN, TensorRT, ORT prov
 
 from __future__ import annotations
 
-from bench.results import CellResult, RunResult
-from bench.summary import board_energy, covers_gpu, host_cpu_energy, peak_vram
+from bench.core.results import CellResult, RunResult
+from bench.core.summary import board_energy, covers_gpu, host_cpu_energy, peak_vram
 from reports import fmt
 from reports.common import backend_parts, na, num, on_gpu, text
 

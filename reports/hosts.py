@@ -12,8 +12,8 @@ import math
 import re
 from dataclasses import dataclass
 
-from bench.errors import BenchError, ConfigError
-from bench.results import RunResult
+from bench.core.errors import BenchError, ConfigError
+from bench.core.results import RunResult
 
 # Examples only, never measurements: on-demand list prices of two common instance shapes, rounded.
 EXAMPLE_PRICES = {"cpu": 0.10, "gpu": 0.53}  # USD per hour; the defaults of --cpu-hour-usd / --gpu-hour-usd

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from bench.paths import atomic_write_text
-from bench.results import RunResult, load_run, stored_version
+from bench.core.paths import atomic_write_text
+from bench.core.results import RunResult, load_run, stored_version
 from reports import decision, sections, service
 from reports.common import column, label, na, table
 from reports.hostplots import latency_cdf_by_host, qps_by_host

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.results import CellResult, RunResult
+from bench.core.results import CellResult, RunResult
 from reports import fmt, gpu
 from reports.common import (
     backend_parts,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.records import CellResult
-from bench.summary import board_energy, host_cpu_energy
+from bench.core.records import CellResult
+from bench.core.summary import board_energy, host_cpu_energy
 from reports.common import on_gpu
 from reports.decision import ENGINE, Candidate
 from reports.gpu import CPU_ROW, NO_BOARD, vram

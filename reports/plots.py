@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import ScalarFormatter
 
-from bench.results import RunResult
-from bench.summary import board_energy, host_cpu_energy
+from bench.core.results import RunResult
+from bench.core.summary import board_energy, host_cpu_energy
 from reports.common import backend_parts, batch1_corpus, cell_label, on_gpu
 from reports.gpu import vram
 from reports.service import closed, measured, opened, service_configs

@@ -10,9 +10,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench.errors import ConfigError
-from bench.paths import atomic_write_text
-from bench.results import RunResult, load_run
+from bench.core.errors import ConfigError
+from bench.core.paths import atomic_write_text
+from bench.core.results import RunResult, load_run
 from reports import decision, overview, plots, searched, sections, service, tune
 from reports.hostplots import break_even
 from reports.hosts import SOURCES, HostRun, example_cpu_hour, example_gpu_hour, host_runs, positive

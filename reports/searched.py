@@ -3,8 +3,8 @@ table in section 3.3, and the figure the decision table uses in place of the clo
 
 from __future__ import annotations
 
-from bench.results import RunResult
-from bench.search_records import SearchProbe, SloSearch
+from bench.core.results import RunResult
+from bench.core.search_records import SearchProbe, SloSearch
 from reports import fmt
 from reports.common import column, label, na, num, table, text
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from bench.records import Energy
-from bench.results import RunResult
-from bench.summary import covers_gpu
+from bench.core.records import Energy
+from bench.core.results import RunResult
+from bench.core.summary import covers_gpu
 from reports import fmt, gpu
 from reports.common import batch1_corpus, cell_label, column, label, na, num, rows_for, table, text
 from reports.hosts import EXAMPLE_PRICES, EXAMPLE_SOURCE

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from bench.records import LoadLevel, ServiceSetup
-from bench.results import RunResult
+from bench.core.records import LoadLevel, ServiceSetup
+from bench.core.results import RunResult
 from reports import fmt
 from reports.common import column, label, na, num, table, text
 from reports.ranking import NO_CI, Entry, order_text

@@ -3,8 +3,8 @@ per model call, marker area by memory, the Pareto front joined, the service-veri
 
 from __future__ import annotations
 
-from bench.results import RunResult
-from bench.search_records import TuneCandidate, TuneRecord
+from bench.core.results import RunResult
+from bench.core.search_records import TuneCandidate, TuneRecord
 from reports import fmt
 from reports.common import column, label, na, num, table, text
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.quiet import quiet_libraries
+from bench.core.quiet import quiet_libraries
 
 REPO = Path(__file__).resolve().parent.parent
 quiet_libraries()
@@ -25,7 +25,7 @@ def bench_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model(bench_home) -> Path:
-    from bench.sources import materialize
+    from bench.model.sources import materialize
 
     return materialize("twin:tiny")
 

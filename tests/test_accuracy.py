@@ -4,7 +4,7 @@ coverage, and the accuracy floor of the parity gate."""
 import numpy as np
 import pytest
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from exporters.accuracy import assess, paired_delta, wilson
 from exporters.parity import Thresholds, compare
 

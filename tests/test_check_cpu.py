@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from bench.backends.isa import CpuIsa
-from bench.checks.cpu import REFERENCE, Race, Ratio, contenders, cpu_misses, ratios_of, vendor_command
+from bench.app.checks.cpu import REFERENCE, Race, Ratio, contenders, cpu_misses, ratios_of, vendor_command
+from bench.measure.isa import CpuIsa
 
 ZEN3 = CpuIsa(frozenset({"avx2"}))
 ZEN4 = CpuIsa(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.records import CellResult, CellSpec, LoadLevel, ProcessRun, ServiceSetup
-from bench.results import load_run, run_to_dict
+from bench.core.errors import BenchError
+from bench.core.records import CellResult, CellSpec, LoadLevel, ProcessRun, ServiceSetup
+from bench.core.results import load_run, run_to_dict
 from reports.cli import add_compare_args, cmd_compare
 from reports.compare import Threshold, compare_runs, parse_threshold, render_comparison_html, render_comparison_text
 

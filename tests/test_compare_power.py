@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.records import CellResult, CellSpec, ProcessRun
-from bench.results import load_run
+from bench.core.records import CellResult, CellSpec, ProcessRun
+from bench.core.results import load_run
 from reports.compare import compare_runs, holm
 
 RUN_FILE = Path(__file__).parent / "data" / "report_run.json"

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from bench.corpus import (
+from bench.core.errors import BenchError
+from bench.model.corpus import (
     NEGATIVE,
     POSITIVE,
     bucket_workload,
@@ -10,8 +11,7 @@ from bench.corpus import (
     load_corpus,
     zipf_workload,
 )
-from bench.errors import BenchError
-from bench.tokenize import encode, load_tokenizer
+from bench.model.tokenize import encode, load_tokenizer
 
 
 def test_corpus_has_both_labels_and_all_reviews():

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from bench import backends
-from bench.artifacts import model_file
-from bench.backends.base import BackendConfig, BackendSpec, Unavailable
-from bench.backends.isa import CpuIsa, left_out
+from bench.backends.base import BackendConfig, Unavailable
 from bench.backends.ov_backend import compile_settings
-from bench.corpus import labelled_sample
-from bench.errors import ConfigError
-from bench.harness import RunConfig, build_grid, plan_record
-from bench.tokenize import encode, load_tokenizer
+from bench.core.errors import ConfigError
+from bench.core.specs import BackendSpec
+from bench.engine.harness import RunConfig, build_grid, plan_record
+from bench.measure.isa import CpuIsa, left_out
+from bench.model.artifacts import model_file
+from bench.model.corpus import labelled_sample
+from bench.model.tokenize import encode, load_tokenizer
 
 ZEN3 = CpuIsa(frozenset({"avx2", "fma"}))
 ZEN4 = CpuIsa(frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"}))
@@ -132,9 +133,9 @@ def test_the_service_serves_the_openvino_engines_in_process_and_as_replicas(tiny
 
 @pytest.mark.parametrize("name", ["ov-int8-cpu", "ov-fp32-cpu"])
 def test_an_openvino_cell_measures_in_a_fresh_worker_and_records_its_settings(tiny_model, tiny_onnx, name):
-    from bench.measure.stats import StopRule
-    from bench.records import CellSpec
-    from bench.runner import WorkerLimits, WorkerRequest, run_cell
+    from bench.core.records import CellSpec
+    from bench.core.stats import StopRule
+    from bench.engine.runner import WorkerLimits, WorkerRequest, run_cell
 
     spec = backends.resolve(name)
     path = model_file(tiny_onnx[0], spec.engine, spec.precision, spec.device)

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from bench.artifacts import ONNX_FILES, variant_path
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.model.artifacts import ONNX_FILES, variant_path
 from exporters.pipeline import ExportConfig, check_gate, export_all, run_parity
 from exporters.quantize import choose_settings
 from tests.conftest import run_cli

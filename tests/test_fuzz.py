@@ -9,11 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
-from bench.corpus import bucket_workload, length_workload, zipf_workload
+from bench.model.corpus import bucket_workload, length_workload, zipf_workload
+from bench.model.tokenize import MAX_TOKENS, encode, load_tokenizer
 from bench.service.app import create_app
 from bench.service.config import ServiceConfig
 from bench.service.server import ThreadedServer
-from bench.tokenize import MAX_TOKENS, encode, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -86,9 +86,9 @@ def test_tensorrt_that_fell_back_to_cuda_is_not_published_as_tensorrt(fake_ort, 
 
 
 def test_worker_turns_a_fallback_into_a_skipped_cell(fake_ort, tiny_onnx, capsys):
-    from bench.records import CellSpec
-    from bench.runner import WorkerRequest
-    from bench.worker import outcome
+    from bench.core.records import CellSpec
+    from bench.engine.runner import WorkerRequest
+    from bench.engine.worker import outcome
 
     onnx_dir, manifest = tiny_onnx
     req = WorkerRequest(CellSpec("ort-fp32-cuda"), manifest["model_dir"], str(onnx_dir / "model-fp32-fused.onnx"))
@@ -132,8 +132,8 @@ def test_ort_gpu_timer_is_the_host_clock_and_never_imports_torch():
 
 
 def test_gpu_warm_up_covers_every_shape_and_lasts_its_time():
+    from bench.engine.worker import warm_up
     from bench.measure.timer import CpuTimer
-    from bench.worker import warm_up
 
     batches = [{"input_ids": np.zeros((2, w), np.int64)} for w in (5, 9, 13, 21)]
     seen = []
@@ -218,10 +218,11 @@ def test_tf32_is_explicit_and_equal_for_both_engines(fake_ort, tmp_path):
 
 
 def test_gpu_flag_reaches_the_backend_and_the_nvml_lookup(tiny_onnx):
-    from bench.cli import build_parser, run_config
-    from bench.harness import cell_request
-    from bench.records import CellSpec
-    from bench.worker import backend_config
+    from bench.app.args import run_config
+    from bench.app.cli import build_parser
+    from bench.core.records import CellSpec
+    from bench.engine.harness import cell_request
+    from bench.engine.worker import backend_config
 
     args = build_parser(["run", "--gpu", "1"]).parse_args(["run", "--gpu", "1"])
     cfg = run_config(args)
@@ -234,7 +235,7 @@ def test_gpu_flag_reaches_the_backend_and_the_nvml_lookup(tiny_onnx):
 # --- defects 10, 13 and the `check gpu` command -----------------------------------------------------------------
 
 def test_nvml_missing_but_cuda_working_does_not_skip_gpu_cells(monkeypatch):
-    from bench.harness import host_gpu_reason
+    from bench.engine.harness import host_gpu_reason
     from bench.measure.cuda_driver import CudaDriver
 
     monkeypatch.setitem(sys.modules, "pynvml", None)  # nvidia-ml-py not installed
@@ -245,8 +246,8 @@ def test_nvml_missing_but_cuda_working_does_not_skip_gpu_cells(monkeypatch):
 
 
 def test_gpu_workers_get_no_address_space_cap():
-    from bench.records import CellSpec
-    from bench.runner import WorkerLimits, WorkerRequest, memory_limit_mb
+    from bench.core.records import CellSpec
+    from bench.engine.runner import WorkerLimits, WorkerRequest, memory_limit_mb
 
     limits = WorkerLimits(memory_limit_mb=4096)
     assert memory_limit_mb(WorkerRequest(CellSpec("torch-fp16-cuda"), "m"), limits) is None
@@ -279,7 +280,7 @@ def test_check_gpu_on_a_host_without_gpu_says_so_and_exits_not_available():
 
 
 def test_check_verdicts_skip_missing_packages_and_fail_broken_paths(capsys):
-    from bench.checks.gpu import Context, Verdict, run_check
+    from bench.app.checks.gpu import Context, Verdict, run_check
 
     def missing(ctx):
         raise ImportError("No module named 'tensorrt'", name="tensorrt")
@@ -294,8 +295,8 @@ def test_check_verdicts_skip_missing_packages_and_fail_broken_paths(capsys):
 
 
 def test_gpu_record_fields_round_trip_and_older_files_still_load():
-    from bench.records import CellResult, CellSpec, Energy, LoadPhases, ProcessRun, Resources, WorkerMeta
-    from bench.results import cell_from_dict, cell_to_dict
+    from bench.core.records import CellResult, CellSpec, Energy, LoadPhases, ProcessRun, Resources, WorkerMeta
+    from bench.core.results import cell_from_dict, cell_to_dict
 
     run = ProcessRun((0.01, 0.02), window_s=0.03, load=LoadPhases(0.1, 2.0, 0.5, engine_build_s=1.5),
                      resources=Resources(peak_vram_bytes=2**30, vram_scope="device"),

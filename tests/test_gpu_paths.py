@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from bench.artifacts import model_file
 from bench.backends import BackendConfig, create, resolve
 from bench.backends.base import Unavailable
 from bench.measure.sampler import ResourceSampler
+from bench.model.artifacts import model_file
 from tests.fakes import FakeNvml
 
 
@@ -38,7 +38,7 @@ def test_ort_path_never_imports_torch(tiny_onnx):
     code = (
         "import sys\n"
         "from bench.backends import BackendConfig, create, resolve\n"
-        "from bench.tokenize import encode, load_tokenizer\n"
+        "from bench.model.tokenize import encode, load_tokenizer\n"
         f"b = create(BackendConfig(resolve('ort-int8-cpu'), {manifest['model_dir']!r}, {str(onnx_dir / 'model-int8.onnx')!r}))\n"
         "b.load()\n"
         f"b.infer(encode(load_tokenizer({manifest['model_dir']!r}), ['很好']))\n"
@@ -77,7 +77,7 @@ def test_each_backend_gets_its_resolved_model_file(tiny_onnx, name, variant):
 
 
 def test_an_ort_backend_without_a_model_file_is_a_clear_error(tiny_onnx):
-    from bench.errors import ConfigError
+    from bench.core.errors import ConfigError
 
     backend = create(BackendConfig(resolve("ort-int8-cpu"), tiny_onnx[1]["model_dir"], None))
     with pytest.raises(ConfigError, match="needs an ONNX file"):
@@ -89,8 +89,8 @@ def test_the_small_graphs_the_measurements_build_load_in_an_older_onnxruntime(tm
     it ("max supported IR version: 13") and the run stopped at its roofline. Every graph we build carries IR 9."""
     import onnx
 
-    from bench.checks.gpu import tiny_model
-    from bench.measure.gpu_peak import _matmul_graph
+    from bench.app.checks.gpu import tiny_model
+    from bench.engine.gpu_peak import _matmul_graph
     from bench.measure.roofline import small_model
 
     path, _ = tiny_model(tmp_path)

@@ -4,10 +4,10 @@
 import pytest
 
 from bench import backends
-from bench.artifacts import model_file
-from bench.measure.stats import StopRule
-from bench.records import CellSpec
-from bench.runner import WorkerLimits, WorkerRequest, run_cell
+from bench.core.records import CellSpec
+from bench.core.stats import StopRule
+from bench.engine.runner import WorkerLimits, WorkerRequest, run_cell
+from bench.model.artifacts import model_file
 
 
 def torch_cuda_reason() -> str | None:
@@ -48,7 +48,7 @@ def request(tiny_onnx, backend: str, batch: int) -> WorkerRequest:
                                      pytest.param("ort-fp16-cuda", marks=needs_ort_cuda)])
 def test_cuda_backend_measures_with_its_provider_and_nvml_energy(tiny_onnx, backend):
     from bench.backends.ort_gpu import CUDA
-    from bench.harness import gpu_for
+    from bench.engine.harness import gpu_for
     from bench.measure.sampler import ResourceSampler
 
     cell = run_cell(request(tiny_onnx, backend, 4), WorkerLimits(timeout_s=300),

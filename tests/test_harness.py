@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import pytest
 
-from bench.errors import ConfigError
-from bench.harness import RunConfig, build_grid, measure_cells
-from bench.measure.stats import StopRule
-from bench.results import CellSpec
-from bench.runner import WorkerLimits, WorkerRequest, run_cell
+from bench.core.errors import ConfigError
+from bench.core.results import CellSpec
+from bench.core.stats import StopRule
+from bench.engine.harness import RunConfig, build_grid, measure_cells
+from bench.engine.runner import WorkerLimits, WorkerRequest, run_cell
 from tests.conftest import run_cli
 
 FAST_STOP = StopRule(min_iters=10, min_time_s=0.3, max_time_s=1.5, target_rel_halfwidth=0.2)
@@ -44,7 +44,7 @@ def test_faulty_workers_become_failed_cells(tiny_model, fault, limits, expect):
 
 def test_run_continues_past_failed_cells_and_skips_gpu_with_reason(tiny_model, monkeypatch):
     # the host's GPU is faked away, so this holds on a GPU host too
-    monkeypatch.setattr("bench.harness.host_gpu_reason", lambda ordinal=0: "no usable NVIDIA GPU: (faked)")
+    monkeypatch.setattr("bench.engine.harness.host_gpu_reason", lambda ordinal=0: "no usable NVIDIA GPU: (faked)")
     cfg = RunConfig(backends=("fake-fp32-cpu", "ort-fp32-cuda"), batches=(1, 2), min_time_s=0.3, max_time_s=1.0,
                     processes=2, backend_options={"fake-fp32-cpu|b1|corpus|tall": {"fault": "crash"},
                                                   "fake-fp32-cpu|b2|corpus|tall": {"sleep_s": 0.005}})
@@ -113,7 +113,7 @@ GPU_SWEEP = {f"{b}|b{n}|corpus|tall" for b in ("ort-fp16-cuda", "torch-fp16-cuda
 
 
 def test_the_default_profile_sweeps_gpu_batches_1_to_64_only_where_a_gpu_can_run_them(monkeypatch):
-    from bench import harness
+    from bench.engine import harness
 
     monkeypatch.setattr(harness, "host_gpu_reason", lambda ordinal=0: None)  # a (fake) GPU host
     on_gpu, reason = harness.host_grid(RunConfig())
@@ -133,7 +133,7 @@ def test_the_default_profile_sweeps_gpu_batches_1_to_64_only_where_a_gpu_can_run
 def test_gpu_cells_on_a_cpu_host_cost_no_worker_and_no_time(tiny_model, monkeypatch):
     import time
 
-    from bench import harness
+    from bench.engine import harness
 
     monkeypatch.setattr(harness, "host_gpu_reason", lambda ordinal=0: "no usable NVIDIA GPU: (faked)")
     monkeypatch.setattr(harness, "run_cell", lambda *a, **k: pytest.fail("a worker was started for a GPU cell"))
@@ -145,8 +145,8 @@ def test_gpu_cells_on_a_cpu_host_cost_no_worker_and_no_time(tiny_model, monkeypa
 
 
 def test_a_backend_skipped_at_batch_1_is_skipped_at_every_batch_without_a_worker(tiny_model, monkeypatch):
-    from bench import harness
-    from bench.records import CellResult
+    from bench.core.records import CellResult
+    from bench.engine import harness
 
     started = []
 

@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "exporters", "loadtests", "reports")
-TOP = ("bench.pipeline", "bench.cli", "bench.checks", "bench.tune", "bench.__main__")
+TOP = ("bench.app.pipeline", "bench.app.cli", "bench.app.checks", "bench.app.tune", "bench.__main__")
 # layer -> the layers it may import from (itself included)
 ALLOWED = {
     "core": {"core"},
@@ -47,7 +47,7 @@ def imported(path: Path) -> list[tuple[int, str]]:
 
 
 def is_module(name: str) -> bool:
-    """`from bench import paths` names a module; `from bench.errors import BenchError` names a class."""
+    """`from bench import paths` names a module; `from bench.core.errors import BenchError` names a class."""
     base = REPO.joinpath(*name.split("."))
     return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
 
@@ -68,8 +68,8 @@ def test_imports_go_one_way():
     assert violations() == []
 
 
-@pytest.mark.parametrize("module,expected", [("bench.records", "core"), ("bench.service.app", "service"),
-                                             ("bench.checks.engine", "top"), ("bench.cli", "top"),
+@pytest.mark.parametrize("module,expected", [("bench.core.records", "core"), ("bench.service.app", "service"),
+                                             ("bench.app.checks.engine", "top"), ("bench.app.cli", "top"),
                                              ("reports.render", "reports"), ("loadtests.sweep", "loadtests")])
 def test_layers_are_named_as_designed(module, expected):
     assert layer(module) == expected
@@ -79,9 +79,9 @@ def test_an_upward_import_is_caught(tmp_path):
     """A core module importing the pipeline (or a reports module importing loadtests) is reported; the probe is
     written outside the checkout and read as if it were bench/_layer_probe.py."""
     probe = tmp_path / "_layer_probe.py"
-    probe.write_text("def f():\n    from bench.pipeline import prepare\n    import loadtests.sweep\n", encoding="utf-8")
+    probe.write_text("def f():\n    from bench.app.pipeline import prepare\n    import loadtests.sweep\n", encoding="utf-8")
     assert file_violations(probe, "bench._layer_probe", "bench/_layer_probe.py") == [
-        "bench/_layer_probe.py:2 (core) imports bench.pipeline (top)",
+        "bench/_layer_probe.py:2 (core) imports bench.app.pipeline (top)",
         "bench/_layer_probe.py:3 (core) imports loadtests.sweep (loadtests)"]
     reports = tmp_path / "probe_report.py"
     reports.write_text("import loadtests.sweep\n", encoding="utf-8")

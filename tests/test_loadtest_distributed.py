@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from loadtests.distributed import LocalCluster, merge_samples, merged_figures, run_distributed, samples_files
 from loadtests.levels import pooled_level
 from loadtests.samples import SampleWriter, crosscheck, level_stats, read_samples, sample_paths
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
-from loadtests.sweep import SweepConfig, run_window
+from loadtests.sweep import run_window
+from loadtests.windows import SweepConfig
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT = ServiceVariant.of("fake", backend="fake-fp32-cpu", cache_size=0)

@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.measure.stats import window_rate_ci
+from bench.core.errors import BenchError
+from bench.core.stats import window_rate_ci
 from loadtests.samples import (
     Samples,
     SampleWriter,
@@ -24,7 +24,7 @@ from loadtests.samples import (
     samples_path,
 )
 from loadtests.service_proc import ServiceProcess, ServiceVariant
-from loadtests.sweep import SweepConfig, run_locust
+from loadtests.windows import SweepConfig, run_locust
 
 
 def _samples(completed_s, latency_ms=10.0, timed_from_s=1000.0, ok=None, intended_s=None) -> Samples:

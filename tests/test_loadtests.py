@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 
-from bench.records import LoadLevel, ServiceSetup
+from bench.core.records import LoadLevel, ServiceSetup
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
 from loadtests.shapes import ClientStats, arrival_times, parse_server_timing
-from loadtests.sweep import SweepConfig, interleaved, run_locust, run_sweep
+from loadtests.sweep import interleaved, run_sweep
+from loadtests.windows import SweepConfig, run_locust
 
 
 def test_constant_arrivals_are_evenly_spaced():
@@ -120,11 +121,13 @@ def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path, 
 
 def test_a_gpu_host_adds_the_gpu_service_preset_to_the_defaults_and_a_cpu_host_does_not(monkeypatch):
     """Through the harness's real probe, asked of a fake libcuda (tests/fakes_gpu.py) instead of the machine's."""
-    from bench.buckets import GPU_MAX_PADDING
-    from bench.cli import build_parser, sweep_config
-    from bench.harness import host_gpu_reason
+    from bench.app.args import sweep_config
+    from bench.app.cli import build_parser
+    from bench.engine.harness import host_gpu_reason
     from bench.measure.cuda_driver import CudaDriver
+    from bench.model.buckets import GPU_MAX_PADDING
     from loadtests import sweep
+    from loadtests.windows import PRESETS
     from tests.fakes_gpu import FakeLibcuda
 
     gpu_host = lambda: (CudaDriver(FakeLibcuda([("NVIDIA L4", bytes(16), "0000:3b:00.0")])), None)  # noqa: E731
@@ -134,15 +137,15 @@ def test_a_gpu_host_adds_the_gpu_service_preset_to_the_defaults_and_a_cpu_host_d
     assert sweep.default_variant_names(lambda: host_gpu_reason(0, gpu_host), without_ort) == ("batch", "nobatch",
                                                                                                 "gpu-torch")
     assert sweep.default_variant_names(lambda: host_gpu_reason(0, cpu_host), with_ort) == ("batch", "nobatch")
-    assert sweep.PRESETS["gpu-torch"].config.backend == "torch-fp16-cuda"
-    gpu = sweep.PRESETS["gpu"].config
+    assert PRESETS["gpu-torch"].config.backend == "torch-fp16-cuda"
+    gpu = PRESETS["gpu"].config
     assert (gpu.backend, gpu.batching, gpu.max_batch, gpu.cache_size) == ("ort-fp16-cuda", True, 32, 0)
-    assert gpu.effective_max_padding == GPU_MAX_PADDING and sweep.PRESETS["gpu"].flags()[-2:] == ["--max-padding",
+    assert gpu.effective_max_padding == GPU_MAX_PADDING and PRESETS["gpu"].flags()[-2:] == ["--max-padding",
                                                                                                  str(GPU_MAX_PADDING)]
     monkeypatch.setattr(sweep, "ort_has_cuda", lambda: True)
     for loader, expected in ((gpu_host, ["batch", "nobatch", "gpu"]), (cpu_host, ["batch", "nobatch"])):
         monkeypatch.setattr(sweep, "service_gpu_reason", lambda loader=loader: host_gpu_reason(0, loader))
-        labels = [sweep.PRESETS[name].label for name in expected]
+        labels = [PRESETS[name].label for name in expected]
         assert [v.label for v in SweepConfig().variants] == ["int8 batching", "int8 no batching (article)"]
         args = build_parser(["sweep"]).parse_args(["sweep", "--model", "twin:tiny"])
         assert [v.label for v in sweep_config(args).variants] == labels
@@ -178,8 +181,8 @@ def test_interleaved_plan_runs_repeated_levels_in_one_service(tiny_onnx, tmp_pat
 
 
 def test_service_check_figures_from_interleaved_windows():
-    from bench.checks.service import service_figures
-    from bench.records import CellResult, CellSpec, ProcessRun
+    from bench.app.checks.service import service_figures
+    from bench.core.records import CellResult, CellSpec, ProcessRun
 
     def window(i, batching, users, qps, p50=50.0, mean=52.0, inference=49.0):
         return LoadLevel(ServiceSetup("x", batching=batching), users=users, qps=qps, p50_ms=p50, mean_ms=mean,
@@ -218,7 +221,7 @@ def test_a_pinned_process_runs_only_on_its_cores():
     import subprocess
     import sys
 
-    from bench.host import available_cores
+    from bench.measure.host import available_cores
     from loadtests.service_proc import Pinning
 
     cores = available_cores()

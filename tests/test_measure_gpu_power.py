@@ -382,7 +382,7 @@ def test_gpu_cells_are_judged_against_the_gpus_own_peak_of_their_precision():
 
 
 def test_gpu_peak_takes_the_best_engine_and_says_why_one_did_not_run():
-    from bench.measure.gpu_peak import measure_gpu_peak
+    from bench.engine.gpu_peak import measure_gpu_peak
 
     def torch_missing(ordinal):
         raise ImportError("No module named 'torch'", name="torch")

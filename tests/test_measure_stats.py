@@ -7,7 +7,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from bench.measure.stats import (
+from bench.core.stats import (
     PERCENTILE_METHOD,
     StopRule,
     bootstrap_ci,
@@ -182,7 +182,7 @@ def test_run_until_stopped_reports_each_sample():
 def test_ratio_ci_matches_welch_on_logs_and_brackets_the_ratio():
     from scipy import stats as sps
 
-    from bench.measure.stats import ratio_ci
+    from bench.core.stats import ratio_ci
 
     num, den = [18.2, 18.9, 17.6, 18.4], [17.1, 17.9, 17.4, 16.8]
     point, lo, hi = ratio_ci(num, den)
@@ -199,14 +199,14 @@ def test_ratio_ci_matches_welch_on_logs_and_brackets_the_ratio():
 
 @pytest.mark.parametrize("num, den", [([1.0], [1.0, 2.0]), ([1.0, 0.0], [1.0, 2.0]), ([1.0, 2.0], [-1.0, 2.0])])
 def test_ratio_ci_refuses_too_few_or_non_positive_values(num, den):
-    from bench.measure.stats import ratio_ci
+    from bench.core.stats import ratio_ci
 
     with pytest.raises(ValueError, match="ratio_ci"):
         ratio_ci(num, den)
 
 
 def test_ratio_ci_with_times_removes_a_linear_drift():
-    from bench.measure.stats import ratio_ci
+    from bench.core.stats import ratio_ci
 
     # ABBA windows on a host slowing 2 % per window, true ratio 1.05, plus small deterministic noise.
     order = [1, 8, 8, 1] * 3
@@ -262,7 +262,7 @@ def test_hierarchical_with_one_group_is_the_plain_bootstrap():
 
 
 def test_hierarchical_ci_does_not_depend_on_the_chunk_size(monkeypatch):
-    import bench.measure.stats as stats_module
+    import bench.core.stats as stats_module
 
     groups = _process_groups(np.random.default_rng(2), k=4, m=150)
     wide = hierarchical_bootstrap_ci(groups, "p95", n_boot=2000)

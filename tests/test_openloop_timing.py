@@ -21,9 +21,9 @@ import numpy as np
 import psutil
 import pytest
 
-from bench.corpus import length_workload
+from bench.model.corpus import length_workload
 from loadtests.shapes import arrival_times
-from loadtests.sweep import SweepConfig, run_locust
+from loadtests.windows import SweepConfig, run_locust
 
 RATE, DURATION_S, STALL_S = 20.0, 3.0, 1.5
 CFG = SweepConfig(model="twin:tiny", duration_s=DURATION_S, open_rates=(RATE,))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.corpus import heldout_sample, train_reviews
-from bench.tokenize import encode, load_tokenizer
+from bench.model.corpus import heldout_sample, train_reviews
+from bench.model.tokenize import encode, load_tokenizer
 from exporters.pipeline import ExportConfig, export_all
 
 PARITY_N, PARITY_MAX_LENGTH = 256, 48  # heldout_sample(256, seed=0) is what the export judges

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.paths import resolve_run
-from bench.results import SCHEMA_VERSION, CellResult, CellSpec, load_run
+from bench.core.errors import BenchError
+from bench.core.paths import resolve_run
+from bench.core.results import SCHEMA_VERSION, CellResult, CellSpec, load_run
 from reports import fmt
 from reports.cli import add_report_args, cmd_report
 from reports.decision import cost_per_million
@@ -86,7 +86,7 @@ def written(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 @pytest.fixture(scope="module")
 def raw_cells() -> dict:
-    """Cells straight from the JSON, without the bench.results loader, for independent arithmetic."""
+    """Cells straight from the JSON, without the bench.core.results loader, for independent arithmetic."""
     return {f"{c['spec']['backend']}|b{c['spec']['batch']}|corpus|tall": c
             for c in json.loads(LOADTEST_FILE.read_text())["cells"] if c["spec"]["workload"] == "corpus"}
 
@@ -204,7 +204,7 @@ def test_decision_follows_the_slo_and_the_prices():
 
 
 def test_configurations_the_tune_ran_only_at_saturation_are_not_judged_against_the_slo():
-    from bench.search_records import TuneCandidate, TuneRecord
+    from bench.core.search_records import TuneCandidate, TuneRecord
 
     run = load_run(LOADTEST_FILE)
     level = next(lt for lt in run.loadtests if lt.config.label == "int8 batching" and lt.users == 4)
@@ -340,12 +340,12 @@ def test_failed_service_configuration_is_listed_not_priced(written):
 
 
 def test_bench_cli_wiring(tmp_path):
-    """Once bench/cli.py wires `report` and `compare` (the lead's step), they work end to end."""
-    from bench.cli import build_parser
+    """Once bench/app/cli.py wires `report` and `compare` (the lead's step), they work end to end."""
+    from bench.app.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
     if not {"report", "compare"} <= set(commands):
-        pytest.skip("bench/cli.py does not wire `report` / `compare` yet")
+        pytest.skip("bench/app/cli.py does not wire `report` / `compare` yet")
     shutil.copy(RUN_FILE, tmp_path / "results.json")
     def run_cli(*args):
         return subprocess.run([sys.executable, "-m", "bench", *args], cwd=Path(__file__).parent.parent,

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bench.core.records import Energy, ProcessRun, Resources, WorkerMeta
+from bench.core.results import CellResult, CellSpec, cell_from_dict, cell_to_dict, load_run, save_run
 from bench.measure.gpu_libs import decode, loaded_gpu_libraries, loaded_paths
-from bench.records import Energy, ProcessRun, Resources, WorkerMeta
-from bench.results import CellResult, CellSpec, cell_from_dict, cell_to_dict, load_run, save_run
 from reports import fmt
 from reports.render import ReportOptions, build_context, render_context
 from tests.test_report import RUN_FILE, row_of, tables_of

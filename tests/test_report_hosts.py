@@ -29,10 +29,10 @@ PRICES = {"cpu-box": 0.10, "gpu-box": 0.53}  # cpu-box's from --price, gpu-box's
 
 
 def measured_run(run_id: str, backend: str, batches: tuple, service_backend: str, label: str, hour_usd=None):
-    from bench import pipeline
-    from bench.harness import RunConfig
+    from bench.app import pipeline
+    from bench.engine.harness import RunConfig
     from loadtests.service_proc import ServiceVariant
-    from loadtests.sweep import SweepConfig
+    from loadtests.windows import SweepConfig
 
     cfg = RunConfig(model="twin:tiny", backends=(backend,), batches=batches, min_time_s=0.3, max_time_s=0.8,
                     processes=2, run_id=run_id)
@@ -46,7 +46,10 @@ def measured_run(run_id: str, backend: str, batches: tuple, service_backend: str
 
 @pytest.fixture(scope="module")
 def runs(bench_home, tiny_onnx) -> tuple[Path, Path]:
-    from bench import backends, harness, host, pipeline
+    from bench import backends
+    from bench.app import pipeline
+    from bench.engine import harness
+    from bench.measure import host
 
     cpu = measured_run("cpu-box", "ort-int8-cpu", (1,), "ort-int8-cpu", "int8 batching")
     mp = pytest.MonkeyPatch()
@@ -127,7 +130,7 @@ def test_chromium_shows_the_merged_report_with_decoded_plots_and_the_same_plan(m
 def test_the_gpu_runs_report_shows_vram_and_keeps_board_and_host_cpu_energy_apart(runs):
     """The fake GPU run, through the real pipeline: its row's memory is VRAM (whose it is, as this host could
     tell), its host CPU energy is in one column and the board's (NVML, or why not) in another."""
-    from bench.results import load_run
+    from bench.core.results import load_run
     from reports.render import ReportOptions, build_context, render_context
 
     cpu, gpu = (tables_of(render_context(build_context(load_run(r), ReportOptions()), "report.html.j2")) for r in runs)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError, ConfigError
-from bench.results import load_run
+from bench.core.errors import BenchError, ConfigError
+from bench.core.results import load_run
 from reports import fmt
 from reports.hosts import check_mergeable, host_label, host_runs, parse_price, positive
 from reports.multi import build_multi_context, write_merged_report
@@ -103,7 +103,7 @@ def test_different_schema_versions_are_refused_unless_forced(tmp_path):
     a = run_folder(tmp_path, "a")
     b = run_folder(tmp_path, "b")
     data = json.loads((b / "results.json").read_text())
-    from bench.results import run_from_dict, run_to_dict
+    from bench.core.results import run_from_dict, run_to_dict
 
     (b / "results.json").write_text(json.dumps(run_to_dict(run_from_dict(data))))  # saved again: version 2
     result = run_cli("report", str(a), str(b), "--out", str(tmp_path / "m"))
@@ -194,8 +194,8 @@ def test_merged_context_names_candidates_uniquely(tmp_path):
 def test_a_searched_qps_at_the_slo_replaces_the_grid_in_the_decision_and_the_plan(tmp_path):
     from dataclasses import replace
 
-    from bench.results import run_from_dict, run_to_dict
-    from bench.search_records import SearchProbe, SloSearch
+    from bench.core.results import run_from_dict, run_to_dict
+    from bench.core.search_records import SearchProbe, SloSearch
 
     run = load_run(run_folder(tmp_path, "s"))
     setup = next(lv.config for lv in run.loadtests if lv.config.label == "int8 batching")

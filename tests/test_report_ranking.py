@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from bench.backends.base import BackendSpec
-from bench.records import Energy, LoadLevel, ProcessRun, Resources, ServiceSetup, WorkerMeta
-from bench.results import CellResult, CellSpec, load_run, run_to_dict
+from bench.core.records import Energy, LoadLevel, ProcessRun, Resources, ServiceSetup, WorkerMeta
+from bench.core.results import CellResult, CellSpec, load_run, run_to_dict
+from bench.core.specs import BackendSpec
 from reports import fmt
 from reports.common import backend_parts, on_gpu, variant_of
 from reports.ranking import CLOSED_LOOP, NO_CI, ONE_SERVICE
@@ -153,7 +153,7 @@ def test_backend_parts_uses_the_backend_spec():
 
 
 def test_a_closed_loop_figure_is_not_ranked_against_an_open_loop_searched_one():
-    from bench.search_records import SloSearch
+    from bench.core.search_records import SloSearch
 
     batching = level("int8 batching", 450.0, (440.0, 460.0), 13.9, (13.0, 14.5))
     nobatch = level("int8 no batching", 300.0, (290.0, 310.0), 17.0, (16.0, 18.0), batching=False)

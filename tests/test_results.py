@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError
-from bench.paths import atomic_write_text
-from bench.records import Energy, LoadLevel, LoadPhases, ProcessRun, Resources, ServiceSetup, WorkerMeta
-from bench.results import (
+from bench.core.errors import BenchError
+from bench.core.paths import atomic_write_text
+from bench.core.records import Energy, LoadLevel, LoadPhases, ProcessRun, Resources, ServiceSetup, WorkerMeta
+from bench.core.results import (
     SCHEMA_VERSION,
     CellResult,
     CellSpec,

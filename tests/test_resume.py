@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from bench.results import load_run
+from bench.core.results import load_run
 from tests.conftest import REPO, run_cli
 
 GRID = ["--backends", "ort-int8-cpu,ort-fp32-cpu", "--batches", "1,2", "--processes", "1", "--duration", "0.6",

@@ -112,7 +112,7 @@ def test_cli_serves_on_port_zero_and_stops_on_sigterm(tiny_onnx, bench_home):
 
 
 def test_length_groups_keep_padding_within_budget():
-    from bench.buckets import length_groups
+    from bench.model.buckets import length_groups
 
     lengths = [80, 20, 82, 300, 21, 79, 81, 22]
     groups = length_groups(lengths, 0.15)
@@ -128,8 +128,8 @@ def test_each_length_group_is_answered_when_its_model_call_returns(tiny_model):
     """A short text batched with a long one is answered after its own model call, not after the whole batch."""
     import asyncio
 
+    from bench.model.tokenize import load_tokenizer, model_dir_str
     from bench.service.batcher import Batcher
-    from bench.tokenize import load_tokenizer, model_dir_str
 
     backend = ScriptedBackend(tiny_model, delay=0.3)
     tokenizer = load_tokenizer(model_dir_str(tiny_model))
@@ -155,7 +155,7 @@ def test_each_length_group_is_answered_when_its_model_call_returns(tiny_model):
 
 
 def test_padding_budget_defaults_per_device_and_can_be_set():
-    from bench.buckets import CPU_MAX_PADDING, GPU_MAX_PADDING
+    from bench.model.buckets import CPU_MAX_PADDING, GPU_MAX_PADDING
 
     assert ServiceConfig(backend="ort-int8-cpu").effective_max_padding == CPU_MAX_PADDING
     assert ServiceConfig(backend="ort-fp16-cuda").effective_max_padding == GPU_MAX_PADDING > CPU_MAX_PADDING
@@ -200,8 +200,8 @@ def test_length_groups_run_oldest_first(tiny_model):
     """A long text that arrived first is not overtaken by shorter ones batched with it (FIFO keeps the tail short)."""
     import asyncio
 
+    from bench.model.tokenize import load_tokenizer, model_dir_str
     from bench.service.batcher import Batcher
-    from bench.tokenize import load_tokenizer, model_dir_str
 
     class Recording(ScriptedBackend):
         lengths: list[int] = []
@@ -226,7 +226,7 @@ def test_length_groups_run_oldest_first(tiny_model):
 
 
 def test_bucket_calls_split_on_cpu_pad_rows_on_gpu_and_cap_tokens():
-    from bench.buckets import Buckets, call_shape, plan_calls
+    from bench.model.buckets import Buckets, call_shape, plan_calls
 
     cpu, gpu = Buckets.for_device("cpu", 8), Buckets.for_device("cuda", 32)
     calls = plan_calls([40] * 7, 0.05, cpu)  # 7 equal texts: bucket sizes, no empty rows on a CPU

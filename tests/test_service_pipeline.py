@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from bench.backends import Backend, BackendConfig, BackendSpec
+from bench.model.tokenize import load_tokenizer, model_dir_str
 from bench.service.batcher import Batcher, InferenceFailed
-from bench.tokenize import load_tokenizer, model_dir_str
 
 DELAY_S = 0.2
 

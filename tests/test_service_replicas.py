@@ -12,7 +12,7 @@ import time
 import httpx
 import pytest
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 from bench.service.config import ServiceConfig
 from bench.service.replicas import place
 from loadtests.service_proc import ServiceProcess, ServiceVariant

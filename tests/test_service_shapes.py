@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from bench.buckets import Buckets
+from bench.model.buckets import Buckets
 from bench.service.app import create_app
 from bench.service.config import ServiceConfig
 from bench.service.server import ThreadedServer

@@ -9,13 +9,14 @@ import math
 import numpy as np
 import pytest
 
-from bench.errors import ConfigError
-from bench.records import ServiceSetup
-from bench.results import load_run
-from bench.search_records import SearchProbe
+from bench.core.errors import ConfigError
+from bench.core.records import ServiceSetup
+from bench.core.results import load_run
+from bench.core.search_records import SearchProbe
 from loadtests.samples import Samples
 from loadtests.service_proc import ServiceVariant
-from loadtests.slo_search import JUDGED, SearchConfig, judge, next_rate, search, tail_bound, within
+from loadtests.slo_search import JUDGED, judge, next_rate, search, tail_bound, within
+from loadtests.windows import SearchConfig
 
 SETUP = ServiceSetup("fake")
 CLIENT = {"invalid_answers": 0, "open_loop": {"late_send_percent": 0.0}}
@@ -150,8 +151,8 @@ def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(b
     """A real service on 127.0.0.1 whose backend sleeps 10 ms per request, one request at a time (no batching):
     an M/D/1 queue whose service time the server itself reports (Server-Timing at one user). The search, wired
     into the pipeline's sweep stage, must land within 10 % of that queue's rate at P95 = SLO."""
-    from bench import pipeline
-    from loadtests.sweep import SweepConfig
+    from bench.app import pipeline
+    from loadtests.windows import SweepConfig
 
     variant = ServiceVariant.of("fake 10 ms", backend="fake-fp32-cpu", batching=False, cache_size=0)
     sweep = SweepConfig(model="twin:tiny", variants=(variant,), users=(1,), duration_s=3.0, ramp_s=0.5, repeats=1,
@@ -172,9 +173,8 @@ def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(b
 def test_searches_the_budget_cannot_hold_are_recorded_as_not_run(bench_home, tiny_model):
     import time as clock
 
-    from bench import pipeline
-    from loadtests.slo_search import SearchConfig
-    from loadtests.sweep import SweepConfig
+    from bench.app import pipeline
+    from loadtests.windows import SearchConfig, SweepConfig
 
     ctx = pipeline.sweep_context("twin:tiny", 0, None, "budget")
     variant = ServiceVariant.of("fake 10 ms", backend="fake-fp32-cpu", batching=False, cache_size=0)
@@ -191,7 +191,7 @@ def test_a_search_is_given_time_for_two_probes_at_its_start_rate():
     """The run budget's floor for a search: a bracket (a pass and a fail) at the configuration's start rate, so a
     fast host's short windows fit in ~40 s and a slow host's stretched ones are not cut to nothing."""
     from loadtests.slo_search import SERVICE_START_S, bracket_seconds
-    from loadtests.sweep import SweepConfig
+    from loadtests.windows import SweepConfig
 
     variant = ServiceVariant.of("v", backend="fake-fp32-cpu")
     sweep = SweepConfig(variants=(variant,), slo_search=SearchConfig())
@@ -237,7 +237,7 @@ def test_the_searched_qps_holds_the_known_capacity_in_its_interval_at_low_and_hi
 
 
 def test_a_search_that_never_failed_is_a_lower_bound_and_a_failed_re_run_steps_down():
-    from bench.search_records import SearchProbe
+    from bench.core.search_records import SearchProbe
 
     cfg = SearchConfig(slo_ms=100.0, start_rps=10.0, max_probes=3)
     always = search(lambda r: SearchProbe(r, True, "meets the SLO", 300, achieved_rps=r, achieved_ci=(r * 0.9, r * 1.1)),

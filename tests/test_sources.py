@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification
 
-from bench import sources
-from bench.convert import convert_modelscope
-from bench.errors import BenchError
-from bench.tokenize import encode, load_tokenizer
+from bench.core.errors import BenchError
+from bench.model import sources
+from bench.model.convert import convert_modelscope
+from bench.model.tokenize import encode, load_tokenizer
 
 TEXTS = ["这家酒店的服务很好，房间干净。", "质量太差了，完全不值这个价格！", "还行吧"]
 

@@ -1,4 +1,4 @@
-"""The results store (bench.store): tidy Parquet tables per run, read across runs and hosts.
+"""The results store (bench.core.store): tidy Parquet tables per run, read across runs and hosts.
 
 Three runs from two hosts, made from the saved runs in tests/data: two of the AMD host, and a renamed copy of one
 whose results.json now says another host (Xeon + T4), with a GPU service configuration, an SLO search and a tune.
@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import store
-from bench.errors import BenchError
-from bench.results import load_run, save_run
-from bench.search_records import SearchProbe, SloSearch, TuneCandidate, TuneRecord
+from bench.core import store
+from bench.core.errors import BenchError
+from bench.core.results import load_run, save_run
+from bench.core.search_records import SearchProbe, SloSearch, TuneCandidate, TuneRecord
 from tests.conftest import run_cli
 
 DATA = Path(__file__).parent / "data"
@@ -197,7 +197,7 @@ def test_host_label_is_the_reports_label_or_the_runs_own(results):
 
 
 def test_cell_figures_are_summary_csvs_and_the_reports(results):
-    from bench.summary import summary_row
+    from bench.core.summary import summary_row
     from reports.common import throughput_ci
 
     run = load_run(results / "tinyq")
@@ -261,7 +261,7 @@ def test_read_store_takes_folders_results_files_parents_and_globs(results):
 
 
 def test_update_store_failing_keeps_results_json(results, monkeypatch, capsys):
-    from bench import pipeline
+    from bench.app import pipeline
 
     def full_disk(*_a, **_k):
         raise OSError(28, "No space left on device")
@@ -277,7 +277,7 @@ def test_update_store_failing_keeps_results_json(results, monkeypatch, capsys):
 
 
 def test_the_pipeline_writes_the_store_with_results_json(tmp_path):
-    from bench import pipeline
+    from bench.app import pipeline
 
     run = load_run(DATA / "report_run_loadtests.json")
     pipeline.RunContext(tmp_path, run, tmp_path, None).save(run)
@@ -287,7 +287,7 @@ def test_the_pipeline_writes_the_store_with_results_json(tmp_path):
 
 
 def bench_runs(capsys, *args: str) -> tuple[int, str, str]:
-    from bench.cli import main
+    from bench.app.cli import main
 
     code = main(["runs", *args])
     out = capsys.readouterr()

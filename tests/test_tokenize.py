@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from transformers import AutoTokenizer
 
-from bench.corpus import bucket_workload, length_workload
-from bench.tokenize import counted, encode, load_tokenizer, pack
+from bench.model.corpus import bucket_workload, length_workload
+from bench.model.tokenize import counted, encode, load_tokenizer, pack
 
 ODD = ["ABC abc 123 😀 hello  ", "今天天气真好" * 200, " \t混合 scripts ＡＢＣ，。！", "x"]
 

@@ -8,13 +8,21 @@ from dataclasses import replace
 
 import pytest
 
-from bench.buckets import Buckets
-from bench.errors import ConfigError
-from bench.results import load_run
-from bench.search_records import TuneCandidate, TuneRecord
-from bench.tokenize import load_tokenizer, model_dir_str
-from bench.tune.offline import candidates, gpu_candidates, model_calls
-from bench.tune.search import DEFAULT_LABEL, TuneConfig, command_line, pareto, recommend, tuned_variant, verify_users
+from bench.app.tune.offline import candidates, gpu_candidates, model_calls
+from bench.app.tune.search import (
+    DEFAULT_LABEL,
+    TuneConfig,
+    command_line,
+    pareto,
+    recommend,
+    tuned_variant,
+    verify_users,
+)
+from bench.core.errors import ConfigError
+from bench.core.results import load_run
+from bench.core.search_records import TuneCandidate, TuneRecord
+from bench.model.buckets import Buckets
+from bench.model.tokenize import load_tokenizer, model_dir_str
 from reports.render import render_html
 
 
@@ -86,7 +94,7 @@ def test_services_are_verified_at_users_that_keep_every_replica_of_each_busy():
 
 
 def test_offline_ties_with_the_best_are_verified_too_up_to_the_limit():
-    from bench.tune.search import to_verify
+    from bench.app.tune.search import to_verify
 
     def offline(r, b, rate, half):
         return TuneCandidate(r, 2 // r, b, items_per_s=rate, items_ci=(rate - half, rate + half))
@@ -146,7 +154,7 @@ def test_on_a_gpu_the_dimension_is_instances_per_gpu():
 
 
 def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
-    from loadtests.sweep import DEFAULT_VARIANTS
+    from loadtests.windows import DEFAULT_VARIANTS
 
     def record(c):
         return TuneRecord("ort-int8-cpu", 2, (c,), recommended=c.label)
@@ -167,7 +175,7 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
     ratios' intervals are across processes. Two offline configurations tied in the tune are both measured, and the
     better in the rounds is the denominator."""
     import loadtests.sweep
-    from bench.checks.tune import fresh_figures, rate_of
+    from bench.app.checks.tune import fresh_figures, rate_of
 
     started, start = [], loadtests.sweep.start_services
 
@@ -204,7 +212,7 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
 
 def assert_cores_accounted(fresh: dict, seconds: float) -> None:
     """Where the cores went: the replica processes' CPU per text, the front's and Locust's, the engine's offline."""
-    from bench.checks.tune import cpu_budget
+    from bench.app.checks.tune import cpu_budget
 
     service = fresh["service"]
     offline, served = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text()
@@ -216,7 +224,7 @@ def assert_cores_accounted(fresh: dict, seconds: float) -> None:
 
 
 def test_the_check_measures_fresh_every_offline_configuration_tied_with_the_best_and_the_tuned_one():
-    from bench.checks.tune import offline_contenders
+    from bench.app.checks.tune import offline_contenders
 
     def cand(r, t, b, rate, ci, status="ok"):
         return TuneCandidate(r, t, b, status=status, items_per_s=rate, items_ci=ci)
@@ -233,7 +241,7 @@ def test_the_check_measures_fresh_every_offline_configuration_tied_with_the_best
 
 
 def test_cpu_budget_says_when_the_model_runs_in_the_front():
-    from bench.checks.tune import CpuUse, cpu_budget
+    from bench.app.checks.tune import CpuUse, cpu_budget
 
     fresh = {"cpu": {"offline": CpuUse(100, 3.0), "service": CpuUse(50, 0.0, 2.0, 0.1, 50)}, "cores": 2}
     budget = cpu_budget(fresh, 40.0, 33.0)
@@ -245,7 +253,7 @@ def test_cpu_budget_says_when_the_model_runs_in_the_front():
 def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
     """2 cores: the engine had 200 % offline at 30 ms a text; in the service the front took 6 % and Locust 3.8 %,
     so the replicas can have at most 190.2 %: a ceiling of 0.951, and at the same CPU per text a ratio of 0.951."""
-    from bench.checks.tune import CpuUse, cpu_budget
+    from bench.app.checks.tune import CpuUse, cpu_budget
 
     fresh = {"cpu": {"offline": CpuUse(1000, 30.0), "service": CpuUse(1000, 30.0, 1.0, 0.5, 800)}, "cores": 2}
     budget = cpu_budget(fresh, 60.0, 2000 / 30)
@@ -257,8 +265,8 @@ def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
 def test_check_tune_says_not_applicable_when_the_default_service_wins(tmp_path, monkeypatch, capsys):
     """When the tune recommends the default service, tuned and default are one service and their ratio is 1.000 by
     construction: the check says "not applicable" and judges only the service against the engine."""
-    from bench.checks.tune import CpuUse, judge
-    from bench.records import LoadLevel, ServiceSetup
+    from bench.app.checks.tune import CpuUse, judge
+    from bench.core.records import LoadLevel, ServiceSetup
 
     monkeypatch.setenv("STRUCTBENCH_HOME", str(tmp_path))
     level = LoadLevel(ServiceSetup(DEFAULT_LABEL), users=16, qps=9.8, qps_ci=(9.5, 10.1))

@@ -1,8 +1,8 @@
 import hashlib
 
-from bench.corpus import length_workload
-from bench.tokenize import load_tokenizer
-from bench.twin import CJK_FIRST, CJK_LAST, LABELS, SHAPES, VOCAB_SIZE, build_twin, build_vocab, twin_config
+from bench.model.corpus import length_workload
+from bench.model.tokenize import load_tokenizer
+from bench.model.twin import CJK_FIRST, CJK_LAST, LABELS, SHAPES, VOCAB_SIZE, build_twin, build_vocab, twin_config
 
 
 def weights_hash(model_dir) -> str:
@@ -43,7 +43,7 @@ def test_twin_labels_are_split_so_parity_can_see_changes(tiny_model):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from bench.tokenize import encode
+    from bench.model.tokenize import encode
 
     tok = load_tokenizer(str(tiny_model))
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_model)).eval()

@@ -13,8 +13,8 @@ import sys
 import numpy as np
 import pytest
 
-from bench.corpus import heldout_reviews, heldout_sample, load_corpus, split_of, train_reviews
-from bench.errors import BenchError
+from bench.core.errors import BenchError
+from bench.model.corpus import heldout_reviews, heldout_sample, load_corpus, split_of, train_reviews
 from exporters.accuracy import wilson
 from exporters.parity import DEFAULT_THRESHOLDS, Thresholds, compare
 
@@ -27,7 +27,7 @@ def trained_twin(bench_home):
     """`twin:trained` built once for the module (about a minute or two of training on 2 cores), in the temp home."""
     import torch
 
-    from bench.sources import materialize
+    from bench.model.sources import materialize
 
     threads = torch.get_num_threads()
     model_dir = materialize("twin:trained")
@@ -35,8 +35,8 @@ def trained_twin(bench_home):
 
 
 def test_trained_twin_is_marked_real_and_beats_chance_on_held_out_reviews(trained_twin):
-    from bench.sources import read_source_meta, synthetic_by_config
-    from bench.twin_trained import RECIPE
+    from bench.model.sources import read_source_meta, synthetic_by_config
+    from bench.model.twin_trained import RECIPE
 
     model_dir, _ = trained_twin
     meta = json.loads((model_dir / "source.json").read_text(encoding="utf-8"))
@@ -72,7 +72,7 @@ def held_out_digest() -> str:
 
 def test_split_is_the_same_in_another_process_with_another_hash_seed():
     """Python's hash() is salted per process; the split must not depend on it."""
-    code = "from bench.corpus import heldout_reviews as h; import hashlib; " \
+    code = "from bench.model.corpus import heldout_reviews as h; import hashlib; " \
            "print(hashlib.sha256(chr(10).join(r.text for r in h()).encode()).hexdigest())"
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -102,7 +102,7 @@ def short_training(model_dir, seed: int) -> bytes:
     import torch
     from transformers import BertForSequenceClassification
 
-    from bench.twin_trained import TrainRecipe, train, trained_config
+    from bench.model.twin_trained import TrainRecipe, train, trained_config
 
     recipe = TrainRecipe(max_steps=8)
     threads = torch.get_num_threads()
@@ -140,7 +140,7 @@ def two_level(model, layer: int):
 def logits_of(model, model_dir, texts) -> np.ndarray:
     import torch
 
-    from bench.tokenize import encode, load_tokenizer
+    from bench.model.tokenize import encode, load_tokenizer
 
     tok, out = load_tokenizer(str(model_dir)), []
     with torch.inference_mode():

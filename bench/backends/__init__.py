@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import importlib
 
-from bench.backends.base import Backend, BackendConfig, BackendSpec, Unavailable
-from bench.errors import ConfigError
+from bench.backends.base import Backend, BackendConfig, Unavailable
+from bench.core.errors import ConfigError
+from bench.core.specs import BackendSpec
 
 _TORCH = "bench.backends.torch_backend:TorchBackend"
 _ORT = "bench.backends.ort_backend:OrtBackend"

@@ -9,46 +9,14 @@ from typing import Mapping
 
 import numpy as np
 
-from bench.errors import ConfigError
-
-ENGINES = ("torch", "ort", "ov", "fake")
-PRECISIONS = ("fp32", "fp32-fused", "int8", "fp16", "bf16")
-DEVICES = ("cpu", "cuda", "tensorrt")
-
-
-@dataclass(frozen=True)
-class BackendSpec:
-    """What to run: engine × precision × device. Validated, but free of side effects."""
-
-    engine: str
-    precision: str
-    device: str = "cpu"
-
-    def __post_init__(self) -> None:
-        for value, allowed, what in ((self.engine, ENGINES, "engine"), (self.precision, PRECISIONS, "precision"),
-                                     (self.device, DEVICES, "device")):
-            if value not in allowed:
-                raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(allowed)})")
-
-    @property
-    def name(self) -> str:
-        return f"{self.engine}-{self.precision}-{self.device}"
-
-    @classmethod
-    def parse(cls, name: str) -> "BackendSpec":
-        """'ort-int8-cpu' → BackendSpec('ort', 'int8', 'cpu'); the device defaults to cpu."""
-        parts = name.split("-")
-        if parts[-1] in DEVICES and len(parts) >= 3:
-            return cls(parts[0], "-".join(parts[1:-1]), parts[-1])
-        if len(parts) < 2:
-            raise ConfigError(f"backend '{name}' must look like ENGINE-PRECISION[-DEVICE], e.g. ort-int8-cpu")
-        return cls(parts[0], "-".join(parts[1:]), "cpu")
+from bench.core.errors import ConfigError
+from bench.core.specs import BackendSpec
 
 
 @dataclass(frozen=True)
 class BackendConfig:
     """How to load it: model directory (tokenizer, torch weights), the resolved ONNX file an ORT backend runs,
-    thread count and backend-specific options. Callers resolve the file (bench.artifacts.model_file)."""
+    thread count and backend-specific options. Callers resolve the file (bench.model.artifacts.model_file)."""
 
     spec: BackendSpec
     model_dir: Path

@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.backends import ort_gpu
 from bench.backends.base import Backend, Unavailable
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 PROVIDERS = ort_gpu.PROVIDERS
 INT8_CUDA_REASON = ("INT8 on the CUDA provider is not a real INT8 path: dynamic-quantised MatMulInteger and "

@@ -143,7 +143,7 @@ def trt_cache_dir(model_file: Path, fp16: bool, root: Path | None = None) -> Pat
     of the folder name, so a re-export (new weights, same graph) never runs a stale engine."""
     import hashlib
 
-    from bench.paths import artifacts_dir
+    from bench.core.paths import artifacts_dir
 
     model_file = Path(model_file)
     st = model_file.stat()

@@ -12,8 +12,8 @@ from typing import Mapping
 import numpy as np
 
 from bench.backends.base import Backend, Unavailable
-from bench.backends.isa import CpuIsa, bf16_reason
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
+from bench.measure.isa import CpuIsa, bf16_reason
 
 HINTS = ("latency", "throughput")
 # What the compiled model computes in: FP32 is forced to f32 (OpenVINO would otherwise pick bf16 on BF16 hardware

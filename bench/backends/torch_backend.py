@@ -16,7 +16,7 @@ def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     try:
         model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=attn).eval()
@@ -48,7 +48,7 @@ class TorchBackend(Backend):
         if spec.device != "cpu" and spec.device != "cuda":
             raise Unavailable(f"torch has no '{spec.device}' device")
         if spec.precision == "bf16":
-            from bench.backends.isa import CpuIsa, bf16_reason
+            from bench.measure.isa import CpuIsa, bf16_reason
 
             if spec.device != "cpu" or (why := bf16_reason(CpuIsa.here())):
                 raise Unavailable(why or "torch BF16 is a CPU backend here (CUDA runs FP16)")

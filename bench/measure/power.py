@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 TDP_ENV = "STRUCTBENCH_CPU_TDP_W"
 # Nominal desktop part: 65 W for 8 logical cores, scaled linearly to the host's logical core count.

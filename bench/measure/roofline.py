@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 _BERT_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_labels", "seq_len", "batch")
 
@@ -172,7 +172,7 @@ def measure_peak_bf16_ov(m: int = 256, k: int = 768, n: int = 3072, repeats: int
     """Best FLOP/s of one MatMul (m×k by a constant k×n weight) compiled by OpenVINO's CPU plugin with a BF16
     inference precision: the kernels the BF16 cells run (AMX or AVX512-BF16). None where OpenVINO is absent or the
     CPU has no BF16 hardware (an emulated peak would judge nothing)."""
-    from bench.backends.isa import CpuIsa
+    from bench.measure.isa import CpuIsa
 
     if not CpuIsa.here().bf16:
         return None
@@ -221,7 +221,7 @@ def peak_for(precision: str, peak: dict | None, fallback: float | None = None, d
     """The peak a cell of this precision is judged against, and its name: INT8 cells against the INT8 GEMM
     peak and BF16 cells against the BF16 one when the run measured them, everything else (and INT8 / BF16 in
     runs without that peak) against the float32 peak.
-    GPU cells only against the GPU's own peak of their precision (`peak["gpu"]`, bench.measure.gpu_peak): FP16,
+    GPU cells only against the GPU's own peak of their precision (`peak["gpu"]`, bench.engine.gpu_peak): FP16,
     TF32 where the cell allowed it, else FP32; None without one (never the host CPU's peak)."""
     peak = peak or {}
     if device != "cpu":

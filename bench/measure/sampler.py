@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 USS_EVERY = 10
 # USS reads may use at most this share of one core (0.1%): one read costs ~0.5 ms, more for a

@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.backends import Backend
-from bench.buckets import Buckets, call_shape, plan_calls
-from bench.tokenize import MAX_TOKENS, counted, pack, softmax
+from bench.model.buckets import Buckets, call_shape, plan_calls
+from bench.model.tokenize import MAX_TOKENS, counted, pack, softmax
 
 log = logging.getLogger("bench.service")
 _STOP = object()

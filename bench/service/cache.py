@@ -7,7 +7,7 @@ import unicodedata
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from bench.errors import ConfigError
+from bench.core.errors import ConfigError
 
 V = TypeVar("V")
 

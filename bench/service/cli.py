@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from bench.argtypes import ints
-from bench.errors import BenchError, ConfigError, run_entry
+from bench.core.argtypes import ints
+from bench.core.errors import BenchError, ConfigError, run_entry
 from bench.service.config import ServiceConfig
 
 DEFAULTS = ServiceConfig()
@@ -83,7 +83,7 @@ def config_from_args(args: argparse.Namespace) -> ServiceConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.quiet import quiet_libraries
+    from bench.core.quiet import quiet_libraries
 
     parser = argparse.ArgumentParser(prog="python -m bench.service", description="Run the sentiment service.")
     add_arguments(parser)

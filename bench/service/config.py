@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.backends import resolve
-from bench.buckets import Buckets, max_padding_for
-from bench.errors import ConfigError
-from bench.host import available_cores
+from bench.core.errors import ConfigError
+from bench.measure.host import available_cores
+from bench.model.buckets import Buckets, max_padding_for
 
 MAX_PORT = 65535
 
@@ -45,7 +45,7 @@ class ServiceConfig:
     max_batch_items: int = 64
     max_text_chars: int = 2000
     warmup_runs: int | None = None  # calls per warmed shape; None: 1 on CPU, 3 on GPU (effective_warmup_runs)
-    shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (bench.buckets)
+    shape_buckets: bool = True  # send the model only bucket shapes, each warmed before ready (bench.model.buckets)
     warm_max_length: int | None = None  # warm bucket lengths up to this; None: 128 on CPU, every length on GPU
     bucket_lengths: tuple[int, ...] | None = None  # None: the device kind's set
     bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch

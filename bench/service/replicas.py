@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from bench.backends import Backend, BackendConfig
-from bench.host import available_cores
+from bench.measure.host import available_cores
 
 log = logging.getLogger("bench.service")
 LOAD_TIMEOUT_S = 600.0  # a cold ORT load of the full twin takes ~1 s; torch with a first-time import ~10 s
@@ -57,7 +57,7 @@ def place(replicas: int, threads: int | None, cores: Sequence[int] | None = None
 def _replica_main(conn, config: BackendConfig, cores: tuple[int, ...] | None) -> None:
     """The replica process: pin, load, say ready, then answer one batch per message until told to stop."""
     from bench import backends
-    from bench.quiet import quiet_libraries
+    from bench.core.quiet import quiet_libraries
 
     quiet_libraries()
     if cores is not None and hasattr(os, "sched_setaffinity"):

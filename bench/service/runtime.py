@@ -27,8 +27,8 @@ def backend_config(config: ServiceConfig) -> BackendConfig:
     """Materialise the model and export ONNX when an ort backend needs it (once, in the front, so replicas never
     race to export); the config every replica's backend is created from."""
     from bench import backends
-    from bench.artifacts import model_file, variant_for
-    from bench.sources import materialize
+    from bench.model.artifacts import model_file, variant_for
+    from bench.model.sources import materialize
 
     spec = backends.resolve(config.backend)
     model_dir = materialize(config.model)
@@ -110,8 +110,8 @@ class Service:
 
     def load(self) -> None:
         """Create and load the backend, warm it up, start the batcher, then mark the service ready."""
-        from bench.sources import read_source_meta
-        from bench.tokenize import load_tokenizer, model_dir_str
+        from bench.model.sources import read_source_meta
+        from bench.model.tokenize import load_tokenizer, model_dir_str
 
         placement = self._load_backends()
         backend = self.backend

@@ -1,0 +1,71 @@
+"""Where generated things live. One env var moves them all: STRUCTBENCH_HOME (default: the checkout)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from bench.core.errors import BenchError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]  # bench/core/paths.py -> the checkout
+
+
+def home() -> Path:
+    return Path(os.environ.get("STRUCTBENCH_HOME", REPO_ROOT))
+
+
+def artifacts_dir() -> Path:
+    return home() / "artifacts"
+
+
+def results_dir() -> Path:
+    return home() / "results"
+
+
+RUN_FORMS = "a run folder, its results.json, a run id under the results folder, or 'latest'"
+
+
+def resolve_run(text: str) -> Path:
+    """The run folder that TEXT names: a folder, its results.json, a run id under results_dir(), or 'latest'
+    (the most recently written run). One resolver for --resume, --run, report and compare."""
+    root = results_dir()
+    if text == "latest":
+        found = sorted(root.glob("*/results.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+        if not found:
+            raise BenchError(f"no runs under {root}: run `python -m bench run` first, or name a results file")
+        return found[-1].parent
+    for path in (Path(text), Path(text) / "results.json", root / text / "results.json"):
+        if path.is_file() and path.name == "results.json":
+            return path.parent
+    raise BenchError(f"no results at {text!r}: expected {RUN_FORMS} (looked in {root})")
+
+
+def ensure_writable(path: Path) -> Path:
+    """Create `path` and prove we can write into it, or fail with one clear line before any work starts."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".probe-"):
+            pass
+    except OSError as exc:
+        raise BenchError(f"output folder {path} is not writable: {exc.strerror or exc}") from None
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via temp file + fsync + rename so a crash never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
