@@ -79,8 +79,12 @@ test-deps:
 test: $(ENV) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
+# ruff; the import contracts of pyproject.toml (layers, no cycles), read from this checkout's source; the core
+# package type-checked strictly
 lint: $(ENV)
 	$(BIN)/ruff check bench exporters loadtests reports tests notebooks
+	$(BIN)/lint-imports --no-logo --no-cache
+	$(BIN)/mypy --strict bench/core
 
 bench: $(ENV)
 	$(BIN)/python -m bench all --model $(MODEL) $(ARGS)
@@ -107,7 +111,7 @@ fuzz: $(ENV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py -s --fuzz-examples 1000 $(ARGS)
 
 clean:
-	rm -rf results .pytest_cache .hypothesis
+	rm -rf results .pytest_cache .hypothesis .mypy_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

@@ -1,89 +1,60 @@
-"""Imports go one way: core ← exporters ← service ← loadtests ← top (pipeline, checks, CLI); reports stand on the
-core alone. Read from the source with `ast` (every import, function-level ones included), so no upward import can
-hide behind laziness."""
+"""Imports go one way, and no package's modules import each other in a circle: the import-linter contracts in
+pyproject.toml (`[tool.importlinter]`, run by `make lint`) hold on the real tree, and they catch an upward import
+and a cycle when one is put into a copy of it. import-linter reads every import from the source (function-level
+and TYPE_CHECKING ones included), so no upward import can hide behind laziness."""
 
-import ast
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bench", "exporters", "loadtests", "reports")
-TOP = ("bench.app.pipeline", "bench.app.cli", "bench.app.checks", "bench.app.tune", "bench.__main__")
-# layer -> the layers it may import from (itself included)
-ALLOWED = {
-    "core": {"core"},
-    "exporters": {"core", "exporters"},
-    "service": {"core", "exporters", "service"},
-    "loadtests": {"core", "exporters", "service", "loadtests"},
-    "reports": {"core", "reports"},
-    "top": {"core", "exporters", "service", "loadtests", "reports", "top"},
-}
+CONFIG = REPO / "pyproject.toml"
+
+importlinter_api = pytest.importorskip("importlinter.api", reason="import-linter is a dev dependency")
 
 
-def layer(module: str) -> str:
-    if module == "bench.service" or module.startswith("bench.service."):
-        return "service"
-    if any(module == t or module.startswith(t + ".") for t in TOP):
-        return "top"
-    root = module.split(".")[0]
-    return {"bench": "core", "exporters": "exporters", "loadtests": "loadtests", "reports": "reports"}[root]
+def contract_names() -> dict[str, str]:
+    """{contract id: name} as configured in pyproject.toml."""
+    return {c["id"]: c["name"] for c in importlinter_api.read_configuration(str(CONFIG))["contracts_options"]}
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+def lint_imports(root: Path) -> subprocess.CompletedProcess:
+    """`lint-imports` over the packages under `root` with the checkout's contracts. Nothing is written: no cache,
+    and the packages are only read (found through PYTHONPATH, ahead of any installed copy)."""
+    cmd = [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()",
+           "--no-logo", "--no-cache", "--config", str(CONFIG)]
+    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=120)
 
 
-def imported(path: Path) -> list[tuple[int, str]]:
-    """(line, module) of every import of one of our packages in the file."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found += [(node.lineno, node.module)] + [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
-    return [(line, m) for line, m in found if m.split(".")[0] in PACKAGES and is_module(m)]
+def test_the_contracts_are_the_layers_and_the_no_cycle_rule():
+    assert set(contract_names()) == {"layers", "acyclic"}
 
 
-def is_module(name: str) -> bool:
-    """`from bench import paths` names a module; `from bench.core.errors import BenchError` names a class."""
-    base = REPO.joinpath(*name.split("."))
-    return base.with_suffix(".py").exists() or (base / "__init__.py").exists()
+def test_the_import_contracts_hold():
+    out = lint_imports(REPO)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "BROKEN" not in out.stdout and "0 broken" in out.stdout
 
 
-def violations() -> list[str]:
-    return [v for package in PACKAGES for path in sorted((REPO / package).rglob("*.py"))
-            for v in file_violations(path, module_name(path), str(path.relative_to(REPO)))]
-
-
-def file_violations(path: Path, module: str, shown: str) -> list[str]:
-    """The imports in `path`, read as the module `module`, that go against the layers."""
-    here = layer(module)
-    return [f"{shown}:{line} ({here}) imports {target} ({layer(target)})" for line, target in imported(path)
-            if layer(target) not in ALLOWED[here]]
-
-
-def test_imports_go_one_way():
-    assert violations() == []
-
-
-@pytest.mark.parametrize("module,expected", [("bench.core.records", "core"), ("bench.service.app", "service"),
-                                             ("bench.app.checks.engine", "top"), ("bench.app.cli", "top"),
-                                             ("reports.render", "reports"), ("loadtests.sweep", "loadtests")])
-def test_layers_are_named_as_designed(module, expected):
-    assert layer(module) == expected
-
-
-def test_an_upward_import_is_caught(tmp_path):
-    """A core module importing the pipeline (or a reports module importing loadtests) is reported; the probe is
-    written outside the checkout and read as if it were bench/_layer_probe.py."""
-    probe = tmp_path / "_layer_probe.py"
-    probe.write_text("def f():\n    from bench.app.pipeline import prepare\n    import loadtests.sweep\n", encoding="utf-8")
-    assert file_violations(probe, "bench._layer_probe", "bench/_layer_probe.py") == [
-        "bench/_layer_probe.py:2 (core) imports bench.app.pipeline (top)",
-        "bench/_layer_probe.py:3 (core) imports loadtests.sweep (loadtests)"]
-    reports = tmp_path / "probe_report.py"
-    reports.write_text("import loadtests.sweep\n", encoding="utf-8")
-    assert file_violations(reports, "reports.probe_report", "reports/probe_report.py") == [
-        "reports/probe_report.py:1 (reports) imports loadtests.sweep (loadtests)"]
+def test_an_upward_import_and_a_cycle_break_the_contracts(tmp_path):
+    """A core module importing the pipeline, and a loadtests module importing the sweep that imports it, in a copy
+    of the four packages outside the checkout: lint-imports fails and names both broken contracts."""
+    for package in PACKAGES:
+        shutil.copytree(REPO / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    with open(tmp_path / "bench" / "core" / "records.py", "a", encoding="utf-8") as fh:
+        fh.write("\n\ndef _probe():\n    from bench.app.pipeline import prepare\n\n    return prepare\n")
+    with open(tmp_path / "loadtests" / "windows.py", "a", encoding="utf-8") as fh:
+        fh.write("\n\ndef _probe():\n    from loadtests import sweep\n\n    return sweep\n")
+    out = lint_imports(tmp_path)
+    report = out.stdout + out.stderr
+    assert out.returncode == 1, report
+    names = contract_names()
+    assert f"{names['layers']} BROKEN" in report and f"{names['acyclic']} BROKEN" in report, report
+    assert "bench.core.records -> bench.app.pipeline" in report, report
+    assert "No cycles are allowed in loadtests." in report and ".windows -> .sweep" in report, report

@@ -2,6 +2,10 @@
 
 Anything else that escapes is a bug and keeps its traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
+
 
 class BenchError(Exception):
     """A user-facing failure: bad input, unreachable hub, unwritable folder, failed gate."""
@@ -13,7 +17,7 @@ class ConfigError(BenchError, ValueError):
     Also a ValueError, so callers that validate values the Python way keep working."""
 
 
-def run_entry(action) -> int:
+def run_entry(action: Callable[[], int]) -> int:
     """Call `action()` the way every entry point does: a BenchError is one `error:` line and exit code 2, Ctrl-C
     is exit code 130, anything else keeps its traceback (it is a bug)."""
     import sys

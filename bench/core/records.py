@@ -8,10 +8,15 @@ fresh processes differ on a shared host.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
+from typing import Any, TypeVar
 
 from bench.core.errors import ConfigError
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
 
 STATUSES = ("ok", "skipped", "failed")
 # corpus: review texts padded to each batch's longest; bucket: every text at one length; service: review texts as
@@ -167,15 +172,15 @@ class CellResult:
     def load(self) -> LoadPhases:
         """Median of each load phase over the processes; TensorRT's engine build the longest (others reuse it)."""
         ls = [r.load for r in self.runs]
-        return LoadPhases(*(_median([getattr(x, f) for x in ls]) for f in ("imports_s", "create_s", "first_infer_s")),
-                          _max([x.engine_build_s for x in ls]))
+        return LoadPhases(_median([x.imports_s for x in ls]), _median([x.create_s for x in ls]),
+                          _median([x.first_infer_s for x in ls]), _max([x.engine_build_s for x in ls]))
 
     @property
     def resources(self) -> Resources:
         """Peaks are the highest process's, means the mean over processes."""
         rs = [r.resources for r in self.runs]
-        peak = lambda f: _max([getattr(x, f) for x in rs])  # noqa: E731
-        mean = lambda f: mean_of([getattr(x, f) for x in rs])  # noqa: E731
+        peak: Callable[[str], Any] = lambda f: _max([getattr(x, f) for x in rs])  # noqa: E731
+        mean: Callable[[str], float | None] = lambda f: mean_of([getattr(x, f) for x in rs])  # noqa: E731
         return Resources(peak("peak_rss_bytes"), peak("peak_uss_bytes"), mean("mean_cpu_percent"),
                          peak("max_cpu_percent"), sum(x.n_samples for x in rs), rs[0].period_s if rs else None,
                          all(x.target_exited for x in rs), peak("sampler_overhead_percent"), peak("peak_vram_bytes"),
@@ -186,12 +191,13 @@ class CellResult:
     def energy(self) -> Energy:
         """Energy summed over every process's timed window (so per item = energy / items measured)."""
         es = [r.energy for r in self.runs]
-        if not es or any(e.energy_j is None for e in es):
+        joules = _clean([e.energy_j for e in es])
+        if not es or len(joules) < len(es):
             return Energy(source=es[0].source if es else None)
-        total, host = sum(e.energy_j for e in es), [e.host_cpu_energy_j for e in es]
+        total, host = sum(joules), _clean([e.host_cpu_energy_j for e in es])
         return replace(es[0], energy_j=total, estimated=any(e.estimated for e in es),
                        mean_power_w=total / self.window_s if self.window_s > 0 else None,
-                       host_cpu_energy_j=None if None in host else sum(host))
+                       host_cpu_energy_j=sum(host) if len(host) == len(es) else None)
 
     @property
     def meta(self) -> WorkerMeta:
@@ -221,10 +227,10 @@ class CellResult:
         """Model FLOPs per second at the mean batch latency (for the roofline)."""
         if not self.flops_per_batch or not self.stats:
             return None
-        return self.flops_per_batch / self.stats["mean"]
+        return self.flops_per_batch / float(self.stats["mean"])
 
     @cached_property
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         """Pooled mean/percentiles, 95 % CIs from a hierarchical bootstrap (processes, then samples), and each
         process's own median."""
         if self.status != "ok" or not self.latencies_s:
@@ -328,19 +334,19 @@ class LoadLevel:
     note: str | None = None
 
     @property
-    def level_key(self) -> tuple:
+    def level_key(self) -> tuple[Any, ...]:
         """Levels with equal keys measure the same thing (repeats of one level)."""
         return (self.config.label, self.mode, self.users, self.offered_rps, self.workers, self.workload)
 
 
-def known(cls: type, data: dict | None) -> dict:
+def known(cls: type[Any], data: dict[str, Any] | None) -> dict[str, Any]:
     """The keys of `data` that the record `cls` has as fields (measurement summaries and version 1 files may
     carry more than a record keeps)."""
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in (data or {}).items() if k in names}
 
 
-def cell_stats(groups: list) -> dict:
+def cell_stats(groups: Sequence[Sequence[float]]) -> dict[str, Any]:
     """Statistics of a cell from its processes' samples: pooled point estimates, 95 % CIs, each process's
     median and the spread of those medians (max / min − 1)."""
     from bench.core.stats import summarize
@@ -354,7 +360,8 @@ def cell_stats(groups: list) -> dict:
     return out
 
 
-def process_ci(groups: list, stat: str, pooled: dict, per_process: list[dict]) -> tuple[float, float]:
+def process_ci(groups: Sequence[Sequence[float]], stat: str, pooled: dict[str, Any],
+               per_process: list[dict[str, Any]]) -> tuple[float, float]:
     """The wider of the hierarchical bootstrap CI (processes, then samples) and a Student-t interval over the
     processes' own values of `stat`. With the 2–5 processes a run affords, resampling processes sees only those
     few and its interval comes out too narrow; t(k−1) pays for estimating the spread from k values (k = 3:
@@ -378,21 +385,21 @@ def process_ci(groups: list, stat: str, pooled: dict, per_process: list[dict]) -
     return max(pooled["min"], min(lo, point - half)), min(pooled["max"], max(hi, point + half))
 
 
-def _clean(values: list) -> list:
+def _clean(values: Iterable[T | None]) -> list[T]:
     return [v for v in values if v is not None]
 
 
-def _max(values: list):
+def _max(values: Iterable[N | None]) -> N | None:
     return max(_clean(values), default=None)
 
 
-def mean_of(values) -> float | None:
+def mean_of(values: Iterable[float | None]) -> float | None:
     """The mean of the values that are not None (None when there are none)."""
     vs = _clean(values)
     return sum(vs) / len(vs) if vs else None
 
 
-def _median(values: list) -> float | None:
+def _median(values: Iterable[float | None]) -> float | None:
     vs = sorted(_clean(values))
     if not vs:
         return None

@@ -28,6 +28,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bench.core.errors import BenchError
 from bench.core.paths import atomic_write_text
@@ -40,14 +41,16 @@ __all__ = ["SCHEMA_VERSION", "RunResult", "CellResult", "CellSpec", "LoadLevel",
 
 SCHEMA_VERSION = 2
 
+R = TypeVar("R")  # a record type
+
 
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
     created: str
-    host: dict  # the host fingerprint (bench.measure.host), kept as written: free-form by design
-    model: dict  # model source, synthetic flag, exported variants (from the manifest)
-    config: dict  # the run's settings, as given (RunConfig + stop rule + method)
+    host: dict[str, Any]  # the host fingerprint (bench.measure.host), kept as written: free-form by design
+    model: dict[str, Any]  # model source, synthetic flag, exported variants (from the manifest)
+    config: dict[str, Any]  # the run's settings, as given (RunConfig + stop rule + method)
     peak_gemm_flops: float | None = None
     cells: tuple[CellResult, ...] = ()
     loadtests: tuple[LoadLevel, ...] = ()
@@ -85,18 +88,18 @@ class RunResult:
         return next((c for c in self.cells if c.spec.key == key), None)
 
 
-def load_point(level: LoadLevel) -> tuple:
+def load_point(level: LoadLevel) -> tuple[str, str, int | None, float | None]:
     """Which configuration under which load: its label, closed or open loop, users or offered rate."""
     return level.config.label, level.mode, level.users, level.offered_rps
 
 
-def cell_to_dict(cell: CellResult) -> dict:
+def cell_to_dict(cell: CellResult) -> dict[str, Any]:
     out = asdict(cell)
     out["derived"] = {"stats": cell.stats, "throughput_items_s": cell.throughput}  # recomputed on load
     return out
 
 
-def run_to_dict(run: RunResult) -> dict:
+def run_to_dict(run: RunResult) -> dict[str, Any]:
     records = ("cells", "loadtests", "slo_searches", "tune")
     out = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in records}
     out["cells"] = [cell_to_dict(c) for c in run.cells]
@@ -108,7 +111,7 @@ def run_to_dict(run: RunResult) -> dict:
     return out
 
 
-def record_from_dict(cls: type, data: dict):
+def record_from_dict(cls: type[R], data: Any) -> R:
     """A record of type `cls` from its dict, nested records and tuples included; unknown keys are refused
     (the file was edited, or written by another tool)."""
     if not isinstance(data, dict):
@@ -120,13 +123,13 @@ def record_from_dict(cls: type, data: dict):
     return cls(**{k: _typed(hints[k], v) for k, v in data.items()})
 
 
-def _typed(hint, value):
+def _typed(hint: Any, value: Any) -> Any:
     """`value` converted to the annotated type where that is a record or a tuple (JSON has only lists)."""
     if value is None:
         return None
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     origin = typing.get_origin(hint)
-    if is_dataclass(hint):
+    if isinstance(hint, type) and is_dataclass(hint):
         return record_from_dict(hint, value)
     if origin is tuple:
         return tuple(_typed(args[0], v) for v in value) if args else tuple(value)
@@ -135,11 +138,11 @@ def _typed(hint, value):
     return value
 
 
-def cell_from_dict(data: dict) -> CellResult:
+def cell_from_dict(data: dict[str, Any]) -> CellResult:
     return record_from_dict(CellResult, {k: v for k, v in data.items() if k != "derived"})
 
 
-def upgrade(data: dict, path: Path) -> dict:
+def upgrade(data: dict[str, Any], path: Path) -> dict[str, Any]:
     version = data.get("schema_version")
     if not isinstance(version, int):
         raise BenchError(f"{path} has no integer schema_version: not a structbench results file")
@@ -154,7 +157,7 @@ def upgrade(data: dict, path: Path) -> dict:
     return data
 
 
-def run_from_dict(data: dict, path: Path = Path("<memory>")) -> RunResult:
+def run_from_dict(data: dict[str, Any], path: Path = Path("<memory>")) -> RunResult:
     data = upgrade(dict(data), path)
     try:
         cells = tuple(cell_from_dict(c) for c in data.pop("cells", []))
@@ -183,7 +186,7 @@ def results_file(path: Path) -> Path:
     return path / "results.json" if path.is_dir() else path
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -5,6 +5,7 @@ record (bench.core.records, which holds the service configuration they refer to)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from bench.core.records import ServiceSetup
 
@@ -63,7 +64,7 @@ class TuneCandidate:
     threads: int
     max_batch: int
     oversubscribed: bool = False
-    cores: tuple = ()  # per replica: its cores, or "any" when not pinned
+    cores: tuple[Any, ...] = ()  # per replica: its cores, or "any" when not pinned
     status: str = "ok"  # ok | failed (reason says why)
     reason: str | None = None
     items_per_s: float | None = None  # offline throughput; items_ci: t interval across its 1 s windows

@@ -9,11 +9,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final
 
 import numpy as np
 
 # numpy's default ("linear", Hyndman & Fan type 7): the same numbers as Excel PERCENTILE.INC and pandas.
-PERCENTILE_METHOD = "linear"
+PERCENTILE_METHOD: Final = "linear"
 
 BOOTSTRAP_STATS = ("mean", "p50", "p95", "p99")
 
@@ -32,7 +33,7 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return float(np.percentile(data, q, method=PERCENTILE_METHOD))
 
 
-def summarize(samples_s: Sequence[float]) -> dict:
+def summarize(samples_s: Sequence[float]) -> dict[str, Any]:
     """Mean, percentiles, sample stdev (ddof=1; 0 for fewer than 2 samples), min, max and n, in the input unit."""
     data = _as_array(samples_s)
     p50, p90, p95, p99 = np.percentile(data, [50, 90, 95, 99], method=PERCENTILE_METHOD)
@@ -154,9 +155,9 @@ def _resample_indices(sizes: np.ndarray, rows: int, rng: np.random.Generator) ->
 
 def _row_stat(matrix: np.ndarray, stat: str) -> np.ndarray:
     if stat == "mean":
-        return matrix.mean(axis=1)
+        return np.asarray(matrix.mean(axis=1))
     q = float(stat[1:])
-    return np.percentile(matrix, q, axis=1, method=PERCENTILE_METHOD)
+    return np.asarray(np.percentile(matrix, q, axis=1, method=PERCENTILE_METHOD))
 
 
 def _as_array(samples: Sequence[float]) -> np.ndarray:
@@ -277,7 +278,8 @@ def ratio_ci(numerator: Sequence[float], denominator: Sequence[float], confidenc
     return point, float(np.exp(lo)), float(np.exp(hi))
 
 
-def _ratio_with_trend(num: np.ndarray, den: np.ndarray, times, confidence: float) -> tuple[float, float, float]:
+def _ratio_with_trend(num: np.ndarray, den: np.ndarray, times: tuple[Sequence[float], Sequence[float]],
+                      confidence: float) -> tuple[float, float, float]:
     from scipy import stats as sps
 
     t = np.concatenate([_as_array(times[0]), _as_array(times[1])])

@@ -21,7 +21,7 @@ import io
 import re
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bench.core.errors import BenchError
 from bench.core.records import CellResult, LoadLevel, ServiceSetup
@@ -100,7 +100,7 @@ def tables(run: RunResult, host_label: str | None = None, run_id: str | None = N
     return {name: frame(rows[name], SCHEMAS[name]) for name in TABLES}
 
 
-def identity(run: RunResult, label: str | None, run_id: str | None) -> dict:
+def identity(run: RunResult, label: str | None, run_id: str | None) -> dict[str, Any]:
     import pandas as pd
 
     created = pd.to_datetime(run.created, utc=True, errors="coerce", format="ISO8601")
@@ -109,14 +109,14 @@ def identity(run: RunResult, label: str | None, run_id: str | None) -> dict:
             "commit": run.host.get("git_commit"), "created": created}
 
 
-def frame(rows: list[dict], schema: dict[str, str]) -> pd.DataFrame:
+def frame(rows: list[dict[str, Any]], schema: dict[str, str]) -> pd.DataFrame:
     """Rows as a frame of exactly the schema's columns and types (absent values: NA; no rows: the columns)."""
     import pandas as pd
 
     return pd.DataFrame(rows, columns=list(schema)).astype(schema)
 
 
-def run_row(run: RunResult, ident: dict, source_sha256: str | None) -> dict:
+def run_row(run: RunResult, ident: dict[str, Any], source_sha256: str | None) -> dict[str, Any]:
     hour = run.config.get("hour_usd")
     served = [lv.qps for lv in run.loadtests if lv.status == "ok" and lv.qps] + \
              [s.qps for s in run.slo_searches if s.qps]
@@ -129,7 +129,7 @@ def run_row(run: RunResult, ident: dict, source_sha256: str | None) -> dict:
             "tune_candidates": len(run.tune.candidates) if run.tune else 0, "best_qps": max(served, default=None)}
 
 
-def backend_columns(name: str | None) -> dict:
+def backend_columns(name: str | None) -> dict[str, Any]:
     """'ort-int8-cpu' → engine ort, precision int8, device cpu (not on a GPU); a name that does not parse keeps
     only itself."""
     from bench.core.errors import ConfigError
@@ -143,13 +143,13 @@ def backend_columns(name: str | None) -> dict:
             "on_gpu": spec.device != "cpu"}
 
 
-def bounds(prefix: str, ci: tuple, unit: str = "") -> dict:
+def bounds(prefix: str, ci: tuple[float | None, ...], unit: str = "") -> dict[str, Any]:
     """A CI as two columns, <prefix>_lo<unit> and <prefix>_hi<unit> (NA where there is none)."""
     lo, hi = (ci[0], ci[1]) if len(ci) == 2 else (None, None)
     return {f"{prefix}_lo{unit}": lo, f"{prefix}_hi{unit}": hi}
 
 
-def cell_row(c: CellResult, synthetic: bool | None) -> dict:
+def cell_row(c: CellResult, synthetic: bool | None) -> dict[str, Any]:
     """summary.csv's row of the cell (bench.core.summary.summary_row), renamed, plus the P99 and throughput CIs."""
     from bench.core.summary import ms, summary_row
 
@@ -159,7 +159,7 @@ def cell_row(c: CellResult, synthetic: bool | None) -> dict:
     return {**row, **backend_columns(c.spec.backend), **bounds("p99", p99, "_ms"), **bounds("items", items_ci(c))}
 
 
-def items_ci(c: CellResult) -> tuple:
+def items_ci(c: CellResult) -> tuple[float, ...]:
     """95 % interval of a cell's throughput: the bootstrap interval of its mean batch latency, inverted (items per
     second are inversely proportional to it), as reports.common.throughput_ci computes it for the report."""
     s, thr = c.stats, c.throughput
@@ -168,13 +168,13 @@ def items_ci(c: CellResult) -> tuple:
     return thr * s["mean"] / s["mean_ci95"][1], thr * s["mean"] / s["mean_ci95"][0]
 
 
-def setup_columns(setup: ServiceSetup) -> dict:
+def setup_columns(setup: ServiceSetup) -> dict[str, Any]:
     return {"config": setup.label, **backend_columns(setup.backend), "batching": setup.batching,
             "max_batch": setup.max_batch, "max_wait_ms": setup.max_wait_ms, "replicas": setup.replicas,
             "threads": setup.threads, "cache_size": setup.cache_size}
 
 
-def level_row(lv: LoadLevel) -> dict:
+def level_row(lv: LoadLevel) -> dict[str, Any]:
     return {**setup_columns(lv.config), "mode": lv.mode, "users": lv.users, "offered_rps": lv.offered_rps,
             "workload": lv.workload, "repeats": lv.repeats, "duration_s": lv.duration_s, "status": lv.status,
             "reason": lv.reason, "requests": lv.requests, "failures": lv.failures,
@@ -185,7 +185,7 @@ def level_row(lv: LoadLevel) -> dict:
             "client_cpu_percent": lv.client_cpu_percent, "client_saturated": lv.client_saturated}
 
 
-def probe_rows(s: SloSearch) -> list[dict]:
+def probe_rows(s: SloSearch) -> list[dict[str, Any]]:
     """One row per probe in the order they ran, each with its search's result; `found` marks the probe whose
     rate the search reports."""
     search = {**setup_columns(s.config), "slo_ms": s.slo_ms, "percentile": s.percentile, "search_status": s.status,
@@ -197,14 +197,14 @@ def probe_rows(s: SloSearch) -> list[dict]:
             for i, p in enumerate(s.probes)]
 
 
-def probe_columns(p: SearchProbe) -> dict:
+def probe_columns(p: SearchProbe) -> dict[str, Any]:
     return {"offered_rps": p.offered_rps, "passed": p.passed, "verdict": p.verdict, "requests": p.requests,
             "over_slo": p.over_slo, "failures": p.failures, "invalid_answers": p.invalid_answers,
             "achieved_rps": p.achieved_rps, **bounds("achieved", p.achieved_ci), "p95_ms": p.p95_ms,
             "p99_ms": p.p99_ms, "stable": p.stable}
 
 
-def tune_rows(record: TuneRecord | None) -> list[dict]:
+def tune_rows(record: TuneRecord | None) -> list[dict[str, Any]]:
     """One row per candidate; `recommended` and `pareto` as the tune decided them. A candidate recorded before the
     tune searched backends ran the record's backend."""
     if record is None:
@@ -311,8 +311,7 @@ def run_tables(source: Path) -> dict[str, pd.DataFrame]:
     if source.is_file():  # a results file of another name, e.g. tests/data/*.json: its own run id
         return tables(load_run(source), source_sha256=digest(source))
     stored, sha = stored_tables(source), digest(source / "results.json")
-    fresh = stored is not None and (sha is None or stored["runs"]["source_sha256"].iloc[0] == sha)
-    if fresh:
+    if stored is not None and (sha is None or stored["runs"]["source_sha256"].iloc[0] == sha):  # still current
         return {name: t.assign(run_id=source.name) for name, t in stored.items()}
     if sha is None:
         raise BenchError(f"{source}/store is incomplete or not of store version {STORE_VERSION}, and there is no "
@@ -351,7 +350,7 @@ def since_time(text: str | None) -> pd.Timestamp | None:
         raise BenchError(f"--since needs a date YYYY-MM-DD, got {text!r}") from None
 
 
-def select(store: dict, host: str | None = None, backend: str | None = None,
+def select(store: dict[str, pd.DataFrame], host: str | None = None, backend: str | None = None,
            since: pd.Timestamp | None = None) -> dict[str, pd.DataFrame]:
     """The store cut to the matching runs: `host`, every word in the host label, CPU or GPU model (any case);
     `since`, created then or later; `backend`, runs with a measured (ok) cell, load level or tune candidate of

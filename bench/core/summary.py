@@ -5,8 +5,13 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.core.records import CellResult, Energy
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 SUMMARY_COLUMNS = ("key", "backend", "batch", "workload", "seq_len", "threads", "status", "reason", "processes", "n",
                    "mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "stdev_ms", "p50_ci_lo_ms", "p50_ci_hi_ms",
@@ -19,13 +24,27 @@ SUMMARY_COLUMNS = ("key", "backend", "batch", "workload", "seq_len", "threads", 
                    "engine_build_s", "gpu_device")
 
 
+
+class Run(Protocol):
+    """What these views read of a run: a bench.core.results.RunResult (named by its shape, so that results, which
+    writes summary.csv, stays the only one of the two importing the other)."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def model(self) -> dict[str, Any]: ...
+
+    @property
+    def cells(self) -> tuple[CellResult, ...]: ...
+
 def ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 3)
 
 
-def summary_row(c: CellResult, synthetic: bool | None = None) -> dict:
+def summary_row(c: CellResult, synthetic: bool | None = None) -> dict[str, Any]:
     s = c.stats
-    ci = lambda stat, i: ms(s[f"{stat}_ci95"][i]) if s else None  # noqa: E731
+    ci: Callable[[str, int], float | None] = lambda stat, i: ms(s[f"{stat}_ci95"][i]) if s else None  # noqa: E731
     rss = c.resources.peak_rss_bytes
     return {
         "key": c.spec.key, "backend": c.spec.backend, "batch": c.spec.batch, "workload": c.spec.workload,
@@ -64,7 +83,7 @@ def board_energy(c: CellResult) -> tuple[float | None, str | None]:
     return c.energy_per_item_j, e.source
 
 
-def host_cpu_columns(c: CellResult) -> dict:
+def host_cpu_columns(c: CellResult) -> dict[str, Any]:
     per_item, source = host_cpu_energy(c)
     return {"energy_j_per_item": per_item, "energy_source": source,
             "energy_estimated": None if source is None else source == "estimate"}
@@ -82,7 +101,7 @@ def peak_vram(c: CellResult) -> tuple[int | None, str | None]:
     return (torch_peak, "torch allocator") if torch_peak else (None, None)
 
 
-def gpu_columns(c: CellResult) -> dict:
+def gpu_columns(c: CellResult) -> dict[str, Any]:
     vram, scope = peak_vram(c)
     per_item, source = board_energy(c)
     return {"gpu_energy_j_per_item": per_item, "gpu_energy_source": source,
@@ -91,7 +110,7 @@ def gpu_columns(c: CellResult) -> dict:
             "engine_build_s": c.load.engine_build_s, "gpu_device": c.meta.gpu_device}
 
 
-def summary_csv(run) -> str:
+def summary_csv(run: Run) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
     writer.writeheader()
@@ -99,7 +118,7 @@ def summary_csv(run) -> str:
     return buf.getvalue()
 
 
-def fmt(value, spec: str = ".1f", empty: str = "—") -> str:
+def fmt(value: object, spec: str = ".1f", empty: str = "—") -> str:
     return empty if value is None else format(value, spec)
 
 
@@ -109,7 +128,7 @@ def short_key(cell: CellResult) -> str:
     return f"{s.backend} b{s.batch} {shape}" + (f" t{s.threads}" if s.threads else "")
 
 
-def print_summary(run, console=None) -> None:
+def print_summary(run: Run, console: Console | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -119,7 +138,7 @@ def print_summary(run, console=None) -> None:
     for col in ("cell", "P50 ms [95% CI]", "procs", "P95 ms", "P99 ms", "items/s", "RSS MB", "VRAM MB", "CPU %",
                 "CPU J/item", "GPU J/item", "load s", "stop"):
         table.add_column(col, justify="left" if col in ("cell", "stop") else "right", no_wrap=True)
-    others: dict = defaultdict(list)
+    others: dict[tuple[str, str | None], list[str]] = defaultdict(list)
     for cell in run.cells:
         if cell.status != "ok":
             others[(cell.status, cell.reason)].append(short_key(cell))

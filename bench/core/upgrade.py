@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bench.core.records import (
     CacheFigures,
     Energy,
@@ -17,7 +19,7 @@ from bench.core.records import (
 V1_CELL_RUN_KEYS = ("latencies_s", "warmup_s", "window_s", "stop_reason")
 
 
-def v1_cell(cell: dict) -> dict:
+def v1_cell(cell: dict[str, Any]) -> dict[str, Any]:
     """A version 1 cell (one worker, dicts for load/resources/energy/meta) as a version 2 cell with one run."""
     meta = {**(cell.get("meta") or {}), **(cell.get("device_memory") or {})}
     run = {**{k: cell[k] for k in V1_CELL_RUN_KEYS if k in cell}, "load": known(LoadPhases, cell.get("load")),
@@ -29,7 +31,7 @@ def v1_cell(cell: dict) -> dict:
             **{k: cell[k] for k in ("items_per_batch", "tokens_per_item", "flops_per_batch") if k in cell}}
 
 
-def v1_level(level: dict) -> dict:
+def v1_level(level: dict[str, Any]) -> dict[str, Any]:
     """A version 1 load-test dict as a LoadLevel dict. Its percentiles were Locust's rounded CSV figures (closed
     loop) or the client's own (open loop), without CIs; they are kept, and said to be so in `source`."""
     out = known(LoadLevel, level)
@@ -41,7 +43,7 @@ def v1_level(level: dict) -> dict:
     return out
 
 
-def upgrade_v1(data: dict) -> dict:
+def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "schema_version": 2, "cells": [v1_cell(c) for c in data.get("cells", [])],
             "loadtests": [v1_level(lv) for lv in data.get("loadtests", [])]}
 
