@@ -10,7 +10,8 @@ from exporters.pipeline import ExportConfig
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=ExportConfig.model,
-                   help="twin | twin:tiny | twin:trained | modelscope[:ID] | hf:ID | local directory (default: twin, offline)")
+                   help="twin | twin:tiny | twin:trained | modelscope[:ID] | hf:ID | local directory "
+                        "(default: twin, offline)")
     p.add_argument("--seed", type=int, default=ExportConfig.seed, help="seed of the twin's weights and of workloads")
 
 

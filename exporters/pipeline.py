@@ -206,7 +206,8 @@ def variant_entries(out_dir: Path, info: dict) -> dict:
         if precision in info["not_built"]:
             entries[precision] = {"file": None, "not_built": info["not_built"][precision]}
             continue
-        entries[precision] = {**file_entry(out_dir / name), "export_seconds": round(info["export_seconds"][precision], 3)}
+        entries[precision] = {**file_entry(out_dir / name),
+                              "export_seconds": round(info["export_seconds"][precision], 3)}
         if precision in OV_FILES:
             entries[precision]["weights"] = file_entry(weights_of(out_dir / name))
     entries["fp32-fused"]["fused_ops"] = info["fused_ops"]
@@ -292,7 +293,8 @@ def export_all(cfg: ExportConfig, gate: bool = True) -> tuple[Path, dict]:
     from exporters.quantize import choose_settings
 
     model_dir = materialize(cfg.model, cfg.seed)
-    out_dir = paths.ensure_writable(Path(cfg.out_dir) if cfg.out_dir else paths.artifacts_dir() / "onnx" / model_dir.name)
+    out_dir = paths.ensure_writable(Path(cfg.out_dir) if cfg.out_dir
+                                    else paths.artifacts_dir() / "onnx" / model_dir.name)
     source = read_source_meta(model_dir)
     if cfg.parity_n is None:
         cfg = replace(cfg, parity_n=SYNTHETIC_PARITY_N if source.get("synthetic") else TRAINED_PARITY_N)
@@ -312,11 +314,12 @@ def build_manifest(model_dir: Path, out_dir: Path, cfg: ExportConfig, source: di
     (out_dir / MANIFEST).unlink(missing_ok=True)  # the old manifest must not describe new files
     info = build_files(model_dir, out_dir, quant)
     variants = variant_entries(out_dir, info)
-    parity, parity_s = timed(f"parity gate on {cfg.parity_n} held-out corpus texts", run_parity, model_dir, out_dir, cfg,
-                             bool(source.get("synthetic")))
+    parity, parity_s = timed(f"parity gate on {cfg.parity_n} held-out corpus texts", run_parity, model_dir, out_dir,
+                             cfg, bool(source.get("synthetic")))
     for name, figures in parity.items():
         variants[name]["parity"] = figures
-    manifest = {"manifest_version": MANIFEST_VERSION, "inputs_key": key, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    manifest = {"manifest_version": MANIFEST_VERSION, "inputs_key": key,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "source": source, "synthetic": bool(source.get("synthetic")), "model_dir": str(model_dir),
                 "quantization": quant, "opset": 17, "parity_seconds": round(parity_s, 2),
                 "parity_settings": {"n": cfg.parity_n, "float_n": cfg.parity_float_n, "texts": "held-out reviews",

@@ -62,9 +62,9 @@ class ClientStats:
 
     def cpu_figures(self) -> dict:
         """The client's CPU within its timed window as % of one core: all its processes together, the busiest
-        one (past 85 % of a core it is the bottleneck: levels.CLIENT_SATURATED_PERCENT), how many. Start-up is not in it: a whole Locust process's CPU includes
-        importing gevent, Locust and the corpus (1.49 ms a request that way at 50 req/s against ~0.6 in the
-        window). None where no process had a window."""
+        one (past 85 % of a core it is the bottleneck: levels.CLIENT_SATURATED_PERCENT), how many. Start-up is not
+        in it: a whole Locust process's CPU includes importing gevent, Locust and the corpus (1.49 ms a request that
+        way at 50 req/s against ~0.6 in the window). None where no process had a window."""
         spent = list(self.window_cpu.values())
         wall = max((w for _, w in spent), default=0.0)
         if wall <= 0:
@@ -102,5 +102,6 @@ class ClientStats:
             out["open_loop"] = {"intended": self.intended, "completed": int(lat.size) + self.rejected,
                                 "accepted": int(lat.size), "rejected": self.rejected, "late_sends": self.late_sends,
                                 "late_send_percent": 100.0 * self.late_sends / self.intended,
-                                **({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 95, 99)} if lat.size else {})}
+                                **({f"p{q}_ms": float(np.percentile(lat, q)) for q in (50, 95, 99)}
+                                   if lat.size else {})}
         return out

@@ -115,7 +115,8 @@ def sweep_variant(variant: ServiceVariant, cfg: SweepConfig, out_dir: Path, bar,
         url = service.wait_ready()
         for i, (users, rate) in enumerate(plan):
             bar.set_postfix_str(f"{variant.label}: " + level_text(users, rate))
-            window = run_window(url, users, rate, cfg, out_dir, f"{slug(variant.label)}_{level_tag(users, rate)}_w{i:02d}")
+            tag = f"{slug(variant.label)}_{level_tag(users, rate)}_w{i:02d}"
+            window = run_window(url, users, rate, cfg, out_dir, tag)
             records.append(pooled_level(variant, cfg, [window], index=i))
             bar.update(1)
     finally:

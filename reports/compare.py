@@ -102,7 +102,8 @@ class Welch:
             return None
         va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
         se = float(np.sqrt(va + vb))
-        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else float(len(a) + len(b) - 2)
+        df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 \
+            else float(len(a) + len(b) - 2)
         sd = float(np.sqrt(((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)))
         return cls(float(b.mean() - a.mean()), se, float(df), sd)
 

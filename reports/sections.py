@@ -258,7 +258,8 @@ def peak_source(peak: dict) -> str:
 
 def int8_peak_text(peak: dict) -> str | None:
     ops = peak.get("int8_peak_ops")
-    return f"{ops / 1e9:.1f} GOP/s ({peak.get('int8_kernel', 'INT8 GEMM')}); INT8 cells' roofline uses it" if ops else None
+    return f"{ops / 1e9:.1f} GOP/s ({peak.get('int8_kernel', 'INT8 GEMM')}); INT8 cells' roofline uses it" \
+        if ops else None
 
 
 def bf16_peak_text(peak: dict) -> str | None:
@@ -298,7 +299,8 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
              ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
              ("CPU speed settings", power_text(host.get("cpu_power"))),
-             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})" if peak else None),
+             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})"
+              if peak else None),
              ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})),
              ("Peak BF16 GEMM", bf16_peak_text(host.get("peak_gemm") or {})),
              ("CPU plan", plan_text(config.get("plan"))), *gpu.gpu_stack(run),

@@ -107,14 +107,16 @@ def qps_table(run: RunResult, names: list[str] | None = None) -> dict:
                 [na("not run at this concurrency", span=2)]
         rows.append(row + ([text(ranking_text({k: v for k, v in points.items() if v}))] if len(names) > 1 else []))
     notes = [f"Closed loop: each user sends its next request when the previous answer arrives. {SATURATED} the "
-             "load generator's CPU was saturated, so that QPS is a lower bound.", ranking_note(run), *pinning_notes(run), *config_notes(run)]
+             "load generator's CPU was saturated, so that QPS is a lower bound.", ranking_note(run),
+             *pinning_notes(run), *config_notes(run)]
     empty = NO_LOADTESTS if not run.loadtests else "no closed-loop level was measured"
     return table("qps", "QPS by concurrency per service configuration (HTTP, end to end)", cols, rows, notes,
                  empty=empty)
 
 
 def ranking_note(run: RunResult) -> str:
-    return (f"Brackets: 95 % CIs ({ci_source([lv.processes for lv in run.loadtests if lv.status == 'ok'])}). Ranking: '>' better with the intervals apart, '≈' a tie "
+    return (f"Brackets: 95 % CIs ({ci_source([lv.processes for lv in run.loadtests if lv.status == 'ok'])}). "
+            "Ranking: '>' better with the intervals apart, '≈' a tie "
             "(intervals overlap: indistinguishable on this host); a level with no CI (schema-1 file: one window) is "
             "shown but not ranked with confidence.")
 

@@ -107,7 +107,8 @@ def test_faster_run_fails_only_a_negative_threshold(multi):
 
 def test_different_hosts_are_refused_unless_forced(base):
     other = replace(base, run_id="other", host={**base.host, "cpu_model": "Intel Xeon E5-2680 v4"})
-    with pytest.raises(BenchError, match=r"different hosts \(cpu_model: 'AMD EPYC' vs 'Intel Xeon E5-2680 v4'\).*--force"):
+    with pytest.raises(BenchError,
+                       match=r"different hosts \(cpu_model: 'AMD EPYC' vs 'Intel Xeon E5-2680 v4'\).*--force"):
         compare_runs(base, other)
     cmp = compare_runs(base, other, force=True)
     assert cmp.host_differences and cmp.exit_code == 0

@@ -57,8 +57,8 @@ def test_a_over_a_flags_at_most_five_percent_of_comparisons_and_ten_percent_is_f
     power = rates(base, 1.10, 200, seed=2)
     power_8 = rates(base, 1.10, 100, seed=3, processes=8)
     print(f"\ncompare on simulated runs ({CELLS} cells × 3 metrics, {SAMPLES} samples a process, processes "
-          f"{SPREAD:.0%} apart): A/A family-wise false positives {false_positive:.1%} with {PROCESSES} processes; a 10 % "
-          f"slowdown of every cell found in {power:.1%} of comparisons with {PROCESSES} processes a run, "
+          f"{SPREAD:.0%} apart): A/A family-wise false positives {false_positive:.1%} with {PROCESSES} processes; "
+          f"a 10 % slowdown of every cell found in {power:.1%} of comparisons with {PROCESSES} processes a run, "
           f"{power_8:.1%} with 8")
     assert false_positive <= 0.05
     assert power > 2 * false_positive and power_8 > 0.8  # more processes: the power statement's remedy works

@@ -162,7 +162,8 @@ def test_tensorrt_profile_is_built_from_the_shapes_the_cell_feeds():
 def test_tensorrt_gets_engine_and_timing_caches_under_the_artifacts_folder(fake_ort, tmp_path, monkeypatch):
     monkeypatch.setenv("STRUCTBENCH_HOME", str(tmp_path))
     fake_ort.loads = {TRT, CUDA, CPU}
-    backend = ort_cell(tmp_path, "ort-fp16-tensorrt", device_id=2, shape_profile={"input_ids": [[1, 4], [1, 8], [1, 9]]})
+    backend = ort_cell(tmp_path, "ort-fp16-tensorrt", device_id=2,
+                       shape_profile={"input_ids": [[1, 4], [1, 8], [1, 9]]})
     backend.load()
     trt, cuda = fake_ort.sessions[-1].requested  # no CPU provider: its fallback is disabled
     cache = next((tmp_path / "artifacts" / "tensorrt-cache").glob(f"{tmp_path.name}-model-fp16-*"))
@@ -305,7 +306,8 @@ def test_gpu_record_fields_round_trip_and_older_files_still_load():
     cell = CellResult(CellSpec("ort-fp16-tensorrt"), "ok", runs=(run, run), items_per_batch=1)
     back = cell_from_dict(cell_to_dict(cell))
     assert back == cell and back.load.engine_build_s == 1.5 and back.meta.providers == (TRT, CUDA, CPU)
-    assert back.energy.host_cpu_energy_j == 1.0 and back.energy.covers == "gpu" and back.resources.vram_scope == "device"
+    assert back.energy.host_cpu_energy_j == 1.0 and back.energy.covers == "gpu"
+    assert back.resources.vram_scope == "device"
     old = cell_to_dict(cell)
     for record, key in (("load", "engine_build_s"), ("energy", "covers"), ("meta", "providers")):
         for r in old["runs"]:

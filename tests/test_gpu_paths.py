@@ -39,7 +39,8 @@ def test_ort_path_never_imports_torch(tiny_onnx):
         "import sys\n"
         "from bench.backends import BackendConfig, create, resolve\n"
         "from bench.model.tokenize import encode, load_tokenizer\n"
-        f"b = create(BackendConfig(resolve('ort-int8-cpu'), {manifest['model_dir']!r}, {str(onnx_dir / 'model-int8.onnx')!r}))\n"
+        f"b = create(BackendConfig(resolve('ort-int8-cpu'), {manifest['model_dir']!r}, "
+        f"{str(onnx_dir / 'model-int8.onnx')!r}))\n"
         "b.load()\n"
         f"b.infer(encode(load_tokenizer({manifest['model_dir']!r}), ['很好']))\n"
         "print('torch' in sys.modules)\n"
@@ -63,8 +64,10 @@ def test_sampler_reads_gpu_figures_through_nvml_fake():
     assert summary["peak_vram_bytes"] == 2 * 2**30 and summary["mean_power_w"] == pytest.approx(250.0)
 
 
-@pytest.mark.parametrize("name,variant", [("ort-fp16-tensorrt", "model-fp32.onnx"), ("ort-fp32-tensorrt", "model-fp32.onnx"),
-                                          ("ort-fp16-cuda", "model-fp16.onnx"), ("ort-fp32-cuda", "model-fp32-fused.onnx"),
+@pytest.mark.parametrize("name,variant", [("ort-fp16-tensorrt", "model-fp32.onnx"),
+                                          ("ort-fp32-tensorrt", "model-fp32.onnx"),
+                                          ("ort-fp16-cuda", "model-fp16.onnx"),
+                                          ("ort-fp32-cuda", "model-fp32-fused.onnx"),
                                           ("ort-fp32-cpu", "model-fp32.onnx"), ("ort-int8-cpu", "model-int8.onnx"),
                                           ("torch-fp32-cpu", None)])
 def test_each_backend_gets_its_resolved_model_file(tiny_onnx, name, variant):

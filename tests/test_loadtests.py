@@ -37,7 +37,8 @@ def test_server_timing_parse_and_client_stats_merge():
     a.merge(b.drain())
     out = a.summary()
     assert out["server_timing_ms"]["queue"] == 1.0 and out["server_timing_n"] == 2 and out["window_cpu_s"] == 1.25
-    assert (out["client_cpu_percent"], out["client_max_process_cpu_percent"], out["client_processes"]) == (25.0, 20.0, 2)
+    cpu = (out["client_cpu_percent"], out["client_max_process_cpu_percent"], out["client_processes"])
+    assert cpu == (25.0, 20.0, 2)
     assert ClientStats().summary()["client_cpu_percent"] is None  # no timed window: not measured, not 0
     assert out["open_loop"]["late_send_percent"] == 25.0 and out["open_loop"]["p50_ms"] == 20.0
 
@@ -188,7 +189,8 @@ def test_service_check_figures_from_interleaved_windows():
         return LoadLevel(ServiceSetup("x", batching=batching), users=users, qps=qps, p50_ms=p50, mean_ms=mean,
                          server_timing_ms={"inference": inference}, client_cpu_percent=9.0, window=i)
 
-    records = [window(i, True, u, q) for i, (u, q) in enumerate(((1, 18.0), (8, 19.0), (8, 19.4), (1, 18.2), (16, 19.9)))]
+    batching = ((1, 18.0), (8, 19.0), (8, 19.4), (1, 18.2), (16, 19.9))
+    records = [window(i, True, u, q) for i, (u, q) in enumerate(batching)]
     records += [window(i, False, u, q) for i, (u, q) in enumerate(((1, 18.0), (8, 17.0), (8, 17.2), (1, 18.4)))]
     engine = {b: CellResult(CellSpec("ort-int8-cpu", batch=b), "ok", items_per_batch=b,
                             runs=(ProcessRun(latencies_s=(0.048 * b, 0.050 * b) * 10, window_s=1.0),))

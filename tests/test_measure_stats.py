@@ -211,7 +211,8 @@ def test_ratio_ci_with_times_removes_a_linear_drift():
     # ABBA windows on a host slowing 2 % per window, true ratio 1.05, plus small deterministic noise.
     order = [1, 8, 8, 1] * 3
     noise = [0.004, -0.003, 0.002, -0.004, 0.003, 0.001, -0.002, 0.0, -0.001, 0.003, -0.004, 0.002]
-    qps = [20.0 * (1.05 if lvl == 8 else 1.0) * (1 - 0.02 * i) * (1 + e) for i, (lvl, e) in enumerate(zip(order, noise))]
+    qps = [20.0 * (1.05 if lvl == 8 else 1.0) * (1 - 0.02 * i) * (1 + e)
+           for i, (lvl, e) in enumerate(zip(order, noise))]
     num = [q for q, lvl in zip(qps, order) if lvl == 8]
     den = [q for q, lvl in zip(qps, order) if lvl == 1]
     times = ([i for i, lvl in enumerate(order) if lvl == 8], [i for i, lvl in enumerate(order) if lvl == 1])

@@ -385,7 +385,8 @@ def test_roofline_judges_int8_cells_against_the_int8_peak_when_measured():
 
 def test_a_variant_below_the_accuracy_floor_is_left_out_of_the_decision_with_the_reason():
     run = load_run(RUN_FILE)
-    floor = {"max_drop": 0.01, "passed": False, "reason": "accuracy 0.812 is 3.1 points below FP32's 0.843 (floor: 1.0)"}
+    floor = {"max_drop": 0.01, "passed": False,
+             "reason": "accuracy 0.812 is 3.1 points below FP32's 0.843 (floor: 1.0)"}
     parity = {"n": 1000, "label_agreement": 0.9, "agreement_ci": [0.88, 0.92], "max_abs_diff": 0.9,
               "mean_abs_diff": 0.2, "accuracy": 0.812, "accuracy_ci": [0.79, 0.83], "reference_accuracy": 0.843,
               "accuracy_delta": -0.031, "accuracy_delta_ci": [-0.045, -0.018], "floor": floor, "passed": False,

@@ -31,7 +31,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 # Installed first in <head> so it sees everything: errors, console.error/warn, blocked (CSP) loads.
 PROBE = """<script>
 window.__probe = {errors: [], blocked: []};
-window.addEventListener('error', e => __probe.errors.push(String(e.message || (e.target && (e.target.src || e.target.href)))), true);
+window.addEventListener('error',
+  e => __probe.errors.push(String(e.message || (e.target && (e.target.src || e.target.href)))), true);
 document.addEventListener('securitypolicyviolation', e => __probe.blocked.push(e.blockedURI));
 for (const level of ['error', 'warn']) {
   const original = console[level];

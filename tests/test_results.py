@@ -55,7 +55,8 @@ def test_round_trip_keeps_raw_samples_and_derives_stats(tmp_path):
     assert cell.resources.peak_rss_bytes == 310 * 2**20 and cell.resources.mean_cpu_percent == pytest.approx(185.0)
     assert cell.energy.energy_j == pytest.approx(4.0) and cell.energy.estimated
     raw = json.loads((tmp_path / "results.json").read_text())
-    assert raw["schema_version"] == SCHEMA_VERSION and [len(r["latencies_s"]) for r in raw["cells"][0]["runs"]] == [20, 20]
+    assert raw["schema_version"] == SCHEMA_VERSION
+    assert [len(r["latencies_s"]) for r in raw["cells"][0]["runs"]] == [20, 20]
 
 
 def test_cell_ci_spans_the_spread_between_processes():

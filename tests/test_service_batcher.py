@@ -30,7 +30,8 @@ from tests.service_helpers import (
 
 def test_concurrent_requests_form_batches(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.1)
-    responses, text = posts_under_load(tiny_model, backend, [f"并发{i}" for i in range(16)], max_batch=8, max_wait_ms=20)
+    responses, text = posts_under_load(tiny_model, backend, [f"并发{i}" for i in range(16)], max_batch=8,
+                                       max_wait_ms=20)
     assert all(r.status_code == 200 for r in responses)
     assert max(backend.sizes) > 1 and sum(backend.sizes) == 16
     assert max(int(r.headers["x-batch-size"]) for r in responses) > 1
@@ -55,7 +56,8 @@ def test_queue_full_answers_503_with_retry_after(tiny_model):
 
 def test_queue_deadline_drops_without_computing(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.4)
-    responses, text = posts_under_load(tiny_model, backend, [f"超时{i}" for i in range(3)], batching=False, request_timeout_s=0.15)
+    responses, text = posts_under_load(tiny_model, backend, [f"超时{i}" for i in range(3)], batching=False,
+                                       request_timeout_s=0.15)
     ok = [r for r in responses if r.status_code == 200]
     dropped = [r for r in responses if r.status_code == 503]
     assert ok and dropped and len(ok) + len(dropped) == 3

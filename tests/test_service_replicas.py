@@ -65,7 +65,8 @@ def test_two_replicas_serve_about_twice_one_replicas_throughput(tiny_model, two_
     double = throughput(two_replicas)
     assert 1.7 < double / single < 2.3, (single, double)
     metrics = httpx.get(two_replicas + "/metrics").text
-    per_replica = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("structbench_replica_texts_total{")]
+    per_replica = [float(line.split()[-1]) for line in metrics.splitlines()
+                   if line.startswith("structbench_replica_texts_total{")]
     assert len(per_replica) == 2 and min(per_replica) > 0.3 * max(per_replica)  # both replicas took work
 
 

@@ -21,7 +21,8 @@ SLOW = ["--no-batching", "--cache-size", "0", "--threads", "1", "--max-queue", "
 
 def long_texts(client: int) -> list[str]:
     """Distinct texts of 600 characters (cut to 512 tokens by the service)."""
-    return [f"第{client}组第{i}条：" + "这家店的服务很好，菜也好吃，下次还会再来。" * 30 for i in range(TEXTS_PER_REQUEST)]
+    review = "这家店的服务很好，菜也好吃，下次还会再来。"
+    return [f"第{client}组第{i}条：" + review * 30 for i in range(TEXTS_PER_REQUEST)]
 
 
 def post_batch(url: str, texts: list[str]) -> tuple[httpx.Response, float]:

@@ -240,7 +240,8 @@ def test_a_search_that_never_failed_is_a_lower_bound_and_a_failed_re_run_steps_d
     from bench.core.search_records import SearchProbe
 
     cfg = SearchConfig(slo_ms=100.0, start_rps=10.0, max_probes=3)
-    always = search(lambda r: SearchProbe(r, True, "meets the SLO", 300, achieved_rps=r, achieved_ci=(r * 0.9, r * 1.1)),
+    always = search(lambda r: SearchProbe(r, True, "meets the SLO", 300, achieved_rps=r,
+                                          achieved_ci=(r * 0.9, r * 1.1)),
                     cfg, SETUP, clock=iter(range(10_000)).__next__)
     assert not always.bounded and len(always.qps_ci) == 1  # "≥ X": nothing failed before the probe cap
     seen: dict = {}

@@ -46,7 +46,8 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tdp-w", type=float, default=d.tdp_w, help="CPU TDP for the power estimate (no RAPL)")
     p.add_argument("--hour-usd", default=None,
                    help="this host's price per hour, stored in the run for the report's cost and capacity plan")
-    p.add_argument("--cell-timeout", type=float, default=limits.timeout_s, help="seconds before a worker counts as hung")
+    p.add_argument("--cell-timeout", type=float, default=limits.timeout_s,
+                   help="seconds before a worker counts as hung")
     p.add_argument("--memory-limit-mb", type=int, default=limits.memory_limit_mb,
                    help="address-space limit per CPU worker (GPU workers get none: CUDA reserves huge ranges)")
     p.add_argument("--gpu", type=int, default=d.gpu,
@@ -62,9 +63,10 @@ def run_config(args: argparse.Namespace):
 
     return RunConfig(model=args.model, seed=args.seed, profile="quick" if args.quick else args.profile,
                      backends=args.backends, batches=args.batches, lengths=args.lengths,
-                     service_shaped=args.service_shaped, threads=tuple(args.threads) if args.threads else (None,), max_time_s=args.duration,
-                     min_time_s=args.min_time, processes=args.processes, run_id=args.run_id, resume=args.resume,
-                     force=args.force, tdp_w=args.tdp_w, limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb),
+                     service_shaped=args.service_shaped, threads=tuple(args.threads) if args.threads else (None,),
+                     max_time_s=args.duration, min_time_s=args.min_time, processes=args.processes, run_id=args.run_id,
+                     resume=args.resume, force=args.force, tdp_w=args.tdp_w,
+                     limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb),
                      gpu=args.gpu, backend_options=backend_options(args.backend_option or ()))
 
 
@@ -109,7 +111,8 @@ def add_sweep_args(p: argparse.ArgumentParser, users: tuple | None = None, durat
     p.add_argument("--open-rates", type=floats, default=d.open_rates if open_rates is None else open_rates,
                    help="open-loop offered rates (req/s), e.g. 5,10")
     p.add_argument("--lt-duration", type=float, default=duration or d.duration_s, help="seconds measured per window")
-    p.add_argument("--ramp", type=float, default=d.ramp_s if ramp is None else ramp, help="ramp-up seconds before stats reset")
+    p.add_argument("--ramp", type=float, default=d.ramp_s if ramp is None else ramp,
+                   help="ramp-up seconds before stats reset")
     p.add_argument("--service-processes", type=int, default=d.processes,
                    help=f"fresh service processes per configuration, one round each (default {d.processes}): QPS "
                         "and percentile CIs are across them")

@@ -95,8 +95,8 @@ def _pump_stderr(proc: subprocess.Popen, out: WorkerOutput, on_progress) -> None
 def spawn_worker(request: WorkerRequest, limits: WorkerLimits, on_progress=None, on_start=None) -> WorkerOutput:
     """Start `python -m bench.engine.worker`, feed it the request, wait up to the timeout, collect its output.
     stdout and stderr are drained by threads so a full pipe can never look like a hang."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.engine.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "bench.engine.worker"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_limit_memory(memory_limit_mb(request, limits)))
     if on_start:
         on_start(proc.pid)
@@ -138,7 +138,8 @@ def failure_reason(out: WorkerOutput, limits: WorkerLimits) -> str:
         return f"crashed: worker killed by {sig}{hint}"
     if "MemoryError" in "\n".join(out.stderr_tail):
         return "out of memory (MemoryError in worker)"
-    return f"crashed: worker exited with code {out.returncode} and no result" + (f"; last error: {last}" if last else "")
+    return f"crashed: worker exited with code {out.returncode} and no result" + \
+        (f"; last error: {last}" if last else "")
 
 
 def parse_result(out: WorkerOutput, spec: CellSpec, limits: WorkerLimits) -> CellResult:

@@ -153,8 +153,9 @@ def timed_window(req, backend, batches: list, timer, device: str):
     meter = energy_meter(req, gpu, device)
     cpu0, w0 = time.process_time(), time.perf_counter()
     meter.start()
-    samples, reason = run_until_stopped(lambda: timer.measure(lambda: backend.infer(batches[next(turn) % len(batches)])),
-                                        req.stop, on_sample=lambda _s: tick(w0))
+    samples, reason = run_until_stopped(
+        lambda: timer.measure(lambda: backend.infer(batches[next(turn) % len(batches)])), req.stop,
+        on_sample=lambda _s: tick(w0))
     window = time.perf_counter() - w0
     cpu_s = time.process_time() - cpu0
     energy = meter.stop(cpu_seconds=cpu_s)

@@ -76,8 +76,8 @@ class ServiceConfig:
         self.buckets  # noqa: B018  validates the bucket settings (ConfigError naming the bad one)
 
     def _check_positive(self) -> None:
-        for name in ("max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes", "max_batch_items",
-                     "max_text_chars"):
+        for name in ("max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes",
+                     "max_batch_items", "max_text_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"{name} must be > 0 (got {value!r})")

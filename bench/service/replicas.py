@@ -163,7 +163,8 @@ class ReplicaBackend(Backend):
             self._conn.close()
 
 
-def start_replicas(config: BackendConfig, replicas: int, threads: int | None, call_timeout_s: float) -> tuple[list, Placement]:
+def start_replicas(config: BackendConfig, replicas: int, threads: int | None,
+                   call_timeout_s: float) -> tuple[list, Placement]:
     """R loaded replicas of `config` with `threads` intra-op threads each, placed on disjoint cores where they fit."""
     placement = place(replicas, threads)
     if placement.oversubscribed:

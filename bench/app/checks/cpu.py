@@ -221,10 +221,12 @@ def print_cpu(result: Race, ratios: dict, vendors: dict, accuracy: dict, isa: Cp
         print(f"  {key}: not measured ({why})")
     judged = "" if isa.amx else " — not judged: this CPU has no AMX (the targets are set for AMX hosts)"
     if ratios["p50_b1"]:
-        print(f"fastest batch-1 engine beside ORT INT8, {ratios['p50_b1'].best}: P50 / ORT INT8's = {ratios['p50_b1'].text()}  "
+        print(f"fastest batch-1 engine beside ORT INT8, {ratios['p50_b1'].best}: "
+              f"P50 / ORT INT8's = {ratios['p50_b1'].text()}  "
               f"(target <= {TARGET_P50_RATIO}{judged})")
     if ratios["items_b8"]:
-        print(f"fastest batch-8 engine beside ORT INT8, {ratios['items_b8'].best}: items/s / ORT INT8's = {ratios['items_b8'].text()}  "
+        print(f"fastest batch-8 engine beside ORT INT8, {ratios['items_b8'].best}: "
+              f"items/s / ORT INT8's = {ratios['items_b8'].text()}  "
               f"(target >= {TARGET_ITEMS_RATIO}{judged})")
     for name, row in vendors.items():
         runs = lambda xs: " | ".join(f"{x:.1f}" for x in xs)  # noqa: E731

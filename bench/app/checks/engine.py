@@ -60,7 +60,8 @@ def coverage(runs: list[dict]) -> dict:
 
 # Roofline shapes: the article's workload (≈80-char texts at batch 1, small GEMMs) and two batched, unpadded
 # shapes where the GEMMs are large enough for the kernels to run near their peak.
-ROOFLINE_CELLS = (CellSpec("ort-fp32-fused-cpu"), CellSpec("ort-fp32-fused-cpu", batch=8, workload="bucket", seq_len=64),
+ROOFLINE_CELLS = (CellSpec("ort-fp32-fused-cpu"),
+                  CellSpec("ort-fp32-fused-cpu", batch=8, workload="bucket", seq_len=64),
                   CellSpec("ort-fp32-fused-cpu", batch=4, workload="bucket", seq_len=128))
 
 
@@ -100,8 +101,10 @@ def trust_figures(runs: list[dict], fused_cells: list[CellResult], peak: dict, p
 
 def trust_misses(f: dict) -> list[str]:
     checks = ((f["coverage"]["fraction"] >= 0.90, f"CI coverage {f['coverage']['fraction']:.0%} < 90 %"),
-              (f["sampler_overhead_percent_max"] < 2.0, f"sampler overhead {f['sampler_overhead_percent_max']:.2f} % >= 2 %"),
-              (f["int8_over_torch_fp32_p50"] <= 0.45, f"ORT-INT8 / torch-FP32 {f['int8_over_torch_fp32_p50']:.3f} > 0.45"),
+              (f["sampler_overhead_percent_max"] < 2.0,
+               f"sampler overhead {f['sampler_overhead_percent_max']:.2f} % >= 2 %"),
+              (f["int8_over_torch_fp32_p50"] <= 0.45,
+               f"ORT-INT8 / torch-FP32 {f['int8_over_torch_fp32_p50']:.3f} > 0.45"),
               (f["fused_fp32_fraction_of_peak_best"] >= 0.85,
                f"roofline best {f['fused_fp32_fraction_of_peak_best']:.0%} < 85 %"))
     return [text for ok, text in checks if not ok]
@@ -126,9 +129,11 @@ def print_trust_figures(f: dict, runs: list[dict], fused_cells: list[CellResult]
           f"{', '.join(f'{p / 1e9:.1f}' for p in f['peak_gemm_before_after'])}; numpy "
           f"{peak['by_engine']['numpy'] / 1e9:.0f}, ORT MatMul by shape: {shapes})")
     for c in fused_cells:
-        print(f"ORT fused FP32 {c.spec.key} ({c.tokens_per_item:.0f} tokens/item): {c.achieved_flops / 1e9:.1f} GFLOP/s "
+        print(f"ORT fused FP32 {c.spec.key} ({c.tokens_per_item:.0f} tokens/item): "
+              f"{c.achieved_flops / 1e9:.1f} GFLOP/s "
               f"= {f['fused_fp32_roofline'][c.spec.key] * 100:.0f} % of peak")
-    print(f"ORT fused FP32, best shape = {f['fused_fp32_fraction_of_peak_best'] * 100:.0f} % of peak  (target >= 85 %); "
+    print(f"ORT fused FP32, best shape = {f['fused_fp32_fraction_of_peak_best'] * 100:.0f} % of peak  "
+          f"(target >= 85 %); "
           f"batch 1 on corpus texts = {f['fused_fp32_fraction_of_peak_b1_corpus'] * 100:.0f} %")
     if f["int8_peak_ops"]:
         print(f"INT8 GEMM peak = {f['int8_peak_ops'] / 1e9:.0f} GOP/s; ORT INT8 at batch 1 on corpus texts reaches "

@@ -112,7 +112,8 @@ def print_service_figures(f: dict, records: list) -> None:
     for name, label in (("batching", "on "), ("no_batching", "off")):
         lo, hi = f[f"qps8_over_qps1_{name}_ci95"]
         print(f"QPS@8 / QPS@1, batching {label} = {f[f'qps8_over_qps1_{name}']:.3f}  [95% CI {lo:.3f}–{hi:.3f}, "
-              f"{n}+{n} interleaved windows, linear drift removed]" + ("  (target >= 1.0; article: 0.57)" if name == "batching" else ""))
+              f"{n}+{n} interleaved windows, linear drift removed]"
+              + ("  (target >= 1.0; article: 0.57)" if name == "batching" else ""))
     print(f"saturated service QPS / engine throughput at best batch ({f['engine_best_batch']}) = "
           f"{f['saturated_service_qps']:.2f} / {f['engine_best_throughput']:.2f} = {f['saturated_over_engine']:.2f}"
           f"  (target >= 0.90)")

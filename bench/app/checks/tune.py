@@ -289,7 +289,8 @@ def judge(fresh: dict, record, block: dict) -> int:
                          "default_qps": default.qps, "cpu": budget}, tune=asdict(record))
     misses = [f"tuned service / best offline {to_engine[0]:.3f} < {SERVICE_VS_ENGINE}"] * (
         to_engine[0] < SERVICE_VS_ENGINE)
-    misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * (to_default[0] < 1.0 and not fresh["default_won"])
+    misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * \
+        (to_default[0] < 1.0 and not fresh["default_won"])
     return verdict(misses)
 
 
