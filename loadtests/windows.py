@@ -39,6 +39,8 @@ PRESETS = {
 }
 CPU_DEFAULTS = ("batch", "nobatch")
 DEFAULT_VARIANTS = tuple(PRESETS[name] for name in CPU_DEFAULTS)  # a CPU host's defaults
+
+# The SLO search's probes (loadtests.slo_search)
 MIN_COUNTED = 300  # requests a probe aims to count: enough for the bound to allow a few over the SLO
 MAX_WINDOW_S = 10.0
 LOCUST_START_S = 4.0  # a Locust run's own start and stop, for the time cap's estimate
@@ -55,7 +57,7 @@ class SearchConfig:
     windows: int = 5  # per probe, the first of them warm-up
     stability: float = 0.10
     rate_tolerance: float = 0.05
-    start_rps: float | None = None  # None: from the closed-loop levels where known, else DEFAULT_START_RPS
+    start_rps: float | None = None  # None: from the closed-loop levels where known, else slo_search.DEFAULT_START_RPS
     # The configuration's saturated closed-loop QPS where known: the bracket steps up to it before past it (an
     # open-loop rate at saturation cannot keep a P95, so the first failing probe lands there, not at 2× the start
     # rate deep in overload, whose backlog the next probe inherits)
