@@ -29,6 +29,8 @@ PRESETS = {
     "cache": ServiceVariant.of("int8 batching + LRU cache", cache_size=1024),
     "fp32": ServiceVariant.of("fused fp32 batching", backend="ort-fp32-fused-cpu", cache_size=0),
     "torch": ServiceVariant.of("torch fp32 batching", backend="torch-fp32-cpu", cache_size=0),
+    # a backend that sleeps a known time (bench.backends.fake): the service and compare's own tests of themselves
+    "fake": ServiceVariant.of("fake batching (test backend)", backend="fake-fp32-cpu", cache_size=0),
     # On a GPU batching is where throughput comes from: up to 32 texts a call, with ServiceConfig's GPU padding
     # budget (idle lanes make pad tokens nearly free there).
     "gpu": ServiceVariant.of("fp16 CUDA batching (GPU)", backend="ort-fp16-cuda", max_batch=32,

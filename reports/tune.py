@@ -13,7 +13,8 @@ METHOD = ("Offline: R engine processes × T intra-op threads, each pinned to its
           "replicas at once for a fixed time; throughput CI: t interval across 8 equal windows. The best "
           "configurations are then run as real services beside the default service, closed loop at saturation, "
           "windows interleaved; the recommendation is the highest service QPS (the default service included), and "
-          "the configurations it ties with (overlapping intervals) are named.")
+          "the configurations it ties with (overlapping intervals) are named. A short tune (make bench) stops after "
+          "the offline ranking and load-tests its best in the run's sweep instead.")
 
 
 def tune_table(run: RunResult) -> dict | None:
@@ -42,8 +43,9 @@ def candidate_row(t: TuneRecord, c: TuneCandidate) -> list:
                              ("ties with the recommendation", c.label in t.tied_with),
                              ("Pareto front", c.label in t.pareto),
                              ("oversubscribed: R × T > cores, not pinned", c.oversubscribed)) if on]
-    service = num(fmt.num_ci(c.service_qps, c.service_qps_ci)) if c.service_qps is not None else \
-        na("not verified as a service (offline rank too low)")
+    unverified = "ranked offline; the recommendation is served in the load tests" if t.basis == "offline" else \
+        "not verified as a service (offline rank too low)"
+    service = num(fmt.num_ci(c.service_qps, c.service_qps_ci)) if c.service_qps is not None else na(unverified)
     return [label(c.label), num(fmt.num_ci(c.items_per_s, c.items_ci)), num(fmt.num(c.p95_ms)),
             num(fmt.num(c.rss_mb)), service, num(fmt.num(c.service_p95_ms), "not verified"), text("; ".join(notes))]
 
@@ -52,7 +54,11 @@ def summary(t: TuneRecord) -> str:
     if t.recommended is None:
         return "No configuration could be verified as a service: no recommendation."
     tie = f" It ties with {', '.join(t.tied_with)} (overlapping intervals)." if t.tied_with else ""
-    return f"Recommended: {t.recommended}, started with `{t.command}`.{tie} Search {t.stopped} in {t.elapsed_s:.0f} s."
+    basis = (" Ranked by offline throughput (a short tune): its service figures, across fresh processes beside the "
+             "default configurations, are in the load-test tables as \"tuned …\"; `python -m bench tune` also "
+             "verifies the best as services at saturation.") if t.basis == "offline" else ""
+    return (f"Recommended: {t.recommended}, started with `{t.command}`.{tie}{basis} Search {t.stopped} in "
+            f"{t.elapsed_s:.0f} s.")
 
 
 def tune_plots(run: RunResult) -> list[dict]:

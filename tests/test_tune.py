@@ -281,3 +281,29 @@ def test_check_tune_says_not_applicable_when_the_default_service_wins(tmp_path, 
     assert "tuned / default service 1.000" not in out and code == 0  # 9.85 / 10.05 ≥ 0.97: the one real target
     saved = json.loads(next(tmp_path.rglob("check.json")).read_text())
     assert saved["figures"]["tuned_vs_default"] == "not applicable: the default won"
+
+
+def test_a_short_tune_recommends_the_offline_best_and_starts_no_service(monkeypatch, tmp_path):
+    """make bench's tune (verify off): the best offline configuration, its offline ties named, no service run —
+    the run's sweep serves it beside the default configurations instead."""
+    import bench.app.tune.search as search
+
+    fast = TuneCandidate(2, 1, 8, items_per_s=30.0, items_ci=(28.0, 32.0), p95_ms=90.0, backend="ov-int8-cpu")
+    close = TuneCandidate(1, 2, 8, items_per_s=29.0, items_ci=(27.0, 31.0), p95_ms=80.0, backend="ov-int8-cpu")
+    slow = TuneCandidate(1, 2, 1, items_per_s=20.0, items_ci=(19.0, 21.0), p95_ms=50.0, backend="ort-int8-cpu")
+    over = TuneCandidate(2, 2, 8, items_per_s=40.0, items_ci=(39.0, 41.0), oversubscribed=True, p95_ms=99.0,
+                         backend="ov-int8-cpu")
+    monkeypatch.setattr(search, "run_offline", lambda cfg, cores: ([slow, close, fast, over], "done"))
+    monkeypatch.setattr(search, "verify", lambda *a: pytest.fail("a short tune must not start services"))
+    record, levels = search.run_tune(TuneConfig(model="twin:tiny", verify=False), tmp_path, cores=2)
+    assert levels == [] and record.basis == "offline" and record.default_label is None
+    assert record.recommended == fast.label and record.tied_with == (close.label,)  # never the oversubscribed one
+    assert record.command == command_line("ov-int8-cpu", fast) and record.backend == "ov-int8-cpu"
+    assert "ranked offline" in render_html(run_with(record))
+
+
+def run_with(record):
+    from bench.core.results import RunResult
+
+    return RunResult(run_id="t", created="2026-12-04T00:00:00+0000", host={}, model={"spec": "twin:tiny"},
+                     config={}, tune=record)

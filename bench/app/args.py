@@ -238,6 +238,11 @@ def add_tune_args(p: argparse.ArgumentParser, short: bool = False) -> None:
     p.add_argument("--tune-oversubscribed", action=argparse.BooleanOptionalAction,
                    default=False if short else d.oversubscribed,
                    help="also time an oversubscribed point offline (shown, never recommended; off in make bench)")
+    # make bench's short tune ranks offline only: its recommendation is load-tested in the run's sweep (1 and 8
+    # users, fresh processes, beside the default configurations), which costs no service start of its own
+    p.add_argument("--tune-verify", action=argparse.BooleanOptionalAction, default=not short,
+                   help="verify the best configurations as services at saturation beside the default service "
+                        f"(default {'off in bench all: the sweep serves the recommendation' if short else 'on'})")
     p.add_argument("--tune-time-cap", type=float, default=120.0 if short else d.time_cap_s,
                    help="seconds the offline search may take; configurations not reached are left out, recorded")
 
@@ -248,7 +253,7 @@ def tune_config(args: argparse.Namespace) -> TuneConfig:
     return TuneConfig(model=args.model, backend=args.tune_backend, batches=args.tune_batches, seconds=args.tune_seconds,
                       top=args.tune_top, ties=args.tune_ties, users=args.tune_users, duration_s=args.tune_duration,
                       repeats=args.tune_repeats, time_cap_s=args.tune_time_cap, seed=args.seed,
-                      oversubscribed=args.tune_oversubscribed)
+                      oversubscribed=args.tune_oversubscribed, verify=args.tune_verify)
 
 
 def tune_args(p: argparse.ArgumentParser) -> None:

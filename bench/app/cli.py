@@ -14,6 +14,7 @@ from dataclasses import replace
 from bench.app.args import (
     add_run_args,
     all_args,
+    backend_options,
     check_args,
     hour_usd,
     max_drop,
@@ -72,8 +73,8 @@ def cmd_all(args: argparse.Namespace) -> int:
     from reports.cli import report_options
 
     deadline = time.monotonic() + args.budget_s if args.budget_s > 0 else None
-    sweep = sweep_config(args)  # validated before any work starts
-    sweep = quick_sweep(sweep) if args.quick else sweep
+    sweep = with_backend_options(sweep_config(args), backend_options(args.backend_option or ()))
+    sweep = quick_sweep(sweep) if args.quick else sweep  # validated before any work starts
     tuning = None if args.no_tune or args.no_loadtest or args.quick else tune_config(args)
     ctx = measure_run(args)
     if tuning is not None:
@@ -93,6 +94,13 @@ def cmd_all(args: argparse.Namespace) -> int:
     html, md = pipeline.report(ctx, options)
     print_decision(ctx.run_dir, options, html, md)
     return 0
+
+
+def with_backend_options(sweep, options: dict):
+    """--backend-option applies to a backend's services as to its cells (e.g. the fake's sleep_s)."""
+    return replace(sweep, variants=tuple(
+        replace(v, config=replace(v.config, backend_options=v.config.backend_options + tuple(
+            options.get(v.config.backend, {}).items()))) for v in sweep.variants))
 
 
 def with_tuned(sweep, record):

@@ -51,7 +51,9 @@ def print_tune(record) -> None:
         print(f"{name}: not searched, {why}")
     if record.default_qps is not None:
         print(f"{record.default_label}: {record.default_qps:.1f} req/s {ci(record.default_qps_ci)}")
-    tie = f" (tie with {', '.join(record.tied_with)}: overlapping QPS intervals)" if record.tied_with else ""
-    print(f"recommended: {record.recommended or 'none'}{tie}")
+    what = "offline items/s" if record.basis == "offline" else "QPS"
+    tie = f" (tie with {', '.join(record.tied_with)}: overlapping {what} intervals)" if record.tied_with else ""
+    ranked = " — best offline; served in the load tests below" if record.basis == "offline" else ""
+    print(f"recommended: {record.recommended or 'none'}{tie}{ranked}")
     if record.command:
         print(f"start it:    {record.command}")

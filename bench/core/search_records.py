@@ -103,3 +103,5 @@ class TuneRecord:
     backends: tuple[str, ...] = ()  # every backend searched (older records: `backend` alone); `backend` is the
     # recommended configuration's
     left_out: tuple[tuple[str, str], ...] = ()  # (backend, why) not searched, e.g. below the accuracy floor
+    basis: str = "service"  # what the recommendation ranks: service QPS (verified here) or offline throughput
+    # (make bench: the recommended configuration is then load-tested in the run's sweep)

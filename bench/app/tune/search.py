@@ -50,6 +50,9 @@ class TuneConfig:
     texts: int = LOAD_TEXTS  # the offline calls are made from the texts the service's load tests send
     seed: int = 0
     exclude: tuple[tuple[str, str], ...] = ()  # (backend, why) left out of the search, e.g. below the accuracy floor
+    # False: no service runs here; the offline best is recommended and the caller's sweep serves it beside the
+    # default configurations across fresh processes (make bench's short tune)
+    verify: bool = True
 
     def __post_init__(self) -> None:
         from bench.backends import resolve
@@ -206,6 +209,18 @@ def recommend(verified: list[TuneCandidate], default, backend: str = ServiceConf
     return best[2], best[3], tuple(o[2] for o in options if o is not best and overlaps(best[1], o[1]))
 
 
+def recommend_offline(offline: list[TuneCandidate], backend: str) -> tuple[str | None, str | None, tuple]:
+    """(label, command line, labels it ties with) of the highest offline throughput (never an oversubscribed
+    point), for a caller that serves it next to the default configurations itself; ties are overlapping offline
+    intervals."""
+    ok = to_verify(offline, top=len(offline))
+    if not ok:
+        return None, None, ()
+    best = ok[0]
+    return best.label, command_line(best.backend or backend, best), \
+        tuple(c.label for c in ok[1:] if overlaps(tuple(c.items_ci), tuple(best.items_ci)))
+
+
 def pareto(cands: list[TuneCandidate]) -> tuple[str, ...]:
     """Candidates no other beats on every axis: throughput ↑ (service QPS where verified, else offline), P95 ↓,
     memory ↓."""
@@ -226,15 +241,16 @@ def run_tune(cfg: TuneConfig, out_dir: Path, cores: int | None = None) -> tuple[
 
     started, cores = time.monotonic(), cores or len(available_cores())
     offline, stopped = run_offline(cfg, cores)
-    levels, users = verify(cfg, to_verify(offline, cfg.top, cfg.ties), out_dir)
+    levels, users = verify(cfg, to_verify(offline, cfg.top, cfg.ties), out_dir) if cfg.verify else ({}, 0)
     final = [with_service(c, levels) for c in offline]
     default = levels.get(DEFAULT_LABEL)
-    best, command, tied = recommend([c for c in final if c.service_qps is not None], default)
+    best, command, tied = recommend([c for c in final if c.service_qps is not None], default) if cfg.verify else \
+        recommend_offline(final, cfg.searched[0] if cfg.searched else ServiceConfig.backend)
     chosen = next((c.backend for c in final if c.label == best and c.backend), ServiceConfig().backend)
     record = TuneRecord(chosen, cores, tuple(final), DEFAULT_LABEL if default else None,
                         default.qps if default else None, tuple(default.qps_ci) if default else (),
                         best, command, pareto(final), tied, users, round(time.monotonic() - started, 1), stopped,
-                        backends=cfg.searched, left_out=cfg.exclude)
+                        backends=cfg.searched, left_out=cfg.exclude, basis="service" if cfg.verify else "offline")
     return record, list(levels.values())
 
 
