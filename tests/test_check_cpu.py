@@ -58,3 +58,15 @@ def test_the_vendor_tools_run_our_exact_settings_on_the_same_file(tmp_path):
     ort = vendor_command("ort-int8-cpu", tmp_path / "model-int8.onnx", 2, tmp_path)
     assert "onnxruntime.transformers.bert_perf_test" in ort and ort[ort.index("-n") + 1] == "2"
     assert ort[ort.index("-s") + 1] == "80" and ort[ort.index("-b") + 1] == "1"
+
+
+def test_the_sampler_check_misses_only_an_effect_wholly_above_its_limit():
+    from bench.checks.engine import sampler_misses
+
+    def effect(lo, hi):
+        return {"ort-int8-cpu|b1": {"ci": (lo, hi), "text": f"[{lo}–{hi}]"}}
+
+    assert sampler_misses(effect(0.97, 1.06)) == []  # within the noise: not shown to slow anything
+    assert sampler_misses(effect(1.01, 1.05)) == []  # may slow by up to 1 %: within the 2 % limit
+    missed = sampler_misses(effect(1.03, 1.08))
+    assert len(missed) == 1 and "ort-int8-cpu|b1" in missed[0] and "2%" in missed[0]

@@ -1,7 +1,8 @@
 """Benchmark commands whose output states measured ratios (targets live here, not in timed unit tests).
 
   python -m bench check int8      ORT-INT8 / torch-FP32 P50, and our INT8 vs INT8 quantised without the optimiser
-  python -m bench check trust     CI coverage of re-runs, sampler overhead, roofline efficiency
+  python -m bench check trust     CI coverage of re-runs, sampler overhead and effect, roofline efficiency
+  python -m bench check sampler   the resource sampler's effect on measured P50 (on/off in fresh processes)
   python -m bench check service   QPS scaling with concurrency, service vs engine, HTTP overhead
   python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
   python -m bench check tune      the tuned service vs the best offline engine config and the default service
@@ -60,6 +61,12 @@ def _cpu(model: str) -> int:
     return check_cpu(model)
 
 
+def _sampler(model: str) -> int:
+    from bench.checks.engine import check_sampler
+
+    return check_sampler(model)
+
+
 def _serving(model: str) -> int:
     from bench.app.checks.serving import check_serving
 
@@ -67,4 +74,4 @@ def _serving(model: str) -> int:
 
 
 CHECKS = {"cpu": _cpu, "int8": _int8, "trust": _trust, "service": _service, "overload": _overload,  # -> exit code
-          "tune": _tune, "gpu": _gpu, "serving": _serving}
+          "tune": _tune, "gpu": _gpu, "serving": _serving, "sampler": _sampler}

@@ -19,15 +19,17 @@ STOP = StopRule(min_iters=30, min_time_s=5.0, max_time_s=15.0, target_rel_halfwi
 
 
 def measure(spec: CellSpec, model_dir: Path, onnx_dir: Path, model_file: Path | None = None,
-            stop: StopRule = STOP) -> CellResult:
-    """One cell in one fresh worker; a cell that does not measure is a BenchError (one line, exit 2)."""
+            stop: StopRule = STOP, sampled: bool = True) -> CellResult:
+    """One cell in one fresh worker (`sampled`: with the resource sampler watching it, as every run's cells are);
+    a cell that does not measure is a BenchError (one line, exit 2)."""
     from bench.measure.sampler import ResourceSampler
 
     b = backends.resolve(spec.backend)
     path = model_file or artifacts.model_file(onnx_dir, b.engine, b.precision, b.device)
     req = WorkerRequest(spec, str(model_dir), str(path) if path else None, stop=stop)
     print(f"[check] measuring {spec.key}{' on ' + path.name if model_file else ''} …", file=sys.stderr, flush=True)
-    cell = run_cell(req, WorkerLimits(timeout_s=300), sampler_factory=lambda pid: ResourceSampler(pid, 0.01))
+    cell = run_cell(req, WorkerLimits(timeout_s=300),
+                    sampler_factory=(lambda pid: ResourceSampler(pid, 0.01)) if sampled else None)
     if cell.status != "ok":
         raise BenchError(f"check cell {spec.key} {cell.status}: {cell.reason}")
     return cell
