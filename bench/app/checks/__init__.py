@@ -62,7 +62,7 @@ def _cpu(model: str) -> int:
 
 
 def _sampler(model: str) -> int:
-    from bench.checks.engine import check_sampler
+    from bench.app.checks.engine import check_sampler
 
     return check_sampler(model)
 

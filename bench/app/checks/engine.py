@@ -48,7 +48,7 @@ def sampler_effect(model_dir: Path, onnx_dir: Path, rounds: int = 4) -> dict:
     on (as in every run) and off, each in fresh processes, on and off taking turns, per round; the on/off ratio with
     a t interval across rounds per cell. The sampler's own CPU time says nothing of this: it runs on the same cores
     as the worker, and what counts is how much later the worker's calls finish."""
-    from bench.checks.cpu import Ratio
+    from bench.app.checks.cpu import Ratio
 
     out = {}
     for spec in SAMPLER_CELLS:
@@ -69,8 +69,9 @@ def sampler_misses(effect: dict) -> list[str]:
 
 def print_sampler_effect(effect: dict) -> None:
     for key, e in effect.items():
+        on, off = (", ".join(f"{x:.1f}" for x in e[k]) for k in ("on_p50_ms", "off_p50_ms"))
         print(f"sampler on / off, {key} P50 = {e['text']}  (target: not above {SAMPLER_EFFECT_MAX:.2f}; "
-              f"on {', '.join(f'{x:.1f}' for x in e['on_p50_ms'])} ms, off {', '.join(f'{x:.1f}' for x in e['off_p50_ms'])} ms)")
+              f"on {on} ms, off {off} ms)")
 
 
 def check_sampler(model: str = "twin", rounds: int = 4) -> int:
