@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import BenchError, ConfigError, run_entry
+from bench.core.fmt import interval
 from loadtests.samples import Samples, level_stats, read_samples, sample_paths
 from loadtests.service_proc import host_pinning
 from loadtests.shapes import client_cpu
@@ -191,7 +192,7 @@ def merged_figures(samples: Samples, window_s: float = 2.0, duration_s: float | 
 
 def figures_text(f: dict) -> list[str]:
     def ci(key: str, spec: str) -> str:
-        return f"[{f[key][0]:{spec}}–{f[key][1]:{spec}}]" if f.get(key) else "[no CI]"
+        return interval(f.get(key), spec)
 
     lines = [f"files: {len(f['files'])} (requests {' / '.join(map(str, f['requests_per_file']))})",
              f"requests: {f['n']}, failures: {f['failures']}, latency from the {f['latency_from']} time"]

@@ -10,8 +10,6 @@ from bench.core.errors import ConfigError
 from bench.core.results import CellResult, RunResult
 from bench.core.specs import BackendSpec
 
-GPU_DEVICES = ("cuda", "tensorrt")
-
 
 def num(text: str | None, reason: str = "not recorded in this run") -> dict:
     """A right-aligned number, or "not measured" with `reason` when the value is absent."""
@@ -57,7 +55,7 @@ def backend_parts(name: str | None) -> BackendSpec | None:
 def on_gpu(backend: str | None) -> bool:
     """GPU devices are priced per GPU hour; an unreadable backend name counts as CPU."""
     spec = backend_parts(backend)
-    return spec is not None and spec.device in GPU_DEVICES
+    return spec is not None and spec.on_gpu
 
 
 def variant_of(backend: str) -> str | None:

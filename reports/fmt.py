@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 
+from bench.core.fmt import interval
+
 # Three significant figures: enough to see a 1 % change, few enough to read a column at a glance.
 SIGNIFICANT = 3
 
@@ -29,12 +31,9 @@ def ms(seconds: float | None) -> str | None:
 def ci_suffix(ci: list | tuple | None, show=None, missing: str = "no CI") -> str:
     """' [lo–hi]' for a 95 % interval, ' [≥ lo, no upper bound]' for a lower bound, ' (no CI)' when there is none
     (schema-1 levels: one window)."""
-    show = show or num
     if not ci:
         return f" ({missing})" if missing else ""
-    if len(ci) == 1 or ci[1] == float("inf"):  # a lower bound only (a search that saw no failing rate)
-        return f" [≥ {show(ci[0])}, no upper bound]"
-    return f" [{show(ci[0])}–{show(ci[1])}]"
+    return " " + interval(ci, show or num)
 
 
 def num_ci(value: float | None, ci: list | tuple | None, missing: str = "no CI") -> str | None:

@@ -3,6 +3,7 @@ sentences derived from the break-even computation in reports.plan (never written
 
 from __future__ import annotations
 
+from bench.core.stats import overlap
 from reports import fmt
 from reports.common import column, label, na, num, table, text
 from reports.gpu import CPU_ROW
@@ -19,7 +20,7 @@ from reports.plan import (
     priced_rows,
     segments,
 )
-from reports.ranking import names_and, overlap
+from reports.ranking import names_and
 
 
 def plan_table(rows: list[PlanRow], plan: PlanInputs) -> dict:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.core.stats import overlap
+
 NO_CI = "single window, not ranked with confidence"
 ONE_PROCESS = "one worker process, not ranked with confidence (its CI misses the spread between processes)"
 CLOSED_LOOP = ("closed-loop figure, not ranked against the open-loop QPS searched at the SLO for others "
@@ -60,10 +62,6 @@ class Standing:
         if len(self.ties) > MAX_NAMED_TIES:  # a merged report's names are long: a row of them would fill the page
             return f"{self.rank}, tie with {len(self.ties)} others"
         return str(self.rank) + (f", tie with {', '.join(self.ties)}" if self.ties else "")
-
-
-def overlap(a: tuple, b: tuple) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
 
 
 def beats(a: Entry, b: Entry, higher: bool) -> bool:

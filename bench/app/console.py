@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.core.fmt import interval
+
 
 def print_searches(searches: tuple) -> None:
     for s in searches:
-        found = f"{s.qps:.2f} req/s {ci_text(s.qps_ci, '.2f')} at {s.rate_rps:.3g} offered, {s.requests} requests" \
+        found = f"{s.qps:.2f} req/s {interval(s.qps_ci, '.2f')} at {s.rate_rps:.3g} offered, {s.requests} requests" \
             if s.qps is not None else f"none: {s.reason}"
         print(f"QPS at P{s.percentile:g} <= {s.slo_ms:g} ms, {s.config.label}: {found} ({len(s.probes)} probes, "
               f"{s.stopped})")
-
-
-def ci_text(ci: tuple, spec: str = ".1f") -> str:
-    return f"[{ci[0]:{spec}}–{ci[1]:{spec}}]" if ci else "[no CI]"
 
 
 def print_loadtests(levels: tuple, path: Path) -> None:
@@ -25,14 +23,10 @@ def print_loadtests(levels: tuple, path: Path) -> None:
             print(f"{lv.config.label:<30} FAILED: {lv.reason}")
             continue
         print(f"{lv.config.label:<30} {lv.mode:<6} {lv.users or '':>5} {lv.offered_rps or '':>6} "
-              f"{lv.qps or 0:7.2f} {ci_text(lv.qps_ci, '.2f'):>12} {lv.p95_ms or 0:8.1f} {ci_text(lv.p95_ci_ms):>13} "
+              f"{lv.qps or 0:7.2f} {interval(lv.qps_ci, '.2f'):>12} {lv.p95_ms or 0:8.1f} {interval(lv.p95_ci_ms):>13} "
               f"{lv.failures:>5} {lv.mean_batch_size or 0:6.2f} {lv.client_cpu_percent or 0:10.0f}"
               f"{'!' if lv.client_saturated else ''}")
     print(f"results: {path}")
-
-
-def ci(values: tuple, digits: int = 1) -> str:
-    return f"[{values[0]:.{digits}f}–{values[1]:.{digits}f}]" if len(values) == 2 else "[no CI]"
 
 
 def print_tune(record) -> None:
@@ -43,14 +37,14 @@ def print_tune(record) -> None:
         if c.status != "ok":
             print(f"{c.label:<{width}} FAILED: {c.reason}")
             continue
-        service = f"{c.service_qps:.1f} {ci(c.service_qps_ci)}" if c.service_qps is not None else "not verified"
+        service = f"{c.service_qps:.1f} {interval(c.service_qps_ci)}" if c.service_qps is not None else "not verified"
         note = "  (oversubscribed: R×T > cores)" if c.oversubscribed else ""
-        print(f"{c.label:<{width}} {c.items_per_s:>10.1f} {ci(c.items_ci):>15} {c.p95_ms or 0:8.1f} "
+        print(f"{c.label:<{width}} {c.items_per_s:>10.1f} {interval(c.items_ci):>15} {c.p95_ms or 0:8.1f} "
               f"{c.rss_mb or 0:8.0f} {service:>24}{note}")
     for name, why in record.left_out:
         print(f"{name}: not searched, {why}")
     if record.default_qps is not None:
-        print(f"{record.default_label}: {record.default_qps:.1f} req/s {ci(record.default_qps_ci)}")
+        print(f"{record.default_label}: {record.default_qps:.1f} req/s {interval(record.default_qps_ci)}")
     what = "offline items/s" if record.basis == "offline" else "QPS"
     tie = f" (tie with {', '.join(record.tied_with)}: overlapping {what} intervals)" if record.tied_with else ""
     ranked = " — best offline; served in the load tests below" if record.basis == "offline" else ""

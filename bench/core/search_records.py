@@ -82,6 +82,11 @@ class TuneCandidate:
         shape = f"{self.replicas}×{self.threads}t b{self.max_batch}"
         return f"{self.backend} {shape}" if self.backend else shape
 
+    @property
+    def service_name(self) -> str:
+        """The name its service runs under in a run's load tests (the tune's verify and the sweep alike)."""
+        return f"tuned {self.label}"
+
 
 @dataclass(frozen=True)
 class TuneRecord:

@@ -10,6 +10,7 @@ from bench.core.errors import ConfigError
 ENGINES = ("torch", "ort", "ov", "fake")
 PRECISIONS = ("fp32", "fp32-fused", "int8", "fp16", "bf16")
 DEVICES = ("cpu", "cuda", "tensorrt")
+GPU_DEVICES = ("cuda", "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,11 @@ class BackendSpec:
                                      (self.device, DEVICES, "device")):
             if value not in allowed:
                 raise ConfigError(f"unknown {what} '{value}' (choose from {', '.join(allowed)})")
+
+    @property
+    def on_gpu(self) -> bool:
+        """Runs on an NVIDIA GPU (CUDA or TensorRT): priced per GPU hour, measured with NVML, synchronised timers."""
+        return self.device in GPU_DEVICES
 
     @property
     def name(self) -> str:

@@ -27,6 +27,12 @@ _BOOT_CHUNK_ELEMENTS = 4_000_000
 _STOP_RULE_BOOTS = 400
 
 
+def overlap(a: Sequence[float], b: Sequence[float]) -> bool:
+    """The tie rule, in one place: two closed 95 % intervals that overlap (lo_a ≤ hi_b and lo_b ≤ hi_a) are a tie,
+    never a ranking; a figure without an interval (not two ends) ties with nothing."""
+    return len(a) == 2 and len(b) == 2 and a[0] <= b[1] and b[0] <= a[1]
+
+
 def percentile(samples: Sequence[float], q: float) -> float:
     """The q-th percentile (0..100) of `samples`, linear interpolation between closest ranks."""
     data = _as_array(samples)

@@ -140,7 +140,7 @@ def backend_columns(name: str | None) -> dict[str, Any]:
     except ConfigError:
         return {"backend": name or None}
     return {"backend": name, "engine": spec.engine, "precision": spec.precision, "device": spec.device,
-            "on_gpu": spec.device != "cpu"}
+            "on_gpu": spec.on_gpu}
 
 
 def bounds(prefix: str, ci: tuple[float | None, ...], unit: str = "") -> dict[str, Any]:

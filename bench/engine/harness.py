@@ -130,7 +130,7 @@ def build_grid(cfg: RunConfig, gpu_host: bool = False) -> list[CellSpec]:
         combos += [(n, 1, L) for n in prof.length_sweep[0] for L in prof.length_sweep[1]]
     if prof.by_isa and not (cfg.backends or cfg.batches or cfg.lengths):
         isa = CpuIsa.here()
-        combos = [c for c in combos if backends.resolve(c[0]).device != "cpu" or not left_out(c[0], isa, c[1])]
+        combos = [c for c in combos if backends.resolve(c[0]).on_gpu or not left_out(c[0], isa, c[1])]
     cells = [CellSpec(n, b, "bucket" if L else "corpus", L, t) for n, b, L in combos for t in cfg.threads]
     names = list(dict.fromkeys(c.backend for c in cells))
     cells += [CellSpec(n, b, "service", None, t) for n in names for b in cfg.service_shaped or () for t in cfg.threads]
@@ -145,7 +145,7 @@ def left_out_here(cfg: RunConfig, isa: CpuIsa | None = None) -> dict[str, str]:
         return {}
     isa = isa or CpuIsa.here()
     planned = [(n, 1) for n in prof.batch1] + [(n, b) for n in prof.batch_sweep[0] for b in prof.batch_sweep[1]]
-    reasons = {f"{n} b{b}": left_out(n, isa, b) for n, b in planned if backends.resolve(n).device == "cpu"}
+    reasons = {f"{n} b{b}": left_out(n, isa, b) for n, b in planned if not backends.resolve(n).on_gpu}
     return {n: why for n, why in reasons.items() if why}
 
 
@@ -182,7 +182,7 @@ def gpu_for(on_gpu: bool, ordinal: int = 0):
 
 
 def on_gpu(spec: CellSpec) -> bool:
-    return backends.resolve(spec.backend).device != "cpu"
+    return backends.resolve(spec.backend).on_gpu
 
 
 def config_dict(cfg: RunConfig) -> dict:

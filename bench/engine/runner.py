@@ -80,7 +80,7 @@ def memory_limit_mb(request: WorkerRequest, limits: WorkerLimits) -> int | None:
     space at initialisation and would fail under any cap that means anything for host memory."""
     from bench.backends import resolve
 
-    return None if resolve(request.spec.backend).device != "cpu" else limits.memory_limit_mb
+    return None if resolve(request.spec.backend).on_gpu else limits.memory_limit_mb
 
 
 def _pump_stderr(proc: subprocess.Popen, out: WorkerOutput, on_progress) -> None:

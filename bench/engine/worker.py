@@ -78,7 +78,7 @@ def progress(elapsed: float, n: int) -> None:
     print(f"PROGRESS {elapsed:.2f} {n}", file=sys.stderr, flush=True)
 
 
-def measure(req) -> dict:
+def measure_request(req) -> dict:
     from bench import backends
     from bench.core.records import CellResult
 
@@ -86,7 +86,7 @@ def measure(req) -> dict:
     bspec = backends.resolve(spec.backend)
     # GPU cells encode first: ORT's TensorRT profile is built from the batches' shapes (CPU cells keep the order
     # their load phases were always measured in)
-    batches, tokens = encoded_batches(req, spec) if bspec.device != "cpu" else (None, None)
+    batches, tokens = encoded_batches(req, spec) if bspec.on_gpu else (None, None)
     imports_s = import_framework(bspec.engine)
     backend = backends.create(backend_config(req, bspec, batches))
     t0 = time.perf_counter()
@@ -108,7 +108,7 @@ def backend_config(req, bspec, batches: list):
     from bench.backends.base import BackendConfig
 
     options = dict(req.options)
-    if bspec.device != "cpu":
+    if bspec.on_gpu:
         options["device_id"] = req.gpu
         if bspec.engine == "ort":
             from bench.backends.ort_gpu import shape_profile
@@ -126,7 +126,7 @@ def warm_and_time(req, backend, bspec, batches: list, create_s: float, imports_s
     timer = make_timer(bspec.device, engine=bspec.engine)
     first_s = timer.measure(lambda: backend.infer(batches[0]))
     build_s = backend.engine_build_s(first_s)  # raises Unavailable when TensorRT took none of the graph
-    warmup = warm_up(req, backend, batches, timer, on_gpu=bspec.device != "cpu")
+    warmup = warm_up(req, backend, batches, timer, on_gpu=bspec.on_gpu)
     run = timed_window(req, backend, batches, timer, bspec.device)
     return replace(run, warmup_s=tuple(warmup), load=LoadPhases(imports_s, create_s, first_s, build_s))
 
@@ -219,7 +219,7 @@ def outcome(req) -> dict:
     from bench.core.records import CellResult
 
     try:
-        return measure(req)
+        return measure_request(req)
     except Unavailable as exc:
         return cell_to_dict(CellResult(req.spec, "skipped", str(exc)))
     except MemoryError:

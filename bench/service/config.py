@@ -110,7 +110,7 @@ class ServiceConfig:
         its first calls, so three. `check serving` runs two on CPU."""
         if self.warmup_runs is not None:
             return self.warmup_runs
-        return 1 if resolve(self.backend).device == "cpu" else 3
+        return 3 if resolve(self.backend).on_gpu else 1
 
     @property
     def effective_warm_max_length(self) -> int | None:
@@ -119,7 +119,7 @@ class ServiceConfig:
         while serving, counted in /metrics); on a GPU, where new shapes are dear, all."""
         if self.warm_max_length is not None:
             return self.warm_max_length
-        return 128 if resolve(self.backend).device == "cpu" else None
+        return None if resolve(self.backend).on_gpu else 128
 
     @property
     def buckets(self) -> Buckets | None:

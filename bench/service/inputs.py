@@ -23,7 +23,7 @@ from fastapi import Request
 from starlette.requests import ClientDisconnect
 
 from bench.service.cache import normalise
-from bench.service.http import ApiError, within
+from bench.service.http import ApiError, with_timeout
 
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
               float: "a number", type(None): "null"}
@@ -64,7 +64,7 @@ async def read_body(request: Request, limit: int, timeout_s: float) -> bytes:
                        {"limit_bytes": limit, "content_length": int(declared)})
     chunks: list[bytes] = []
     try:
-        await within(_receive(request, chunks, limit), timeout_s)
+        await with_timeout(_receive(request, chunks, limit), timeout_s)
     except asyncio.TimeoutError:
         received = sum(map(len, chunks))
         raise ApiError(408, f"the request body did not arrive within {timeout_s:g} s "

@@ -17,7 +17,7 @@ from bench.backends import Backend, BackendConfig
 from bench.service.batcher import Batcher, DeadlineExceeded, InferenceFailed, Outcome, QueueFull
 from bench.service.cache import LruCache, normalise
 from bench.service.config import ServiceConfig
-from bench.service.http import ApiError, RequestTiming, unavailable, within
+from bench.service.http import ApiError, RequestTiming, unavailable, with_timeout
 from bench.service.metrics import ServiceMetrics
 
 log = logging.getLogger("bench.service")
@@ -199,7 +199,7 @@ class Service:
         # past both, a hung backend answers 504 instead of holding the connection open for ever.
         limit = self.config.request_timeout_s + self.config.inference_timeout_s
         try:
-            results = await within(asyncio.gather(*futures, return_exceptions=True), limit)
+            results = await with_timeout(asyncio.gather(*futures, return_exceptions=True), limit)
         except asyncio.TimeoutError:
             raise ApiError(504, f"no answer within {limit:g} s: the model call did not return",
                            {"inference_running_s": round(self.batcher.stalled_for(), 1)}, "timeout") from None

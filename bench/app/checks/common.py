@@ -10,6 +10,7 @@ from pathlib import Path
 from bench import backends
 from bench.core import paths
 from bench.core.errors import BenchError
+from bench.core.fmt import interval
 from bench.core.results import CellResult, CellSpec, cell_to_dict
 from bench.core.stats import StopRule
 from bench.engine.runner import WorkerLimits, WorkerRequest, run_cell
@@ -18,7 +19,7 @@ from bench.model import artifacts
 STOP = StopRule(min_iters=30, min_time_s=5.0, max_time_s=15.0, target_rel_halfwidth=0.03)
 
 
-def measure(spec: CellSpec, model_dir: Path, onnx_dir: Path, model_file: Path | None = None,
+def measure_cell(spec: CellSpec, model_dir: Path, onnx_dir: Path, model_file: Path | None = None,
             stop: StopRule = STOP, sampled: bool = True) -> CellResult:
     """One cell in one fresh worker (`sampled`: with the resource sampler watching it, as every run's cells are);
     a cell that does not measure is a BenchError (one line, exit 2)."""
@@ -68,8 +69,7 @@ def p50(cell: CellResult) -> float:
 
 
 def ci_text(cell: CellResult) -> str:
-    lo, hi = cell.stats["p50_ci95"]
-    return f"P50 {p50(cell) * 1000:.1f} ms [95% CI {lo * 1000:.1f}–{hi * 1000:.1f}]"
+    return f"P50 {p50(cell) * 1000:.1f} ms {interval([x * 1000 for x in cell.stats['p50_ci95']])}"
 
 
 def save(name: str, model: dict, figures: dict, **records) -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bench import backends
-from bench.app.checks.common import cells_json, measure, prepare_model, save, verdict
+from bench.app.checks.common import cells_json, measure_cell, prepare_model, save, verdict
 from bench.core.errors import BenchError
 from bench.core.records import CellResult, CellSpec
 from bench.measure.isa import CpuIsa, left_out
@@ -144,9 +144,9 @@ def vendor_agreement(names: tuple[str, ...], model_dir: Path, onnx_dir: Path, th
         b = backends.resolve(name)
         path = artifacts.model_file(onnx_dir, b.engine, b.precision, b.device)
         spec = CellSpec(name, 1, "bucket", VENDOR_TOKENS, threads)
-        ours = [measure(spec, model_dir, onnx_dir)]
+        ours = [measure_cell(spec, model_dir, onnx_dir)]
         vendor = [vendor_ms(name, path, threads) for _ in range(2)]
-        ours.append(measure(spec, model_dir, onnx_dir))
+        ours.append(measure_cell(spec, model_dir, onnx_dir))
         stat = vendor[0][1]
         mine = [c.stats["p50" if stat == "median" else "mean"] * 1000 for c in ours]
         theirs = [ms for ms, _ in vendor]

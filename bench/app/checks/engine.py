@@ -6,7 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.app.checks.common import cells_json, ci_text, measure, p50, prepare_model, save, unoptimised_int8, verdict
+from bench.app.checks.common import (
+    cells_json,
+    ci_text,
+    measure_cell,
+    p50,
+    prepare_model,
+    save,
+    unoptimised_int8,
+    verdict,
+)
 from bench.core.results import CellResult, CellSpec
 
 
@@ -23,7 +32,7 @@ def check_int8(model: str = "twin", rounds: int = 3) -> int:
     for r in range(rounds):
         for name in (list(specs) if r % 2 == 0 else list(specs)[::-1]):
             spec, path = specs[name]
-            per_round[name].append(measure(spec, model_dir, onnx_dir, path))
+            per_round[name].append(measure_cell(spec, model_dir, onnx_dir, path))
     p50s = {name: [p50(c) for c in cells] for name, cells in per_round.items()}
     to_torch = Ratio.of("ort-int8", p50s["ort-int8"], p50s["torch-fp32"])
     to_noopt = Ratio.of("ort-int8", p50s["ort-int8"], p50s["ort-int8-noopt"])
@@ -55,7 +64,7 @@ def sampler_effect(model_dir: Path, onnx_dir: Path, rounds: int = 4) -> dict:
         on, off = [], []
         for r in range(rounds):
             for sampled in ((True, False) if r % 2 == 0 else (False, True)):
-                (on if sampled else off).append(p50(measure(spec, model_dir, onnx_dir, sampled=sampled)))
+                (on if sampled else off).append(p50(measure_cell(spec, model_dir, onnx_dir, sampled=sampled)))
         ratio = Ratio.of(spec.key, on, off)
         out[spec.key] = {"on_p50_ms": [x * 1000 for x in on], "off_p50_ms": [x * 1000 for x in off],
                          "on_over_off": ratio.value, "ci": ratio.ci, "rounds": rounds, "text": ratio.text()}
@@ -119,7 +128,7 @@ def check_trust(model: str = "twin", rounds: int = 5) -> int:
     # The peak is measured right before and right after the roofline cells and the higher one kept: this
     # host's speed drifts by ~10 % over minutes, and a peak taken in a slow spell would flatter the cells.
     peaks = [measure_peak()]
-    fused_cells = [measure(spec, model_dir, onnx_dir) for spec in ROOFLINE_CELLS]
+    fused_cells = [measure_cell(spec, model_dir, onnx_dir) for spec in ROOFLINE_CELLS]
     peaks.append(measure_peak())
     figures = trust_figures(runs, fused_cells, max(peaks, key=lambda p: p["peak_flops"]), peaks)
     figures["sampler_effect"] = sampler_effect(model_dir, onnx_dir)

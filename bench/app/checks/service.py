@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from bench.app.checks.common import measure, p50, prepare_model, save, verdict
+from bench.app.checks.common import measure_cell, p50, prepare_model, save, verdict
 from bench.core import paths
 from bench.core.results import CellResult, CellSpec
 
@@ -31,7 +31,7 @@ def check_service(model: str = "twin", duration_s: float = 12.0, blocks: int = 3
     from loadtests.windows import PRESETS, SweepConfig
 
     model_dir, onnx_dir, what = prepare_model(model)
-    engine = {b: measure(CellSpec("ort-int8-cpu", batch=b), model_dir, onnx_dir) for b in (1, 4, 8)}
+    engine = {b: measure_cell(CellSpec("ort-int8-cpu", batch=b), model_dir, onnx_dir) for b in (1, 4, 8)}
     variants = {True: PRESETS["batch"], False: PRESETS["nobatch"]}
     cfg = SweepConfig(model=model, variants=tuple(variants.values()), users=(1, 8, 16), duration_s=duration_s,
                       ramp_s=2.0)

@@ -36,10 +36,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from bench.app.checks.common import prepare_model, save, verdict
-from bench.app.console import ci, print_tune
-from bench.app.tune.search import DEFAULT_LABEL, TuneConfig, offline_setup, overlaps, run_tune, verify_sweep
+from bench.app.console import print_tune
+from bench.app.tune.search import DEFAULT_LABEL, TuneConfig, offline_setup, run_tune, verify_sweep
 from bench.core import paths
-from bench.core.stats import window_rate_ci
+from bench.core.fmt import interval
+from bench.core.stats import overlap, window_rate_ci
 
 SERVICE_VS_ENGINE = 0.97
 CONTENDERS = 3  # tied offline configurations measured in the rounds, at most: each adds 10 s to every round
@@ -63,7 +64,7 @@ def offline_contenders(record, tuned=None, limit: int = CONTENDERS) -> list:
     if not ok:
         return []
     best = ok[0]
-    chosen = [c for c in ok if c is best or overlaps(tuple(c.items_ci), tuple(best.items_ci))][:limit]
+    chosen = [c for c in ok if c is best or overlap(tuple(c.items_ci), tuple(best.items_ci))][:limit]
     own = next((c for c in ok if tuned is not None and c.label == tuned.label), None)
     return chosen + ([own] if own is not None and own not in chosen else [])
 
@@ -170,7 +171,7 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     for r in range(cfg.repeats):
         one_round(r, cfg, sweep, (setup[0], contenders, setup[2]), found, out_dir)
     variants = {v.label: v for v in sweep.variants}
-    tuned_label = f"tuned {tuned.label}" if tuned else DEFAULT_LABEL
+    tuned_label = tuned.service_name if tuned else DEFAULT_LABEL
     per_round = {label: [pooled_level(variants[label], sweep, [w]).qps for w in ws]
                  for label, ws in found.windows.items()}
     means = {label: [sum(f) / len(f) for f in rounds] for label, rounds in found.offline.items()}
@@ -249,10 +250,10 @@ def check_tune(model: str) -> int:
     if not all(lv is not None and lv.status == "ok" for lv in (fresh["service"], fresh["default"])):
         print("error: the fresh service windows failed (see the table above)", file=sys.stderr)
         return 2
-    return judge(fresh, record, block)
+    return tune_verdict(fresh, record, block)
 
 
-def judge(fresh: dict, record, block: dict) -> int:
+def tune_verdict(fresh: dict, record, block: dict) -> int:
     rounds, rate = fresh["rounds"], fresh["engine_rate"][0]
     service, default = fresh["service"], fresh["default"]
     to_engine = rate_of([q / o for q, o in zip(rounds["tuned"], rounds["offline"][fresh["engine"]])])
@@ -266,8 +267,8 @@ def judge(fresh: dict, record, block: dict) -> int:
     for label in ("tuned", "default"):
         print(f"    {label} service QPS {' | '.join(f'{q:.2f}' for q in rounds[label])}")
     print(f"tuned service {record.recommended} QPS {service.qps:.2f} / offline {fresh['engine']} {rate:.2f} items/s: "
-          f"per round {to_engine[0]:.3f} {ci(to_engine[1], 3)}  (target >= {SERVICE_VS_ENGINE}; 95 % CI across the "
-          f"rounds' processes)")
+          f"per round {to_engine[0]:.3f} {interval(to_engine[1], '.3f')}  (target >= {SERVICE_VS_ENGINE}; "
+          f"95 % CI across the rounds' processes)")
     if fresh["own"] and fresh["own"] != fresh["engine"]:
         own = sum(rounds["offline"][fresh["own"]]) / len(rounds["tuned"])
         print(f"tuned service / its own configuration offline ({fresh['own']} {own:.2f} items/s) = "
@@ -275,8 +276,8 @@ def judge(fresh: dict, record, block: dict) -> int:
     if fresh["default_won"]:  # tuned and default are one service: their ratio would be 1.000 by construction
         print("tuned / default service QPS: not applicable (the tune recommends the default service itself)")
     else:
-        print(f"tuned / default service QPS: per round {to_default[0]:.3f} {ci(to_default[1], 3)}  (default "
-              f"{default.qps:.2f} {ci(default.qps_ci)}; target >= 1.0)")
+        print(f"tuned / default service QPS: per round {to_default[0]:.3f} {interval(to_default[1], '.3f')}  (default "
+              f"{default.qps:.2f} {interval(default.qps_ci)}; target >= 1.0)")
     budget = cpu_budget(fresh, service.qps, rate)
     for line in budget.pop("lines"):
         print(line)

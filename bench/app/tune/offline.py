@@ -23,7 +23,7 @@ WARMUP_CALLS = 3
 
 
 @dataclass(frozen=True)
-class Candidate:
+class Trial:
     replicas: int
     threads: int
     max_batch: int
@@ -35,26 +35,26 @@ class Candidate:
         return f"{self.backend} {shape}" if self.backend else shape
 
 
-def for_backend(grid: list[Candidate], backend: str) -> list[Candidate]:
+def for_backend(grid: list[Trial], backend: str) -> list[Trial]:
     return [replace(c, backend=backend) for c in grid]
 
 
 def candidates(cores: int, batches: Sequence[int], max_replicas: int = 16,
-               oversubscribed: bool = True) -> list[Candidate]:
+               oversubscribed: bool = True) -> list[Trial]:
     """Every way to split the cores into R replicas × T threads with R × T = cores (R ≤ max_replicas: each replica
     holds its own model in memory), at each max batch; plus (unless told not to) one oversubscribed point — two
     replicas that each want every core — to show what oversubscription costs (it is never recommended)."""
     pairs = [(r, cores // r) for r in range(1, min(cores, max_replicas) + 1) if cores % r == 0]
-    grid = [Candidate(r, t, b) for r, t in pairs for b in sorted(set(batches))]
-    return grid + ([Candidate(2, cores, min(batches))] if oversubscribed else [])
+    grid = [Trial(r, t, b) for r, t in pairs for b in sorted(set(batches))]
+    return grid + ([Trial(2, cores, min(batches))] if oversubscribed else [])
 
 
-def gpu_candidates(cores: int, batches: Sequence[int], instances: Sequence[int] = (1, 2, 4)) -> list[Candidate]:
+def gpu_candidates(cores: int, batches: Sequence[int], instances: Sequence[int] = (1, 2, 4)) -> list[Trial]:
     """On a GPU the dimension is instances per GPU (Triton's instance count): R model copies share the device and
     overlap one's host work (tokenised input copies, the Python glue) with another's kernels; each gets an equal
     share of the host's cores for that host work. Nothing is oversubscribed on purpose here: the GPU is shared by
     design."""
-    return [Candidate(r, max(1, cores // r), b) for r in instances for b in sorted(set(batches))]
+    return [Trial(r, max(1, cores // r), b) for r in instances for b in sorted(set(batches))]
 
 
 def model_calls(tokenizer, texts: Sequence[str], max_batch: int, max_padding: float,
@@ -152,7 +152,7 @@ def rss_mb(members: list) -> float | None:
         return None
 
 
-def measure(cand: Candidate, config: BackendConfig, calls: list[ServiceCall], seconds: float) -> TuneCandidate:
+def measure_trial(cand: Trial, config: BackendConfig, calls: list[ServiceCall], seconds: float) -> TuneCandidate:
     """One candidate, offline: its replicas started and placed as the service would, warmed, then driven
     together (see warmed for how long)."""
     members, placement = start_replicas(config, cand.replicas, cand.threads, call_timeout_s=120.0)

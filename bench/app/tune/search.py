@@ -15,9 +15,10 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from bench.app.tune.offline import Candidate, candidates, for_backend, gpu_candidates, measure, model_calls
+from bench.app.tune.offline import Trial, candidates, for_backend, gpu_candidates, measure_trial, model_calls
 from bench.core.errors import ConfigError
 from bench.core.search_records import TuneCandidate, TuneRecord
+from bench.core.stats import overlap
 from bench.model.corpus import LOAD_TEXTS
 from bench.service.config import ServiceConfig
 
@@ -93,7 +94,7 @@ def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
     configs = {name: backend_config(ServiceConfig(model=cfg.model, backend=name)) for name in cfg.searched}
     grid = []
     for name, config in configs.items():
-        on_gpu = config.spec.device != "cpu"
+        on_gpu = config.spec.on_gpu
         grid += for_backend(gpu_candidates(cores, cfg.batches) if on_gpu else
                             candidates(cores, cfg.batches, oversubscribed=cfg.oversubscribed), name)
     first = next(iter(configs.values()))
@@ -119,9 +120,9 @@ def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     return out, "done"
 
 
-def try_candidate(cand: Candidate, config, calls: list[dict], seconds: float) -> TuneCandidate:
+def try_candidate(cand: Trial, config, calls: list[dict], seconds: float) -> TuneCandidate:
     try:
-        return measure(cand, config, calls, seconds)
+        return measure_trial(cand, config, calls, seconds)
     except Exception as exc:  # noqa: BLE001  a candidate that cannot run (memory, a crash) is a finding
         return TuneCandidate(cand.replicas, cand.threads, cand.max_batch, status="failed",
                              reason=f"{type(exc).__name__}: {exc}", backend=cand.backend)
@@ -132,7 +133,7 @@ def to_verify(offline: list[TuneCandidate], top: int, ties: int = 0) -> list[Tun
     apart, and a service can (four configurations within 51.3 [48.3–54.2] items/s here; as services the two b1
     ones read 42.8 and 40.6 req/s, and b8 has served 54.9 where b1 served 51.2: fewer calls through the front)."""
     ok = sorted((c for c in offline if c.status == "ok" and not c.oversubscribed), key=lambda c: -(c.items_per_s or 0))
-    tied = [c for c in ok[top:] if ok and overlaps(tuple(c.items_ci), tuple(ok[0].items_ci))]
+    tied = [c for c in ok[top:] if ok and overlap(tuple(c.items_ci), tuple(ok[0].items_ci))]
     return ok[:top] + tied[:ties]
 
 
@@ -171,7 +172,7 @@ def verify_sweep(cfg: TuneConfig, chosen: list[TuneCandidate]):
 
     users = verify_users(cfg, chosen)
     queue = max(ServiceConfig().max_queue, users)
-    variants = [ServiceVariant.of(f"tuned {c.label}", backend=c.backend or cfg.searched[0], replicas=c.replicas,
+    variants = [ServiceVariant.of(c.service_name, backend=c.backend or cfg.searched[0], replicas=c.replicas,
                                   threads=c.threads, max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0,
                                   max_queue=queue)
                 for c in chosen]
@@ -181,15 +182,11 @@ def verify_sweep(cfg: TuneConfig, chosen: list[TuneCandidate]):
 
 
 def with_service(c: TuneCandidate, levels: dict) -> TuneCandidate:
-    level = levels.get(f"tuned {c.label}")
+    level = levels.get(c.service_name)
     if level is None or level.status != "ok":
         return c
     return replace(c, service_label=level.config.label, service_qps=level.qps, service_qps_ci=tuple(level.qps_ci),
                    service_p95_ms=level.p95_ms)
-
-
-def overlaps(a: tuple, b: tuple) -> bool:
-    return len(a) == 2 and len(b) == 2 and a[0] <= b[1] and b[0] <= a[1]
 
 
 def recommend(verified: list[TuneCandidate], default, backend: str = ServiceConfig.backend
@@ -206,7 +203,7 @@ def recommend(verified: list[TuneCandidate], default, backend: str = ServiceConf
     if not options:
         return None, None, ()
     best = max(options, key=lambda o: o[0])
-    return best[2], best[3], tuple(o[2] for o in options if o is not best and overlaps(best[1], o[1]))
+    return best[2], best[3], tuple(o[2] for o in options if o is not best and overlap(best[1], o[1]))
 
 
 def recommend_offline(offline: list[TuneCandidate], backend: str) -> tuple[str | None, str | None, tuple]:
@@ -218,7 +215,7 @@ def recommend_offline(offline: list[TuneCandidate], backend: str) -> tuple[str |
         return None, None, ()
     best = ok[0]
     return best.label, command_line(best.backend or backend, best), \
-        tuple(c.label for c in ok[1:] if overlaps(tuple(c.items_ci), tuple(best.items_ci)))
+        tuple(c.label for c in ok[1:] if overlap(tuple(c.items_ci), tuple(best.items_ci)))
 
 
 def pareto(cands: list[TuneCandidate]) -> tuple[str, ...]:
@@ -268,6 +265,6 @@ def tuned_variant(record: TuneRecord, variants: tuple):
         if (k.backend, k.replicas, k.effective_max_batch, k.replica_threads or record.cores) == \
                 (c.backend or record.backend, c.replicas, c.max_batch, c.threads):
             return None
-    return ServiceVariant.of(f"tuned {c.label}", backend=c.backend or record.backend, replicas=c.replicas,
+    return ServiceVariant.of(c.service_name, backend=c.backend or record.backend, replicas=c.replicas,
                              threads=c.threads,
                              max_batch=c.max_batch, batching=c.max_batch > 1, cache_size=0)
