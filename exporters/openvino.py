@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-# SmoothQuant off: on the twin it moved logits ~2× more than ORT's dynamic INT8 and failed the parity gate;
+# SmoothQuant off: on the twin it moved logits more than ORT's dynamic INT8 and failed the parity gate;
 # without it NNCF's INT8 agrees nearly as well as ORT's (docs/measurements.md, 2026-12-03, Zen 4 class host).
 CALIBRATION = {"samples": 32, "seed": 1234, "max_length": 128, "model_type": "TRANSFORMER", "smooth_quant": False,
                "texts": "bench.model.corpus.length_workload (≈80-character reviews)"}

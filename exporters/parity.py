@@ -26,7 +26,7 @@ class Thresholds:
 
 
 # Float variants differ from torch only by kernel rounding; INT8 moves logits by quantisation noise.
-# INT8 bounds are loose on purpose: on the twin, margins are small by construction, so ~10-15 % of labels
+# INT8 bounds are loose on purpose: on the twin, margins are small by construction, so a fair share of labels
 # sit within quantisation noise of the boundary; a broken graph agrees on ~50 % and moves logits by O(margin).
 DEFAULT_THRESHOLDS = {
     "fp32": Thresholds(0.99, 1e-3),

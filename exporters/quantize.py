@@ -12,8 +12,7 @@ def choose_settings(flags: set[str] | None = None) -> dict:
 
     Without VNNI, the u8×s8 AVX2/AVX-512 kernels (vpmaddubsw) can saturate 16-bit intermediates;
     ONNX Runtime advises 7-bit weights (reduce_range) there. With VNNI the full 8-bit range is safe.
-    Per-channel measured no better than per-tensor on this model (measured on the 2-core Zen3 host: ~78 vs ~75 ms
-    at batch 1), so it stays off.
+    Per-channel measured no better than per-tensor on this model (docs/measurements.md), so it stays off.
     """
     flags = cpu_flags() if flags is None else flags
     vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)

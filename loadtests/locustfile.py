@@ -37,12 +37,12 @@ _RESET_AFTER_RAMP = False  # --reset-stats, as init finds it in the environment
 # The sweep's ramp-up, counted from the test's start (nan when run by hand: then Locust's spawning_complete). Locust
 # fires spawning_complete as soon as it has started the users: when the rate covers them all in one step (16 users
 # at 16/s) that is at once, so the window began on an empty service and left out the work in flight at its end —
-# 6 % of a 10 s window whose batches take 2–3 s (check tune read 0.92–0.94 of the engine).
+# a real share of a short window whose batches take seconds (check tune read the service low: docs/measurements.md).
 RAMP_S = float(os.environ.get("STRUCTBENCH_RAMP_S", "nan"))
 _TEXTS: list = []
 # (process CPU time, wall clock) when the timed window began or was last charged to STATS; None outside it.
 # Measured here, not from outside: a whole Locust process's CPU includes its start-up (gevent, Locust and the
-# corpus imported: check tune read 1.49 ms a request that way against ~0.5 in the window).
+# corpus imported), which inflates its CPU per request (docs/measurements.md).
 _WINDOW_CPU: list = [None]
 
 

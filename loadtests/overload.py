@@ -110,7 +110,9 @@ def run_overload(model: str, out_dir: Path, duration_s: float = 60.0, factor: fl
 
 
 LOCUST_START_S = 2.0  # Locust's start-up before its first request (process start, imports, the user spawning)
-MAX_ACCEPTED_P99_MS = 3000.0  # the bounded queue (32 texts) at ~25 req/s is ≈ 1.3 s; accepted work must not wait longer
+# a full bounded queue (32 texts) drains well within this at a small host's saturated rate (docs/measurements.md);
+# accepted work must not wait longer
+MAX_ACCEPTED_P99_MS = 3000.0
 MIN_ACCEPTED_SHARE = 0.8  # under overload the service keeps serving ≥ 80 % of its saturated QPS (the rest is 503)
 
 

@@ -107,7 +107,7 @@ class ServiceProcess:
                *variant.flags(), *(extra or [])]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
-        host_pinning().pin(self.proc.pid, client=False)  # before it plans its replicas' cores (~1 s of imports)
+        host_pinning().pin(self.proc.pid, client=False)  # before it plans its replicas' cores (after its imports)
         self.url: str | None = None
         self.log: list[str] = []
         self._seen = threading.Event()

@@ -63,8 +63,8 @@ class ClientStats:
     def cpu_figures(self) -> dict:
         """The client's CPU within its timed window as % of one core: all its processes together, the busiest
         one (past 85 % of a core it is the bottleneck: levels.CLIENT_SATURATED_PERCENT), how many. Start-up is not
-        in it: a whole Locust process's CPU includes importing gevent, Locust and the corpus (1.49 ms a request that
-        way at 50 req/s against ~0.6 in the window). None where no process had a window."""
+        in it: a whole Locust process's CPU includes importing gevent, Locust and the corpus (docs/measurements.md).
+        None where no process had a window."""
         spent = list(self.window_cpu.values())
         wall = max((w for _, w in spent), default=0.0)
         if wall <= 0:

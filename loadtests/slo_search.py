@@ -240,8 +240,8 @@ SERVICE_START_S = 5.0  # a service process's start and warm-up, inside a search'
 
 def bracket_seconds(sweep, hints: dict[str, tuple[float, float]]) -> float:
     """The least time worth giving each search: two probes at its start rate (a pass and a fail bracket the
-    capacity) and its service's start. ~40 s at the ~30 req/s of a fast 2-core host; ~115 s at the ~3 req/s of a
-    slow one, whose probes stretch their windows to count enough requests."""
+    capacity) and its service's start: longer on a slow host, whose probes stretch their windows to count enough
+    requests (docs/measurements.md)."""
     cfg = sweep.slo_search
     starts = [cfg.start_rps or hints.get(v.label, (DEFAULT_START_RPS, None))[0] for v in sweep.variants]
     return SERVICE_START_S + 2 * max(cfg.probe_seconds(r) for r in starts)

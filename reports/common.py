@@ -87,7 +87,7 @@ def throughput_ci(cell: CellResult) -> tuple:
 
 def one_process(cell: CellResult) -> bool:
     """A cell measured in one worker process: its CI covers that process's noise only, not the spread between
-    fresh processes (±5 % on a shared host), so it is too narrow to rank cells with confidence."""
+    fresh processes (docs/measurements.md), so it is too narrow to rank cells with confidence."""
     return len(cell.runs) < 2
 
 

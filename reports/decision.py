@@ -163,7 +163,8 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
 
 def saturation_only(run: RunResult, name: str) -> bool:
     """A configuration bench tune verified and nothing else measured: its closed loop at saturation queues every
-    request behind others (P95 470–505 ms here against a 300 ms SLO), which says nothing of its QPS at the SLO."""
+    request behind others (its P95 lands far past the SLO: docs/measurements.md), which says nothing of its QPS
+    at the SLO."""
     tune = run.tune
     if tune is None or name not in {tune.default_label, *(c.service_label for c in tune.candidates)}:
         return False

@@ -52,7 +52,7 @@ def latency_cdf(run: RunResult) -> dict:
         data = np.sort(np.asarray(cell.latencies_s)) * 1000
         ax.step(data, np.arange(1, data.size + 1) / data.size, where="post", label=cell_label(cell))
     lows = [min(c.latencies_s) for c in cells]
-    if max(max(c.latencies_s) for c in cells) / min(lows) > 20:  # torch vs ORT can differ by 10x and more
+    if max(max(c.latencies_s) for c in cells) / min(lows) > 20:  # engines' latencies can lie far apart
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())  # 1, 10 rather than 10^0, 10^1
     ax.axhline(0.95, color="grey", lw=0.8, ls=":")

@@ -7,7 +7,7 @@ Two 95 % intervals of similar width that do not overlap correspond to p < 0.01, 
 firm one; one that is not claimed may still be real, only not shown by this run.
 
 A figure without an interval (a schema-1 load-test level: one window, no CI) or with one from a single worker
-process (which misses the ±5 % spread between fresh processes) is shown, but neither ranked nor tied.
+process (which misses the spread between fresh processes) is shown, but neither ranked nor tied.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 load-test levels. Readers use attributes, never string keys; `bench.core.results` reads and writes them.
 
 Raw samples are the truth. Statistics are derived on read (`CellResult.stats`), with confidence intervals from a
-hierarchical bootstrap over the worker processes: one process's samples say nothing about the ±5 % by which
-fresh processes differ on a shared host.
+hierarchical bootstrap over the worker processes: one process's samples say nothing about how much fresh
+processes differ on a shared host (docs/measurements.md).
 """
 
 from __future__ import annotations

@@ -148,7 +148,7 @@ def _resample_indices(sizes: np.ndarray, rows: int, rng: np.random.Generator) ->
     out = np.empty((rows, n), dtype=np.int64)
     end = 0
     # Slot by slot (a few groups): each slot is a (rows, width) block filled from one drawn group per row, which
-    # broadcasts a column instead of gathering a group size per element (about 3x faster).
+    # broadcasts a column instead of gathering a group size per element (faster: docs/measurements.md).
     for j, width in enumerate(sizes):
         picked = chosen[:, j, np.newaxis]
         within = rng.random((rows, width))
@@ -221,8 +221,8 @@ class StopRule:
     def _check_interval(self, n: int) -> int:
         """`check_every`, widened to about n/10 for long runs.
 
-        One check costs O(n); checking every `check_every` samples would make a 10k-sample run spend over a
-        minute bootstrapping. Spacing checks by ~10% of n keeps the total cost linear in n.
+        One check costs O(n); checking every `check_every` samples would make the total cost quadratic in n, a
+        long run spending most of its time bootstrapping. Spacing checks by ~10% of n keeps it linear in n.
         """
         return self.check_every * max(1, n // (10 * self.check_every))
 

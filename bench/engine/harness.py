@@ -27,7 +27,7 @@ class Profile:
     batch_sweep: tuple  # (backends, batches)
     length_sweep: tuple  # (backends, lengths)
     stop: dict
-    processes: int  # fresh workers per cell: processes differ by ±5 % here, so one cannot give an honest CI
+    processes: int  # fresh workers per cell: processes differ in speed, so one cannot give an honest CI
     gpu_batch_sweep: tuple = ((), ())  # (backends, batches): only on a host whose GPU can run them (host_grid)
     by_isa: bool = True  # leave out the CPU backends that cannot win on this CPU (bench.measure.isa.left_out)
 
@@ -40,8 +40,9 @@ GPU_BATCH_SWEEP = (("ort-fp16-cuda", "torch-fp16-cuda"), (1, 2, 4, 8, 16, 32, 64
 # Batch 8 (a batching service's call) for every CPU contender the CPU's instruction sets plan, so the decision and
 # `check cpu` compare the best engines at the batch a service runs.
 CPU_BATCH_SWEEP = ("ort-int8-cpu", "ov-int8-cpu", "ov-bf16-cpu")
-# Windows per process are short (≥ 2 s, ≤ 5 s): a longer window narrows one process's CI, which the ±5 %
-# between processes dwarfs; three short processes buy an honest CI for the time of one long one.
+# Windows per process are short (≥ 2 s, ≤ 5 s): a longer window narrows one process's CI, which the spread
+# between processes dwarfs (docs/measurements.md); three short processes buy an honest CI for the time of one long
+# one.
 PROFILES = {
     "default": Profile("default", ALL_BACKENDS, ((*CPU_BATCH_SWEEP, "ort-fp32-cuda", "torch-fp16-cuda"), (8,)),
                        (("ort-fp32-cuda",), (128,)),

@@ -92,8 +92,8 @@ def efficiency(achieved: float, peak: float) -> float:
 
 # Square GEMMs and BERT-base's FFN shapes at 256 tokens, with the weight a constant as in an exported model:
 # MLAS packs constant weights once at session creation, and the model's MatMuls run on packed weights, so a
-# peak measured with the weight as an input (re-packed every call) sits ~10 % below what the model's own
-# MatMul nodes reach, and would flatter every cell's efficiency.
+# peak measured with the weight as an input (re-packed every call) sits below what the model's own MatMul nodes
+# reach (docs/measurements.md), and would flatter every cell's efficiency.
 ORT_PEAK_SHAPES = ((2048, 2048, 2048), (1024, 1024, 1024), (256, 768, 3072), (256, 3072, 768))
 INT8_PEAK_SHAPES = ((256, 768, 3072), (256, 3072, 768), (1024, 1024, 1024))
 

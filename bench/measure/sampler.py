@@ -1,10 +1,11 @@
 """Background sampling of one process's memory and CPU use (and its GPU, when given one).
 
 Raw samples are kept; `summary()` derives peaks and means on read. The sampler must cost well under 2% of one
-core at a 10 ms period. Warm, a tick costs ~5 µs of Python; on a VM the wake-up and the cold /proc reads cost
-~150 µs, which shapes the tick: RSS is one `pread` of /proc/<pid>/statm on an fd opened once; CPU time is
-read once per CPU window; USS (a walk of every mapping, ~0.5 ms) at most every `USS_EVERY` ticks and within a
-CPU budget; the thread sleeps with `time.sleep`, whose wake-up costs half that of `Event.wait`."""
+core at a 10 ms period. Warm, a tick's Python is cheap; on a VM the wake-up and the cold /proc reads cost far
+more, which shapes the tick: RSS is one `pread` of /proc/<pid>/statm on an fd opened once; CPU time is
+read once per CPU window; USS (a walk of every mapping, the dearest read) at most every `USS_EVERY` ticks and
+within a CPU budget; the thread sleeps with `time.sleep`, whose wake-up costs less than `Event.wait`'s.
+(Measured: docs/measurements.md.)"""
 
 from __future__ import annotations
 
@@ -21,8 +22,8 @@ import psutil
 from bench.core.errors import ConfigError
 
 USS_EVERY = 10
-# USS reads may use at most this share of one core (0.1%): one read costs ~0.5 ms, more for a
-# process with many mappings, so on a 10 ms period USS comes about every 0.5 s rather than every 10th tick.
+# USS reads may use at most this share of one core (0.1%): one read costs far more than a tick, more still for a
+# process with many mappings, so on a 10 ms period USS comes far less often than every 10th tick.
 USS_CPU_BUDGET = 0.001
 # CPU time advances in kernel clock ticks (10 ms), so a percent over one 10 ms period reads 0, 100 or 200;
 # windows of at least 100 ms bound that quantisation error to ~10 points.

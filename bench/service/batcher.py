@@ -205,8 +205,8 @@ class Batcher:
     def _run(self, replica: int) -> None:
         """Collect, dispatch, answer. A replica process takes its next model call while this thread still reads
         the current one's answer (link depth 2): at saturation the next batch is already in its pipe when it
-        finishes, so the replica never waits for this thread's tokenising, settling and GIL turns (2x1t b8 at 16
-        users, interleaved: 53.3 / 53.5 req/s without, 55.8 / 54.3 with; the busier replica's CPU 92 -> 97 %)."""
+        finishes, so the replica never waits for this thread's tokenising, settling and GIL turns (measured:
+        docs/measurements.md)."""
         link, inflight, stopping = _link(self.backends[replica]), deque(), False
         try:
             self._warm_up(replica, link)

@@ -38,7 +38,7 @@ class ServiceConfig:
     max_wait_ms: float = 0.0  # 0 = greedy: batch whatever queued while the model was busy, never wait
     max_padding: float | None = None  # a batch is split so pad tokens stay under this share; None = per device
     cache_size: int = 1024  # 0 = no cache
-    max_queue: int = 32  # ≈ 2.5 s of work at ~13 req/s on 2 cores: past it, 503 at once
+    max_queue: int = 32  # a few seconds of work on 2 cores (docs/measurements.md): past it, 503 at once
     request_timeout_s: float = 10.0  # longest a text may wait in the queue before its model call starts
     inference_timeout_s: float = 30.0  # longest a model call may run before its requests get 504
     max_body_bytes: int = 65536

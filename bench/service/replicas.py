@@ -24,7 +24,7 @@ from bench.backends import Backend, BackendConfig
 from bench.measure.host import available_cores
 
 log = logging.getLogger("bench.service")
-LOAD_TIMEOUT_S = 600.0  # a cold ORT load of the full twin takes ~1 s; torch with a first-time import ~10 s
+LOAD_TIMEOUT_S = 600.0  # far past a cold load, ORT's or torch's with a first-time import (docs/measurements.md)
 
 
 class ReplicaDied(RuntimeError):

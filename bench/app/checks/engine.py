@@ -126,7 +126,8 @@ def check_trust(model: str = "twin", rounds: int = 5) -> int:
     runs = trust_runs(model, model_dir, onnx_dir, rounds)
     published = runs[0]
     # The peak is measured right before and right after the roofline cells and the higher one kept: this
-    # host's speed drifts by ~10 % over minutes, and a peak taken in a slow spell would flatter the cells.
+    # host's speed drifts over minutes (docs/measurements.md), and a peak taken in a slow spell would flatter the
+    # cells.
     peaks = [measure_peak()]
     fused_cells = [measure_cell(spec, model_dir, onnx_dir) for spec in ROOFLINE_CELLS]
     peaks.append(measure_peak())

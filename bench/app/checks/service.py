@@ -23,8 +23,8 @@ def check_service(model: str = "twin", duration_s: float = 12.0, blocks: int = 3
     and what the HTTP layer adds to P50 at concurrency 1.
 
     Concurrency 1 and 8 alternate in ABBA blocks inside one service process per configuration, and the ratio
-    comes with a 95 % CI from the repeated windows: two service processes doing the same work differ by up to
-    25 % on this host, more than the effect being measured."""
+    comes with a 95 % CI from the repeated windows: two service processes doing the same work differ by more
+    than the effect being measured (docs/measurements.md)."""
     from tqdm import tqdm
 
     from loadtests.sweep import sweep_variant
@@ -89,7 +89,7 @@ def service_figures(records: list, engine: dict[int, CellResult]) -> dict:
     f["service_p50_ms_c1"] = float(np.median(windows(True, 1, "p50_ms")))
     f["service_minus_engine_p50_ms"] = f["service_p50_ms_c1"] - f["engine_p50_ms_b1"]
     # The same difference inside one service process (client mean − the process's own inference mean):
-    # engine speed varies ±10 % between processes on this host, which the cross-process figure mixes in.
+    # engine speed varies between processes (docs/measurements.md), which the cross-process figure mixes in.
     f["service_overhead_same_process_ms"] = {
         name: float(np.mean([r.mean_ms - r.server_timing_ms.get("inference", float("nan"))
                              for r in level(batching, 1)]))

@@ -5,28 +5,27 @@ configuration's throughput (the service loses at most 3 % to HTTP, JSON, tokenis
 default service's QPS. All in one run, the services' windows interleaved.
 
 The tune's own figures choose the configurations; the ratios are judged on fresh figures (the maximum of five
-offline figures whose intervals are ±8–14 % is biased up by their noise: the winner's curse, 0.919 and 0.945 here
+offline figures with wide intervals is biased up by their noise: the winner's curse, which read the ratio low
 before this design). Those come in rounds, each with fresh processes, every process idle while another measures:
 the offline contenders, then each service for one window (their order alternating), then the contenders again, so
 each service window sits between two offline figures. One offline figure before and one after every service window
-(A B A once) read 56.8 and 51.6 items/s around the services on this host: a drift of 10 % within four minutes
-that a ratio of the services' mean to those two could not cancel. Fresh processes each round because a process
-has a speed of its own here (the same work differs by ±5 % across processes, two service processes by up to 25 %):
-with every process started once, one run read 1.039 [0.962–1.124] and the next 0.939 — an interval that a re-run
-did not land in. The ratios are taken per round and their t interval is across the rounds' processes.
+(A B A once) left a drift of the host's speed within minutes that a ratio of the services' mean to those two
+could not cancel. Fresh processes each round because a process has a speed of its own (the same work differs
+across processes, two service processes more): with every process started once, a re-run did not land in one
+run's interval. The ratios are taken per round and their t interval is across the rounds' processes. (Measured:
+docs/measurements.md.)
 
 "The best offline configuration" is the best in those rounds, not the tune's point-best alone: every configuration
 whose tune interval overlaps the best's (at most CONTENDERS of them) and the tuned service's own are measured in
-each round, and the highest mean is the denominator. Measuring the tune's point-best alone once read 1.200 here: its
-1×2t b8 34.4 [33.6–35.1] items/s tied 2×1t b8 34.0 [32.9–35.2] in the tune, then read 23.0–29.3 in the rounds
-(and 24–28 beside 2×1t b8's 29.5–33.1 right after), so the service was judged against a configuration that was
-not the best in that run. The highest of a few means is biased up by their noise, which makes the target harder,
-not easier.
+each round, and the highest mean is the denominator. Measuring the tune's point-best alone once passed the service
+against a configuration that had tied another in the tune and then read well below it in the rounds: not the best
+in that run (docs/measurements.md). The highest of a few means is biased up by their noise, which makes the target
+harder, not easier.
 
 Then where the cores went: CPU per text of the engine offline and of the service's replicas, its front and Locust
-(in its timed windows), their shares of the cores, and the ratio those predict. On this 2-core host the front took
-~6.5 % and Locust ~4 % while the replicas spent what the engine does per text (0.99x): a ceiling of ~0.95 that no
-change to the engine's configuration can lift.
+(in its timed windows), their shares of the cores, and the ratio those predict. On a 2-core host the front's and
+Locust's shares come out of the replicas' cores while the replicas spend what the engine does per text: a ceiling
+that no change to the engine's configuration can lift (measured: docs/measurements.md).
 """
 
 from __future__ import annotations
@@ -113,7 +112,7 @@ def cpu_seconds(pids) -> float:
 
 def offline_run(members: list, calls: list, seconds: float) -> tuple[float, CpuUse]:
     """One offline figure and the engine processes' CPU for it. The CPU covers every call of the run, those still
-    in flight at its end too (up to two a replica: at batch 8 ~0.5 s of a 10 s run), so it is charged to all their
+    in flight at its end too (up to two a replica: at batch 8 a fair share of a run), so it is charged to all their
     texts, not to the rate × seconds the figure counts."""
     from bench.app.tune.offline import figures, timed
 

@@ -133,8 +133,8 @@ def figures(records: list[tuple], seconds: float, windows: int = 8) -> dict:
 
 def warmed(members: list, calls: list[ServiceCall], seconds: float) -> float:
     """Warm every replica; the seconds a timed run then takes: `seconds` or 6 of its slowest warm calls, whichever
-    is longer (a batch of 8 full-size texts takes ~0.4 s on a fast 2-core host, ~2 s on a slow one: fewer calls
-    than that would make the windows mostly edge)."""
+    is longer (a batch of 8 full-size texts is slow on a 2-core host, slower still on a slow one: fewer calls
+    than that would make the windows mostly edge; docs/measurements.md)."""
     return max(seconds, 6 * warm(members, calls))
 
 

@@ -130,8 +130,8 @@ def try_candidate(cand: Trial, config, calls: list[dict], seconds: float) -> Tun
 
 def to_verify(offline: list[TuneCandidate], top: int, ties: int = 0) -> list[TuneCandidate]:
     """The `top` best offline, then up to `ties` more that the best's interval overlaps: offline cannot tell them
-    apart, and a service can (four configurations within 51.3 [48.3–54.2] items/s here; as services the two b1
-    ones read 42.8 and 40.6 req/s, and b8 has served 54.9 where b1 served 51.2: fewer calls through the front)."""
+    apart, and a service can (configurations tied offline have differed as services: a larger batch makes fewer
+    calls through the front; measured: docs/measurements.md)."""
     ok = sorted((c for c in offline if c.status == "ok" and not c.oversubscribed), key=lambda c: -(c.items_per_s or 0))
     tied = [c for c in ok[top:] if ok and overlap(tuple(c.items_ci), tuple(ok[0].items_ci))]
     return ok[:top] + tied[:ties]
@@ -148,8 +148,8 @@ def held_texts(replicas: int, max_batch: int) -> int:
 
 def verify_users(cfg: TuneConfig, chosen: list[TuneCandidate]) -> int:
     """Closed-loop users that saturate every service verified: at least the texts its replicas hold at once, or
-    a replica waits between calls for answers to travel back and new texts to come (2×1t b8 holds 32 texts:
-    at 16 users it served 48.5 req/s, at 24 52.6, at 32 54.2 — the engine's 54.9 offline)."""
+    a replica waits between calls for answers to travel back and new texts to come (2×1t b8 holds 32 texts, and
+    fell short of the engine's offline figure with fewer users: docs/measurements.md)."""
     default = held_texts(1, ServiceConfig.max_batch)  # the default service, verified beside them
     return max([cfg.users, default] + [held_texts(c.replicas, c.max_batch) for c in chosen])
 
@@ -158,7 +158,7 @@ def verify(cfg: TuneConfig, chosen: list[TuneCandidate], out_dir: Path) -> tuple
     """The chosen candidates and the default service as real services at saturation, all at the same users;
     (label → LoadLevel, those users). Each service's queue holds every user's text, so the one that holds the
     fewest texts itself answers none with 503 (a refused user asks again at once: a storm of fast 503s that
-    costs the front its CPU — 1×2t b8 at 40 users, 32 queued: 15,790 of 16,118 requests refused)."""
+    costs the front its CPU, until nearly every request is refused: docs/measurements.md)."""
     from loadtests.sweep import run_sweep
 
     sweep = verify_sweep(cfg, chosen)
