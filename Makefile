@@ -20,12 +20,12 @@ ORT_GPU_12 := 1.26.0
 TORCH_INDEX_13 := https://download.pytorch.org/whl/cu130
 TORCH_INDEX_12 := https://download.pytorch.org/whl/cu126
 
-.PHONY: help install install-gpu test-deps test lint bench export quick serve loadtest report check-cpu check-int8 check-trust \
+.PHONY: help install install-gpu test-deps test test-fast lint bench export quick serve loadtest report check-cpu check-int8 check-trust \
         check-service check-overload check-tune check-gpu check-serving check-sampler fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
-	@echo "make test      set up and run the test suite"
+	@echo "make test      set up and run the test suite (every tier; make test-fast: the fast tier, ~2 min)"
 	@echo "make install | install-gpu | export | quick | serve | loadtest | report | lint | clean"
 	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-tune | check-gpu | check-serving | check-sampler | fuzz   (benchmark commands)"
 
@@ -78,6 +78,11 @@ test-deps:
 
 test: $(ENV) test-deps lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
+
+# The fast tier for daily work: units, fakes and the tiny twin, no test marked e2e (real services, Locust, workers,
+# Chromium) and none needing a GPU; `make test` (and CI) runs every tier.
+test-fast: $(ENV) lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not e2e and not gpu" $(ARGS)
 
 # ruff; the import contracts of pyproject.toml (layers, no cycles), read from this checkout's source; the core
 # package type-checked strictly

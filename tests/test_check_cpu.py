@@ -61,7 +61,7 @@ def test_the_vendor_tools_run_our_exact_settings_on_the_same_file(tmp_path):
 
 
 def test_the_sampler_check_misses_only_an_effect_wholly_above_its_limit():
-    from bench.checks.engine import sampler_misses
+    from bench.app.checks.engine import sampler_misses
 
     def effect(lo, hi):
         return {"ort-int8-cpu|b1": {"ci": (lo, hi), "text": f"[{lo}–{hi}]"}}

@@ -52,6 +52,7 @@ def rates(base, factor: float, reps: int, seed: int, processes: int = PROCESSES)
     return hits / reps
 
 
+@pytest.mark.e2e
 def test_a_over_a_flags_at_most_five_percent_of_comparisons_and_ten_percent_is_found_at_a_reported_rate(base):
     false_positive = rates(base, 1.0, 400, seed=1)
     power = rates(base, 1.10, 200, seed=2)

@@ -28,6 +28,7 @@ def test_length_workload_is_deterministic_and_near_80_chars():
     assert abs(np.mean([len(t) for t in a.texts]) - 80) < 5
 
 
+@pytest.mark.e2e
 def test_bucket_workload_fills_exact_token_count(tiny_model):
     tok = load_tokenizer(str(tiny_model))
     for tokens in (16, 64, 256):

@@ -78,6 +78,7 @@ def logits_of(name: str, tiny_model, onnx_dir, texts) -> np.ndarray:
         backend.close()
 
 
+@pytest.mark.e2e
 def test_openvino_fp32_and_int8_run_the_exported_irs_and_agree_with_torch(tiny_model, tiny_onnx):
     onnx_dir, manifest = tiny_onnx
     for name in ("ov-fp32", "ov-int8"):  # both IRs exported, hashed (graph and weights) and gated
@@ -92,6 +93,7 @@ def test_openvino_fp32_and_int8_run_the_exported_irs_and_agree_with_torch(tiny_m
     assert int8.shape == ref.shape and np.abs(int8 - ref).max() < 1.0 and not np.allclose(int8, ref, atol=1e-6)
 
 
+@pytest.mark.e2e
 def test_bf16_backends_run_in_bf16_where_the_cpu_has_it_and_refuse_to_emulate_elsewhere(monkeypatch, tiny_model,
                                                                                         tiny_onnx):
     onnx_dir, _ = tiny_onnx
@@ -112,6 +114,7 @@ def test_unknown_openvino_device_is_refused():
         BackendSpec.parse("ov-int8-npu")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name,replicas", [("ov-int8-cpu", 1), ("ov-int8-cpu", 2), ("ov-fp32-cpu", 1)])
 def test_the_service_serves_the_openvino_engines_in_process_and_as_replicas(tiny_model, tiny_onnx, name, replicas):
     import httpx
@@ -131,6 +134,7 @@ def test_the_service_serves_the_openvino_engines_in_process_and_as_replicas(tiny
         assert [a["text"] for a in answers] == texts and all(a["label"] in ("负面", "正面") for a in answers)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", ["ov-int8-cpu", "ov-fp32-cpu"])
 def test_an_openvino_cell_measures_in_a_fresh_worker_and_records_its_settings(tiny_model, tiny_onnx, name):
     from bench.core.records import CellSpec

@@ -119,6 +119,7 @@ def test_bad_export_input_gives_one_error_line(bench_home, args, message):
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
 
 
+@pytest.mark.e2e
 def test_local_dir_with_corrupt_weights_is_one_error_line(tmp_path, tiny_model, bench_home):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_model, bad)

@@ -33,6 +33,7 @@ def service_url(tiny_onnx):
     server.stop()
 
 
+@pytest.mark.e2e
 def test_no_generated_request_gets_a_server_error(service_url, request):
     """Every operation of the service's OpenAPI schema, with schemathesis-generated (valid and invalid)
     inputs: no 5xx, every 4xx a JSON error that names the problem, no traceback."""

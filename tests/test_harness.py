@@ -37,11 +37,13 @@ def test_fake_backend_latency_matches_its_sleep(tiny_model):
     ("oom", WorkerLimits(60, memory_limit_mb=1500), "out of memory"),
     ("raise", WorkerLimits(60), "RuntimeError: injected backend failure"),
 ])
+@pytest.mark.e2e
 def test_faulty_workers_become_failed_cells(tiny_model, fault, limits, expect):
     cell = run_cell(request(tiny_model, fault=fault), limits)
     assert cell.status == "failed" and expect in cell.reason
 
 
+@pytest.mark.e2e
 def test_run_continues_past_failed_cells_and_skips_gpu_with_reason(tiny_model, monkeypatch):
     # the host's GPU is faked away, so this holds on a GPU host too
     monkeypatch.setattr("bench.engine.harness.host_gpu_reason", lambda ordinal=0: "no usable NVIDIA GPU: (faked)")
@@ -60,6 +62,7 @@ def test_run_continues_past_failed_cells_and_skips_gpu_with_reason(tiny_model, m
                                           "fake-fp32-cpu|b2|corpus|tall"]
 
 
+@pytest.mark.e2e
 def test_a_resumed_cell_keeps_its_workers_and_gets_only_the_missing_ones(tiny_model):
     cfg = RunConfig(backends=("fake-fp32-cpu",), batches=(1, 2), min_time_s=0.3, max_time_s=0.6, processes=2,
                     backend_options={"fake-fp32-cpu": {"sleep_s": 0.002}})

@@ -35,6 +35,7 @@ def _answered(url: str) -> float:
     return sum(v for k, v in metrics(url).items() if k.startswith("requests_total") and "/api/sentiment" in k)
 
 
+@pytest.mark.e2e
 def test_closed_loop_master_and_two_workers_merge_to_one_level(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", duration_s=1.5, ramp_s=0.5, variants=(VARIANT,))
     before = _answered(service)
@@ -58,6 +59,7 @@ def test_closed_loop_master_and_two_workers_merge_to_one_level(service, tmp_path
     assert -0.05 * stats["n"] <= check["requests"]["csv_lag"] <= 0.5 * stats["n"], check
 
 
+@pytest.mark.e2e
 def test_open_loop_rate_is_split_over_the_workers(service, tmp_path):
     """Through the sweep's own window: open loop with --workers 2 runs a master and two workers, each at half the
     rate with its own arrivals; every request sent is answered, recorded once and pooled into the level."""
@@ -121,6 +123,7 @@ def test_merge_command_prints_the_level_or_one_error_line(tmp_path):
     assert empty.returncode == 2 and empty.stderr.startswith("error: ") and "no samples files" in empty.stderr
 
 
+@pytest.mark.e2e
 def test_a_worker_that_never_connects_is_one_clear_error(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", duration_s=1.0, ramp_s=0.0, variants=(VARIANT,))
     cluster = LocalCluster(service, 2, cfg, tmp_path, "lost", workers=2, connect_timeout_s=2)

@@ -193,6 +193,7 @@ def _run(service_url, tmp_path, tag, rate=None, **cfg_kw) -> tuple[dict, dict, l
     return result, level_stats(read_samples(paths), window_s=1.0, duration_s=cfg.duration_s), paths
 
 
+@pytest.mark.e2e
 def test_one_process_samples_reproduce_locusts_csv(service, tmp_path):
     # 1 user/s: the second user starts after a second of requests that the reset after ramp-up must drop.
     result, stats, paths = _run(service, tmp_path, "one", users=(2,), duration_s=3, ramp_s=2)
@@ -208,6 +209,7 @@ def test_one_process_samples_reproduce_locusts_csv(service, tmp_path):
     assert stats["windows"] == 3 and stats["qps_ci95"][0] <= stats["qps"] <= stats["qps_ci95"][1]
 
 
+@pytest.mark.e2e
 def test_each_worker_process_writes_its_samples(service, tmp_path):
     # 2 users/s: one user per worker at once, one more each a second later, then the master resets and tells the
     # workers to reset too.
@@ -227,6 +229,7 @@ def test_each_worker_process_writes_its_samples(service, tmp_path):
         assert check["agree"], check
 
 
+@pytest.mark.e2e
 def test_open_loop_samples_keep_the_intended_send_time(service, tmp_path):
     result, stats, paths = _run(service, tmp_path, "open", rate=20.0, duration_s=2, open_rates=(20,))
     samples = read_samples(paths)

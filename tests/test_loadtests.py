@@ -57,6 +57,7 @@ def test_a_variant_passes_its_queue_bound_to_the_service_only_when_it_is_not_the
     assert deep[deep.index("--max-queue") + 1] == "64"
 
 
+@pytest.mark.e2e
 def test_locust_headless_smoke_run(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", users=(2,), duration_s=3, ramp_s=1)
     result = run_locust(service, 2, cfg, tmp_path, "smoke")
@@ -68,6 +69,7 @@ def test_locust_headless_smoke_run(service, tmp_path):
     assert result["client_processes"] == 1
 
 
+@pytest.mark.e2e
 def test_open_loop_sends_on_schedule_and_reports_achieved_rate(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", duration_s=3, open_rates=(20,))
     result = run_locust(service, 1, cfg, tmp_path, "open", rate=20.0)
@@ -77,6 +79,7 @@ def test_open_loop_sends_on_schedule_and_reports_achieved_rate(service, tmp_path
     assert loop["p50_ms"] > 0
 
 
+@pytest.mark.e2e
 def test_distributed_run_with_two_workers(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", users=(4,), duration_s=4, ramp_s=1, workers=2)
     result = run_locust(service, 4, cfg, tmp_path, "dist")
@@ -85,6 +88,7 @@ def test_distributed_run_with_two_workers(service, tmp_path):
     assert result["client"]["server_timing_n"] > 0  # worker figures reached the master
 
 
+@pytest.mark.e2e
 def test_zipf_workload_hits_the_cache(service, tmp_path):
     before = metrics(service)
     cfg = SweepConfig(model="twin:tiny", users=(2,), duration_s=3, ramp_s=1, workload="zipf")
@@ -95,6 +99,7 @@ def test_zipf_workload_hits_the_cache(service, tmp_path):
     assert hits > misses > 0
 
 
+@pytest.mark.e2e
 def test_sweep_records_levels_and_a_failing_service_config(tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # the services it starts see no CUDA device, GPU host or not
     cfg = SweepConfig(model="twin:tiny", users=(1, 4), duration_s=2, ramp_s=1, processes=2, window_s=0.5,
@@ -160,6 +165,7 @@ def test_configurations_alternate_a_b_b_a():
                                                                  (2, "a"), (2, "b")]
 
 
+@pytest.mark.e2e
 def test_interleaved_plan_runs_repeated_levels_in_one_service(tiny_onnx, tmp_path):
     from loadtests.sweep import sweep_variant
 

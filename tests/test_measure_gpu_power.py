@@ -247,6 +247,7 @@ def test_peak_gemm_and_efficiency():
         efficiency(1.0, 0.0)
 
 
+@pytest.mark.e2e
 def test_peak_is_the_best_engine_and_shape(monkeypatch):
     from bench.measure import roofline
 

@@ -30,6 +30,7 @@ def texts(output) -> str:
     return output.get("text", "") + output.get("data", {}).get("text/plain", "")
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_executes_headless(path, monkeypatch, store_runs):
     import nbformat

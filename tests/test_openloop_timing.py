@@ -25,6 +25,8 @@ from bench.model.corpus import length_workload
 from loadtests.shapes import arrival_times
 from loadtests.windows import SweepConfig, run_locust
 
+pytestmark = pytest.mark.e2e  # the slow tier: real processes (make test runs it, make test-fast does not)
+
 RATE, DURATION_S, STALL_S = 20.0, 3.0, 1.5
 CFG = SweepConfig(model="twin:tiny", duration_s=DURATION_S, open_rates=(RATE,))
 SCHEDULE = arrival_times(RATE, DURATION_S, poisson=True, seed=CFG.seed)  # as the locustfile computes it

@@ -4,6 +4,8 @@ for good after a number of calls, real Locust at 4x its saturated rate)."""
 
 from __future__ import annotations
 
+import pytest
+
 from loadtests.overload import overload_misses, recovery_seconds, run_overload
 from loadtests.service_proc import ServiceVariant
 
@@ -17,6 +19,7 @@ def test_recovery_must_be_sustained_and_is_timed_from_the_end_of_the_overload():
     assert recovery_seconds([start + s for s in range(10)], start, qps) is None  # 1 a second: never
 
 
+@pytest.mark.e2e
 def test_a_service_that_stalls_after_overload_fails_the_check(bench_home, tiny_onnx, tmp_path):
     # 10 ms a text, one at a time: ~100 req/s saturated; after ~450 calls (inside the overload) 60 ms more a call
     stalls = ServiceVariant.of("stalls", backend="fake-fp32-cpu", batching=False, cache_size=0,

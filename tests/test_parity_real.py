@@ -12,6 +12,8 @@ from bench.model.corpus import heldout_sample, train_reviews
 from bench.model.tokenize import encode, load_tokenizer
 from exporters.pipeline import ExportConfig, export_all
 
+pytestmark = pytest.mark.e2e  # the slow tier: real processes (make test runs it, make test-fast does not)
+
 PARITY_N, PARITY_MAX_LENGTH = 256, 48  # heldout_sample(256, seed=0) is what the export judges
 # A model this weak (≈0.75) judged on 256 texts moves by a few texts between FP32 and INT8: a floor of 5 points
 # here, the default 1-point floor being for 1,000 texts (the trained twin's test checks the floor itself)

@@ -91,6 +91,7 @@ def raw_cells() -> dict:
             for c in json.loads(LOADTEST_FILE.read_text())["cells"] if c["spec"]["workload"] == "corpus"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("key", SAMPLE_KEYS)
 def test_latency_numbers_equal_those_computed_from_the_file(written, raw_cells, key):
     _, html_path, md_path = written
@@ -339,6 +340,7 @@ def test_failed_service_configuration_is_listed_not_priced(written):
     assert row_of(tables_of(html)["decision"], "torch-fp32-cpu · batch 1")[3].startswith("202 [")
 
 
+@pytest.mark.e2e
 def test_bench_cli_wiring(tmp_path):
     """Once bench/app/cli.py wires `report` and `compare` (the lead's step), they work end to end."""
     from bench.app.cli import build_parser
@@ -383,6 +385,7 @@ def test_roofline_judges_int8_cells_against_the_int8_peak_when_measured():
     assert nothing["note"] == "not drawn: no peak GEMM measurement"
 
 
+@pytest.mark.e2e
 def test_a_variant_below_the_accuracy_floor_is_left_out_of_the_decision_with_the_reason():
     run = load_run(RUN_FILE)
     floor = {"max_drop": 0.01, "passed": False,

@@ -21,7 +21,7 @@ from reports.render import write_report
 from tests.browser import chromium_path, skip_without_chromium
 
 DATA = Path(__file__).parent / "data"
-pytestmark = skip_without_chromium
+pytestmark = [pytest.mark.e2e, skip_without_chromium]  # the slow tier
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
@@ -78,6 +78,7 @@ def report(tmp_path_factory) -> Path:
     return write_report(folder)[0]
 
 
+@pytest.mark.e2e
 def test_screenshot_is_produced_and_not_blank(report, tmp_path):
     from PIL import Image
 

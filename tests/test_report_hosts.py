@@ -21,6 +21,8 @@ from tests.conftest import run_cli
 from tests.test_report import tables_of
 from tests.test_report_browser import assert_fits, probed
 
+pytestmark = pytest.mark.e2e  # the slow tier: its fixtures run real measurements or training
+
 FAKE_GPU = Path(__file__).parent / "fake_gpu"
 TEST_DATA = "fake CUDA backend (tests/fake_gpu): test data, not a measurement"
 GPU_INFO = {"gpu_name": "NVIDIA T4 (fake)", "gpu_note": TEST_DATA, "test_data": TEST_DATA}

@@ -99,6 +99,7 @@ def test_runs_that_measured_different_things_are_refused_with_the_reason(tmp_pat
     assert reason in check_mergeable(runs, [1, 1], force=True)[0]
 
 
+@pytest.mark.e2e
 def test_different_schema_versions_are_refused_unless_forced(tmp_path):
     a = run_folder(tmp_path, "a")
     b = run_folder(tmp_path, "b")
@@ -114,6 +115,7 @@ def test_different_schema_versions_are_refused_unless_forced(tmp_path):
 
 @pytest.mark.parametrize("flag,value", [("--traffic", "abc"), ("--traffic", "-5"), ("--price", "AMD=zero"),
                                         ("--peak-factor", "0"), ("--target-utilisation", "1.5")])
+@pytest.mark.e2e
 def test_bad_numbers_are_one_error_line_before_any_run_is_read(flag, value):
     result = run_cli("report", "no-such-run-a", "no-such-run-b", flag, value, timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
@@ -129,6 +131,7 @@ def merged(tmp_path_factory):
     return html.read_text(), md.read_text(), summary
 
 
+@pytest.mark.e2e
 def test_merged_tables_gain_a_host_column(merged):
     html, md, _ = merged
     tables = tables_of(html)
@@ -177,6 +180,7 @@ def test_an_engine_only_run_says_so_in_the_plan(tmp_path):
     assert any("engine-only, not load-tested" in s for s in ctx["plan"]["sentences"])
 
 
+@pytest.mark.e2e
 def test_a_single_run_without_traffic_has_no_plan_section_and_with_it_stays_plain_data(tmp_path):
     run = load_run(run_folder(tmp_path, "s"))
     assert build_context(run)["plan"] is None
@@ -191,6 +195,7 @@ def test_merged_context_names_candidates_uniquely(tmp_path):
     assert len(names) == len(set(names))
 
 
+@pytest.mark.e2e
 def test_a_searched_qps_at_the_slo_replaces_the_grid_in_the_decision_and_the_plan(tmp_path):
     from dataclasses import replace
 

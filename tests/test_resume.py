@@ -8,8 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from bench.core.results import load_run
 from tests.conftest import REPO, run_cli
+
+pytestmark = pytest.mark.e2e  # the slow tier: real processes (make test runs it, make test-fast does not)
 
 GRID = ["--backends", "ort-int8-cpu,ort-fp32-cpu", "--batches", "1,2", "--processes", "1", "--duration", "0.6",
         "--min-time", "0.3"]

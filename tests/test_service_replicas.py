@@ -56,6 +56,7 @@ def throughput(url: str, seconds: float = 4.0) -> float:
     return len(codes) / seconds
 
 
+@pytest.mark.e2e
 def test_two_replicas_serve_about_twice_one_replicas_throughput(tiny_model, two_replicas):
     one = ServiceProcess("twin:tiny", variant(1))
     try:
@@ -96,6 +97,7 @@ def test_model_process_runs_a_single_replica_outside_the_front(tiny_model):
         proc.stop()
 
 
+@pytest.mark.e2e
 def test_a_killed_replica_fails_only_its_batch_and_comes_back(two_replicas):
     before = httpx.get(two_replicas + "/healthz").json()["replica_pids"]
     box: dict = {}
@@ -151,6 +153,7 @@ def test_zero_replicas_is_a_config_error():
         ServiceConfig(replicas=0)
 
 
+@pytest.mark.e2e
 def test_torch_never_shares_the_front_process_unless_asked_so_a_busy_front_leaves_its_calls_alone(tiny_model):
     """torch's calls take the GIL between kernels: beside a busy Python thread in the front's process a call took
     ~15x longer (docs/measurements.md). By default a torch service runs its model in a worker process, so the same

@@ -15,6 +15,8 @@ from bench.service.config import ServiceConfig
 from bench.service.server import ThreadedServer
 from tests.service_helpers import concurrent_posts, wait_ready
 
+pytestmark = pytest.mark.e2e  # the slow tier: real processes (make test runs it, make test-fast does not)
+
 CHARS = "这部电影太烂了完全不值得一看今天天气真好心情很棒服务态度一般价格便宜质量不错"
 
 

@@ -8,8 +8,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
+
+pytestmark = pytest.mark.e2e  # the slow tier: real processes (make test runs it, make test-fast does not)
 
 CLIENTS, TEXTS_PER_REQUEST = 4, 64
 TOTAL = CLIENTS * TEXTS_PER_REQUEST

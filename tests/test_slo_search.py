@@ -147,6 +147,7 @@ def test_search_on_a_simulated_queue_finds_the_known_capacity_at_the_slo_within_
                                                                             for p in found.probes])
 
 
+@pytest.mark.e2e
 def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(bench_home, tiny_onnx):
     """A real service on 127.0.0.1 whose backend sleeps 10 ms per request, one request at a time (no batching):
     an M/D/1 queue whose service time the server itself reports (Server-Timing at one user). The search, wired
@@ -170,6 +171,7 @@ def test_search_through_the_pipeline_finds_a_fake_services_capacity_at_the_slo(b
     assert stored == found  # typed record, saved and read back
 
 
+@pytest.mark.e2e
 def test_searches_the_budget_cannot_hold_are_recorded_as_not_run(bench_home, tiny_model):
     import time as clock
 

@@ -61,6 +61,7 @@ LAYOUTS = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("layout", LAYOUTS, ids=list(LAYOUTS))
 @pytest.mark.parametrize("fmt", ["bin", "safetensors"])
 def test_modelscope_layouts_convert_to_identical_bert(tmp_path, tiny_model, layout, fmt):

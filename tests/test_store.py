@@ -121,6 +121,7 @@ def p50_by_host(tables: dict, backend: str = "ort-int8-cpu") -> pd.DataFrame:
                                        p50_lo_ms=("p50_lo_ms", "min"), p50_hi_ms=("p50_hi_ms", "max"))
 
 
+@pytest.mark.e2e
 def test_cheapest_configuration_at_500_rps(results):
     answer = cheapest_at(store.read_store([results]), TRAFFIC, SLO_MS)
     best = answer.iloc[0]
@@ -132,6 +133,7 @@ def test_cheapest_configuration_at_500_rps(results):
     assert xeon.loc["gpu fp16", ["instances", "usd_per_hour"]].tolist() == [2, 0.53]
 
 
+@pytest.mark.e2e
 def test_the_cheapest_query_agrees_with_the_reports_capacity_plan(results):
     from reports.render import ReportOptions, build_context
 

@@ -119,6 +119,7 @@ def test_bad_settings_fail_before_any_work():
     assert out.returncode == 2 and out.stderr.startswith("error:") and "unknown engine" in out.stderr
 
 
+@pytest.mark.e2e
 def test_a_short_tune_runs_end_to_end_and_reaches_the_results_and_report(bench_home, tiny_onnx):
     out = subprocess.run([sys.executable, "-m", "bench", "tune", "--model", "twin:tiny", "--tune-seconds", "2",
                           "--tune-duration", "4", "--tune-repeats", "1", "--tune-users", "4", "--run-id", "tuned",
@@ -168,6 +169,7 @@ def test_the_sweep_gets_the_tuned_configuration_unless_it_already_runs_it():
     assert tuned_variant(TuneRecord("ort-int8-cpu", 2, (two,), recommended=DEFAULT_LABEL), DEFAULT_VARIANTS) is None
 
 
+@pytest.mark.e2e
 def test_the_check_measures_in_rounds_each_service_window_between_two_offline_ones(tiny_onnx, tmp_path,
                                                                                     monkeypatch):
     """check tune judges on figures that did not choose the configuration, in rounds of fresh processes: offline,
@@ -265,7 +267,7 @@ def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
 def test_check_tune_says_not_applicable_when_the_default_service_wins(tmp_path, monkeypatch, capsys):
     """When the tune recommends the default service, tuned and default are one service and their ratio is 1.000 by
     construction: the check says "not applicable" and judges only the service against the engine."""
-    from bench.app.checks.tune import CpuUse, judge
+    from bench.app.checks.tune import CpuUse, tune_verdict
     from bench.core.records import LoadLevel, ServiceSetup
 
     monkeypatch.setenv("STRUCTBENCH_HOME", str(tmp_path))
@@ -275,7 +277,7 @@ def test_check_tune_says_not_applicable_when_the_default_service_wins(tmp_path, 
              "own": None, "service": level, "default": level, "users": 16, "cores": 2, "default_won": True,
              "cpu": {"offline": CpuUse(), "service": CpuUse()}}
     record = TuneRecord(backend="ort-int8-cpu", cores=2, recommended=DEFAULT_LABEL)
-    code = judge(fresh, record, {"model": "twin:tiny"})
+    code = tune_verdict(fresh, record, {"model": "twin:tiny"})
     out = capsys.readouterr().out
     assert "tuned / default service QPS: not applicable (the tune recommends the default service itself)" in out
     assert "tuned / default service 1.000" not in out and code == 0  # 9.85 / 10.05 ≥ 0.97: the one real target

@@ -18,6 +18,8 @@ from bench.model.corpus import heldout_reviews, heldout_sample, load_corpus, spl
 from exporters.accuracy import wilson
 from exporters.parity import DEFAULT_THRESHOLDS, Thresholds, compare
 
+pytestmark = pytest.mark.e2e  # the slow tier: its fixtures run real measurements or training
+
 SAMPLE = 1000  # held-out texts the floor is judged on
 MAX_LENGTH = 64  # the trained twin's training length (TrainRecipe.max_length)
 

@@ -4,10 +4,12 @@ is rendered as a chat bubble with the label and an emoji."""
 import subprocess
 import urllib.parse
 
+import pytest
+
 from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
 from tests.browser import chromium_path, skip_without_chromium
 
-pytestmark = skip_without_chromium
+pytestmark = [pytest.mark.e2e, skip_without_chromium]
 
 
 def dump_dom(page: str, tmp_path) -> str:
