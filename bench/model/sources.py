@@ -118,24 +118,26 @@ def build_source(src: ModelSource, out: Path) -> None:
 
 def download_modelscope(model_id: str) -> Path:
     endpoint = os.environ.get("MODELSCOPE_DOMAIN", "https://www.modelscope.cn")
-    check_reachable(endpoint if "://" in endpoint else f"https://{endpoint}", f"modelscope:{model_id}")
-    from modelscope.hub.snapshot_download import snapshot_download
-
-    try:
-        return Path(snapshot_download(model_id, cache_dir=str(paths.artifacts_dir() / "hub" / "modelscope")))
-    except Exception as exc:
-        raise BenchError(f"ModelScope download of {model_id} failed: {type(exc).__name__}: {str(exc)[:200]}; "
-                         f"use --model twin offline") from None
+    return snapshot(model_id, "modelscope", "ModelScope", endpoint if "://" in endpoint else f"https://{endpoint}",
+                    "modelscope.hub.snapshot_download")
 
 
 def download_hf(model_id: str) -> Path:
-    check_reachable(os.environ.get("HF_ENDPOINT", "https://huggingface.co"), f"hf:{model_id}")
-    from huggingface_hub import snapshot_download
+    return snapshot(model_id, "hf", "Hugging Face", os.environ.get("HF_ENDPOINT", "https://huggingface.co"),
+                    "huggingface_hub")
 
+
+def snapshot(model_id: str, scheme: str, hub: str, endpoint: str, module: str) -> Path:
+    """A hub's snapshot of `model_id` in the artifacts folder (`module`.snapshot_download, imported once the hub is
+    known to be reachable): a clear error, not a stack trace, when it is out of reach or the download fails."""
+    import importlib
+
+    check_reachable(endpoint, f"{scheme}:{model_id}")
+    download = importlib.import_module(module).snapshot_download
     try:
-        return Path(snapshot_download(model_id, cache_dir=str(paths.artifacts_dir() / "hub" / "hf")))
+        return Path(download(model_id, cache_dir=str(paths.artifacts_dir() / "hub" / scheme)))
     except Exception as exc:
-        raise BenchError(f"Hugging Face download of {model_id} failed: {type(exc).__name__}: {str(exc)[:200]}; "
+        raise BenchError(f"{hub} download of {model_id} failed: {type(exc).__name__}: {str(exc)[:200]}; "
                          f"use --model twin offline") from None
 
 

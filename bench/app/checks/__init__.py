@@ -18,60 +18,22 @@ available: nothing was checked), see bench.app.checks.gpu.
 
 from __future__ import annotations
 
+import importlib
+from typing import Callable
 
-def _int8(model: str) -> int:
-    from bench.app.checks.engine import check_int8
-
-    return check_int8(model)
-
-
-def _trust(model: str) -> int:
-    from bench.app.checks.engine import check_trust
-
-    return check_trust(model)
+# check name -> the module under bench.app.checks that holds its check_<name>(model[, gpu]) -> exit code; each
+# module is imported only when its check runs (they pull in the harness, the service, Locust's plumbing)
+WHERE = {"cpu": "cpu", "int8": "engine", "trust": "engine", "sampler": "engine", "service": "service",
+         "overload": "service", "tune": "tune", "gpu": "gpu", "serving": "serving"}
 
 
-def _service(model: str) -> int:
-    from bench.app.checks.service import check_service
+def _lazy(which: str) -> Callable[..., int]:
+    def run(*args: object) -> int:
+        module = importlib.import_module(f"bench.app.checks.{WHERE[which]}")
+        return getattr(module, f"check_{which}")(*args)
 
-    return check_service(model)
-
-
-def _overload(model: str) -> int:
-    from bench.app.checks.service import check_overload
-
-    return check_overload(model)
+    run.__name__ = f"check_{which}"
+    return run
 
 
-def _tune(model: str) -> int:
-    from bench.app.checks.tune import check_tune
-
-    return check_tune(model)
-
-
-def _gpu(model: str, gpu: int = 0) -> int:
-    from bench.app.checks.gpu import check_gpu
-
-    return check_gpu(model, gpu)
-
-
-def _cpu(model: str) -> int:
-    from bench.app.checks.cpu import check_cpu
-
-    return check_cpu(model)
-
-
-def _sampler(model: str) -> int:
-    from bench.app.checks.engine import check_sampler
-
-    return check_sampler(model)
-
-
-def _serving(model: str) -> int:
-    from bench.app.checks.serving import check_serving
-
-    return check_serving(model)
-
-
-CHECKS = {"cpu": _cpu, "int8": _int8, "trust": _trust, "service": _service, "overload": _overload,  # -> exit code
-          "tune": _tune, "gpu": _gpu, "serving": _serving, "sampler": _sampler}
+CHECKS = {which: _lazy(which) for which in WHERE}  # -> exit code
