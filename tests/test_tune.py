@@ -192,18 +192,18 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
     record = TuneRecord("ort-int8-cpu", 2, (best, tied, TuneCandidate(1, 2, 1, items_per_s=1.0)),
                         recommended=best.label)
     fresh = fresh_figures(TuneConfig(model="twin:tiny", seconds=2.0, duration_s=4.0, repeats=2), record, tmp_path)
-    assert set(fresh["offline_all"]) == {"2×1t b8", "1×2t b8"}  # not 1×2t b1: its interval is not the best's
-    for per_round in fresh["offline_all"].values():  # two rounds, two figures in each (before and after)
+    assert set(fresh.offline_all) == {"2×1t b8", "1×2t b8"}  # not 1×2t b1: its interval is not the best's
+    for per_round in fresh.offline_all.values():  # two rounds, two figures in each (before and after)
         assert [len(rs) for rs in per_round] == [2, 2] and all(0 < r < 1e9 for rs in per_round for r in rs)
-    means = fresh["rounds"]["offline"]
-    assert means[fresh["engine"]] == [round(sum(rs) / 2, 3) for rs in fresh["offline_all"][fresh["engine"]]]
-    assert fresh["engine"] == max(means, key=lambda label: sum(means[label])) and fresh["own"] == "2×1t b8"
-    assert fresh["engine_rate"][0] == pytest.approx(rate_of(means[fresh["engine"]])[0], rel=1e-5)  # means rounded
-    assert fresh["users"] == 32  # two replica processes × two calls × 8 texts
-    service, default = fresh["service"], fresh["default"]
+    means = fresh.rounds["offline"]
+    assert means[fresh.engine] == [round(sum(rs) / 2, 3) for rs in fresh.offline_all[fresh.engine]]
+    assert fresh.engine == max(means, key=lambda label: sum(means[label])) and fresh.own == "2×1t b8"
+    assert fresh.engine_rate[0] == pytest.approx(rate_of(means[fresh.engine])[0], rel=1e-5)  # means rounded
+    assert fresh.users == 32  # two replica processes × two calls × 8 texts
+    service, default = fresh.service, fresh.default
     assert service.config.label == "tuned 2×1t b8" and service.config.replicas == 2 and service.qps > 0
     assert default.config.label == DEFAULT_LABEL and service.repeats == default.repeats == 2 and default.users == 32
-    tuned_rounds, default_rounds = fresh["rounds"]["tuned"], fresh["rounds"]["default"]
+    tuned_rounds, default_rounds = fresh.rounds["tuned"], fresh.rounds["default"]
     assert len(tuned_rounds) == len(default_rounds) == 2 and min(tuned_rounds + default_rounds) > 0
     assert service.qps == pytest.approx(sum(tuned_rounds) / 2)  # the pool: two fixed 2 s windows in each round
     assert len(started) == 2 and not set(started[0]) & set(started[1])  # each round its own service processes
@@ -212,16 +212,16 @@ def test_the_check_measures_in_rounds_each_service_window_between_two_offline_on
     assert_cores_accounted(fresh, seconds=4.0 * 2)
 
 
-def assert_cores_accounted(fresh: dict, seconds: float) -> None:
+def assert_cores_accounted(fresh, seconds: float) -> None:
     """Where the cores went: the replica processes' CPU per text, the front's and Locust's, the engine's offline."""
     from bench.app.checks.tune import cpu_budget
 
-    service = fresh["service"]
-    offline, served = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text()
-    assert fresh["cpu"]["service"].texts >= service.qps * seconds * 0.8  # every text of the windows counted
+    service = fresh.service
+    offline, served = fresh.cpu["offline"].ms_per_text(), fresh.cpu["service"].ms_per_text()
+    assert fresh.cpu["service"].texts >= service.qps * seconds * 0.8  # every text of the windows counted
     assert offline["engine"] > 0 and served["engine"] > 0 and served["front"] > 0 and served["client"] > 0
     assert offline["front"] == 0.0 and offline["client"] is None  # offline: the engine alone, no load generator
-    budget = cpu_budget(fresh, service.qps, fresh["engine_rate"][0])
+    budget = cpu_budget(fresh.cpu, fresh.cores, service.qps, fresh.engine_rate[0])
     assert budget["percent_of_a_core"]["engine"] > 0 and "front" in budget["lines"][0]
 
 
@@ -245,8 +245,7 @@ def test_the_check_measures_fresh_every_offline_configuration_tied_with_the_best
 def test_cpu_budget_says_when_the_model_runs_in_the_front():
     from bench.app.checks.tune import CpuUse, cpu_budget
 
-    fresh = {"cpu": {"offline": CpuUse(100, 3.0), "service": CpuUse(50, 0.0, 2.0, 0.1, 50)}, "cores": 2}
-    budget = cpu_budget(fresh, 40.0, 33.0)
+    budget = cpu_budget({"offline": CpuUse(100, 3.0), "service": CpuUse(50, 0.0, 2.0, 0.1, 50)}, 2, 40.0, 33.0)
     assert budget["service_ms_per_text"] == {"engine": 0.0, "front": 40.0, "client": 2.0}
     assert budget["percent_of_a_core"]["front"] == 160.0 and budget["percent_of_a_core"]["offline engine"] == 99.0
     assert "not split" in budget["lines"][0]
@@ -257,8 +256,8 @@ def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
     so the replicas can have at most 190.2 %: a ceiling of 0.951, and at the same CPU per text a ratio of 0.951."""
     from bench.app.checks.tune import CpuUse, cpu_budget
 
-    fresh = {"cpu": {"offline": CpuUse(1000, 30.0), "service": CpuUse(1000, 30.0, 1.0, 0.5, 800)}, "cores": 2}
-    budget = cpu_budget(fresh, 60.0, 2000 / 30)
+    budget = cpu_budget({"offline": CpuUse(1000, 30.0), "service": CpuUse(1000, 30.0, 1.0, 0.5, 800)}, 2, 60.0,
+                        2000 / 30)
     assert budget["percent_of_a_core"] == {"engine": 180.0, "front": 6.0, "client": 3.8, "offline engine": 200.0}
     assert budget["ceiling"] == 0.951 and budget["predicted_ratio"] == 0.951
     assert "at most 0.951" in budget["lines"][2] and "measured 0.900" in budget["lines"][2]
@@ -267,15 +266,15 @@ def test_cpu_budget_predicts_the_ratio_from_where_the_cores_went():
 def test_check_tune_says_not_applicable_when_the_default_service_wins(tmp_path, monkeypatch, capsys):
     """When the tune recommends the default service, tuned and default are one service and their ratio is 1.000 by
     construction: the check says "not applicable" and judges only the service against the engine."""
-    from bench.app.checks.tune import CpuUse, tune_verdict
+    from bench.app.checks.tune import CpuUse, FreshFigures, tune_verdict
     from bench.core.records import LoadLevel, ServiceSetup
 
     monkeypatch.setenv("STRUCTBENCH_HOME", str(tmp_path))
     level = LoadLevel(ServiceSetup(DEFAULT_LABEL), users=16, qps=9.8, qps_ci=(9.5, 10.1))
-    fresh = {"rounds": {"offline": {"1×2t b8": [10.0, 10.1]}, "tuned": [9.8, 9.9], "default": [9.8, 9.9]},
-             "engine": "1×2t b8", "engine_rate": (10.05, (9.9, 10.2)), "offline_all": {"1×2t b8": [[10.0], [10.1]]},
-             "own": None, "service": level, "default": level, "users": 16, "cores": 2, "default_won": True,
-             "cpu": {"offline": CpuUse(), "service": CpuUse()}}
+    fresh = FreshFigures(rounds={"offline": {"1×2t b8": [10.0, 10.1]}, "tuned": [9.8, 9.9], "default": [9.8, 9.9]},
+                         engine="1×2t b8", engine_rate=(10.05, (9.9, 10.2)), offline_all={"1×2t b8": [[10.0], [10.1]]},
+                         own=None, service=level, default=level, users=16, cores=2, default_won=True,
+                         cpu={"offline": CpuUse(), "service": CpuUse()})
     record = TuneRecord(backend="ort-int8-cpu", cores=2, recommended=DEFAULT_LABEL)
     code = tune_verdict(fresh, record, {"model": "twin:tiny"})
     out = capsys.readouterr().out

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bench.app.checks.common import prepare_model, save, verdict
 from bench.app.console import print_tune
-from bench.app.tune.search import DEFAULT_LABEL, TuneConfig, offline_setup, run_tune, verify_sweep
+from bench.app.tune.search import DEFAULT_LABEL, OfflineSetup, TuneConfig, offline_setup, run_tune, verify_sweep
 from bench.core import paths
 from bench.core.fmt import interval
 from bench.core.stats import overlap, window_rate_ci
@@ -155,7 +155,26 @@ class Rounds:
                    {"offline": {label: CpuUse() for label in labels}, **{v.label: CpuUse() for v in sweep.variants}})
 
 
-def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
+@dataclass(frozen=True)
+class FreshFigures:
+    """What the fresh rounds measured: the best offline configuration (`engine`) and every contender's offline
+    rates per round (two a round, around the service windows), the tuned and default services pooled across the
+    rounds' processes, the ratios' inputs per round, and the CPU each side used."""
+
+    engine: str
+    offline_all: dict  # label -> [[rate before, rate after] per round]
+    engine_rate: tuple  # (mean items/s, t interval) of the engine's per-round means
+    own: str | None  # the tuned configuration's own label where it ran offline too
+    service: object  # LoadLevel of the tuned service (or of the default when it won)
+    default: object  # LoadLevel of the default service
+    rounds: dict  # {"offline": {label: [mean per round]}, "tuned": [QPS per round], "default": [QPS per round]}
+    users: int
+    cores: int
+    default_won: bool  # the tune recommended the default service: tuned and default are one service
+    cpu: dict  # {"offline": CpuUse, "service": CpuUse}
+
+
+def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> "FreshFigures":
     """`cfg.repeats` rounds on the configurations the tune chose, each with fresh processes (see the module's
     docstring); the ratios per round, so their intervals are across processes."""
     from loadtests.levels import pooled_level
@@ -168,29 +187,31 @@ def fresh_figures(cfg: TuneConfig, record, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     found = Rounds.empty(contenders, sweep)
     for r in range(cfg.repeats):
-        one_round(r, cfg, sweep, (setup[0], contenders, setup[2]), found, out_dir)
+        one_round(r, cfg, sweep, replace(setup, grid=contenders), found, out_dir)
     variants = {v.label: v for v in sweep.variants}
     tuned_label = tuned.service_name if tuned else DEFAULT_LABEL
     per_round = {label: [pooled_level(variants[label], sweep, [w]).qps for w in ws]
                  for label, ws in found.windows.items()}
     means = {label: [sum(f) / len(f) for f in rounds] for label, rounds in found.offline.items()}
     engine = max(means, key=lambda label: sum(means[label]))
-    return {"engine": engine, "offline": means[engine], "offline_all": found.offline,
-            "engine_rate": rate_of(means[engine]), "own": tuned.label if tuned and tuned.label in means else None,
-            "service": pooled_level(variants[tuned_label], sweep, found.windows[tuned_label]),
-            "default": pooled_level(variants[DEFAULT_LABEL], sweep, found.windows[DEFAULT_LABEL]),
-            "rounds": {"offline": {label: [round(m, 3) for m in ms] for label, ms in means.items()},
-                       "tuned": per_round[tuned_label], "default": per_round[DEFAULT_LABEL]},
-            "users": sweep.users[0], "cores": record.cores, "default_won": tuned is None,
-            "cpu": {"offline": found.cpu["offline"][engine], "service": found.cpu.get(tuned_label, CpuUse())}}
+    return FreshFigures(engine=engine, offline_all=found.offline, engine_rate=rate_of(means[engine]),
+                        own=tuned.label if tuned and tuned.label in means else None,
+                        service=pooled_level(variants[tuned_label], sweep, found.windows[tuned_label]),
+                        default=pooled_level(variants[DEFAULT_LABEL], sweep, found.windows[DEFAULT_LABEL]),
+                        rounds={"offline": {label: [round(m, 3) for m in ms] for label, ms in means.items()},
+                                "tuned": per_round[tuned_label], "default": per_round[DEFAULT_LABEL]},
+                        users=sweep.users[0], cores=record.cores, default_won=tuned is None,
+                        cpu={"offline": found.cpu["offline"][engine],
+                             "service": found.cpu.get(tuned_label, CpuUse())})
 
 
-def one_round(r: int, cfg: TuneConfig, sweep, offline: tuple, found: Rounds, out_dir: Path) -> None:
-    """Round `r`: every service and offline contender started afresh, measured (measure_round), stopped."""
+def one_round(r: int, cfg: TuneConfig, sweep, offline: OfflineSetup, found: Rounds, out_dir: Path) -> None:
+    """Round `r`: every service and the offline contenders (`offline.grid`) started afresh, measured
+    (measure_round), stopped."""
     from bench.service.replicas import start_replicas
     from loadtests.sweep import start_services
 
-    configs, contenders, by_batch = offline  # configs: each backend's BackendConfig
+    configs, contenders, by_batch = offline.configs, offline.grid, offline.calls
     running, failed = start_services(sweep.model, sweep.variants)
     engines: dict = {}
     try:
@@ -246,61 +267,60 @@ def check_tune(model: str) -> int:
         print("error: the tune verified no service (see the table above)", file=sys.stderr)
         return 2
     fresh = fresh_figures(cfg, record, paths.results_dir() / "checks" / "tune" / "fresh")
-    if not all(lv is not None and lv.status == "ok" for lv in (fresh["service"], fresh["default"])):
+    if not all(lv is not None and lv.status == "ok" for lv in (fresh.service, fresh.default)):
         print("error: the fresh service windows failed (see the table above)", file=sys.stderr)
         return 2
     return tune_verdict(fresh, record, block)
 
 
-def tune_verdict(fresh: dict, record, block: dict) -> int:
-    rounds, rate = fresh["rounds"], fresh["engine_rate"][0]
-    service, default = fresh["service"], fresh["default"]
-    to_engine = rate_of([q / o for q, o in zip(rounds["tuned"], rounds["offline"][fresh["engine"]])])
+def tune_verdict(fresh: "FreshFigures", record, block: dict) -> int:
+    rounds, rate = fresh.rounds, fresh.engine_rate[0]
+    service, default = fresh.service, fresh.default
+    to_engine = rate_of([q / o for q, o in zip(rounds["tuned"], rounds["offline"][fresh.engine])])
     to_default = rate_of([q / d for q, d in zip(rounds["tuned"], rounds["default"])])
     print(f"fresh figures in {len(rounds['tuned'])} rounds, each with fresh processes (closed loop, "
-          f"{fresh['users']} users); offline items/s, a round's two figures around its service windows:")
-    for label, per_round in fresh["offline_all"].items():
-        mark = "  <- best" if label == fresh["engine"] else ""
+          f"{fresh.users} users); offline items/s, a round's two figures around its service windows:")
+    for label, per_round in fresh.offline_all.items():
+        mark = "  <- best" if label == fresh.engine else ""
         print(f"    {label:<8} {' | '.join(' '.join(f'{x:.2f}' for x in rs) for rs in per_round)}  "
               f"mean {sum(rounds['offline'][label]) / len(per_round):.2f}{mark}")
     for label in ("tuned", "default"):
         print(f"    {label} service QPS {' | '.join(f'{q:.2f}' for q in rounds[label])}")
-    print(f"tuned service {record.recommended} QPS {service.qps:.2f} / offline {fresh['engine']} {rate:.2f} items/s: "
+    print(f"tuned service {record.recommended} QPS {service.qps:.2f} / offline {fresh.engine} {rate:.2f} items/s: "
           f"per round {to_engine[0]:.3f} {interval(to_engine[1], '.3f')}  (target >= {SERVICE_VS_ENGINE}; "
           f"95 % CI across the rounds' processes)")
-    if fresh["own"] and fresh["own"] != fresh["engine"]:
-        own = sum(rounds["offline"][fresh["own"]]) / len(rounds["tuned"])
-        print(f"tuned service / its own configuration offline ({fresh['own']} {own:.2f} items/s) = "
+    if fresh.own and fresh.own != fresh.engine:
+        own = sum(rounds["offline"][fresh.own]) / len(rounds["tuned"])
+        print(f"tuned service / its own configuration offline ({fresh.own} {own:.2f} items/s) = "
               f"{service.qps / own:.3f}  (for information)")
-    if fresh["default_won"]:  # tuned and default are one service: their ratio would be 1.000 by construction
+    if fresh.default_won:  # tuned and default are one service: their ratio would be 1.000 by construction
         print("tuned / default service QPS: not applicable (the tune recommends the default service itself)")
     else:
         print(f"tuned / default service QPS: per round {to_default[0]:.3f} {interval(to_default[1], '.3f')}  (default "
               f"{default.qps:.2f} {interval(default.qps_ci)}; target >= 1.0)")
-    budget = cpu_budget(fresh, service.qps, rate)
+    budget = cpu_budget(fresh.cpu, fresh.cores, service.qps, rate)
     for line in budget.pop("lines"):
         print(line)
-    applicable = not fresh["default_won"]
+    applicable = not fresh.default_won
     save("tune", block, {"tuned_vs_offline": to_engine[0], "tuned_vs_offline_ci": to_engine[1],
                          "tuned_vs_default": to_default[0] if applicable else "not applicable: the default won",
                          "tuned_vs_default_ci": to_default[1] if applicable else None,
-                         "offline_engine": fresh["engine"], "offline_rounds": fresh["offline_all"],
-                         "rounds": rounds, "users": fresh["users"], "tuned_qps": service.qps,
+                         "offline_engine": fresh.engine, "offline_rounds": fresh.offline_all,
+                         "rounds": rounds, "users": fresh.users, "tuned_qps": service.qps,
                          "default_qps": default.qps, "cpu": budget}, tune=asdict(record))
     misses = [f"tuned service / best offline {to_engine[0]:.3f} < {SERVICE_VS_ENGINE}"] * (
         to_engine[0] < SERVICE_VS_ENGINE)
     misses += [f"tuned / default service {to_default[0]:.3f} < 1.0"] * \
-        (to_default[0] < 1.0 and not fresh["default_won"])
+        (to_default[0] < 1.0 and not fresh.default_won)
     return verdict(misses)
 
 
-def cpu_budget(fresh: dict, qps: float, engine_rate: float) -> dict:
+def cpu_budget(cpu: dict, cores: int, qps: float, engine_rate: float) -> dict:
     """Where the cores went: CPU per text offline and in the tuned service, and at the measured rates the share of
     the cores each part took. At saturation on a small host the front and the load generator share the replicas'
     cores, so every ms they spend per request is engine time lost: that, not the engine running slower, is what
     keeps the service under the offline figure (both seen here: replicas' ms per text vs the engine's)."""
-    offline, service = fresh["cpu"]["offline"].ms_per_text(), fresh["cpu"]["service"].ms_per_text()
-    cores = fresh["cores"]
+    offline, service = cpu["offline"].ms_per_text(), cpu["service"].ms_per_text()
     # ms per text × texts per s / 1000 × 100 → % of one core
     share = {k: round(v * qps / 10, 1) for k, v in service.items() if v is not None}
     share["offline engine"] = round((offline["engine"] or 0) * engine_rate / 10, 1)

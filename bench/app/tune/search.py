@@ -84,9 +84,18 @@ def command_line(backend: str, c: TuneCandidate) -> str:
     return shlex.join(flags + ([] if c.max_batch > 1 else ["--no-batching"]))
 
 
-def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
+@dataclass(frozen=True)
+class OfflineSetup:
     """What the offline search measures: each backend's config, the grid (backend × replicas × threads × max
     batch), and each max batch's model calls (the same texts for every backend)."""
+
+    configs: dict  # backend name -> BackendConfig
+    grid: list  # [Trial]
+    calls: dict  # max batch -> the model calls the service's batcher would make
+
+
+def offline_setup(cfg: TuneConfig, cores: int) -> OfflineSetup:
+    """The OfflineSetup of `cfg`'s search on `cores` cores."""
     from bench.model.corpus import length_workload
     from bench.model.tokenize import load_tokenizer, model_dir_str
     from bench.service.runtime import backend_config
@@ -104,19 +113,19 @@ def offline_setup(cfg: TuneConfig, cores: int) -> tuple:
     service = {b: ServiceConfig(model=cfg.model, backend=next(iter(configs)), max_batch=b)
                for b in {c.max_batch for c in grid}}
     calls = {b: model_calls(tokenizer, texts, b, sc.effective_max_padding, sc.buckets) for b, sc in service.items()}
-    return configs, grid, calls
+    return OfflineSetup(configs, grid, calls)
 
 
 def run_offline(cfg: TuneConfig, cores: int) -> tuple[list[TuneCandidate], str]:
     """Every candidate offline, with a progress bar; a candidate that fails is recorded with its reason."""
     from tqdm import tqdm
 
-    configs, grid, calls = offline_setup(cfg, cores)
+    setup = offline_setup(cfg, cores)
     out, started = [], time.monotonic()
-    for cand in tqdm(grid, desc="tune offline", unit="config", file=sys.stderr):
+    for cand in tqdm(setup.grid, desc="tune offline", unit="config", file=sys.stderr):
         if time.monotonic() - started > cfg.time_cap_s:
             return out, "time cap"
-        out.append(try_candidate(cand, configs[cand.backend], calls[cand.max_batch], cfg.seconds))
+        out.append(try_candidate(cand, setup.configs[cand.backend], setup.calls[cand.max_batch], cfg.seconds))
     return out, "done"
 
 
