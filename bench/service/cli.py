@@ -52,19 +52,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 
+# The shape-bucket flags that take a value: flag, type, help (each ServiceConfig field of the flag's name)
+BUCKET_FLAGS = (
+    ("--warm-max-length", int, "warm the bucket lengths up to this many tokens (default: 128 on CPU, all on GPU)"),
+    ("--bucket-lengths", ints, "comma list of sequence-length buckets, ending at 512 (default: the device kind's)"),
+    ("--bucket-batches", ints, "comma list of batch-size buckets, from 1 to max batch (default: powers of two)"),
+    ("--max-call-tokens", int, "most rows × length in one model call (default: 512 on CPU, 16384 on GPU)"),
+)
+
+
 def add_bucket_arguments(p: argparse.ArgumentParser) -> None:
-    d = DEFAULTS
-    p.add_argument("--shape-buckets", action=argparse.BooleanOptionalAction, default=d.shape_buckets,
+    p.add_argument("--shape-buckets", action=argparse.BooleanOptionalAction, default=DEFAULTS.shape_buckets,
                    help="send the model only a fixed set of shapes, each warmed on its serving thread before ready "
                         "(--no-shape-buckets: pad each batch to its own longest text)")
-    p.add_argument("--warm-max-length", type=int, default=d.warm_max_length,
-                   help="warm the bucket lengths up to this many tokens (default: 128 on CPU, all on GPU)")
-    p.add_argument("--bucket-lengths", type=ints, default=d.bucket_lengths,
-                   help="comma list of sequence-length buckets, ending at 512 (default: the device kind's)")
-    p.add_argument("--bucket-batches", type=ints, default=d.bucket_batches,
-                   help="comma list of batch-size buckets, from 1 to max batch (default: powers of two)")
-    p.add_argument("--max-call-tokens", type=int, default=d.max_call_tokens,
-                   help="most rows × length in one model call (default: 512 on CPU, 16384 on GPU)")
+    for flag, kind, text in BUCKET_FLAGS:
+        p.add_argument(flag, type=kind, default=getattr(DEFAULTS, flag[2:].replace("-", "_")), help=text)
 
 
 def key_value(text: str) -> tuple[str, str]:
