@@ -76,7 +76,8 @@ def sha256_file(path: Path) -> str:
         cache = json.loads(cache_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
-    entry = cache.get(path.name) if isinstance(cache, dict) else None
+    cache = cache if isinstance(cache, dict) else {}
+    entry = cache.get(path.name)
     if isinstance(entry, list) and len(entry) == 4 and entry[:2] == [stat.st_size, stat.st_mtime_ns] \
             and entry[3] - stat.st_mtime_ns / 1e9 > RACY_S:
         return entry[2]
@@ -85,8 +86,7 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     try:
-        cache = {**(cache if isinstance(cache, dict) else {}),
-                 path.name: [stat.st_size, stat.st_mtime_ns, digest.hexdigest(), time.time()]}
+        cache[path.name] = [stat.st_size, stat.st_mtime_ns, digest.hexdigest(), time.time()]
         paths.atomic_write_text(cache_path, json.dumps(cache, sort_keys=True))
     except OSError:
         pass

@@ -20,7 +20,7 @@ STOP = StopRule(min_iters=30, min_time_s=5.0, max_time_s=15.0, target_rel_halfwi
 
 
 def measure_cell(spec: CellSpec, model_dir: Path, onnx_dir: Path, model_file: Path | None = None,
-            stop: StopRule = STOP, sampled: bool = True) -> CellResult:
+                 stop: StopRule = STOP, sampled: bool = True) -> CellResult:
     """One cell in one fresh worker (`sampled`: with the resource sampler watching it, as every run's cells are);
     a cell that does not measure is a BenchError (one line, exit 2)."""
     from bench.measure.sampler import ResourceSampler

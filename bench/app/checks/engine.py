@@ -24,13 +24,14 @@ def check_int8(model: str = "twin", rounds: int = 3) -> int:
     cell in a fresh process per round, the three taking turns: the ratios per round, with a t interval across the
     rounds (fresh processes differ by a few %, which one process a side cannot show)."""
     from bench.app.checks.cpu import Ratio
+    from loadtests.sweep import alternating
 
     model_dir, onnx_dir, what = prepare_model(model)
     specs = {"torch-fp32": (CellSpec("torch-fp32-cpu"), None), "ort-int8": (CellSpec("ort-int8-cpu"), None),
              "ort-int8-noopt": (CellSpec("ort-int8-cpu"), unoptimised_int8(onnx_dir))}
     per_round: dict[str, list] = {name: [] for name in specs}
     for r in range(rounds):
-        for name in (list(specs) if r % 2 == 0 else list(specs)[::-1]):
+        for name in alternating(tuple(specs), r):
             spec, path = specs[name]
             per_round[name].append(measure_cell(spec, model_dir, onnx_dir, path))
     p50s = {name: [p50(c) for c in cells] for name, cells in per_round.items()}
@@ -58,12 +59,13 @@ def sampler_effect(model_dir: Path, onnx_dir: Path, rounds: int = 4) -> dict:
     a t interval across rounds per cell. The sampler's own CPU time says nothing of this: it runs on the same cores
     as the worker, and what counts is how much later the worker's calls finish."""
     from bench.app.checks.cpu import Ratio
+    from loadtests.sweep import alternating
 
     out = {}
     for spec in SAMPLER_CELLS:
         on, off = [], []
         for r in range(rounds):
-            for sampled in ((True, False) if r % 2 == 0 else (False, True)):
+            for sampled in alternating((True, False), r):
                 (on if sampled else off).append(p50(measure_cell(spec, model_dir, onnx_dir, sampled=sampled)))
         ratio = Ratio.of(spec.key, on, off)
         out[spec.key] = {"on_p50_ms": [x * 1000 for x in on], "off_p50_ms": [x * 1000 for x in off],
