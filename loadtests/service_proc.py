@@ -83,7 +83,11 @@ class ServiceVariant:
         out = ["--backend", c.backend, "--batching" if c.batching else "--no-batching", "--max-batch", str(c.max_batch),
                "--max-wait-ms", str(c.max_wait_ms), "--cache-size", str(c.cache_size)]
         out += ["--threads", str(c.threads)] if c.threads else []
-        out += ["--replicas", str(c.replicas)] if c.replicas != 1 else []
+        out += ["--replicas", str(c.replicas)] if c.replicas is not None else []
+        out += ["--preferred-batch-sizes", ",".join(map(str, c.preferred_batch_sizes))] if c.preferred_batch_sizes \
+            else []
+        out += ["--no-cuda-graphs"] if not c.cuda_graphs else []
+        out += ["--no-trt-bucket-profiles"] if not c.trt_bucket_profiles else []
         out += [] if c.model_process is None else ["--model-process" if c.model_process else "--no-model-process"]
         out += ["--max-queue", str(c.max_queue)] if c.max_queue != ServiceConfig.max_queue else []
         out += [f"--backend-option={k}={v}" for k, v in c.backend_options]
@@ -96,7 +100,7 @@ class ServiceVariant:
         """The record of this configuration in the results file."""
         c = self.config
         return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size,
-                            c.replica_threads, c.replicas, c.effective_model_process)
+                            c.replica_threads, c.effective_replicas, c.effective_model_process)
 
 
 class ServiceProcess:

@@ -8,6 +8,7 @@ warning to file descriptor 2 (where ORT's C++ logger writes), exactly as the rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -59,6 +60,14 @@ class FakeIOBinding:
     def bind_output(self, name, device_type="cpu", device_id=0, element_type=None, shape=None, buffer_ptr=None):
         self._session.calls.append(f"bind_output:{name}:{device_type}:{device_id}")
 
+    def bind_ortvalue_input(self, name, ortvalue):
+        self._session.calls.append(f"bind_ortvalue_input:{name}")
+        self.inputs[name] = ortvalue
+
+    def bind_ortvalue_output(self, name, ortvalue):
+        self._session.calls.append(f"bind_ortvalue_output:{name}")
+        self.output = ortvalue
+
     def synchronize_inputs(self):
         self._session.calls.append("synchronize_inputs")
 
@@ -68,7 +77,10 @@ class FakeIOBinding:
     def copy_outputs_to_cpu(self):
         self._session.calls.append("copy_outputs_to_cpu")
         batch = len(next(iter(self.inputs.values())))
-        return [np.zeros((batch, 2), dtype=np.float32)]
+        out = np.zeros((batch, 2), dtype=np.float32)
+        if isinstance(self.inputs.get("input_ids"), np.ndarray):
+            out[:, 0] = self.inputs["input_ids"].sum(axis=1)  # the same logits the graph path computes
+        return [out]
 
 
 class FakeOrtSession:
@@ -92,6 +104,11 @@ class FakeOrtSession:
             raise Fail(CPU_LISTED_REFUSED)
         if strict and (not loaded or module.cpu_nodes):  # a node left to the (implicit) CPU EP
             raise Fail(CPU_NODES_REFUSED)
+        self.module, self.captured = module, {}
+        cuda_opts = dict(self.requested).get(CUDA, {})
+        self.graphs = str(cuda_opts.get("enable_cuda_graph", "0")) == "1" and CUDA in self._providers
+        if self.graphs and module.refuse_graphs:
+            raise Fail(GRAPHS_REFUSED)
         if TRT in self._providers and module.trt_builds_engine:
             self._build_engine(dict(self.requested)[TRT], module.build_s)
         module.sessions.append(self)
@@ -113,11 +130,59 @@ class FakeOrtSession:
         return FakeIOBinding(self)
 
     def run_with_iobinding(self, iobinding, run_options=None):
-        self.calls.append("run_with_iobinding")
+        graph = (run_options.entries if run_options is not None else {}).get("gpu_graph_id", "0")
+        self.calls.append("run_with_iobinding" + (f":graph={graph}" if self.graphs else ""))
+        if not self.graphs or graph == "-1":
+            return
+        shape = next(iter(iobinding.inputs.values())).shape
+        if shape in self.module.capture_fails:
+            raise Fail(f"[ONNXRuntimeError] : 1 : FAIL : {CAPTURE_REFUSED}")
+        if graph not in self.captured:
+            self.captured[graph] = shape
+        elif self.captured[graph] != shape:  # a graph replays what it captured: a shape change is a bug
+            raise Fail(f"graph {graph} was captured at {self.captured[graph]}, run at {shape}")
+        ids = iobinding.inputs["input_ids"].data
+        iobinding.output.data[:, 0] = ids.sum(axis=1)
 
     def run(self, output_names, input_feed, run_options=None):
         self.calls.append("run")
         return [np.zeros((len(next(iter(input_feed.values()))), 2), dtype=np.float32)]
+
+
+GRAPHS_REFUSED = ("[ONNXRuntimeError] : 1 : FAIL : This session cannot use the CUDA Graph feature as requested by the "
+                  "user as all the graph nodes have not been partitioned to the CUDA EP.")
+
+
+class FakeOrtValue:
+    """Like onnxruntime.OrtValue for device buffers: a fixed buffer, refilled in place."""
+
+    def __init__(self, data, device) -> None:
+        self.data, self.device = data, device
+
+    @staticmethod
+    def ortvalue_from_shape_and_type(shape, element_type, device_type="cpu", device_id=0, vendor_id=-1,
+                                     memory_info=None):
+        return FakeOrtValue(np.zeros(shape, dtype=element_type), f"{device_type}:{device_id}")
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def update_inplace(self, data):
+        if np.shape(data) != self.data.shape:
+            raise ValueError("update_inplace: the shape must not change")
+        self.data[...] = data
+
+    def numpy(self):
+        return self.data.copy()
+
+
+class FakeRunOptions:
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+
+    def add_run_config_entry(self, arg0: str, arg1: str) -> None:  # pybind11's parameter names
+        self.entries[arg0] = arg1
 
 
 class FakeSessionOptions:
@@ -137,11 +202,15 @@ class FakeOrt:
 
     __version__ = "1.31.1"
     SessionOptions = FakeSessionOptions
+    OrtValue = FakeOrtValue
+    RunOptions = FakeRunOptions
     GraphOptimizationLevel = SimpleNamespace(ORT_ENABLE_ALL=99, ORT_DISABLE_ALL=0)
 
     def __init__(self, available=(TRT, CUDA, CPU), loads=(CPU,), trt_builds_engine: bool = True,
-                 build_s: float = 0.02, cpu_nodes: bool = False) -> None:
+                 build_s: float = 0.02, cpu_nodes: bool = False, refuse_graphs: bool = False,
+                 capture_fails=()) -> None:
         self.available, self.loads = list(available), set(loads)
+        self.refuse_graphs, self.capture_fails = refuse_graphs, set(capture_fails)  # CUDA graphs
         self.cpu_nodes = cpu_nodes  # the graph has a node no GPU provider takes
         self.trt_builds_engine, self.build_s = trt_builds_engine, build_s
         self.sessions: list[FakeOrtSession] = []
@@ -195,3 +264,106 @@ class FakeLibcuda:
         for i, byte in enumerate(self.devices[dev.value][1]):
             uuid._obj[i] = byte
         return 0
+
+
+# --- CUDA graphs: torch.cuda's graph API and ORT's graph surface ------------------------------------------------
+
+CAPTURE_REFUSED = "CUDA error: operation not permitted when stream is capturing"  # what torch raises on a host sync
+
+
+class FakeTensor:
+    """A device tensor stand-in (numpy inside): shape, clone(), copy_() as torch.Tensor has them."""
+
+    def __init__(self, data) -> None:
+        self.data = np.array(data)
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def clone(self, *, memory_format=None):
+        return FakeTensor(self.data.copy())
+
+    def copy_(self, src, non_blocking=False):
+        self.data[...] = src.data
+        return self
+
+
+class FakeCUDAGraph:
+    """Like torch.cuda.CUDAGraph: work recorded while capturing runs again, on the same tensors, at replay()."""
+
+    def __init__(self, keep_graph=False) -> None:
+        self.recorded: list = []
+        self.replays = 0
+
+    def replay(self):
+        self.replays += 1
+        for op in self.recorded:
+            op()
+
+
+class FakeStream:
+    def wait_stream(self, stream):
+        return None
+
+
+class FakeTorchCuda:
+    """torch.cuda's graph surface (same names and parameter names; test_cuda_graphs checks them against torch)."""
+
+    CUDAGraph = FakeCUDAGraph
+    Stream = FakeStream
+
+    def __init__(self) -> None:
+        self.capturing: FakeCUDAGraph | None = None
+        self.synchronized = 0
+        fake = self
+
+        class graph:  # noqa: N801  torch.cuda.graph is a lower-case context-manager class
+            def __init__(self, cuda_graph, pool=None, stream=None, capture_error_mode="global",
+                         enable_annotations=False, check_input_liveness=False):
+                self.cuda_graph = cuda_graph
+
+            def __enter__(self):
+                fake.capturing = self.cuda_graph
+
+            def __exit__(self, *exc):
+                fake.capturing = None
+
+        self.graph = graph
+
+    @contextlib.contextmanager
+    def stream(self, stream):
+        yield
+
+    def current_stream(self, device=None):
+        return FakeStream()
+
+    def graph_pool_handle(self):
+        return ("pool", id(self))
+
+    def synchronize(self, device=None):
+        self.synchronized += 1
+
+
+class FakeGraphModel:
+    """A model call on fake tensors: logits = (sum of ids, −sum) per row. Captured calls record themselves into the
+    graph being captured; a shape in `syncs` synchronises with the host, which a capture refuses (as torch does)."""
+
+    def __init__(self, cuda: FakeTorchCuda, syncs=()) -> None:
+        self.cuda, self.syncs, self.calls = cuda, set(syncs), 0
+
+    def __call__(self, tensors: dict) -> FakeTensor:
+        self.calls += 1
+        ids = tensors["input_ids"]
+        if tuple(ids.shape) in self.syncs and self.cuda.capturing is not None:
+            raise RuntimeError(CAPTURE_REFUSED)
+        out = FakeTensor(np.zeros((ids.shape[0], 2)))
+
+        def compute() -> None:
+            total = ids.data.sum(axis=1)
+            out.data[:, 0], out.data[:, 1] = total, -total
+
+        compute()
+        if self.cuda.capturing is not None:
+            self.cuda.capturing.recorded.append(compute)
+        return out

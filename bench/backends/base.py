@@ -56,6 +56,10 @@ class Backend(ABC):
         """What ran, for the record (WorkerMeta fields): providers actually used, the TF32 setting."""
         return {}
 
+    def serving_info(self) -> dict:
+        """How it serves, for the service's /healthz: CUDA graphs captured and shapes run eagerly with the reason."""
+        return {}
+
     def engine_build_s(self, first_infer_s: float) -> float | None:
         """Seconds spent building an engine during load (TensorRT); None where there is none to build."""
         return None

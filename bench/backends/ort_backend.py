@@ -3,7 +3,9 @@
 options: device_id (the CUDA device, default 0), tf32 (default False: fp32 cells are IEEE float32),
 shape_profile (min/opt/max per input, for TensorRT; see ort_gpu.shape_profile), trt_cache_dir (default: under the
 artifacts folder), cpu_fallback (default 0: a GPU session whose graph puts a node on the CPU is refused, in ORT's
-words, instead of running slower than the figure it is published as; 1 allows it).
+words, instead of running slower than the figure it is published as; 1 allows it), cuda_graphs (1: on the CUDA
+provider, a CUDA graph per shape of graph_shapes, each with its own gpu_graph_id and device buffers bound once; a
+shape whose capture fails runs without, the reason kept; a session that refuses graphs runs without any, likewise).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Mapping
 
 import numpy as np
 
-from bench.backends import ort_gpu
+from bench.backends import cuda_graphs, ort_gpu
 from bench.backends.base import Backend, Unavailable
 from bench.core.errors import ConfigError
 
@@ -44,6 +46,14 @@ class OrtBackend(Backend):
         self._device_id, self._tf32 = int(opts.get("device_id", 0)), bool(opts.get("tf32", False))
         self._strict = spec.device != "cpu" and str(opts.get("cpu_fallback", "0")) != "1"
         self._cache = self._trt_cache() if spec.device == "tensorrt" else None
+        self._ort, self._graphs = ort, None
+        if spec.device == "cuda" and cuda_graphs.enabled(opts):
+            self._graphs = OrtGraphs(opts.get("graph_shapes"))
+            try:
+                self.session = self._create(ort, provider)
+                return
+            except Unavailable as exc:  # e.g. a node not on the CUDA provider: graphs off, the reason kept
+                self._graphs = OrtGraphs.off(f"ONNX Runtime refused CUDA graphs: {exc}")
         self.session = self._create(ort, provider)
 
     def _trt_cache(self) -> Path:
@@ -58,7 +68,7 @@ class OrtBackend(Backend):
         spec = self.config.spec
         providers = ort_gpu.provider_list(spec.device, spec.precision == "fp16", self._device_id, self._tf32,
                                           self._cache, self.config.options.get("shape_profile") or {},
-                                          cpu=not self._strict)
+                                          cpu=not self._strict, graphs=bool(self._graphs and self._graphs.on))
         if spec.device != "cpu":
             ort_gpu.preload_cuda_libraries(ort)
         self._engines_before = ort_gpu.engine_files(self._cache)
@@ -97,15 +107,64 @@ class OrtBackend(Backend):
     def _infer_bound(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """IO binding with explicit synchronisation: inputs are on the device before the run starts, the output
         is complete before it is copied back, so a host clock around this call times the whole inference
-        without torch (ORT runs on its own CUDA stream)."""
+        without torch (ORT runs on its own CUDA stream). With CUDA graphs, a shape that has one replays it."""
+        if self._graphs is not None and self._graphs.on:
+            shape = tuple(inputs["input_ids"].shape)
+            if self._graphs.wanted(shape):
+                return self._infer_graph(shape, inputs)
+        return self._run_bound(inputs)
+
+    def _run_bound(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         binding = self.session.io_binding()
         for name, array in inputs.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
         binding.bind_output("logits", "cuda", self._device_id)
         binding.synchronize_inputs()
-        self.session.run_with_iobinding(binding)
+        # a session with graphs on captures under id 0 unless told otherwise: -1 runs this call without a graph
+        self.session.run_with_iobinding(binding, self._graphs.no_graph(self._ort) if self._graphs else None)
         binding.synchronize_outputs()
         return binding.copy_outputs_to_cpu()[0]
+
+    def _infer_graph(self, shape: tuple, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The shape's graph: inputs copied into its device buffers (bound once, at fixed addresses as a graph
+        needs), one run under its gpu_graph_id (ORT captures on the first runs, replays after), output read back.
+        The first call at a shape runs without a graph to learn the output's shape; a failed capture leaves that
+        shape without a graph, the reason kept."""
+        held = self._graphs.bound.get(shape)
+        if held is None:
+            out = self._run_bound(inputs)
+            try:
+                self._graphs.bound[shape] = self._bind_graph(shape, inputs, out)
+            except Exception as exc:  # noqa: BLE001  ORT's own error types
+                self._graphs.fail(shape, exc)
+            return out
+        binding, values, output, run_options = held
+        try:
+            for name, array in inputs.items():
+                values[name].update_inplace(np.ascontiguousarray(array))
+            self.session.run_with_iobinding(binding, run_options)
+            return output.numpy()
+        except Exception as exc:  # noqa: BLE001  a capture ORT refused: this shape runs without a graph from now on
+            self._graphs.fail(shape, exc)
+            return self._run_bound(inputs)
+
+    def _bind_graph(self, shape: tuple, inputs: Mapping[str, np.ndarray], out: np.ndarray):
+        ort, device = self._ort, self._device_id
+        values = {name: ort.OrtValue.ortvalue_from_shape_and_type(list(a.shape), a.dtype.type, "cuda", device)
+                  for name, a in inputs.items()}
+        output = ort.OrtValue.ortvalue_from_shape_and_type(list(out.shape), out.dtype.type, "cuda", device)
+        binding = self.session.io_binding()
+        for name, value in values.items():
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_ortvalue_output("logits", output)
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry(ort_gpu.GRAPH_ID, str(self._graphs.graph_id(shape)))
+        return binding, values, output, run_options
+
+    def serving_info(self) -> dict:
+        if self.config.spec.device != "cuda":
+            return {}
+        return {"cuda_graphs": self._graphs.summary() if self._graphs else "off"}
 
     def run_info(self) -> dict:
         info = {"providers": tuple(self.session.get_providers())} if self.session is not None else {}
@@ -130,4 +189,51 @@ class OrtBackend(Backend):
         return first_infer_s if now > self._engines_created else 0.0
 
     def close(self) -> None:
-        self.session = None
+        self.session = self._graphs = None
+
+
+class OrtGraphs:
+    """Which shapes have a CUDA graph in one ORT session: ids, bound buffers, and shapes left without one."""
+
+    def __init__(self, shapes=None, reason: str | None = None) -> None:
+        self.allowed = None if shapes is None else {tuple(int(d) for d in s) for s in shapes}
+        self.on, self.reason = reason is None, reason
+        self.ids: dict[tuple, int] = {}
+        self.bound: dict[tuple, tuple] = {}
+        self.eager: dict[tuple, str] = {}
+
+    @classmethod
+    def off(cls, reason: str) -> "OrtGraphs":
+        return cls((), reason)
+
+    def wanted(self, shape: tuple) -> bool:
+        if shape in self.eager:
+            return False
+        if self.allowed is not None and shape not in self.allowed:
+            self.eager[shape] = "not a bucket shape (only the service's warmed shapes are captured)"
+            return False
+        return True
+
+    def graph_id(self, shape: tuple) -> int:
+        """1, 2, …: 0 is ORT's default id and -1 means no graph."""
+        return self.ids.setdefault(shape, len(self.ids) + 1)
+
+    def fail(self, shape: tuple, exc: Exception) -> None:
+        self.bound.pop(shape, None)
+        self.eager[shape] = f"capture failed: {type(exc).__name__}: {str(exc).strip()[:cuda_graphs.MAX_REASON]}"
+        cuda_graphs.log.warning("CUDA graph for shape %s not used: %s", cuda_graphs.shape_key(shape),
+                                self.eager[shape])
+
+    def no_graph(self, ort):
+        """Run options for a call without a graph (None when the session has no graphs to avoid)."""
+        if not self.on:
+            return None
+        run_options = ort.RunOptions()
+        run_options.add_run_config_entry(ort_gpu.GRAPH_ID, "-1")
+        return run_options
+
+    def summary(self) -> dict | str:
+        if self.reason:
+            return f"off: {self.reason}"
+        return {"captured": sorted(cuda_graphs.shape_key(s) for s in self.bound),
+                "eager": {cuda_graphs.shape_key(s): why for s, why in sorted(self.eager.items())}}

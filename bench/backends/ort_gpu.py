@@ -24,10 +24,29 @@ CPU, CUDA, TRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecu
 PROVIDERS = {"cpu": CPU, "cuda": CUDA, "tensorrt": TRT}
 
 
-def cuda_options(device_id: int, tf32: bool) -> dict:
+def cuda_options(device_id: int, tf32: bool, graphs: bool = False) -> dict:
     """The CUDA provider on `device_id`. ORT enables TF32 by default while torch's matmul does not: both engines
-    get it set explicitly, so an "fp32" cell is IEEE float32 on either."""
-    return {"device_id": device_id, "use_tf32": int(tf32)}
+    get it set explicitly, so an "fp32" cell is IEEE float32 on either. `graphs`: CUDA graph capture, one graph per
+    `gpu_graph_id` run option (OrtBackend gives each bucket shape its own)."""
+    return {"device_id": device_id, "use_tf32": int(tf32), **({"enable_cuda_graph": 1} if graphs else {})}
+
+
+GRAPH_ID = "gpu_graph_id"  # ORT's run option (kOrtRunOptionsConfigCudaGraphAnnotation); -1: no capture or replay
+
+
+def bucket_profiles(shapes, names: Sequence[str]) -> list[dict[str, list[list[int]]]]:
+    """TensorRT optimisation profiles for a service's bucket shapes: one per batch bucket, from its shortest to its
+    longest length bucket, optimised at the median one; every bucket shape is inside a profile built for its batch,
+    and the engine needs a handful of profiles rather than one per shape (each profile is built and tuned)."""
+    by_rows: dict[int, list[int]] = {}
+    for rows, length in shapes:
+        by_rows.setdefault(int(rows), []).append(int(length))
+    out = []
+    for rows, lengths in sorted(by_rows.items()):
+        lengths.sort()
+        low, opt, high = [rows, lengths[0]], [rows, lengths[len(lengths) // 2]], [rows, lengths[-1]]
+        out.append({name: [low, opt, high] for name in names})
+    return out
 
 
 def shape_profile(batches: Sequence[Mapping[str, object]]) -> dict[str, list[list[int]]]:
@@ -42,10 +61,13 @@ def shape_profile(batches: Sequence[Mapping[str, object]]) -> dict[str, list[lis
     return out
 
 
-def trt_profile_options(profile: Mapping[str, Sequence[Sequence[int]]]) -> dict:
-    """ORT's explicit-profile options: "input_ids:8x17,attention_mask:8x17" for each of min, opt and max."""
-    text = lambda k: ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for n, s in profile.items())  # noqa: E731
-    return {f"trt_profile_{kind}_shapes": text(k) for k, kind in enumerate(("min", "opt", "max"))} if profile else {}
+def trt_profile_options(profile: Mapping | Sequence[Mapping]) -> dict:
+    """ORT's explicit-profile options: "input_ids:8x17,attention_mask:8x17" for each of min, opt and max; several
+    profiles (a list) repeat the input names in profile order, as ORT's TensorRT provider reads them."""
+    profiles = [profile] if isinstance(profile, Mapping) else list(profile)
+    profiles = [p for p in profiles if p]
+    text = lambda k: ",".join(f"{n}:{'x'.join(map(str, s[k]))}" for p in profiles for n, s in p.items())  # noqa: E731
+    return {f"trt_profile_{kind}_shapes": text(k) for k, kind in enumerate(("min", "opt", "max"))} if profiles else {}
 
 
 def trt_options(device_id: int, fp16: bool, cache_dir: Path, profile: Mapping) -> dict:
@@ -60,12 +82,13 @@ DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"  # ORT's session config
 
 
 def provider_list(device: str, fp16: bool, device_id: int, tf32: bool, cache_dir: Path | None,
-                  profile: Mapping, cpu: bool = True) -> list:
+                  profile: Mapping | Sequence[Mapping], cpu: bool = True, graphs: bool = False) -> list:
     """The providers to ask for, best first: TensorRT falls back to CUDA for nodes it cannot take. `cpu` False
-    (the CPU fallback disabled): no CPU provider, as ORT refuses a session that lists it and disables it."""
+    (the CPU fallback disabled): no CPU provider, as ORT refuses a session that lists it and disables it.
+    `graphs`: CUDA graphs on the CUDA provider (a cuda session only)."""
     if device == "cpu":
         return [CPU]
-    cuda = (CUDA, cuda_options(device_id, tf32))
+    cuda = (CUDA, cuda_options(device_id, tf32, graphs and device == "cuda"))
     tail = [CPU] if cpu else []
     if device == "tensorrt":
         return [(TRT, trt_options(device_id, fp16, cache_dir, profile)), cuda, *tail]

@@ -1,4 +1,8 @@
-"""PyTorch backends: FP32, dynamic INT8 (Linear layers) and BF16 weights on CPU; FP32 and FP16 on CUDA."""
+"""PyTorch backends: FP32, dynamic INT8 (Linear layers) and BF16 weights on CPU; FP32 and FP16 on CUDA.
+
+options: device_id (CUDA), tf32 (default off), cuda_graphs (1: capture a CUDA graph per input shape, see
+bench.backends.cuda_graphs; the service turns it on), graph_shapes (the shapes that may be captured; default any).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Mapping
 
 import numpy as np
 
+from bench.backends import cuda_graphs
 from bench.backends.base import Backend, Unavailable
 
 
@@ -38,6 +43,7 @@ def set_tf32(torch, on: bool) -> None:
 
 class TorchBackend(Backend):
     model = None
+    graphs: cuda_graphs.CudaGraphs | None = None
 
     def load(self) -> None:
         import torch
@@ -65,6 +71,8 @@ class TorchBackend(Backend):
             model = model.to(self._device)
             model = model.half() if spec.precision == "fp16" else model
             torch.cuda.reset_peak_memory_stats()
+            if cuda_graphs.enabled(self.config.options):
+                self.graphs = cuda_graphs.CudaGraphs(torch, self.config.options.get("graph_shapes"))
         self.model, self._torch = model, torch
 
     @property
@@ -81,8 +89,16 @@ class TorchBackend(Backend):
         on_device = torch.cuda.device(self._device) if self._device.type == "cuda" else contextlib.nullcontext()
         with torch.inference_mode(), on_device:  # whichever thread calls: the device the backend was loaded on
             tensors = {k: torch.from_numpy(v).to(self._device, non_blocking=True) for k, v in inputs.items()}
-            logits = self.model(**tensors).logits
-            return logits.float().cpu().numpy()  # .cpu() synchronises with the GPU stream
+            logits = self.graphs.call(self._forward, tensors) if self.graphs else self._forward(tensors)
+            return logits.float().cpu().numpy()  # .cpu() synchronises with the GPU stream (before any next replay)
+
+    def _forward(self, tensors: dict):
+        return self.model(**tensors).logits
+
+    def serving_info(self) -> dict:
+        if self.config.spec.device != "cuda":
+            return {}
+        return {"cuda_graphs": self.graphs.summary() if self.graphs else "off"}
 
     def device_memory(self) -> dict:
         if self.config.spec.device != "cuda":
@@ -90,4 +106,4 @@ class TorchBackend(Backend):
         return {"torch_max_memory_allocated_bytes": int(self._torch.cuda.max_memory_allocated())}
 
     def close(self) -> None:
-        self.model = None
+        self.model = self.graphs = None

@@ -91,8 +91,13 @@ class Buckets:
         return calls
 
     def shapes(self) -> list[tuple[int, int]]:
-        """Every (rows, length) a call can have: what the service warms before it is ready."""
+        """Every (rows, length) a call can have."""
         return [(b, n) for b in self.batches for n in self.lengths if self.fits(b, n)]
+
+    def warmed(self, max_length: int | None) -> list[tuple[int, int]]:
+        """The shapes a service warms before it is ready (and captures as CUDA graphs): those up to `max_length`
+        tokens, or all."""
+        return [s for s in self.shapes() if s[1] <= (max_length or s[1])]
 
 
 def length_groups(lengths: list[int], max_padding: float) -> list[list[int]]:

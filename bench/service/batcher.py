@@ -3,17 +3,17 @@
 The event loop only enqueues and awaits; tokenising and inference run on the worker threads so a slow model call
 never blocks the loop. With several replicas (bench.service.replicas) every worker takes its batches from the same
 queue, so there is one admission limit and one batching policy however many model instances serve. A worker takes
-up to `max_batch` texts, waiting at most `max_wait_ms` after the first for more, drops texts whose queue deadline
-has passed, and settles each request's asyncio Future through `loop.call_soon_threadsafe` (Futures are not
-thread-safe). A replica process is kept one call ahead: while it computes, its worker sends it the next batch from
-what is already queued (only when no other replica is idle), so its core never waits on the front.
+its batch by Triton's rule (bench.service.admission: a preferred size at once, a full batch at once, else after the
+oldest text's `max_wait_ms`), drops texts whose queue deadline has passed, and settles each request's asyncio Future
+through `loop.call_soon_threadsafe` (Futures are not thread-safe). A replica process is kept one call ahead: while
+it computes, its worker sends it the next batch from what is already queued (only when no other replica is idle), so
+its core never waits on the front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections import deque
@@ -25,9 +25,9 @@ import numpy as np
 from bench.backends import Backend
 from bench.model.buckets import Buckets, call_shape, plan_calls
 from bench.model.tokenize import MAX_TOKENS, counted, pack, softmax
+from bench.service.admission import AdmissionQueue, Full
 
 log = logging.getLogger("bench.service")
-_STOP = object()
 
 
 class QueueFull(Exception):
@@ -66,7 +66,6 @@ class _Item:
     loop: asyncio.AbstractEventLoop
     enqueued: float
     deadline: float
-    abandoned: bool = False  # set by the loop side when the request no longer waits for it
 
 
 @dataclass
@@ -129,6 +128,7 @@ class Batcher:
 
     def __init__(self, backends: Backend | Sequence[Backend], tokenizer, *, max_batch: int, max_wait_ms: float,
                  max_queue: int, timeout_s: float, max_padding: float = 0.05, buckets: Buckets | None = None,
+                 preferred_batches: Sequence[int] = (),
                  warmup_runs: int = 0, warm_max_length: int | None = None,
                  on_batch: Callable[[int, int], None] | None = None,
                  on_call: Callable[[CallRecord], None] | None = None) -> None:
@@ -144,8 +144,7 @@ class Batcher:
         self.warm_s: list[dict] = [{} for _ in self.backends]
         self._warm = [threading.Event() for _ in self.backends]
         self.warm_error: str | None = None
-        self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
-        self._closed = False
+        self._queue: AdmissionQueue[_Item] = AdmissionQueue(max_queue, max_batch, self.max_wait_s, preferred_batches)
         # perf_counter when each replica's current model call began; None while that replica is idle
         self._busy: list[float | None] = [None] * len(self.backends)
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"bench-batcher-{i}", daemon=True)
@@ -165,11 +164,11 @@ class Batcher:
         """What each worker warms: every bucket shape up to `warm_max_length` tokens, or without buckets batch 1 and
         the max batch at 32 tokens."""
         if self.buckets is not None:
-            return [s for s in self.buckets.shapes() if s[1] <= (self.warm_max_length or s[1])]
+            return self.buckets.warmed(self.warm_max_length)
         return [(b, 32) for b in sorted({1, self.max_batch})]
 
     def depth(self) -> int:
-        return self._queue.qsize()
+        return len(self._queue)
 
     def stalled_for(self) -> float:
         """Seconds the longest-running current model call has run (0 when every replica is idle)."""
@@ -178,26 +177,19 @@ class Batcher:
 
     def submit(self, texts: Sequence[str]) -> list[asyncio.Future]:
         """Enqueue texts (call on the event loop); all or none are queued, else QueueFull."""
-        if self._closed:
-            raise QueueFull("the service is shutting down")
         loop = asyncio.get_running_loop()
         now = time.perf_counter()
         items = [_Item(t, loop.create_future(), loop, now, now + self.timeout_s) for t in texts]
-        for i, item in enumerate(items):
-            try:
-                self._queue.put_nowait(item)
-            except queue.Full:
-                for queued in items[:i]:
-                    queued.abandoned = True  # the worker skips them: their request is answered 503 now
-                raise QueueFull(f"the queue is full ({self._queue.maxsize} texts waiting)") from None
+        try:
+            self._queue.put_all(items)
+        except Full as exc:
+            raise QueueFull(str(exc)) from None
         return [item.future for item in items]
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new texts, finish everything already queued, then end the worker."""
-        self._closed = True
+        self._queue.close()
         live = [t for t in self._threads if t.is_alive()]
-        for _ in live:  # one stop mark per worker; each worker ends after taking one
-            self._queue.put(_STOP)  # blocks while full: the workers are draining, so room appears
         end = None if timeout is None else time.monotonic() + timeout
         for thread in live:
             thread.join(None if end is None else max(0.0, end - time.monotonic()))
@@ -217,11 +209,11 @@ class Batcher:
             self._warm[replica].set()
         while not (stopping and not inflight):
             if not inflight:
-                batch, stopping = self._collect()
+                batch, stopping = self._queue.take()
                 self._dispatch(batch, replica, link, inflight)
                 continue
             if len(inflight) < link.depth and not stopping and self._ahead(replica):
-                batch, stopping = self._collect(block=False)
+                batch, stopping = self._queue.take(block=False)
                 self._dispatch(batch, replica, link, inflight)
             self._finish(replica, link, inflight)
 
@@ -248,7 +240,7 @@ class Batcher:
         """Send this replica its next call now? Only with texts already waiting and no other replica idle: an idle
         replica should take them at once rather than they wait behind this replica's current call."""
         others = (b for j, b in enumerate(self._busy) if j != replica)
-        return self._queue.qsize() > 0 and all(b is not None for b in others)
+        return len(self._queue) > 0 and all(b is not None for b in others)
 
     def _recover(self, replica: int) -> None:
         """A replica process that died is restarted by the worker that owns it; the others keep serving."""
@@ -260,36 +252,14 @@ class Batcher:
         except Exception as exc:  # noqa: BLE001  the next failed batch tries again
             log.error("replica %d could not be restarted: %s", replica, exc)
 
-    def _collect(self, block: bool = True) -> tuple[list[_Item], bool]:
-        """Up to max_batch texts: waiting for the first and then up to max_wait_ms for more; with `block` False,
-        only those already queued."""
-        try:
-            first = self._queue.get() if block else self._queue.get_nowait()
-        except queue.Empty:
-            return [], False
-        if first is _STOP:
-            return [], True
-        items, end = [first], time.perf_counter() + (self.max_wait_s if block else 0.0)
-        while len(items) < self.max_batch:
-            remaining = end - time.perf_counter()
-            try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                return items, True
-            items.append(item)
-        return items, False
-
     def _live(self, items: list[_Item]) -> list[_Item]:
-        """The batch less abandoned texts and those past their queue deadline (answered as expired)."""
+        """The batch less the texts past their queue deadline (answered as expired)."""
         now = time.perf_counter()
-        live = [it for it in items if not it.abandoned]
-        for item in (it for it in live if now > it.deadline):
+        for item in (it for it in items if now > it.deadline):
             self.stats.expired += 1
             _settle(item, error=DeadlineExceeded(f"waited {1000 * (now - item.enqueued):.0f} ms in the queue, "
                                                   f"over the {self.timeout_s:g} s deadline"))
-        return [it for it in live if now <= it.deadline]
+        return [it for it in items if now <= it.deadline]
 
     def _dispatch(self, items: list[_Item], replica: int, link, inflight: deque) -> None:
         """Send the batch as length groups, oldest first (items are in arrival order: shortest-first would lower the

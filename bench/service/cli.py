@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=d.threads,
                    help="intra-op threads per replica (default: the runtime's; with replicas, cores // replicas)")
     p.add_argument("--replicas", type=int, default=d.replicas,
-                   help="model instances, each its own process pinned to its own cores (python -m bench tune finds R)")
+                   help="model instances, each its own process, on a CPU pinned to its own cores (default: 1 on a "
+                        "CPU, 2 on a GPU so one instance's CPU work overlaps the other's GPU work; python -m bench "
+                        "tune finds R)")
     p.add_argument("--model-process", action=argparse.BooleanOptionalAction, default=d.model_process,
                    help="run even a single model instance in its own worker process, so the HTTP front never holds "
                         "the GIL its Python calls need (default: on for torch backends, off otherwise; replicas > 1 "
@@ -33,7 +35,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=d.batching,
                    help="dynamic micro-batching (--no-batching serves one text at a time)")
     p.add_argument("--max-batch", type=int, default=d.max_batch, help="most texts per model call")
-    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms, help="wait after the first text for more")
+    p.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                   help="Triton's max_queue_delay: how long the oldest queued text may wait for a fuller batch, from "
+                        "its arrival (default 0: greedy)")
+    p.add_argument("--preferred-batch-sizes", type=ints, default=d.preferred_batch_sizes,
+                   help="Triton's preferred_batch_size, a comma list: the largest of these that the queue can form "
+                        "goes at once, the rest stay at the head of the queue")
     p.add_argument("--max-padding", type=float, default=d.max_padding,
                    help="split a batch so pad tokens stay under this share of its tokens "
                         "(default: 0.05 on CPU, where padding costs as much as text; 1.0 on GPU)")
@@ -49,6 +56,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup-runs", type=int, default=d.warmup_runs,
                    help="model calls per shape bucket before ready (0: no warm-up; default 1 on CPU, 3 on GPU)")
     add_bucket_arguments(p)
+    p.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=d.cuda_graphs,
+                   help="capture each warmed bucket shape as a CUDA graph (torch CUDA, ORT CUDA); a shape that cannot "
+                        "be captured runs eagerly, its reason logged and in /healthz")
+    p.add_argument("--trt-bucket-profiles", action=argparse.BooleanOptionalAction, default=d.trt_bucket_profiles,
+                   help="give TensorRT one optimisation profile per batch bucket covering the bucket lengths "
+                        "(--no-trt-bucket-profiles: TensorRT's own dynamic shapes)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 

@@ -25,7 +25,9 @@ class ServiceConfig:
     model: str = "twin"
     backend: str = "ort-int8-cpu"
     threads: int | None = None  # intra-op threads per replica; None = the runtime's (one replica) or cores // R
-    replicas: int = 1  # model instances; > 1 runs each in its own process pinned to its own cores (replicas.py)
+    # model instances; > 1 runs each in its own process (replicas.py), on a CPU pinned to its own cores; None: 1 on a
+    # CPU, 2 on a GPU (one instance's CPU work — tokenising, copies, launches — overlaps the other's GPU work)
+    replicas: int | None = None
     # one replica in a worker process too, so the front's GIL is not the model's; None: yes for torch (its calls
     # take the GIL between kernels: a busy front slows them, see docs/measurements.md), no for ORT and OpenVINO
     model_process: bool | None = None
@@ -35,7 +37,10 @@ class ServiceConfig:
     port: int = 8000
     batching: bool = True
     max_batch: int = 8
-    max_wait_ms: float = 0.0  # 0 = greedy: batch whatever queued while the model was busy, never wait
+    # Triton's max_queue_delay: the longest the oldest queued text waits for a fuller batch (from its arrival); 0 =
+    # greedy: batch whatever queued while the model was busy, never wait
+    max_wait_ms: float = 0.0
+    preferred_batch_sizes: tuple[int, ...] = ()  # Triton's preferred_batch_size: the largest formable goes at once
     max_padding: float | None = None  # a batch is split so pad tokens stay under this share; None = per device
     cache_size: int = 1024  # 0 = no cache
     max_queue: int = 32  # a few seconds of work on 2 cores (docs/measurements.md): past it, 503 at once
@@ -50,6 +55,11 @@ class ServiceConfig:
     bucket_lengths: tuple[int, ...] | None = None  # None: the device kind's set
     bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch
     max_call_tokens: int | None = None  # rows × length of one model call at most; None: the device kind's
+    # GPU launch overhead: each warmed bucket shape captured as a CUDA graph (torch CUDA; ORT's CUDA provider), and
+    # TensorRT given one optimisation profile per bucket shape; a shape that cannot be captured runs eagerly, the
+    # reason logged and in /healthz (bench.backends.cuda_graphs)
+    cuda_graphs: bool = True
+    trt_bucket_profiles: bool = True
 
     def __post_init__(self) -> None:
         resolve(self.backend)  # raises ValueError naming the known backends
@@ -57,8 +67,12 @@ class ServiceConfig:
             raise ConfigError("model must name a model source, e.g. twin or twin:tiny")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1 (got {self.threads})")
-        if isinstance(self.replicas, bool) or self.replicas < 1:
+        if self.replicas is not None and (isinstance(self.replicas, bool) or self.replicas < 1):
             raise ConfigError(f"replicas must be >= 1 (got {self.replicas})")
+        if any(b < 1 or b > self.effective_max_batch for b in self.preferred_batch_sizes) or \
+                list(self.preferred_batch_sizes) != sorted(set(self.preferred_batch_sizes)):
+            raise ConfigError(f"preferred_batch_sizes must be increasing sizes within 1..max_batch "
+                              f"({self.effective_max_batch}), got {self.preferred_batch_sizes!r}")
         if not 0 <= self.port <= MAX_PORT:
             raise ConfigError(f"port must be within 0..{MAX_PORT} (got {self.port}); 0 picks a free port")
         self._check_positive()
@@ -94,6 +108,12 @@ class ServiceConfig:
         if self.max_padding is not None:
             return self.max_padding
         return max_padding_for(resolve(self.backend).device)
+
+    @property
+    def effective_replicas(self) -> int:
+        if self.replicas is not None:
+            return self.replicas
+        return 2 if resolve(self.backend).on_gpu else 1
 
     @property
     def effective_model_process(self) -> bool:
@@ -133,9 +153,9 @@ class ServiceConfig:
     @property
     def replica_threads(self) -> int | None:
         """Threads per replica: as given, or the cores split evenly between replicas (None: the runtime decides)."""
-        if self.threads is not None or self.replicas == 1:
+        if self.threads is not None or self.effective_replicas == 1:
             return self.threads
-        return max(1, len(available_cores()) // self.replicas)
+        return max(1, len(available_cores()) // self.effective_replicas)
 
     @property
     def effective_max_wait_ms(self) -> float:

@@ -27,6 +27,9 @@ log = logging.getLogger("bench.service")
 LOAD_TIMEOUT_S = 600.0  # far past a cold load, ORT's or torch's with a first-time import (docs/measurements.md)
 
 
+SERVING_INFO = "serving_info"  # a message asking the replica's backend for its serving_info()
+
+
 class ReplicaDied(RuntimeError):
     """The replica process exited or stopped answering; its batch fails and the process is restarted."""
 
@@ -71,7 +74,7 @@ def _replica_main(conn, config: BackendConfig, cores: tuple[int, ...] | None) ->
     conn.send(("ready", os.getpid()))
     while (inputs := conn.recv()) is not None:
         try:
-            conn.send(("ok", backend.infer(inputs)))
+            conn.send(("ok", backend.serving_info() if inputs == SERVING_INFO else backend.infer(inputs)))
         except Exception as exc:  # noqa: BLE001  a failed call fails its batch only, as in one process
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
     backend.close()
@@ -131,6 +134,12 @@ class ReplicaBackend(Backend):
         reason = f"exited with code {code}" if code is not None else f"gave no answer within {timeout_s:g} s"
         self.kill()
         raise ReplicaDied(f"replica {self.index} {reason} during its {what}")
+
+    def serving_info(self) -> dict:
+        """The replica's own backend's serving_info(); ask only while no model call is in flight (answers come
+        back in order)."""
+        self._conn.send(SERVING_INFO)
+        return self.receive()
 
     @property
     def alive(self) -> bool:

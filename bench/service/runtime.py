@@ -38,7 +38,28 @@ def backend_config(config: ServiceConfig) -> BackendConfig:
 
         onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
     path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
-    return BackendConfig(spec, model_dir, path, config.replica_threads, dict(config.backend_options))
+    return BackendConfig(spec, model_dir, path, config.replica_threads, gpu_options(config))
+
+
+def gpu_options(config: ServiceConfig) -> dict:
+    """The backend options as given, plus what a GPU backend needs to serve the bucket shapes without launch
+    overhead: CUDA graphs of the warmed shapes (torch CUDA, ORT CUDA), TensorRT profiles covering them. Options
+    given on the command line win; with shape buckets off there is no fixed shape set, so no graphs."""
+    from bench import backends
+
+    options: dict = dict(config.backend_options)
+    spec, buckets = backends.resolve(config.backend), config.buckets
+    if not spec.on_gpu or buckets is None:
+        return options
+    shapes = buckets.warmed(config.effective_warm_max_length)
+    if spec.device == "cuda":
+        options.setdefault("cuda_graphs", "1" if config.cuda_graphs else "0")
+        options.setdefault("graph_shapes", tuple(shapes))
+    if spec.device == "tensorrt" and config.trt_bucket_profiles:
+        from bench.backends.ort_gpu import bucket_profiles
+
+        options.setdefault("shape_profile", bucket_profiles(shapes, ("input_ids", "attention_mask", "token_type_ids")))
+    return options
 
 
 def build_backend(config: ServiceConfig) -> Backend:
@@ -121,6 +142,7 @@ class Service:
         self.info = {**self._describe(backend, read_source_meta(model_dir)), **placement}
         self.batcher = Batcher(self.replicas, tokenizer, max_batch=self.config.effective_max_batch,
                                max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
+                               preferred_batches=self.config.preferred_batch_sizes,
                                timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
                                buckets=self.config.buckets, warmup_runs=self.config.effective_warmup_runs,
                                warm_max_length=self.config.effective_warm_max_length,
@@ -137,23 +159,33 @@ class Service:
         self.metrics.set_warm(self.batcher.warm_s)
         self.info["warmup"] = {"seconds": round(time.perf_counter() - t0, 2),
                                "shapes": len(self.batcher.warm_shapes()), "buckets": self.config.shape_buckets}
+        self.info.update(self._serving_info())
         if not self._stopped:
             self.status = "ready"
 
     def _load_backends(self) -> dict:
         """One backend in this process (as given, or built), or R replica processes pinned to their own cores."""
-        if self.backend is not None or (self.config.replicas == 1 and not self.config.effective_model_process):
+        replicas = self.config.effective_replicas
+        if self.backend is not None or (replicas == 1 and not self.config.effective_model_process):
             self.backend = self.backend or build_backend(self.config)
             self.backend.load()
             self.replicas = [self.backend]
             return {"replicas": 1, "threads": self.backend.config.threads}
         from bench.service.replicas import start_replicas
 
-        self.replicas, placement = start_replicas(backend_config(self.config), self.config.replicas,
+        self.replicas, placement = start_replicas(backend_config(self.config), replicas,
                                                   self.config.replica_threads, self.config.inference_timeout_s)
         self.backend = self.replicas[0]
-        return {"replicas": self.config.replicas, "threads": self.config.replica_threads,
+        return {"replicas": replicas, "threads": self.config.replica_threads,
                 "cores": placement.describe(), "oversubscribed": placement.oversubscribed}
+
+    def _serving_info(self) -> dict:
+        """After warm-up: how each replica serves (CUDA graphs captured, shapes left eager with the reason); shapes
+        whose graph failed are logged as they fail, in the replica's own log."""
+        infos = [r.serving_info() for r in self.replicas]
+        if not any(infos):
+            return {}
+        return {"serving": infos[0] if len(infos) == 1 else {f"replica {i}": v for i, v in enumerate(infos)}}
 
     def replica_state(self) -> dict:
         """Live figures for /healthz: replicas serving now and their process ids (they change on a restart)."""
