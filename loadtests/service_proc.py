@@ -87,6 +87,7 @@ class ServiceVariant:
         out += ["--preferred-batch-sizes", ",".join(map(str, c.preferred_batch_sizes))] if c.preferred_batch_sizes \
             else []
         out += ["--no-cuda-graphs"] if not c.cuda_graphs else []
+        out += ["--fronts", str(c.fronts)] if c.fronts != 1 else []
         out += ["--no-trt-bucket-profiles"] if not c.trt_bucket_profiles else []
         out += [] if c.model_process is None else ["--model-process" if c.model_process else "--no-model-process"]
         out += ["--max-queue", str(c.max_queue)] if c.max_queue != ServiceConfig.max_queue else []

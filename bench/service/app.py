@@ -9,7 +9,6 @@ them (0 for a cached answer). Status codes for bad input are listed in `bench.se
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,12 +31,13 @@ STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(config: ServiceConfig, backend: Backend | None = None, tokenizer=None,
-               labels: Mapping[int, str] | Sequence[str] | None = None) -> FastAPI:
+               labels: Mapping[int, str] | Sequence[str] | None = None, service=None) -> FastAPI:
     """Build the app. Without `backend`, startup materialises `config.model`, exports ONNX for ort backends and
     creates the backend; an injected backend is loaded as given (unloaded) and its tokenizer and labels come
     from `backend.config.model_dir` unless passed. Loading runs in the background: /healthz says 503 until the
-    model is loaded and warmed up."""
-    service = Service(config, backend, tokenizer, labels)
+    model is loaded and warmed up. `service`: the model side to serve instead (a front process passes its link to
+    the model scheduler, bench.service.fronts.RemoteService)."""
+    service = service or Service(config, backend, tokenizer, labels)
     # FastAPIOffline: /docs and /redoc served from the package's own Swagger UI / ReDoc files, not a CDN,
     # so the docs work on an air-gapped host like the WebUI does.
     app = FastAPIOffline(title="structbench sentiment service", version="1", lifespan=_lifespan(service),
@@ -54,10 +54,10 @@ def create_app(config: ServiceConfig, backend: Backend | None = None, tokenizer=
 def _lifespan(service: Service):
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        service.start_loading()
+        await service.open()
         yield
         # uvicorn has already waited for in-flight requests; drain whatever is still queued, then stop.
-        await asyncio.to_thread(service.stop)
+        await service.close()
 
     return lifespan
 
@@ -88,19 +88,13 @@ def _add_ops_routes(app: FastAPI, service: Service) -> None:
     async def healthz() -> JSONResponse:
         """200 with model details once loaded and warmed up; 503 before that, if loading failed, or while a
         model call has run past `inference_timeout_s` (so a load balancer stops sending work here)."""
-        if service.ready and service.stalled:
-            running = round(service.batcher.stalled_for(), 1)
-            return JSONResponse({"status": "stalled", "error": f"a model call has been running for {running} s"},
-                                503, headers={"Retry-After": "5"})
-        if service.ready:  # a replica being restarted leaves the service ready: the others serve meanwhile
-            return JSONResponse({"status": "ready", **service.info, **service.replica_state()})
-        body = {"status": service.status, **({"error": service.error} if service.error else {})}
-        return JSONResponse(body, 503, headers={"Retry-After": "1"})
+        body, status, headers = await service.health()
+        return JSONResponse(body, status, headers=headers)
 
     @app.get("/metrics", response_class=Response)
     async def metrics() -> Response:
         """Prometheus text format."""
-        return Response(service.metrics.render(), media_type=CONTENT_TYPE)
+        return Response(await service.metrics_text(), media_type=CONTENT_TYPE)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def webui() -> HTMLResponse:
@@ -109,21 +103,34 @@ def _add_ops_routes(app: FastAPI, service: Service) -> None:
 
 def serve(config: ServiceConfig, log_level: str = "info") -> int:
     """Run the service in the foreground until SIGINT/SIGTERM; in-flight requests finish first. Prints
-    `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code."""
+    `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code. With several
+    fronts (config.fronts), this process schedules the model and HTTP runs in front processes (bench.service.fronts).
+    """
+    from bench.service.server import bind_socket, url_of
+
+    if config.fronts > 1:
+        from bench.service.fronts import serve_fronts
+
+        return serve_fronts(config, log_level)
+    app = create_app(config)
+    sock = bind_socket(config.host, config.port)
+    service: Service = app.state.service
+    print(f"listening on {url_of(sock)}", flush=True)
+    run_uvicorn(app, sock, log_level, config.request_timeout_s * 3, service)
+    return 1 if service.status == "failed" else 0
+
+
+def run_uvicorn(app, sock, log_level: str, graceful_s: float, service) -> None:
+    """uvicorn on `sock` in the foreground until SIGTERM/SIGINT (or the model side fails to load)."""
     import signal
 
     import uvicorn
 
-    from bench.service.server import bind_socket, url_of, uvicorn_config
+    from bench.service.server import uvicorn_config
 
-    app = create_app(config)
-    sock = bind_socket(config.host, config.port)
-    server = uvicorn.Server(uvicorn_config(app, log_level, graceful_s=config.request_timeout_s * 3))
-    service: Service = app.state.service
+    server = uvicorn.Server(uvicorn_config(app, log_level, graceful_s=graceful_s))
     service.on_failure = lambda: setattr(server, "should_exit", True)
     # uvicorn re-raises a handled SIGTERM once it has drained; under the default handler that kills the process
     # (exit -15) after a clean shutdown. This handler asks for the same graceful exit, so serve() returns 0.
     signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
-    print(f"listening on {url_of(sock)}", flush=True)
     server.run(sockets=[sock])
-    return 1 if service.status == "failed" else 0

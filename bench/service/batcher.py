@@ -319,11 +319,11 @@ class Batcher:
         self._record(len(call.items), replica)  # one model call: the batch size /metrics reports
         if self.on_call:
             self.on_call(CallRecord(call.shape, call.tokens, done - began, call.new, replica))
-        for row, item, n in zip(probs, call.items, call.counts):
-            _settle(item, result=Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
-                                         1000 * (call.encoded - item.enqueued + began - call.sent),
-                                         1000 * (call.count_s + call.sent - call.encoded), 1000 * (done - began),
-                                         len(call.items), replica))
+        _settle_all([(item, Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
+                                    1000 * (call.encoded - item.enqueued + began - call.sent),
+                                    1000 * (call.count_s + call.sent - call.encoded), 1000 * (done - began),
+                                    len(call.items), replica))
+                     for row, item, n in zip(probs, call.items, call.counts)])
 
     def _lost(self, replica: int, inflight: deque) -> None:
         """The replica is gone: the calls it held will never be answered. Fail them, then restart it."""
@@ -342,8 +342,7 @@ class Batcher:
         log.error("inference failed for a batch of %d on replica %d: %s: %s", len(items), replica,
                   type(exc).__name__, exc, exc_info=exc)
         self.stats.failed_batches += 1
-        for item in items:
-            _settle(item, error=InferenceFailed(f"{type(exc).__name__}"))
+        _settle_all([(item, InferenceFailed(f"{type(exc).__name__}")) for item in items])
 
 
 def _check_shape(probs: np.ndarray, n: int) -> None:
@@ -352,15 +351,27 @@ def _check_shape(probs: np.ndarray, n: int) -> None:
 
 
 def _settle(item: _Item, result: Outcome | None = None, error: Exception | None = None) -> None:
-    def apply() -> None:
-        if item.future.done():  # the request was cancelled or already answered
-            return
-        if error is not None:
-            item.future.set_exception(error)
-        else:
-            item.future.set_result(result)
+    _settle_all([(item, error if error is not None else result)])
 
-    try:
-        item.loop.call_soon_threadsafe(apply)
-    except RuntimeError:  # the loop has closed: nobody is waiting any more
-        pass
+
+def _settle_all(answers: list[tuple[_Item, Outcome | Exception]]) -> None:
+    """Answer each text's Future on its event loop: one call_soon_threadsafe per loop for a whole model call, as
+    each wakes the loop through its self-pipe (a system call and a thread switch per text otherwise)."""
+    by_loop: dict = {}
+    for item, answer in answers:
+        by_loop.setdefault(item.loop, []).append((item.future, answer))
+
+    def apply(settled: list) -> None:
+        for future, answer in settled:
+            if future.done():  # the request was cancelled or already answered
+                continue
+            if isinstance(answer, BaseException):
+                future.set_exception(answer)
+            else:
+                future.set_result(answer)
+
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(apply, settled)
+        except RuntimeError:  # the loop has closed: nobody is waiting any more
+            pass

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend-option", dest="backend_options", action="append", type=key_value, default=[],
                    metavar="KEY=VALUE", help="backend-specific option, repeatable (e.g. the fake's sleep_s=0.05)")
     p.add_argument("--onnx-dir", default=d.onnx_dir, help="serve this existing export instead of exporting")
+    p.add_argument("--fronts", type=int, default=d.fronts,
+                   help="HTTP front processes feeding one model scheduler, for when one front's CPU per request is "
+                        "the limit (/metrics: structbench_front_cpu_seconds per request); batching stays whole")
     p.add_argument("--host", default=d.host, help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=d.port, help="0 picks a free port, printed on startup")
     p.add_argument("--batching", action=argparse.BooleanOptionalAction, default=d.batching,

@@ -33,6 +33,7 @@ class ServiceConfig:
     model_process: bool | None = None
     backend_options: tuple[tuple[str, str], ...] = ()  # KEY=VALUE pairs for the backend (e.g. the fake's sleep_s)
     onnx_dir: str | None = None  # an existing export to serve; None = export (or reuse) for `model`
+    fronts: int = 1  # HTTP front processes feeding this one's model scheduler (bench.service.fronts)
     host: str = "127.0.0.1"
     port: int = 8000
     batching: bool = True
@@ -90,7 +91,7 @@ class ServiceConfig:
         self.buckets  # noqa: B018  validates the bucket settings (ConfigError naming the bad one)
 
     def _check_positive(self) -> None:
-        for name in ("max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes",
+        for name in ("fronts", "max_batch", "max_queue", "request_timeout_s", "inference_timeout_s", "max_body_bytes",
                      "max_batch_items", "max_text_chars"):
             value = getattr(self, name)
             if isinstance(value, bool) or not value > 0:

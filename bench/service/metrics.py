@@ -7,6 +7,7 @@ prometheus_client's process collector under the same prefix.
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterable
 
 import prometheus_client
@@ -91,6 +92,12 @@ class ServiceMetrics:
                                   "(0 after a full warm-up).", ("shape",), namespace=NAMESPACE, registry=reg)
         self.tokens = Counter("tokens", "Tokens sent to the model: real or padding.", ("kind",),
                               namespace=NAMESPACE, registry=reg)
+        # Per HTTP front process: requests and CPU seconds, so CPU per request (and the front's ceiling, 1 / that
+        # per core) can be read off; in a one-process service the front's CPU includes the batcher's tokenising.
+        self.front_requests = Counter("front_requests", "HTTP requests answered, by front process.", ("front",),
+                                      namespace=NAMESPACE, registry=reg)
+        self.front_cpu = Gauge("front_cpu_seconds", "CPU seconds used by each front process so far.", ("front",),
+                               namespace=NAMESPACE, registry=reg)
 
     def observe_batch(self, size: int, replica: int) -> None:
         self.batch_size.observe(size)
@@ -112,9 +119,13 @@ class ServiceMetrics:
             for shape, seconds in times.items():
                 self.engine_seconds.labels(shape_label(shape), str(replica)).set(seconds)
 
-    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+    def observe_request(self, endpoint: str, status: int, seconds: float, front: int = 0,
+                        cpu_s: float | None = None) -> None:
+        """One HTTP request; `cpu_s`: the front process's CPU seconds so far (None: this process's)."""
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
+        self.front_requests.labels(str(front)).inc()
+        self.front_cpu.labels(str(front)).set(time.process_time() if cpu_s is None else cpu_s)
 
     def count_error(self, kind: str) -> None:
         self.errors.labels(kind).inc()

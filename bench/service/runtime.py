@@ -112,6 +112,27 @@ class Service:
         """The model call in progress has run past inference_timeout_s: the worker is stuck."""
         return self.batcher is not None and self.batcher.stalled_for() > self.config.inference_timeout_s
 
+    async def open(self) -> None:
+        """At the app's start-up: load in the background (routes answer 503 until ready)."""
+        self.start_loading()
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    async def health(self) -> tuple[dict, int, dict]:
+        """/healthz: (body, status, headers). 200 with model details once loaded and warmed up; 503 before that,
+        if loading failed, or while a model call has run past `inference_timeout_s`."""
+        if self.ready and self.stalled:
+            running = round(self.batcher.stalled_for(), 1)
+            return {"status": "stalled", "error": f"a model call has been running for {running} s"}, 503, \
+                {"Retry-After": "5"}
+        if self.ready:  # a replica being restarted leaves the service ready: the others serve meanwhile
+            return {"status": "ready", **self.info, **self.replica_state()}, 200, {}
+        return {"status": self.status, **({"error": self.error} if self.error else {})}, 503, {"Retry-After": "1"}
+
+    async def metrics_text(self) -> str:
+        return self.metrics.render()
+
     def start_loading(self) -> threading.Thread:
         # A plain daemon thread, not the loop's executor: asyncio.run() joins executor threads at exit, so a
         # shutdown during a long export would hang.

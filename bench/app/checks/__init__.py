@@ -5,6 +5,8 @@
   python -m bench check sampler   the resource sampler's effect on measured P50 (on/off in fresh processes)
   python -m bench check service   QPS scaling with concurrency, service vs engine, HTTP overhead
   python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
+  python -m bench check fronts    the HTTP front's CPU per request and ceiling with a zero-cost model; what two
+                                  front processes feeding one scheduler buy
   python -m bench check tune      the tuned service vs the best offline engine config and the default service
   python -m bench check gpu       every GPU path briefly on the GPU (--gpu N), one verdict per check
   python -m bench check cpu       the best CPU engine vs ORT INT8, each engine vs its vendor's tool, accuracy kept
@@ -24,7 +26,7 @@ from typing import Callable
 # check name -> the module under bench.app.checks that holds its check_<name>(model[, gpu]) -> exit code; each
 # module is imported only when its check runs (they pull in the harness, the service, Locust's plumbing)
 WHERE = {"cpu": "cpu", "int8": "engine", "trust": "engine", "sampler": "engine", "service": "service",
-         "overload": "service", "tune": "tune", "gpu": "gpu", "serving": "serving"}
+         "overload": "service", "fronts": "fronts", "tune": "tune", "gpu": "gpu", "serving": "serving"}
 
 
 def _lazy(which: str) -> Callable[..., int]:
