@@ -99,38 +99,3 @@ def _add_ops_routes(app: FastAPI, service: Service) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def webui() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
-
-
-def serve(config: ServiceConfig, log_level: str = "info") -> int:
-    """Run the service in the foreground until SIGINT/SIGTERM; in-flight requests finish first. Prints
-    `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code. With several
-    fronts (config.fronts), this process schedules the model and HTTP runs in front processes (bench.service.fronts).
-    """
-    from bench.service.server import bind_socket, url_of
-
-    if config.fronts > 1:
-        from bench.service.fronts import serve_fronts
-
-        return serve_fronts(config, log_level)
-    app = create_app(config)
-    sock = bind_socket(config.host, config.port)
-    service: Service = app.state.service
-    print(f"listening on {url_of(sock)}", flush=True)
-    run_uvicorn(app, sock, log_level, config.request_timeout_s * 3, service)
-    return 1 if service.status == "failed" else 0
-
-
-def run_uvicorn(app, sock, log_level: str, graceful_s: float, service) -> None:
-    """uvicorn on `sock` in the foreground until SIGTERM/SIGINT (or the model side fails to load)."""
-    import signal
-
-    import uvicorn
-
-    from bench.service.server import uvicorn_config
-
-    server = uvicorn.Server(uvicorn_config(app, log_level, graceful_s=graceful_s))
-    service.on_failure = lambda: setattr(server, "should_exit", True)
-    # uvicorn re-raises a handled SIGTERM once it has drained; under the default handler that kills the process
-    # (exit -15) after a clean shutdown. This handler asks for the same graceful exit, so serve() returns 0.
-    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
-    server.run(sockets=[sock])

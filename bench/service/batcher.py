@@ -57,6 +57,7 @@ class Outcome:
     inference_ms: float
     batch_size: int
     replica: int = 0
+    model_ms: float = 0.0  # the call's own time where the model runs (a replica process: without the front's waits)
 
 
 @dataclass
@@ -305,6 +306,7 @@ class Batcher:
         try:
             logits = link.receive()
             done = time.perf_counter()
+            compute = getattr(link, "last_compute_s", None) or done - began
             probs = softmax(np.asarray(logits, dtype=np.float64))
             _check_shape(probs, call.shape[0] or len(call.items))
             probs = probs[:len(call.items)]  # rows padded up to a bucket carry no text
@@ -322,7 +324,7 @@ class Batcher:
         _settle_all([(item, Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
                                     1000 * (call.encoded - item.enqueued + began - call.sent),
                                     1000 * (call.count_s + call.sent - call.encoded), 1000 * (done - began),
-                                    len(call.items), replica))
+                                    len(call.items), replica, 1000 * compute))
                      for row, item, n in zip(probs, call.items, call.counts)])
 
     def _lost(self, replica: int, inflight: deque) -> None:

@@ -115,9 +115,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve_or_fail(config: ServiceConfig, log_level: str) -> int:
-    from bench.service.app import serve
-
     try:
         return serve(config, log_level=log_level)
     except OSError as exc:  # e.g. the port is taken: one clear line, no traceback
         raise BenchError(f"cannot serve on {config.host}:{config.port}: {exc.strerror or exc}") from None
+
+
+def serve(config: ServiceConfig, log_level: str = "info") -> int:
+    """Run the service in the foreground until SIGINT/SIGTERM; in-flight requests finish first. Prints
+    `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code. With several
+    fronts (config.fronts), this process schedules the model and HTTP runs in front processes (bench.service.fronts).
+    """
+    from bench.service.app import create_app
+    from bench.service.server import bind_socket, run_uvicorn, url_of
+
+    if config.fronts > 1:
+        from bench.service.fronts import serve_fronts
+
+        return serve_fronts(config, log_level)
+    app = create_app(config)
+    sock = bind_socket(config.host, config.port)
+    service = app.state.service
+    print(f"listening on {url_of(sock)}", flush=True)
+    run_uvicorn(app, sock, log_level, config.request_timeout_s * 3, service)
+    return 1 if service.status == "failed" else 0

@@ -152,7 +152,8 @@ async def _schedule(config: ServiceConfig, service, sock, path: str, log_level: 
 def front_main(config: ServiceConfig, path: str, index: int, sock, log_level: str) -> None:
     """A front process: the FastAPI app on the shared listening socket, its model side the scheduler."""
     from bench.core.quiet import quiet_libraries
-    from bench.service.app import create_app, run_uvicorn
+    from bench.service.app import create_app
+    from bench.service.server import run_uvicorn
 
     quiet_libraries()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler stops the fronts

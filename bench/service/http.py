@@ -60,13 +60,15 @@ class RequestTiming:
     queue_ms: float = 0.0
     tokenize_ms: float = 0.0
     inference_ms: float = 0.0
+    model_ms: float = 0.0  # the model call's own time in the process that runs it (≤ inference_ms)
     batch_size: int | None = None
     replica: int | None = None  # which model replica computed it (the slowest batch's, for several texts)
 
     def header(self, total_ms: float) -> str:
         replica = "" if self.replica is None else f', replica;desc="{self.replica}"'
         return (f"queue;dur={self.queue_ms:.3f}, tokenize;dur={self.tokenize_ms:.3f}, "
-                f"inference;dur={self.inference_ms:.3f}, total;dur={total_ms:.3f}{replica}")
+                f"inference;dur={self.inference_ms:.3f}, model;dur={self.model_ms:.3f}, total;dur={total_ms:.3f}"
+                f"{replica}")
 
 
 def request_timing(request: Request) -> RequestTiming:

@@ -74,7 +74,12 @@ def _replica_main(conn, config: BackendConfig, cores: tuple[int, ...] | None) ->
     conn.send(("ready", os.getpid()))
     while (inputs := conn.recv()) is not None:
         try:
-            conn.send(("ok", backend.serving_info() if inputs == SERVING_INFO else backend.infer(inputs)))
+            if inputs == SERVING_INFO:
+                conn.send(("ok", backend.serving_info()))
+                continue
+            t0 = time.perf_counter()
+            logits = backend.infer(inputs)
+            conn.send(("ok", logits, time.perf_counter() - t0))  # the call's own time, here, without the front
         except Exception as exc:  # noqa: BLE001  a failed call fails its batch only, as in one process
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
     backend.close()
@@ -88,6 +93,7 @@ class ReplicaBackend(Backend):
         super().__init__(config)
         self.index, self.cores, self.call_timeout_s = index, cores, call_timeout_s
         self.restarts, self.pid = 0, None
+        self.last_compute_s: float | None = None  # the last model call's time in the replica's own process
         self._proc = self._conn = None
 
     def load(self) -> None:
@@ -97,7 +103,7 @@ class ReplicaBackend(Backend):
                                  name=f"bench-replica-{self.index}", daemon=True)
         self._proc.start()
         child.close()
-        kind, value = self._receive(LOAD_TIMEOUT_S, "load")
+        kind, value, *_ = self._receive(LOAD_TIMEOUT_S, "load")
         if kind != "ready":
             self.close()
             raise RuntimeError(f"replica {self.index} could not load: {value}")
@@ -119,9 +125,10 @@ class ReplicaBackend(Backend):
 
     def receive(self) -> np.ndarray:
         """The answer to the oldest call sent; `call_timeout_s` counts from now (the call before it has ended)."""
-        kind, value = self._receive(self.call_timeout_s, "model call")
+        kind, value, *compute = self._receive(self.call_timeout_s, "model call")
         if kind == "error":
             raise RuntimeError(f"replica {self.index}: {value}")
+        self.last_compute_s = compute[0] if compute else None
         return value
 
     def _receive(self, timeout_s: float, what: str):

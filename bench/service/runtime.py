@@ -13,7 +13,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from bench.backends import Backend, BackendConfig
+from bench.backends import Backend
+from bench.service.backend_setup import backend_config, build_backend
 from bench.service.batcher import Batcher, DeadlineExceeded, InferenceFailed, Outcome, QueueFull
 from bench.service.cache import LruCache, normalise
 from bench.service.config import ServiceConfig
@@ -21,52 +22,6 @@ from bench.service.http import ApiError, RequestTiming, unavailable, with_timeou
 from bench.service.metrics import ServiceMetrics
 
 log = logging.getLogger("bench.service")
-
-
-def backend_config(config: ServiceConfig) -> BackendConfig:
-    """Materialise the model and export ONNX when an ort backend needs it (once, in the front, so replicas never
-    race to export); the config every replica's backend is created from."""
-    from bench import backends
-    from bench.model.artifacts import model_file, variant_for
-    from bench.model.sources import materialize
-
-    spec = backends.resolve(config.backend)
-    model_dir = materialize(config.model)
-    onnx_dir = Path(config.onnx_dir) if config.onnx_dir else None
-    if variant_for(spec.engine, spec.precision, spec.device) and onnx_dir is None:
-        from exporters.pipeline import ExportConfig, export_all
-
-        onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
-    path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
-    return BackendConfig(spec, model_dir, path, config.replica_threads, gpu_options(config))
-
-
-def gpu_options(config: ServiceConfig) -> dict:
-    """The backend options as given, plus what a GPU backend needs to serve the bucket shapes without launch
-    overhead: CUDA graphs of the warmed shapes (torch CUDA, ORT CUDA), TensorRT profiles covering them. Options
-    given on the command line win; with shape buckets off there is no fixed shape set, so no graphs."""
-    from bench import backends
-
-    options: dict = dict(config.backend_options)
-    spec, buckets = backends.resolve(config.backend), config.buckets
-    if not spec.on_gpu or buckets is None:
-        return options
-    shapes = buckets.warmed(config.effective_warm_max_length)
-    if spec.device == "cuda":
-        options.setdefault("cuda_graphs", "1" if config.cuda_graphs else "0")
-        options.setdefault("graph_shapes", tuple(shapes))
-    if spec.device == "tensorrt" and config.trt_bucket_profiles:
-        from bench.backends.ort_gpu import bucket_profiles
-
-        options.setdefault("shape_profile", bucket_profiles(shapes, ("input_ids", "attention_mask", "token_type_ids")))
-    return options
-
-
-def build_backend(config: ServiceConfig) -> Backend:
-    """The backend of a one-replica service, created (not loaded)."""
-    from bench import backends
-
-    return backends.create(backend_config(config))
 
 
 def read_labels(model_dir: Path) -> dict[int, str]:
@@ -280,5 +235,6 @@ def fill_timing(timing: RequestTiming, outcomes: Sequence[Outcome]) -> None:
     timing.queue_ms = max(o.queue_ms for o in outcomes)
     timing.tokenize_ms = max(o.tokenize_ms for o in outcomes)
     timing.inference_ms = max(o.inference_ms for o in outcomes)
+    timing.model_ms = max(o.model_ms for o in outcomes)
     timing.batch_size = max(o.batch_size for o in outcomes)
     timing.replica = max(outcomes, key=lambda o: o.inference_ms).replica

@@ -68,3 +68,15 @@ class ThreadedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def run_uvicorn(app, sock, log_level: str, graceful_s: float, service) -> None:
+    """uvicorn on `sock` in the foreground until SIGTERM/SIGINT (or the model side fails to load)."""
+    import signal
+
+    server = uvicorn.Server(uvicorn_config(app, log_level, graceful_s=graceful_s))
+    service.on_failure = lambda: setattr(server, "should_exit", True)
+    # uvicorn re-raises a handled SIGTERM once it has drained; under the default handler that kills the process
+    # (exit -15) after a clean shutdown. This handler asks for the same graceful exit, so serve() returns 0.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    server.run(sockets=[sock])

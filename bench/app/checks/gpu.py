@@ -4,7 +4,9 @@ What each check proves: the CUDA driver sees the device; NVML finds that very bo
 reads its energy; torch runs on it with TF32 off; ONNX Runtime's CUDA provider really loads (the providers the
 session uses, not the wheel's list) and IO binding returns right numbers; TensorRT builds an engine into its cache
 and a second session reuses it; the GPU's GEMM peak is measured; and, where the export stack is installed, every
-GPU backend measures a cell in a fresh worker (providers used, sane timings, NVML energy, VRAM and its scope).
+GPU backend measures a cell in a fresh worker (providers used, sane timings, NVML energy, VRAM and its scope), the
+costs of new shapes, other threads and a busy Python thread are measured on torch FP16, and the service's model
+side is set against its own engine (bench.app.checks.gpu_service).
 
 Runs on a bare GPU host too (`PYTHONPATH=. python3 -m bench check gpu` with only torch, onnx, onnxruntime,
 nvidia-ml-py, numpy, scipy): each check imports what it needs when it runs, and one whose package is missing is
@@ -263,6 +265,23 @@ def backend_verdict(name: str, cell) -> Verdict:
     return Verdict(f"backend {name}", "fail" if problems else "pass", detail)
 
 
+def service(ctx: Context) -> Verdict:
+    """The service's model side (two instances, buckets, CUDA graphs) against its own engine on torch FP16."""
+    from bench.app.checks.gpu_service import service_figures, service_verdict
+
+    missing = [m for m in EXPORT_STACK if importlib.util.find_spec(m) is None]
+    if missing:
+        return Verdict("gpu service", "skip", f"needs {', '.join(missing)} (not installed)")
+    figures = service_figures(ctx.model, "torch-fp16-cuda", options=(("device_id", str(ctx.ordinal)),))
+    return Verdict("gpu service torch-fp16-cuda", *service_verdict(figures))
+
+
+def shapes(ctx: Context) -> Verdict:
+    from bench.app.checks.gpu_service import shape_text
+
+    return Verdict("shape costs torch-fp16-cuda", "pass", shape_text(ctx.model, ctx.ordinal))
+
+
 CHECKS = (("cuda driver", cuda_driver), ("nvml board", nvml), ("torch cuda", torch_cuda),
           ("ort cuda provider", ort_cuda), ("ort tensorrt engine cache", ort_tensorrt), ("gpu gemm peak", gpu_peak),
-          ("gpu backends", backends))
+          ("gpu backends", backends), ("shape costs", shapes), ("gpu service", service))

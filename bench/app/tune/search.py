@@ -98,7 +98,7 @@ def offline_setup(cfg: TuneConfig, cores: int) -> OfflineSetup:
     """The OfflineSetup of `cfg`'s search on `cores` cores."""
     from bench.model.corpus import length_workload
     from bench.model.tokenize import load_tokenizer, model_dir_str
-    from bench.service.runtime import backend_config
+    from bench.service.backend_setup import backend_config
 
     configs = {name: backend_config(ServiceConfig(model=cfg.model, backend=name)) for name in cfg.searched}
     grid = []
