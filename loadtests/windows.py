@@ -27,6 +27,9 @@ PRESETS = {
     "batch": ServiceVariant.of("int8 batching", cache_size=0),
     "nobatch": ServiceVariant.of("int8 no batching (article)", batching=False, cache_size=0),
     "cache": ServiceVariant.of("int8 batching + LRU cache", cache_size=1024),
+    # Triton's dynamic-batcher knobs (bench.service.admission): a batch of 4 at once, else wait up to 10 ms
+    "triton": ServiceVariant.of("int8 batching, preferred 4, delay 10 ms", cache_size=0, preferred_batch_sizes=(4,),
+                                max_wait_ms=10.0),
     "fp32": ServiceVariant.of("fused fp32 batching", backend="ort-fp32-fused-cpu", cache_size=0),
     "torch": ServiceVariant.of("torch fp32 batching", backend="torch-fp32-cpu", cache_size=0),
     # a backend that sleeps a known time (bench.backends.fake): the service and compare's own tests of themselves

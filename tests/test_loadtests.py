@@ -62,7 +62,7 @@ def test_locust_headless_smoke_run(service, tmp_path):
     cfg = SweepConfig(model="twin:tiny", users=(2,), duration_s=3, ramp_s=1)
     result = run_locust(service, 2, cfg, tmp_path, "smoke")
     assert int(result["row"]["Request Count"]) > 10 and int(result["row"]["Failure Count"]) == 0
-    assert set(result["client"]["server_timing_ms"]) == {"queue", "tokenize", "inference", "total"}
+    assert set(result["client"]["server_timing_ms"]) == {"queue", "tokenize", "inference", "model", "total"}
     # Locust's own CPU within the 3 s window: some, and less than one core's worth (its start-up is not in it)
     assert result["client"]["invalid_answers"] == 0 and 0 < result["client"]["window_cpu_s"] < 3.0
     assert 0 < result["client_cpu_percent"] == result["client_max_process_cpu_percent"] < 100

@@ -90,7 +90,7 @@ def test_sentiment_contract(live, tiny_model):
     assert body["label"] == labels[str(body["label_id"])] and body["label"] in {"负面", "正面"}
     assert 0.0 <= body["score"] <= 1.0 and round(body["score"], 4) == body["score"] and body["score"] >= 0.5
     assert body["inference_time_ms"] > 0 and body["truncated"] is False
-    assert set(server_timing(resp)) == {"queue", "tokenize", "inference", "total"}
+    assert set(server_timing(resp)) == {"queue", "tokenize", "inference", "model", "total"}
 
 
 def test_long_text_is_truncated_and_flagged(live):

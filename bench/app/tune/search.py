@@ -271,7 +271,7 @@ def tuned_variant(record: TuneRecord, variants: tuple):
         return None
     for v in variants:
         k = v.config
-        if (k.backend, k.replicas, k.effective_max_batch, k.replica_threads or record.cores) == \
+        if (k.backend, k.effective_replicas, k.effective_max_batch, k.replica_threads or record.cores) == \
                 (c.backend or record.backend, c.replicas, c.max_batch, c.threads):
             return None
     return ServiceVariant.of(c.service_name, backend=c.backend or record.backend, replicas=c.replicas,
