@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.core.records import CacheFigures, LoadLevel, ShapeFigures, mean_of, process_ci
+from bench.core.records import BucketFigures, CacheFigures, LoadLevel, ShapeFigures, mean_of, process_ci
 from bench.core.stats import hierarchical_bootstrap_ci, pooled_stat, summarize, window_rate_ci
 from bench.measure.host import available_cores
 from bench.measure.power import default_tdp_w, estimate_cpu_energy_j
@@ -142,7 +142,14 @@ def server_figures(windows: list[Window]) -> dict:
     sizes = [w.server["mean_batch_size"] for w in windows if w.server["mean_batch_size"] is not None]
     return {"cache": CacheFigures(hits, misses, hits / (hits + misses) if hits + misses else None),
             "mean_batch_size": mean_of(sizes), "shapes": pooled_shapes([w.server.get("shapes") for w in windows]),
-            **service_energy(windows)}
+            "front_cpu_ms_per_request": front_cpu_per_request(windows), **service_energy(windows)}
+
+
+def front_cpu_per_request(windows: list[Window]) -> float | None:
+    """The front processes' CPU milliseconds per request they answered over the windows (None: not reported)."""
+    cpu = [w.server.get("front_cpu_s") for w in windows]
+    requests = sum(w.server.get("front_requests") or 0 for w in windows)
+    return 1000 * sum(cpu) / requests if None not in cpu and requests else None
 
 
 def service_energy(windows: list[Window]) -> dict:
@@ -171,6 +178,20 @@ def pooled_shapes(per_window: list[dict | None]) -> ShapeFigures | None:
     pads = [(s["padding_share"], s["calls"]) for s in shown if s["padding_share"] is not None]
     return ShapeFigures(sum(s["calls"] for s in shown), sum(s["model_s"] for s in shown),
                         sum(engine) if None not in engine else None, sum(s["new_shapes"] for s in shown),
-                        sum(p * n for p, n in pads) / sum(n for _, n in pads) if pads else None)
+                        sum(p * n for p, n in pads) / sum(n for _, n in pads) if pads else None,
+                        pooled_buckets([b for s in shown for b in s.get("by_bucket", ())]))
+
+
+def pooled_buckets(rows: list[dict]) -> tuple[BucketFigures, ...]:
+    """Per-bucket figures summed over windows, most calls first."""
+    by: dict[str, list[dict]] = {}
+    for row in rows:
+        by.setdefault(row["shape"], []).append(row)
+    out = []
+    for shape, rs in by.items():
+        engine = [r["engine_s"] for r in rs]
+        out.append(BucketFigures(shape, sum(r["calls"] for r in rs), sum(r["model_s"] for r in rs),
+                                 sum(engine) if None not in engine else None, sum(r["new_shapes"] for r in rs)))
+    return tuple(sorted(out, key=lambda b: -b.calls))
 
 

@@ -62,11 +62,16 @@ def server_deltas(before: dict, after: dict) -> dict:
                                                              "batch_size_sum", "batch_size_count",
                                                              "service_cpu_seconds_total")}
     looked = d["cache_hits_total"] + d["cache_misses_total"]
+    fronts = {k: after[k] - before.get(k, 0.0) for k in after if k.startswith(("front_cpu_seconds{",
+                                                                                 "front_requests_total{"))}
+    front_cpu = sum(v for k, v in fronts.items() if k.startswith("front_cpu"))
+    front_requests = sum(v for k, v in fronts.items() if k.startswith("front_requests"))
     return {"cache": {"hits": d["cache_hits_total"], "misses": d["cache_misses_total"],
                       "hit_rate": d["cache_hits_total"] / looked if looked else None},
             "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None,
             "texts": d["batch_size_sum"], "shapes": shape_deltas(before, after),
-            "cpu_s": d["service_cpu_seconds_total"] if "service_cpu_seconds_total" in after else None}
+            "cpu_s": d["service_cpu_seconds_total"] if "service_cpu_seconds_total" in after else None,
+            "front_cpu_s": front_cpu if fronts else None, "front_requests": front_requests}
 
 
 def shape_deltas(before: dict, after: dict) -> dict:
@@ -82,11 +87,14 @@ def shape_deltas(before: dict, after: dict) -> dict:
         shape = key.split('shape="', 1)[1].split('"', 1)[0]
         warm.setdefault(f'{{shape="{shape}"}}', []).append(seconds)
     engine = [n * sum(warm[s]) / len(warm[s]) if s in warm else None for s, n in calls.items() if n]
+    new = delta("new_shapes_total")
+    buckets = [{"shape": s.split('"')[1], "calls": n, "model_s": model.get(s, 0.0), "new_shapes": new.get(s, 0.0),
+                "engine_s": n * sum(warm[s]) / len(warm[s]) if s in warm else None} for s, n in calls.items() if n]
     tokens = delta("tokens_total")
     real, pad = tokens.get('{kind="real"}', 0.0), tokens.get('{kind="padding"}', 0.0)
     return {"calls": sum(calls.values()), "model_s": sum(model.values()),
             "engine_s": sum(engine) if engine and None not in engine else None,
-            "new_shapes": sum(delta("new_shapes_total").values()),
+            "new_shapes": sum(new.values()), "by_bucket": buckets,
             "padding_share": pad / (real + pad) if real + pad else None}
 
 

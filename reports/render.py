@@ -107,7 +107,7 @@ ARTICLE = (
     ("s32", "Resources", "3.2 资源占用情况", (sections.resources_table,)),
     ("s33", "Throughput by concurrency", "3.3 吞吐能力 QPS", (service.qps_table, searched.search_table,
                                                           service.open_loop_table, service.timing_table,
-                                                          tune.tune_table)),
+                                                          service.feeding_table, tune.tune_table)),
     ("s34", "Multi-dimension summary", "3.4 多维度对比总结表", (overview.summary_table,)),
 )
 

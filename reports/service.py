@@ -194,6 +194,42 @@ def timing_row(name: str, lt: LoadLevel) -> list:
             num(fmt.percent(lt.client_cpu_percent)), cache_cell]
 
 
+def feeding_table(run: RunResult) -> dict | None:
+    """How the service feeds its engine at each configuration's highest concurrency (from /metrics): model time in
+    the service against the engine's at the same shapes, shapes first met while serving, pad tokens, the front's
+    CPU per request, and the busiest shape buckets. None for a run whose service reported none of it."""
+    cols = [column("Configuration", False), column("Users"), column("In-service / engine model time"),
+            column("New shapes after warm-up"), column("Pad tokens %"), column("Front CPU ms / request"),
+            column("Busiest buckets: calls, in-service / engine", False)]
+    rows = []
+    for name in service_configs(run):
+        points = [lt for lt in closed(run, name) if lt.shapes or lt.front_cpu_ms_per_request is not None]
+        if points:
+            rows.append(feeding_row(name, points[-1]))
+    if not rows:
+        return None
+    notes = ["In-service / engine: the level's model calls timed in the service, over the same calls at the engine's "
+             "time for their shape (each bucket timed alone at warm-up, on the thread that serves it); 1.00 = the "
+             "service costs the engine nothing. New shapes after warm-up should be 0. Front CPU per request: the "
+             "HTTP front processes' CPU time per request answered (1 / it = requests per second one front core can "
+             "carry; docs/service.md, several fronts)."]
+    return table("feeding", "How the service feeds its engine (highest concurrency per configuration)", cols, rows,
+                 notes)
+
+
+def feeding_row(name: str, lt: LoadLevel) -> list:
+    shapes = lt.shapes
+    busiest = "; ".join(f"{b.shape}: {b.calls:.0f}, {fmt.ratio(b.efficiency) or 'engine not timed'}"
+                        for b in (shapes.by_bucket[:3] if shapes else ()))
+    return [label(name), num(str(lt.users)),
+            num(fmt.ratio(shapes.efficiency) if shapes else None, "no shape metrics"),
+            num(f"{shapes.new_shapes:.0f}" if shapes else None, "no shape metrics"),
+            num(fmt.percent(100 * shapes.padding_share) if shapes and shapes.padding_share is not None else None,
+                "no token metrics"),
+            num(fmt.num(lt.front_cpu_ms_per_request), "the service reported no front CPU"),
+            text(busiest) if busiest else na("no per-bucket metrics")]
+
+
 class Scaling(NamedTuple):
     backend: str
     ratio: float

@@ -261,6 +261,21 @@ class CacheFigures:
 
 
 @dataclass(frozen=True)
+class BucketFigures:
+    """One shape bucket's calls in a level: their in-service model time against the engine's at that shape."""
+
+    shape: str  # "rows x length", as /metrics labels it
+    calls: float = 0.0
+    model_s: float = 0.0
+    engine_s: float | None = None  # the calls at the engine's warm time at this shape (None: not warmed)
+    new_shapes: float = 0.0
+
+    @property
+    def efficiency(self) -> float | None:
+        return self.model_s / self.engine_s if self.engine_s else None
+
+
+@dataclass(frozen=True)
 class ShapeFigures:
     """What /metrics said of a level's model calls (bench.model.buckets): their time in the service against the
     engine's at the same shapes (each call's shape timed alone at warm-up, on the serving thread), shapes met for
@@ -271,6 +286,7 @@ class ShapeFigures:
     engine_s: float | None = None  # the same calls at the engine's warm time per shape (None: a shape not warmed)
     new_shapes: float = 0.0
     padding_share: float | None = None
+    by_bucket: tuple[BucketFigures, ...] = ()  # the same per shape bucket, most calls first
 
     @property
     def efficiency(self) -> float | None:
@@ -327,6 +343,7 @@ class LoadLevel:
     client_saturated: bool = False
     pinning: str = ""  # where the service and Locust ran: apart on cores of their own, or shared (small host)
     service_cpu_ms_per_text: float | None = None  # the whole service's CPU (replicas included) per text computed
+    front_cpu_ms_per_request: float | None = None  # the HTTP front processes' CPU per request they answered
     energy_per_text_j: float | None = None  # estimated from that CPU time and a nominal TDP (energy_note says how)
     energy_note: str = ""
     locust_csv: dict[str, float | None] = field(default_factory=dict)  # Locust's own (rounded) figures
