@@ -222,11 +222,15 @@ def feeding_row(name: str, lt: LoadLevel) -> list:
     busiest = "; ".join(f"{b.shape}: {b.calls:.0f}, {fmt.ratio(b.efficiency) or 'engine not timed'}"
                         for b in (shapes.by_bucket[:3] if shapes else ()))
     return [label(name), num(str(lt.users)),
-            num(fmt.ratio(shapes.efficiency) if shapes else None, "no shape metrics"),
+            num(fmt.ratio(shapes.efficiency) if shapes else None,
+                "no shape metrics" if not shapes else "the engine was not timed at warm-up (one run per shape: "
+                "--warmup-runs 2 times it)"),
             num(f"{shapes.new_shapes:.0f}" if shapes else None, "no shape metrics"),
             num(fmt.percent(100 * shapes.padding_share) if shapes and shapes.padding_share is not None else None,
                 "no token metrics"),
-            num(fmt.num(lt.front_cpu_ms_per_request), "the service reported no front CPU"),
+            num(fmt.num(lt.front_cpu_ms_per_request), "the model ran in the front's process, so its CPU is not "
+                "the front's alone" if not (lt.config.model_process or lt.config.replicas > 1) else
+                "the service reported no front CPU"),
             text(busiest) if busiest else na("no per-bucket metrics")]
 
 

@@ -240,3 +240,13 @@ def test_bucket_calls_split_on_cpu_pad_rows_on_gpu_and_cap_tokens():
     assert [len(c) for c in plan_calls([100] * 8, 0.05, cpu)] == [4, 4]  # 4 × 104 tokens fit in 512
     assert all(cpu.fits(*call_shape(cpu, len(c), 500)) for c in long)
     assert plan_calls([10, 300], 0.05, None) == [[0], [1]]  # without buckets: the length groups alone
+
+
+def test_the_front_reports_its_cpu_only_when_the_model_runs_elsewhere(tiny_model):
+    """In one process with the model in it, the process's CPU is mostly the model's: /metrics counts the front's
+    requests but gives no front CPU figure rather than a misleading one (fronts and replica processes give it)."""
+    backend = ScriptedBackend(tiny_model, delay=0.01)
+    responses, text = posts_under_load(tiny_model, backend, [f"前端{i}" for i in range(4)])
+    assert all(r.status_code == 200 for r in responses)
+    assert metric(text, 'front_requests_total{front="0"}') >= 4
+    assert 'structbench_front_cpu_seconds{front=' not in text

@@ -93,11 +93,13 @@ class ServiceMetrics:
         self.tokens = Counter("tokens", "Tokens sent to the model: real or padding.", ("kind",),
                               namespace=NAMESPACE, registry=reg)
         # Per HTTP front process: requests and CPU seconds, so CPU per request (and the front's ceiling, 1 / that
-        # per core) can be read off; in a one-process service the front's CPU includes the batcher's tokenising.
+        # per core) can be read off. A one-process service reports its CPU only when the model runs elsewhere (a
+        # replica or model process: `front_cpu_known`), and it then includes the batcher's tokenising.
         self.front_requests = Counter("front_requests", "HTTP requests answered, by front process.", ("front",),
                                       namespace=NAMESPACE, registry=reg)
         self.front_cpu = Gauge("front_cpu_seconds", "CPU seconds used by each front process so far.", ("front",),
                                namespace=NAMESPACE, registry=reg)
+        self.front_cpu_known = False  # set once the model is known to run outside this process
 
     def observe_batch(self, size: int, replica: int) -> None:
         self.batch_size.observe(size)
@@ -125,7 +127,8 @@ class ServiceMetrics:
         self.requests.labels(endpoint, str(status)).inc()
         self.latency.labels(endpoint).observe(seconds)
         self.front_requests.labels(str(front)).inc()
-        self.front_cpu.labels(str(front)).set(time.process_time() if cpu_s is None else cpu_s)
+        if cpu_s is not None or self.front_cpu_known:
+            self.front_cpu.labels(str(front)).set(time.process_time() if cpu_s is None else cpu_s)
 
     def count_error(self, kind: str) -> None:
         self.errors.labels(kind).inc()

@@ -111,6 +111,10 @@ class Service:
         from bench.model.tokenize import load_tokenizer, model_dir_str
 
         placement = self._load_backends()
+        from bench.service.replicas import ReplicaBackend
+
+        # this process's CPU is the front's only when the model runs in replica processes
+        self.metrics.front_cpu_known = all(isinstance(r, ReplicaBackend) for r in self.replicas)
         backend = self.backend
         model_dir = Path(backend.config.model_dir)
         tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
