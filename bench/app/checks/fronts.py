@@ -27,7 +27,7 @@ TARGET = 1.5
 ZERO_COST = ("--backend-option", "sleep_s=0", "--warm-max-length", "64")
 
 
-def check_fronts(model: str = "twin", rounds: int = 2, duration_s: float = 10.0, users: int = 32) -> int:
+def check_fronts(model: str = "twin", rounds: int = 3, duration_s: float = 10.0, users: int = 32) -> int:
     from tqdm import tqdm
 
     from loadtests.service_proc import ServiceVariant
