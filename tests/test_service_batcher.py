@@ -250,3 +250,24 @@ def test_the_front_reports_its_cpu_only_when_the_model_runs_elsewhere(tiny_model
     assert all(r.status_code == 200 for r in responses)
     assert metric(text, 'front_requests_total{front="0"}') >= 4
     assert 'structbench_front_cpu_seconds{front=' not in text
+
+
+def test_a_full_queue_refuses_before_reading_the_body(tiny_model):
+    """While the queue has no room the 503 comes before routing and parsing: even a body that is not JSON gets the
+    busy answer (and is not parsed, which is what a refusal under overload must not spend CPU on)."""
+    backend = HangingBackend(tiny_model)
+    with scripted_server(tiny_model, backend, cache_size=0, batching=False, max_queue=1) as url, \
+            httpx.Client(base_url=url, timeout=30) as c, ThreadPoolExecutor(2) as pool:
+        wait_ready(c)
+        held = [pool.submit(c.post, "/api/sentiment", json={"text": f"占位{i}"}) for i in range(2)]
+        assert backend.entered.wait(10)  # one text in the model call, the other fills the queue
+        deadline = time.monotonic() + 10
+        while metric(c.get("/metrics").text, "queue_depth") < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        refused = c.post("/api/sentiment", content=b"{not json", headers={"content-type": "application/json"})
+        backend.release.set()
+        assert all(h.result().status_code == 200 for h in held)
+        text = c.get("/metrics").text
+    assert refused.status_code == 503 and "busy" in refused.json()["error"]
+    assert refused.headers["retry-after"] == "1" and "server-timing" in refused.headers
+    assert metric(text, 'errors_total{kind="queue_full"}') == 1 and metric(text, 'errors_total{kind="bad_request"}') == 0

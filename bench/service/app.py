@@ -21,7 +21,7 @@ from fastapi_offline import FastAPIOffline
 from bench.backends import Backend
 from bench.service import schemas
 from bench.service.config import ServiceConfig
-from bench.service.http import TimingMiddleware, install_error_handlers, request_timing
+from bench.service.http import ShedMiddleware, TimingMiddleware, install_error_handlers, request_timing
 from bench.service.inputs import read_json_object, require_text, require_texts
 from bench.service.metrics import CONTENT_TYPE
 from bench.service.runtime import Service
@@ -45,6 +45,8 @@ def create_app(config: ServiceConfig, backend: Backend | None = None, tokenizer=
                          static_url="/static-docs")
     app.state.service = service
     install_error_handlers(app, service.metrics.count_error)
+    app.add_middleware(ShedMiddleware, full=service.queue_full, count=service.metrics.count_error)
+    # added last, so outermost: Server-Timing and the request metrics cover shed requests too
     app.add_middleware(TimingMiddleware, observe=service.metrics.observe_request, count=service.metrics.count_error)
     _add_api_routes(app, service)
     _add_ops_routes(app, service)

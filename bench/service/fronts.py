@@ -248,3 +248,7 @@ class RemoteService:
 
     async def metrics_text(self) -> str:
         return await self._call("metrics")
+
+    def queue_full(self) -> str | None:
+        """A front does not see the scheduler's queue: a full queue answers 503 from the scheduler instead."""
+        return None

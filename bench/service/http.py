@@ -153,7 +153,32 @@ def add_timing_headers(message: dict, timing: RequestTiming, total_ms: float) ->
 
 
 async def send_internal_error(send) -> None:
-    body = json.dumps(error_body("internal error")).encode()
-    await send({"type": "http.response.start", "status": 500,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send_json(send, 500, error_body("internal error"))
+
+
+async def send_json(send, status: int, payload: dict, headers: tuple = ()) -> None:
+    body = json.dumps(payload).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *headers]})
     await send({"type": "http.response.body", "body": body})
+
+
+class ShedMiddleware:
+    """Refuse inference requests at once while the queue has no room: the same 503 and Retry-After the route would
+    give, without routing, reading or parsing the body. Under overload most requests are refused, and on a small
+    host the CPU those refusals cost is taken from the model (`check overload`)."""
+
+    PATHS = ("/api/sentiment", "/api/sentiment/batch")
+
+    def __init__(self, app, full: Callable[[], str | None], count: Callable[[str], None]) -> None:
+        self.app, self.full, self.count = app, full, count
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in self.PATHS:
+            why = self.full()
+            if why:
+                self.count("queue_full")
+                await send_json(send, 503, error_body(f"the server is busy: {why}"), ((b"retry-after", b"1"),))
+                return
+        await self.app(scope, receive, send)

@@ -88,6 +88,12 @@ class Service:
     async def metrics_text(self) -> str:
         return self.metrics.render()
 
+    def queue_full(self) -> str | None:
+        """Why a new text cannot be queued now (None: it can), checked before a request's body is read."""
+        if self.ready and self.batcher is not None and self.batcher.depth() >= self.config.max_queue:
+            return f"the queue is full ({self.config.max_queue} texts waiting)"
+        return None
+
     def start_loading(self) -> threading.Thread:
         # A plain daemon thread, not the loop's executor: asyncio.run() joins executor threads at exit, so a
         # shutdown during a long export would hang.
