@@ -64,6 +64,7 @@ class Candidate:
     searched: bool = False  # qps is the searched open-loop QPS at the SLO, not a grid level
     requests: int | None = None  # behind the searched figure
     processes: int | None = None  # a grid level's fresh service processes (its CIs are across them when >= 2)
+    borderline: bool = False  # meets the SLO by its P95's point estimate while the P95's CI reaches past the SLO
 
     @property
     def config_name(self) -> str:
@@ -157,8 +158,18 @@ def service_candidate(run: RunResult, name: str, backend: str | None, options: d
     if best.energy_per_text_j is not None:  # this configuration's own, at this level (not an engine cell's)
         row = replace(row, energy_per_m_j=best.energy_per_text_j * 1e6, energy_estimated=True, energy_reason=None)
     return replace(row, qps=best.qps, qps_ci=tuple(best.qps_ci), p95_ms=best.p95_ms, p95_ci_ms=tuple(best.p95_ci_ms),
-                   at=at, unranked=NO_CI if not best.qps_ci else ONE_SERVICE if best.processes < 2 else None,
-                   processes=best.processes)
+                   at=at + borderline_note(best.p95_ci_ms, slo),
+                   unranked=NO_CI if not best.qps_ci else ONE_SERVICE if best.processes < 2 else None,
+                   processes=best.processes, borderline=crosses(best.p95_ci_ms, slo))
+
+
+def crosses(ci, slo: float) -> bool:
+    """The P95's 95 % interval reaches past the SLO (its point estimate being within it)."""
+    return bool(ci) and ci[-1] > slo
+
+
+def borderline_note(ci, slo: float) -> str:
+    return f"; borderline: the P95's CI reaches {fmt.num(ci[-1])} ms, past {slo:g}" if crosses(ci, slo) else ""
 
 
 def saturation_only(run: RunResult, name: str) -> bool:
@@ -195,7 +206,8 @@ def engine_candidate(cell: CellResult, options: dict) -> Candidate:
                   unranked=ONE_PROCESS if one_process(cell) else None)
     if row.p95_ms > slo:
         return replace(row, reason=f"P95 {fmt.num(row.p95_ms)} ms exceeds the {slo:g} ms SLO")
-    return replace(row, qps=cell.throughput, qps_ci=throughput_ci(cell))
+    return replace(row, qps=cell.throughput, qps_ci=throughput_ci(cell), borderline=crosses(row.p95_ci_ms, slo),
+                   at=row.at + borderline_note(row.p95_ci_ms, slo))
 
 
 def cost_per_million(price_per_hour: float, qps: float | None) -> float | None:
@@ -292,6 +304,11 @@ def advice(run: RunResult, cands: list[Candidate], options: dict) -> list[str]:
     pool = served or meeting
     cheapest = min(pool, key=lambda c: c.cost_per_m)
     out = [pick_sentence(cheapest, pool, "service " if served else "", f"P95 ≤ {slo:g} ms")]
+    if cheapest.borderline:
+        out.append(f"Borderline: {cheapest.name} meets P95 ≤ {slo:g} ms by its point estimate, "
+                   f"{fmt.num_ci(cheapest.p95_ms, cheapest.p95_ci_ms)} ms, whose interval reaches past it; a "
+                   "lower load, more service processes or the SLO search (bench sweep --run ID --slo-search) "
+                   "settles it.")
     out += fastest_sentence(cheapest, pool)
     if cheapest.kind == ENGINE:
         out.append("Engine throughput leaves out HTTP, tokenisation and queueing: confirm it with the service load "

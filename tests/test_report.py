@@ -204,6 +204,22 @@ def test_decision_follows_the_slo_and_the_prices():
     assert pick.endswith(f"(by point estimate only: {NO_CI}).")
 
 
+def test_a_pick_whose_p95_interval_crosses_the_slo_is_called_borderline():
+    run = load_run(LOADTEST_FILE)
+    level = next(lt for lt in run.loadtests if lt.config.label == "int8 batching" and lt.users == 4)
+    slo = level.p95_ms * 1.05  # its P95 meets the SLO by 5 %, the interval reaching 20 % past it
+    wide = replace(level, p95_ci_ms=(level.p95_ms * 0.8, level.p95_ms * 1.25))
+    others = tuple(lt for lt in run.loadtests if lt is not level)
+    ctx = build_context(replace(run, loadtests=(wide, *others)), ReportOptions(slo_p95_ms=slo))
+    rows = {r[0]: r for r in tables_of(render_context(ctx, "report.html.j2"))["decision"]}
+    assert rows["int8 batching"][5] == f"4 users; borderline: the P95's CI reaches {fmt.num(level.p95_ms * 1.25)} " \
+                                       f"ms, past {slo:g}"
+    advice = ctx["decision"]["recommendation"]
+    assert any(s.startswith("Borderline: int8 batching meets P95") for s in advice)
+    sure = build_context(run, ReportOptions(slo_p95_ms=20.0))["decision"]["recommendation"]
+    assert not any(s.startswith("Borderline") for s in sure)  # no interval past the SLO: no caveat
+
+
 def test_configurations_the_tune_ran_only_at_saturation_are_not_judged_against_the_slo():
     from bench.core.search_records import TuneCandidate, TuneRecord
 
