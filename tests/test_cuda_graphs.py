@@ -180,7 +180,9 @@ def test_the_service_asks_for_graphs_of_its_warmed_shapes_and_tensorrt_profiles_
     text = trt_profile_options(profiles)["trt_profile_max_shapes"]
     assert text.split(",")[:4] == ["input_ids:1x512", "attention_mask:1x512", "token_type_ids:1x512",
                                    "input_ids:2x512"]  # profiles in order, each naming every input
-    assert "shape_profile" not in gpu_options(ServiceConfig(backend="ort-fp16-tensorrt", trt_bucket_profiles=False))
+    [one] = gpu_options(ServiceConfig(backend="ort-fp16-tensorrt", max_batch=8, trt_bucket_profiles=False))[
+        "shape_profile"]  # off: still an explicit profile (none would rebuild engines while serving), one for all
+    assert one["input_ids"] == [[1, 64], [8, one["input_ids"][1][1]], [8, 512]] and 64 < one["input_ids"][1][1] < 512
 
 
 def test_gpu_services_default_to_two_instances_and_cpu_services_to_one():

@@ -34,10 +34,17 @@ def cuda_options(device_id: int, tf32: bool, graphs: bool = False) -> dict:
 GRAPH_ID = "gpu_graph_id"  # ORT's run option (kOrtRunOptionsConfigCudaGraphAnnotation); -1: no capture or replay
 
 
-def bucket_profiles(shapes, names: Sequence[str]) -> list[dict[str, list[list[int]]]]:
+def bucket_profiles(shapes, names: Sequence[str], per_batch: bool = True) -> list[dict[str, list[list[int]]]]:
     """TensorRT optimisation profiles for a service's bucket shapes: one per batch bucket, from its shortest to its
     longest length bucket, optimised at the median one; every bucket shape is inside a profile built for its batch,
-    and the engine needs a handful of profiles rather than one per shape (each profile is built and tuned)."""
+    and the engine needs a handful of profiles rather than one per shape (each profile is built and tuned). ORT's
+    provider reads repeated input names as further profiles. `per_batch` False: one profile spanning every bucket
+    shape, optimised at the largest batch and the median length (fewer engines to build, one tuning point)."""
+    if not per_batch:
+        rows_all, lengths_all = sorted({int(r) for r, _ in shapes}), sorted(int(n) for _, n in shapes)
+        low, high = [rows_all[0], lengths_all[0]], [rows_all[-1], lengths_all[-1]]
+        opt = [rows_all[-1], lengths_all[len(lengths_all) // 2]]
+        return [{name: [low, opt, high] for name in names}]
     by_rows: dict[int, list[int]] = {}
     for rows, length in shapes:
         by_rows.setdefault(int(rows), []).append(int(length))

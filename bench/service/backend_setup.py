@@ -43,10 +43,11 @@ def gpu_options(config: ServiceConfig) -> dict:
     if spec.device == "cuda":
         options.setdefault("cuda_graphs", "1" if config.cuda_graphs else "0")
         options.setdefault("graph_shapes", tuple(shapes))
-    if spec.device == "tensorrt" and config.trt_bucket_profiles:
+    if spec.device == "tensorrt":  # an explicit profile either way: without one TensorRT rebuilds while serving
         from bench.backends.ort_gpu import bucket_profiles
 
-        options.setdefault("shape_profile", bucket_profiles(shapes, ("input_ids", "attention_mask", "token_type_ids")))
+        names = ("input_ids", "attention_mask", "token_type_ids")
+        options.setdefault("shape_profile", bucket_profiles(shapes, names, per_batch=config.trt_bucket_profiles))
     return options
 
 

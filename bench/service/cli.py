@@ -64,7 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "be captured runs eagerly, its reason logged and in /healthz")
     p.add_argument("--trt-bucket-profiles", action=argparse.BooleanOptionalAction, default=d.trt_bucket_profiles,
                    help="give TensorRT one optimisation profile per batch bucket covering the bucket lengths "
-                        "(--no-trt-bucket-profiles: TensorRT's own dynamic shapes)")
+                        "(--no-trt-bucket-profiles: one profile spanning every bucket shape)")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
 
 

@@ -57,8 +57,8 @@ class ServiceConfig:
     bucket_batches: tuple[int, ...] | None = None  # None: powers of two up to max_batch, and max_batch
     max_call_tokens: int | None = None  # rows × length of one model call at most; None: the device kind's
     # GPU launch overhead: each warmed bucket shape captured as a CUDA graph (torch CUDA; ORT's CUDA provider), and
-    # TensorRT given one optimisation profile per bucket shape; a shape that cannot be captured runs eagerly, the
-    # reason logged and in /healthz (bench.backends.cuda_graphs)
+    # TensorRT given one optimisation profile per batch bucket (False: one spanning every bucket shape); a shape
+    # that cannot be captured runs eagerly, the reason logged and in /healthz (bench.backends.cuda_graphs)
     cuda_graphs: bool = True
     trt_bucket_profiles: bool = True
 
