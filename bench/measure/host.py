@@ -22,6 +22,20 @@ def available_cores() -> list[int]:
     return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds of these processes so far (a process already gone counts 0)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:  # it ended between the listing and the read
+            continue
+    return total
+
+
 def cpuinfo_field(name: str) -> str | None:
     """The first `name : value` line of /proc/cpuinfo (None where there is no such file or line)."""
     try:

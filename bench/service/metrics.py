@@ -41,15 +41,10 @@ def service_cpu_seconds() -> float:
     that ended are not counted (a restarted replica's CPU before its death is lost)."""
     import psutil
 
+    from bench.measure.host import cpu_seconds
+
     me = psutil.Process()
-    total = 0.0
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:  # it ended between the listing and the read
-            pass
-    return total
+    return cpu_seconds([me.pid, *(child.pid for child in me.children(recursive=True))])
 
 
 class ServiceMetrics:

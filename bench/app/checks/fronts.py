@@ -31,6 +31,7 @@ def check_fronts(model: str = "twin", rounds: int = 3, duration_s: float = 10.0,
     from tqdm import tqdm
 
     from loadtests.service_proc import ServiceVariant
+    from loadtests.sweep import alternating
     from loadtests.windows import SweepConfig
 
     base = dict(backend="fake-fp32-cpu", cache_size=0, max_queue=max(64, 2 * users))
@@ -38,7 +39,7 @@ def check_fronts(model: str = "twin", rounds: int = 3, duration_s: float = 10.0,
     cfg = SweepConfig(model=model, variants=tuple(variants.values()), users=(users,), duration_s=duration_s,
                       ramp_s=1.0)
     out = paths.ensure_writable(paths.results_dir() / f"check-fronts-{time.strftime('%Y%m%d-%H%M%S')}" / "locust")
-    order = [f for _ in range(rounds) for f in (1, 2, 2, 1)][: 2 * rounds]  # A B B A …
+    order = [f for r in range(rounds) for f in alternating((1, 2), r)]  # A B, B A, …
     windows: dict[int, list[dict]] = {1: [], 2: []}
     with tqdm(total=len(order), desc="check fronts", unit="service", file=sys.stderr) as bar:
         for i, fronts in enumerate(order):
@@ -55,18 +56,17 @@ def check_fronts(model: str = "twin", rounds: int = 3, duration_s: float = 10.0,
 
 def measure_window(variant, cfg, out, tag: str) -> dict:
     """One service process, one Locust window: requests, CPU seconds of each front and of the main process."""
-    import psutil
-
+    from bench.measure.host import cpu_seconds
     from loadtests.service_proc import ServiceProcess, metrics
     from loadtests.windows import run_locust
 
     service = ServiceProcess(cfg.model, variant, list(ZERO_COST))
     try:
         url = service.wait_ready(300)
-        main = psutil.Process(service.proc.pid)
-        before, main_before = metrics(url), _cpu(main)
+        main = [service.proc.pid]
+        before, main_before = metrics(url), cpu_seconds(main)
         run = run_locust(url, cfg.users[0], cfg, out, tag)
-        after, main_after = metrics(url), _cpu(main)
+        after, main_after = metrics(url), cpu_seconds(main)
     finally:
         service.stop()
     fronts = sorted(k for k in after if k.startswith("front_requests_total"))
@@ -75,11 +75,6 @@ def measure_window(variant, cfg, out, tag: str) -> dict:
     return {"fronts": variant.config.fronts, "requests": requests, "front_cpu_s": front_cpu,
             "main_cpu_s": main_after - main_before, "qps": float(run["row"]["Requests/s"]),
             "client_cpu": run.get("client_cpu_cores")}
-
-
-def _cpu(proc) -> float:
-    t = proc.cpu_times()
-    return t.user + t.system
 
 
 def front_figures(windows: dict[int, list[dict]]) -> dict:

@@ -40,6 +40,7 @@ from bench.app.tune.search import DEFAULT_LABEL, OfflineSetup, TuneConfig, offli
 from bench.core import paths
 from bench.core.fmt import interval
 from bench.core.stats import overlap, window_rate_ci
+from bench.measure.host import cpu_seconds
 
 SERVICE_VS_ENGINE = 0.97
 CONTENDERS = 3  # tied offline configurations measured in the rounds, at most: each adds 10 s to every round
@@ -94,20 +95,6 @@ class CpuUse:
 
         return {"engine": per(self.engine_s, self.texts), "front": per(self.front_s, self.texts),
                 "client": per(self.client_s, self.client_requests)}
-
-
-def cpu_seconds(pids) -> float:
-    """User + system seconds of these processes so far (a process already gone counts 0)."""
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            times = psutil.Process(pid).cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            continue
-    return total
 
 
 def offline_run(members: list, calls: list, seconds: float) -> tuple[float, CpuUse]:
