@@ -71,7 +71,8 @@ def server_deltas(before: dict, after: dict) -> dict:
             "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None,
             "texts": d["batch_size_sum"], "shapes": shape_deltas(before, after),
             "cpu_s": d["service_cpu_seconds_total"] if "service_cpu_seconds_total" in after else None,
-            "front_cpu_s": front_cpu if fronts else None, "front_requests": front_requests}
+            "front_cpu_s": front_cpu if any(k.startswith("front_cpu") for k in fronts) else None,
+            "front_requests": front_requests}
 
 
 def shape_deltas(before: dict, after: dict) -> dict:

@@ -30,6 +30,9 @@ def test_deltas_give_per_bucket_efficiency_and_the_fronts_cpu_per_request():
     assert (first.shape, first.calls) == ("4x64", 16) and abs(first.efficiency - 1.1) < 1e-9  # 0.88 / (8 × 0.1)
     assert (second.shape, second.efficiency, second.new_shapes) == ("1x64", 1.0, 2)
     assert pooled_buckets([]) == ()
+    # a service whose model runs in its front's process counts requests but reports no front CPU: not measured, not 0
+    in_process = {k: v for k, v in AFTER.items() if not k.startswith("front_cpu")}
+    assert server_deltas(BEFORE, in_process)["front_cpu_s"] is None
 
 
 def level(**figures) -> LoadLevel:
