@@ -10,7 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 from bench.core.errors import BenchError
@@ -62,35 +62,34 @@ def server_deltas(before: dict, after: dict) -> dict:
                                                              "batch_size_sum", "batch_size_count",
                                                              "service_cpu_seconds_total")}
     looked = d["cache_hits_total"] + d["cache_misses_total"]
-    fronts = {k: after[k] - before.get(k, 0.0) for k in after if k.startswith(("front_cpu_seconds{",
-                                                                                 "front_requests_total{"))}
-    front_cpu = sum(v for k, v in fronts.items() if k.startswith("front_cpu"))
-    front_requests = sum(v for k, v in fronts.items() if k.startswith("front_requests"))
+    front_cpu = labelled_deltas(before, after, "front_cpu_seconds")
     return {"cache": {"hits": d["cache_hits_total"], "misses": d["cache_misses_total"],
                       "hit_rate": d["cache_hits_total"] / looked if looked else None},
             "mean_batch_size": d["batch_size_sum"] / d["batch_size_count"] if d["batch_size_count"] else None,
             "texts": d["batch_size_sum"], "shapes": shape_deltas(before, after),
             "cpu_s": d["service_cpu_seconds_total"] if "service_cpu_seconds_total" in after else None,
-            "front_cpu_s": front_cpu if any(k.startswith("front_cpu") for k in fronts) else None,
-            "front_requests": front_requests}
+            "front_cpu_s": sum(front_cpu.values()) if front_cpu else None,
+            "front_requests": sum(labelled_deltas(before, after, "front_requests_total").values())}
+
+
+def labelled_deltas(before: dict, after: dict, name: str) -> dict[str, float]:
+    """A labelled metric's increase between two /metrics scrapes, by its labels ('{shape="8x64"}': …)."""
+    return {k[len(name):]: after[k] - before.get(k, 0.0) for k in after if k.startswith(name + "{")}
 
 
 def shape_deltas(before: dict, after: dict) -> dict:
     """The level's model calls by shape (service.metrics): calls, model time, the same calls at the engine's warm
     time per shape (averaged over replicas), new shapes, pad tokens."""
-    def delta(name: str) -> dict[str, float]:
-        keys = {k for k in after if k.startswith(name + "{")}
-        return {k[len(name):]: after[k] - before.get(k, 0.0) for k in keys}
-
+    delta = partial(labelled_deltas, before, after)
     calls, model = delta("model_calls_total"), delta("model_seconds_total")
     warm: dict[str, list] = {}
     for key, seconds in ((k, v) for k, v in after.items() if k.startswith("engine_seconds{")):
         shape = key.split('shape="', 1)[1].split('"', 1)[0]
         warm.setdefault(f'{{shape="{shape}"}}', []).append(seconds)
-    engine = [n * sum(warm[s]) / len(warm[s]) if s in warm else None for s, n in calls.items() if n]
     new = delta("new_shapes_total")
     buckets = [{"shape": s.split('"')[1], "calls": n, "model_s": model.get(s, 0.0), "new_shapes": new.get(s, 0.0),
                 "engine_s": n * sum(warm[s]) / len(warm[s]) if s in warm else None} for s, n in calls.items() if n]
+    engine = [b["engine_s"] for b in buckets]
     tokens = delta("tokens_total")
     real, pad = tokens.get('{kind="real"}', 0.0), tokens.get('{kind="padding"}', 0.0)
     return {"calls": sum(calls.values()), "model_s": sum(model.values()),

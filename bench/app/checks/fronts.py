@@ -58,6 +58,7 @@ def measure_window(variant, cfg, out, tag: str) -> dict:
     """One service process, one Locust window: requests, CPU seconds of each front and of the main process."""
     from bench.measure.host import cpu_seconds
     from loadtests.service_proc import ServiceProcess, metrics
+    from loadtests.sweep import labelled_deltas
     from loadtests.windows import run_locust
 
     service = ServiceProcess(cfg.model, variant, list(ZERO_COST))
@@ -69,9 +70,8 @@ def measure_window(variant, cfg, out, tag: str) -> dict:
         after, main_after = metrics(url), cpu_seconds(main)
     finally:
         service.stop()
-    fronts = sorted(k for k in after if k.startswith("front_requests_total"))
-    requests = sum(after[k] - before.get(k, 0.0) for k in fronts)
-    front_cpu = sum(after[k] - before.get(k, 0.0) for k in after if k.startswith("front_cpu_seconds"))
+    requests = sum(labelled_deltas(before, after, "front_requests_total").values())
+    front_cpu = sum(labelled_deltas(before, after, "front_cpu_seconds").values())
     return {"fronts": variant.config.fronts, "requests": requests, "front_cpu_s": front_cpu,
             "main_cpu_s": main_after - main_before, "qps": float(run["row"]["Requests/s"]),
             "client_cpu": run.get("client_cpu_cores")}
