@@ -31,14 +31,44 @@ def shape_key(shape: Iterable[int]) -> str:
     return "x".join(str(int(d)) for d in shape)
 
 
-class CudaGraphs:
+class ShapeGraphs:
+    """Which input shapes may have a CUDA graph and which run without one, with the reason: the bookkeeping torch's
+    graphs (CudaGraphs) and ORT's (ort_backend.OrtGraphs) share. `captured()` is the shapes that have one."""
+
+    def __init__(self, shapes: Iterable[Iterable[int]] | None = None) -> None:
+        self.allowed = None if shapes is None else {tuple(int(d) for d in s) for s in shapes}
+        self.eager: dict[tuple, str] = {}  # shape -> why it runs without a graph
+
+    def wanted(self, shape: tuple) -> bool:
+        """Capture (or replay) this shape? Not one that failed, nor one outside the allowed set (recorded)."""
+        if shape in self.eager:
+            return False
+        if self.allowed is not None and shape not in self.allowed:
+            self.eager[shape] = "not a bucket shape (only the service's warmed shapes are captured)"
+            return False
+        return True
+
+    def fail(self, shape: tuple, exc: Exception) -> None:
+        """This shape's capture failed: it runs eagerly from now on, the reason kept and logged."""
+        self.eager[shape] = f"capture failed: {type(exc).__name__}: {str(exc).strip()[:MAX_REASON]}"
+        log.warning("CUDA graph for shape %s not used, running eagerly: %s", shape_key(shape), self.eager[shape])
+
+    def captured(self) -> Iterable[tuple]:
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        """What /healthz and the run record say: shapes captured, and each eager shape with its reason."""
+        return {"captured": sorted(shape_key(s) for s in self.captured()),
+                "eager": {shape_key(s): why for s, why in sorted(self.eager.items())}}
+
+
+class CudaGraphs(ShapeGraphs):
     """Captured graphs by input shape, for one model on one device, used from one serving thread."""
 
     def __init__(self, torch, shapes: Iterable[Iterable[int]] | None = None) -> None:
+        super().__init__(shapes)
         self.torch = torch
-        self.allowed = None if shapes is None else {tuple(int(d) for d in s) for s in shapes}
         self.graphs: dict[tuple, tuple] = {}  # shape -> (graph, static inputs, static output)
-        self.eager: dict[tuple, str] = {}  # shape -> why it runs without a graph
         self._pool = None
 
     def call(self, forward: Callable[[dict], object], tensors: dict):
@@ -51,10 +81,7 @@ class CudaGraphs:
                 static[name].copy_(tensor, non_blocking=True)
             graph.replay()
             return out
-        if shape in self.eager:
-            return forward(tensors)
-        if self.allowed is not None and shape not in self.allowed:
-            self.eager[shape] = "not a bucket shape (only the service's warmed shapes are captured)"
+        if not self.wanted(shape):
             return forward(tensors)
         return self._capture(forward, tensors, shape)
 
@@ -73,17 +100,14 @@ class CudaGraphs:
             with torch.cuda.graph(graph, pool=self._pool):
                 static_out = forward(static)
         except Exception as exc:  # noqa: BLE001  whatever the capture refused: this shape runs eagerly, the rest not
-            self.eager[shape] = f"capture failed: {type(exc).__name__}: {str(exc).strip()[:MAX_REASON]}"
-            log.warning("CUDA graph for shape %s not used, running eagerly: %s", shape_key(shape), self.eager[shape])
+            self.fail(shape, exc)
             _settle(torch)
             return out
         self.graphs[shape] = (graph, static, static_out)
         return out
 
-    def summary(self) -> dict:
-        """What /healthz and the run record say: shapes captured, and each eager shape with its reason."""
-        return {"captured": sorted(shape_key(s) for s in self.graphs),
-                "eager": {shape_key(s): why for s, why in sorted(self.eager.items())}}
+    def captured(self) -> Iterable[tuple]:
+        return self.graphs
 
 
 def _settle(torch) -> None:

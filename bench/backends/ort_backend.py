@@ -192,27 +192,18 @@ class OrtBackend(Backend):
         self.session = self._graphs = None
 
 
-class OrtGraphs:
+class OrtGraphs(cuda_graphs.ShapeGraphs):
     """Which shapes have a CUDA graph in one ORT session: ids, bound buffers, and shapes left without one."""
 
     def __init__(self, shapes=None, reason: str | None = None) -> None:
-        self.allowed = None if shapes is None else {tuple(int(d) for d in s) for s in shapes}
+        super().__init__(shapes)
         self.on, self.reason = reason is None, reason
         self.ids: dict[tuple, int] = {}
         self.bound: dict[tuple, tuple] = {}
-        self.eager: dict[tuple, str] = {}
 
     @classmethod
     def off(cls, reason: str) -> "OrtGraphs":
         return cls((), reason)
-
-    def wanted(self, shape: tuple) -> bool:
-        if shape in self.eager:
-            return False
-        if self.allowed is not None and shape not in self.allowed:
-            self.eager[shape] = "not a bucket shape (only the service's warmed shapes are captured)"
-            return False
-        return True
 
     def graph_id(self, shape: tuple) -> int:
         """1, 2, …: 0 is ORT's default id and -1 means no graph."""
@@ -220,9 +211,10 @@ class OrtGraphs:
 
     def fail(self, shape: tuple, exc: Exception) -> None:
         self.bound.pop(shape, None)
-        self.eager[shape] = f"capture failed: {type(exc).__name__}: {str(exc).strip()[:cuda_graphs.MAX_REASON]}"
-        cuda_graphs.log.warning("CUDA graph for shape %s not used: %s", cuda_graphs.shape_key(shape),
-                                self.eager[shape])
+        super().fail(shape, exc)
+
+    def captured(self):
+        return self.bound
 
     def no_graph(self, ort):
         """Run options for a call without a graph (None when the session has no graphs to avoid)."""
@@ -233,7 +225,4 @@ class OrtGraphs:
         return run_options
 
     def summary(self) -> dict | str:
-        if self.reason:
-            return f"off: {self.reason}"
-        return {"captured": sorted(cuda_graphs.shape_key(s) for s in self.bound),
-                "eager": {cuda_graphs.shape_key(s): why for s, why in sorted(self.eager.items())}}
+        return f"off: {self.reason}" if self.reason else super().summary()
