@@ -26,6 +26,7 @@ from bench.backends import Backend
 from bench.model.buckets import Buckets, call_shape, plan_calls
 from bench.model.tokenize import MAX_TOKENS, counted, pack, softmax
 from bench.service.admission import AdmissionQueue, Full
+from bench.service.config import ServiceConfig
 
 log = logging.getLogger("bench.service")
 
@@ -150,6 +151,16 @@ class Batcher:
         self._busy: list[float | None] = [None] * len(self.backends)
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"bench-batcher-{i}", daemon=True)
                          for i in range(len(self.backends))]
+
+    @classmethod
+    def for_service(cls, config: ServiceConfig, backends: Sequence[Backend], tokenizer,
+                    **hooks: Callable) -> "Batcher":
+        """The batcher a service with this configuration runs (the service and `check gpu`'s service check)."""
+        return cls(backends, tokenizer, max_batch=config.effective_max_batch, max_wait_ms=config.effective_max_wait_ms,
+                   max_queue=config.max_queue, timeout_s=config.request_timeout_s,
+                   max_padding=config.effective_max_padding, buckets=config.buckets,
+                   preferred_batches=config.preferred_batch_sizes, warmup_runs=config.effective_warmup_runs,
+                   warm_max_length=config.effective_warm_max_length, **hooks)
 
     def start(self) -> None:
         for thread in self._threads:

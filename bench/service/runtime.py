@@ -126,13 +126,8 @@ class Service:
         tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
         self._labels = self._labels or read_labels(model_dir)
         self.info = {**self._describe(backend, read_source_meta(model_dir)), **placement}
-        self.batcher = Batcher(self.replicas, tokenizer, max_batch=self.config.effective_max_batch,
-                               max_wait_ms=self.config.effective_max_wait_ms, max_queue=self.config.max_queue,
-                               preferred_batches=self.config.preferred_batch_sizes,
-                               timeout_s=self.config.request_timeout_s, max_padding=self.config.effective_max_padding,
-                               buckets=self.config.buckets, warmup_runs=self.config.effective_warmup_runs,
-                               warm_max_length=self.config.effective_warm_max_length,
-                               on_batch=self.metrics.observe_batch, on_call=self.metrics.observe_call)
+        self.batcher = Batcher.for_service(self.config, self.replicas, tokenizer,
+                                           on_batch=self.metrics.observe_batch, on_call=self.metrics.observe_call)
         with self._lock:
             if self._stopped:  # shut down while loading: start no worker that nobody would stop
                 return

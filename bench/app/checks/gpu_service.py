@@ -82,7 +82,7 @@ def service_figures(model: str, backend: str, max_batch: int = 32, duration_s: f
     from bench.service.replicas import start_replicas
 
     config = ServiceConfig(model=model, backend=backend, max_batch=max_batch, cache_size=0, backend_options=options,
-                           max_queue=8 * max_batch)
+                           max_queue=8 * max_batch, request_timeout_s=60.0)
     bconfig = backend_config(config)
     replicas, _ = start_replicas(bconfig, config.effective_replicas, config.replica_threads, 120.0)
     tokenizer = load_tokenizer(model_dir_str(bconfig.model_dir))
@@ -90,10 +90,7 @@ def service_figures(model: str, backend: str, max_batch: int = 32, duration_s: f
     counts, encodings = counted(tokenizer, pool[:256])
     length = call_shape(config.buckets, 1, int(np.median([len(e.ids) for e in encodings])))[1]
     calls: list = []
-    batcher = Batcher(replicas, tokenizer, max_batch=max_batch, max_wait_ms=0, max_queue=config.max_queue,
-                      timeout_s=60, max_padding=config.effective_max_padding, buckets=config.buckets,
-                      warmup_runs=config.effective_warmup_runs, warm_max_length=config.effective_warm_max_length,
-                      on_call=calls.append)
+    batcher = Batcher.for_service(config, replicas, tokenizer, on_call=calls.append)
     try:
         batcher.start()
         t0 = time.perf_counter()
