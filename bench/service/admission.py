@@ -53,12 +53,19 @@ class AdmissionQueue(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def no_room(self, n: int = 1) -> str | None:
+        """Why `n` more texts cannot be admitted now (None: they can)."""
+        if self.closed:
+            return "the service is shutting down"
+        if len(self._items) + n > self.maxsize:
+            return f"the queue is full ({self.maxsize} texts waiting)"
+        return None
+
     def put_all(self, items: Sequence[T]) -> None:
         with self._cond:
-            if self.closed:
-                raise Full("the service is shutting down")
-            if len(self._items) + len(items) > self.maxsize:
-                raise Full(f"the queue is full ({self.maxsize} texts waiting)")
+            why = self.no_room(len(items))
+            if why:
+                raise Full(why)
             self._items.extend(items)
             self._cond.notify()
 

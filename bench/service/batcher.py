@@ -182,6 +182,10 @@ class Batcher:
     def depth(self) -> int:
         return len(self._queue)
 
+    def no_room(self) -> str | None:
+        """Why a text would be refused now (None: it would be queued)."""
+        return self._queue.no_room()
+
     def stalled_for(self) -> float:
         """Seconds the longest-running current model call has run (0 when every replica is idle)."""
         started = [t for t in self._busy if t is not None]

@@ -90,9 +90,7 @@ class Service:
 
     def queue_full(self) -> str | None:
         """Why a new text cannot be queued now (None: it can), checked before a request's body is read."""
-        if self.ready and self.batcher is not None and self.batcher.depth() >= self.config.max_queue:
-            return f"the queue is full ({self.config.max_queue} texts waiting)"
-        return None
+        return self.batcher.no_room() if self.ready and self.batcher is not None else None
 
     def start_loading(self) -> threading.Thread:
         # A plain daemon thread, not the loop's executor: asyncio.run() joins executor threads at exit, so a
