@@ -45,9 +45,9 @@ def gpu_options(config: ServiceConfig) -> dict:
         options.setdefault("graph_shapes", tuple(shapes))
     if spec.device == "tensorrt":  # an explicit profile either way: without one TensorRT rebuilds while serving
         from bench.backends.ort_gpu import bucket_profiles
+        from bench.model.tokenize import INPUT_NAMES
 
-        names = ("input_ids", "attention_mask", "token_type_ids")
-        options.setdefault("shape_profile", bucket_profiles(shapes, names, per_batch=config.trt_bucket_profiles))
+        options.setdefault("shape_profile", bucket_profiles(shapes, INPUT_NAMES, per_batch=config.trt_bucket_profiles))
     return options
 
 

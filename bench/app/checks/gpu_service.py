@@ -59,10 +59,9 @@ async def closed_loop(batcher, users: int, duration_s: float, pool: list[str]) -
 
 def engine_times(replica, rows: int, length: int, calls: int) -> list[float]:
     """`calls` direct model calls at one shape on the replica (the engine alone, through its process link)."""
-    token = 101
-    inputs = {"input_ids": np.full((rows, length), token, dtype=np.int64),
-              "attention_mask": np.ones((rows, length), dtype=np.int64),
-              "token_type_ids": np.zeros((rows, length), dtype=np.int64)}
+    from bench.app.checks.shapes import inputs as shape_inputs
+
+    inputs = shape_inputs((rows, length))
     out = []
     for _ in range(calls):
         t0 = time.perf_counter()
