@@ -259,8 +259,11 @@ def test_a_full_queue_refuses_before_reading_the_body(tiny_model):
     with scripted_server(tiny_model, backend, cache_size=0, batching=False, max_queue=1) as url, \
             httpx.Client(base_url=url, timeout=30) as c, ThreadPoolExecutor(2) as pool:
         wait_ready(c)
-        held = [pool.submit(c.post, "/api/sentiment", json={"text": f"占位{i}"}) for i in range(2)]
-        assert backend.entered.wait(10)  # one text in the model call, the other fills the queue
+        # one text in the model call first, then one to fill the queue (sent together, the second could find the
+        # first still queued and be refused itself)
+        held = [pool.submit(c.post, "/api/sentiment", json={"text": "占位0"})]
+        assert backend.entered.wait(10)
+        held.append(pool.submit(c.post, "/api/sentiment", json={"text": "占位1"}))
         deadline = time.monotonic() + 10
         while metric(c.get("/metrics").text, "queue_depth") < 1 and time.monotonic() < deadline:
             time.sleep(0.01)
