@@ -1,4 +1,4 @@
-"""Locust users for the sentiment service.
+"""Locust users for the service: /api/sentiment for a classifier, /api/embed for an embedding model.
 
 Closed loop (default, the article's test): each user posts corpus texts back to back.
     locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 30s --host http://127.0.0.1:8000
@@ -29,6 +29,10 @@ from loadtests.samples import SampleWriter, samples_path
 from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing
 
 MODE = os.environ.get("STRUCTBENCH_MODE", "closed")
+# classification: POST /api/sentiment {"text"} → a label and its score; embedding: POST /api/embed {"texts": [text]}
+# → one vector (the model's task, bench.core.signature; the sweep sets it)
+TASK = os.environ.get("STRUCTBENCH_TASK", "classification")
+ROUTE = "/api/embed" if TASK == "embedding" else "/api/sentiment"
 DONE = "structbench_done"  # a worker's message to the master: its open-loop schedule is sent and answered
 WINDOW = "structbench_window"  # the master's message to its workers: the ramp is over, the timed window starts
 STATS = ClientStats()
@@ -66,7 +70,7 @@ def validate(resp, text: str) -> None:
         body = None
     if resp.status_code != 200 or not isinstance(body, dict):
         resp.failure(f"HTTP {resp.status_code}")
-    elif body.get("text") != text or not isinstance(body.get("label"), str) or not 0 <= body.get("score", -1) <= 1:
+    elif not valid_answer(body, text):
         STATS.invalid += 1
         resp.failure("answer does not match the contract")
     else:
@@ -74,10 +78,22 @@ def validate(resp, text: str) -> None:
         resp.success()
 
 
+def valid_answer(body: dict, text: str) -> bool:
+    """The contract of the model's route: this text's label with a score in [0, 1], or this text's vector."""
+    if TASK == "embedding":
+        results = body.get("results")
+        if not isinstance(results, list) or len(results) != 1 or not isinstance(results[0], dict):
+            return False
+        vector = results[0].get("embedding")
+        return results[0].get("text") == text and isinstance(vector, list) and len(vector) > 0 \
+            and all(isinstance(v, (int, float)) for v in vector[:4])
+    return body.get("text") == text and isinstance(body.get("label"), str) and 0 <= body.get("score", -1) <= 1
+
+
 def post(client, text: str, context: dict | None = None) -> int:
     """`context` reaches the request event's listeners (the open loop passes its intended send time there)."""
-    with client.post("/api/sentiment", json={"text": text}, catch_response=True, name="/api/sentiment",
-                     context=context or {}) as resp:
+    body = {"texts": [text]} if TASK == "embedding" else {"text": text}
+    with client.post(ROUTE, json=body, catch_response=True, name=ROUTE, context=context or {}) as resp:
         validate(resp, text)
         return resp.status_code
 

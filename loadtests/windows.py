@@ -161,7 +161,15 @@ def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:
     return {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
             "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
             "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s),
-            "STRUCTBENCH_RAMP_S": str(0.0 if rate else cfg.ramp_s)}
+            "STRUCTBENCH_RAMP_S": str(0.0 if rate else cfg.ramp_s), "STRUCTBENCH_TASK": model_task(cfg.model)}
+
+
+def model_task(model: str) -> str:
+    """What the model answers (bench.core.signature): the locustfile posts to its route and checks its answer."""
+    from bench.core.signature import read_signature
+    from bench.model.sources import materialize
+
+    return read_signature(materialize(model)).task
 
 
 def aggregated_row(path: Path) -> dict | None:

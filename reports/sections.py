@@ -24,9 +24,20 @@ def header(run: RunResult) -> dict:
         "run_id": run.run_id, "created": run.created, "git_commit": run.host.get("git_commit") or "not recorded",
         "model_spec": run.model.get("spec") or "not recorded",
         "model_source": source.get("source") if isinstance(source, dict) else str(source),
-        "synthetic": synthetic, "host": host_lines(run.host), "issues": issues(run),
+        "synthetic": synthetic, "host": host_lines(run.host), "issues": issues(run), "task": task_line(run),
         "test_data": run.host.get("test_data") or run.config.get("test_data"),  # built by tests: not measured
     }
+
+
+def task_line(run: RunResult) -> str:
+    """What the model does, from its signature (bench.core.signature); older runs measured the 2-label twin."""
+    from bench.core.signature import ModelSignature
+
+    signature = run.model.get("signature")
+    if not signature:
+        return "sequence classification (signature not recorded: a run made before models carried one)"
+    sig = ModelSignature.from_dict(signature)
+    return f"{sig.what} · {sig.family} · inputs {', '.join(sig.inputs)}"
 
 
 def host_lines(host: dict) -> list[dict]:

@@ -123,6 +123,12 @@ class FakeOrtSession:
     def get_providers(self):
         return list(self._providers)
 
+    def get_inputs(self):  # NodeArg-like: the graph's inputs and outputs by name, as a BERT classifier export has
+        return [FakeNodeArg(n) for n in ("input_ids", "attention_mask", "token_type_ids")]
+
+    def get_outputs(self):
+        return [FakeNodeArg("logits")]
+
     def get_provider_options(self):
         return {name: {k: str(v) for k, v in opts.items()} for name, opts in self.requested if name in self._providers}
 
@@ -147,6 +153,13 @@ class FakeOrtSession:
     def run(self, output_names, input_feed, run_options=None):
         self.calls.append("run")
         return [np.zeros((len(next(iter(input_feed.values()))), 2), dtype=np.float32)]
+
+
+class FakeNodeArg:
+    """Like onnxruntime.NodeArg: a graph input's or output's name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 GRAPHS_REFUSED = ("[ONNXRuntimeError] : 1 : FAIL : This session cannot use the CUDA Graph feature as requested by the "

@@ -160,9 +160,13 @@ def test_ort_session_that_refuses_graphs_serves_without_them_and_says_why(monkey
 
 # --- what the service asks of each GPU backend ---------------------------------------------------------------
 
-def test_the_service_asks_for_graphs_of_its_warmed_shapes_and_tensorrt_profiles_per_batch_bucket():
+def test_the_service_asks_for_graphs_of_its_warmed_shapes_and_tensorrt_profiles_per_batch_bucket(tiny_model):
+    from functools import partial
+
     from bench.backends.ort_gpu import trt_profile_options
-    from bench.service.backend_setup import gpu_options
+    from bench.service.backend_setup import gpu_options as options_for
+
+    gpu_options = partial(options_for, model_dir=tiny_model)  # TensorRT profiles name the model's inputs
 
     cuda = gpu_options(ServiceConfig(backend="torch-fp16-cuda", max_batch=32))
     shapes = ServiceConfig(backend="torch-fp16-cuda", max_batch=32).buckets.warmed(None)

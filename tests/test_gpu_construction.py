@@ -103,7 +103,7 @@ def test_parity_gate_records_fp16_as_not_measured_instead_of_aborting(fake_ort, 
 
     (tmp_path / "model-fp16.onnx").write_bytes(b"not read by the fake")
     fp16 = BackendConfig(resolve("ort-fp16-cuda"), tiny_model, tmp_path / "model-fp16.onnx")
-    monkeypatch.setattr(pipeline, "parity_runners", lambda *a: {"fp16": fp16})
+    monkeypatch.setattr(pipeline, "parity_runners", lambda *a, **k: {"fp16": fp16})
     real_create = create
     monkeypatch.setattr("bench.backends.create", lambda cfg: FakeBackend(cfg) if cfg.spec.engine == "torch"
                         else real_create(cfg))
@@ -315,7 +315,7 @@ def test_gpu_record_fields_round_trip_and_older_files_still_load():
     assert cell_from_dict(old).meta.providers == ()  # a file written before these fields reads with defaults
 
 
-def test_torch_cuda_calls_name_the_loaded_device_on_whichever_thread_serves(tmp_path):
+def test_torch_cuda_calls_name_the_loaded_device_on_whichever_thread_serves(tiny_model):
     """CUDA's current device is per thread and the service loads on one thread and serves on others, so every
     call names the device it was loaded on (torch.cuda faked: no GPU here; torch.device is the real one)."""
     import threading
@@ -339,13 +339,13 @@ def test_torch_cuda_calls_name_the_loaded_device_on_whichever_thread_serves(tmp_
         yield
 
     out = SimpleNamespace(numpy=lambda: np.zeros((1, 2), dtype=np.float32))
-    backend = TorchBackend(BackendConfig(resolve("torch-fp32-cuda"), tmp_path, options={"device_id": 2}))
+    backend = TorchBackend(BackendConfig(resolve("torch-fp32-cuda"), tiny_model, options={"device_id": 2}))
     backend._device = torch.device("cuda", 2)  # what load() sets
     backend._torch = SimpleNamespace(cuda=SimpleNamespace(device=device), inference_mode=torch.inference_mode,
                                      from_numpy=lambda _a: Tensor())
-    backend.model = lambda **_t: SimpleNamespace(logits=SimpleNamespace(float=lambda: SimpleNamespace(cpu=lambda: out)))
-    serving = threading.Thread(target=backend.infer, args=({"input_ids": np.zeros((1, 4), dtype=np.int64)},),
-                               name="bench-batcher-0")
+    backend.model = lambda *_t: SimpleNamespace(float=lambda: SimpleNamespace(cpu=lambda: out))  # the task's output
+    feed = backend.signature.dummy(1, 4)
+    serving = threading.Thread(target=backend.infer, args=(feed,), name="bench-batcher-0")
     serving.start()
     serving.join()
-    assert seen == [("device", "cuda:2", "bench-batcher-0"), ("to", "cuda:2", "bench-batcher-0")]
+    assert seen == [("device", "cuda:2", "bench-batcher-0")] + [("to", "cuda:2", "bench-batcher-0")] * len(feed)

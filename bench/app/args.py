@@ -52,6 +52,9 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="address-space limit per CPU worker (GPU workers get none: CUDA reserves huge ranges)")
     p.add_argument("--gpu", type=int, default=d.gpu,
                    help="CUDA device of the GPU cells, numbered as CUDA does within CUDA_VISIBLE_DEVICES (default 0)")
+    p.add_argument("--eval-data", default=None, metavar="FILE",
+                   help="your labelled data (CSV or JSONL: text,label; for an embedding model text1,text2,score): "
+                        "accuracy per precision is judged on it, and the decision's accuracy floor with it")
     p.add_argument("--max-accuracy-drop", type=float, default=100 * DEFAULT_MAX_ACCURACY_DROP,
                    help="accuracy floor in points below FP32 on held-out reviews (default 1, as MLPerf keeps 99 %% of "
                         "FP32): variants below it are left out of the decision and the tune, and say so")
@@ -67,7 +70,8 @@ def run_config(args: argparse.Namespace):
                      max_time_s=args.duration, min_time_s=args.min_time, processes=args.processes, run_id=args.run_id,
                      resume=args.resume, force=args.force, tdp_w=args.tdp_w,
                      limits=WorkerLimits(args.cell_timeout, args.memory_limit_mb),
-                     gpu=args.gpu, backend_options=backend_options(args.backend_option or ()))
+                     gpu=args.gpu, backend_options=backend_options(args.backend_option or ()),
+                     eval_data=args.eval_data)
 
 
 def backend_options(pairs) -> dict:

@@ -186,5 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     from bench.core.quiet import quiet_libraries
 
+
     quiet_libraries()
-    return run_entry(lambda: args.func(args))
+    return run_entry(lambda: args.func(with_tokenizer(args)))
+
+
+def with_tokenizer(args):
+    """--tokenizer DIR folded into the model spec (onnx:PATH#tokenizer=DIR), so every layer below sees one spec."""
+    if getattr(args, "tokenizer", None):
+        from bench.model.sources import onnx_spec_with_tokenizer
+
+        args.model = onnx_spec_with_tokenizer(args.model, args.tokenizer)
+    return args

@@ -40,14 +40,16 @@ class RunContext:
         return replace(self, result=result)
 
 
-def export_model(model: str, seed: int = 0) -> tuple[Path, Path, dict]:
+def export_model(model: str, seed: int = 0, eval_data: str | None = None) -> tuple[Path, Path, dict]:
     """Export (or reuse) the ONNX variants; the model block of the results file says what was measured."""
     from exporters.pipeline import ExportConfig, export_all
 
-    onnx_dir, manifest = export_all(ExportConfig(model=model, seed=seed))
+    onnx_dir, manifest = export_all(ExportConfig(model=model, seed=seed,
+                                                 eval_data=Path(eval_data) if eval_data else None))
     print(f"[run] models: {onnx_dir}\n[run] manifest: {onnx_dir / 'manifest.json'}", file=sys.stderr, flush=True)
     block = {"spec": model, "source": manifest["source"], "synthetic": manifest["synthetic"],
              "model_dir": manifest["model_dir"], "onnx_dir": str(onnx_dir), "quantization": manifest["quantization"],
+             "signature": manifest.get("signature"), "accuracy_texts": manifest["parity_settings"]["texts"],
              "variants": {k: {kk: vv for kk, vv in v.items() if kk != "sha256"}
                           for k, v in manifest["variants"].items()}}
     return Path(manifest["model_dir"]), onnx_dir, block
@@ -126,7 +128,7 @@ def prepare(cfg: RunConfig, hour_usd: float | None = None) -> tuple[RunConfig, R
         run_dir = paths.resolve_run(cfg.resume)
         stored = load_run(run_dir)  # a missing or corrupt run to resume fails here, before the export
         cfg = resume_config(cfg, stored, run_dir)
-    model_dir, onnx_dir, model = export_model(cfg.model, cfg.seed)
+    model_dir, onnx_dir, model = export_model(cfg.model, cfg.seed, cfg.eval_data)
     if cfg.resume:
         if stored.model.get("source") != model["source"]:
             raise BenchError(f"cannot resume {run_dir}: it measured {stored.model.get('spec')}, not {cfg.model}")

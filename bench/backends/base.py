@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
 from bench.core.errors import ConfigError
+from bench.core.signature import SIGNATURE_FILE, ModelSignature, read_signature
 from bench.core.specs import BackendSpec
 
 
@@ -30,7 +32,8 @@ class BackendConfig:
 
 
 class Backend(ABC):
-    """Load once, infer many batches of encoded inputs, close. infer() returns logits (batch, labels)."""
+    """Load once, infer many batches of encoded inputs, close. infer() returns the task's answer: logits (batch,
+    labels) for a classifier, one vector per text (batch, hidden) for an embedding model (bench.core.signature)."""
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
@@ -38,6 +41,20 @@ class Backend(ABC):
     @property
     def name(self) -> str:
         return self.config.spec.name
+
+    @cached_property
+    def signature(self) -> ModelSignature | None:
+        """The model's signature (its inputs, output and task), read from the model directory; None for a bare
+        graph with neither config.json nor signature.json beside it (the GPU checks' one-MatMul graphs): its
+        output is returned as it is."""
+        folder = Path(self.config.model_dir)
+        if not any((folder / name).exists() for name in ("config.json", SIGNATURE_FILE)):
+            return None
+        return read_signature(folder)
+
+    def finish(self, raw: np.ndarray, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The task's answer from the graph's output (a token-level output pooled: ModelSignature.finish)."""
+        return raw if self.signature is None else self.signature.finish(raw, inputs)
 
     @abstractmethod
     def load(self) -> None: ...

@@ -73,7 +73,7 @@ class CudaGraphs(ShapeGraphs):
 
     def call(self, forward: Callable[[dict], object], tensors: dict):
         """forward(tensors), through the shape's graph when there is one (captured here on first sight)."""
-        shape = tuple(tensors["input_ids"].shape)
+        shape = tuple(next(iter(tensors.values())).shape)  # every input has the batch × sequence shape
         held = self.graphs.get(shape)
         if held is not None:
             graph, static, out = held

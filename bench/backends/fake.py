@@ -16,6 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from bench.backends.base import Backend
+from bench.core.signature import IDS
 
 
 class FakeBackend(Backend):
@@ -27,10 +28,11 @@ class FakeBackend(Backend):
             self._fault()
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        batch = len(inputs["input_ids"])
+        ids = inputs[IDS]
+        batch = len(ids)
         if self.opts.get("fault") and self.opts.get("fault_at", "infer") == "infer":
             self._fault()
-        key = (threading.get_ident(), inputs["input_ids"].shape)
+        key = (threading.get_ident(), ids.shape)
         new = key not in self.shapes_seen
         self.shapes_seen.add(key)
         self.new_shape_calls += new
@@ -39,7 +41,7 @@ class FakeBackend(Backend):
         time.sleep(float(self.opts.get("sleep_s", 0.01)) + batch * float(self.opts.get("per_item_s", 0.0)) +
                    new * float(self.opts.get("new_shape_s", 0.0)) + stalled * float(self.opts.get("stall_s", 0.0)))
         logits = np.zeros((batch, int(self.opts.get("labels", 2))), dtype=np.float32)
-        logits[:, 1] = inputs["input_ids"].sum(axis=1) % 7 / 7.0  # deterministic, input-dependent
+        logits[:, 1] = ids.sum(axis=1) % 7 / 7.0  # deterministic, input-dependent
         return logits
 
     def _fault(self) -> None:

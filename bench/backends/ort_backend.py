@@ -11,6 +11,7 @@ shape whose capture fails runs without, the reason kept; a session that refuses 
 from __future__ import annotations
 
 import time
+from functools import cached_property
 from pathlib import Path
 from typing import Mapping
 
@@ -56,6 +57,16 @@ class OrtBackend(Backend):
                 self._graphs = OrtGraphs.off(f"ONNX Runtime refused CUDA graphs: {exc}")
         self.session = self._create(ort, provider)
 
+    @cached_property
+    def _inputs(self) -> set[str]:
+        """The inputs the graph takes (an export may drop one its model ignores, as optimum's backend allows)."""
+        return {i.name for i in self.session.get_inputs()}
+
+    @cached_property
+    def _output(self) -> str:
+        """The graph's first output: the one the model's signature describes (bench.core.signature)."""
+        return self.session.get_outputs()[0].name
+
     def _trt_cache(self) -> Path:
         fp16 = self.config.spec.precision == "fp16"
         given = self.config.options.get("trt_cache_dir")
@@ -100,16 +111,19 @@ class OrtBackend(Backend):
         return opts
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        feeds = {k: v for k, v in inputs.items() if k in self._inputs}
         if self.config.spec.device == "cpu":
-            return self.session.run(["logits"], dict(inputs))[0]
-        return self._infer_bound(inputs)
+            out = self.session.run([self._output], feeds)[0]
+        else:
+            out = self._infer_bound(feeds)
+        return self.finish(out, inputs)
 
     def _infer_bound(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """IO binding with explicit synchronisation: inputs are on the device before the run starts, the output
         is complete before it is copied back, so a host clock around this call times the whole inference
         without torch (ORT runs on its own CUDA stream). With CUDA graphs, a shape that has one replays it."""
         if self._graphs is not None and self._graphs.on:
-            shape = tuple(inputs["input_ids"].shape)
+            shape = tuple(next(iter(inputs.values())).shape)
             if self._graphs.wanted(shape):
                 return self._infer_graph(shape, inputs)
         return self._run_bound(inputs)
@@ -118,7 +132,7 @@ class OrtBackend(Backend):
         binding = self.session.io_binding()
         for name, array in inputs.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(array))
-        binding.bind_output("logits", "cuda", self._device_id)
+        binding.bind_output(self._output, "cuda", self._device_id)
         binding.synchronize_inputs()
         # a session with graphs on captures under id 0 unless told otherwise: -1 runs this call without a graph
         self.session.run_with_iobinding(binding, self._graphs.no_graph(self._ort) if self._graphs else None)
@@ -156,7 +170,7 @@ class OrtBackend(Backend):
         binding = self.session.io_binding()
         for name, value in values.items():
             binding.bind_ortvalue_input(name, value)
-        binding.bind_ortvalue_output("logits", output)
+        binding.bind_ortvalue_output(self._output, output)
         run_options = ort.RunOptions()
         run_options.add_run_config_entry(ort_gpu.GRAPH_ID, str(self._graphs.graph_id(shape)))
         return binding, values, output, run_options

@@ -59,10 +59,11 @@ class OvBackend(Backend):
         self.compiled = core.compile_model(core.read_model(str(self.config.model_file)), "CPU", self._settings)
         self.request = self.compiled.create_infer_request()
         self._version = ov.get_version()
+        self._inputs = {name for port in self.compiled.inputs for name in port.get_names()}
 
     def infer(self, inputs: Mapping[str, np.ndarray]) -> np.ndarray:
-        self.request.infer(dict(inputs))
-        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32)
+        self.request.infer({k: v for k, v in inputs.items() if k in self._inputs})
+        return self.finish(np.array(self.request.get_output_tensor(0).data, dtype=np.float32), inputs)
 
     def run_info(self) -> dict:
         """The settings asked for and what the compiled model reports it runs with."""

@@ -13,25 +13,67 @@ import numpy as np
 
 from bench.backends import cuda_graphs
 from bench.backends.base import Backend, Unavailable
+from bench.core.signature import MASK
 
 
 def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
-    """The HF classifier in eval mode; int8 = torch dynamic quantisation of every nn.Linear (qint8 weights);
-    bf16 = the whole model in bfloat16 (oneDNN runs it on AMX or AVX512-BF16; the caller refuses other CPUs)."""
+    """The model as its signature says (bench.core.signature), in eval mode, called with its inputs in the
+    signature's order and returning the task's answer: the classifier's logits, or the sentence embedding pooled
+    (and normalised) as its sentence-transformers config says. int8 = torch dynamic quantisation of every nn.Linear
+    (qint8 weights); bf16 = the whole model in bfloat16 (oneDNN runs it on AMX or AVX512-BF16; the caller refuses
+    other CPUs)."""
     import torch
-    from transformers import AutoModelForSequenceClassification
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     from bench.core.errors import BenchError
+    from bench.core.signature import read_signature
 
+    signature = read_signature(model_dir)
+    auto = AutoModel if signature.is_embedding else AutoModelForSequenceClassification
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), attn_implementation=attn).eval()
+        model = auto.from_pretrained(str(model_dir), attn_implementation=attn).eval()
     except Exception as exc:  # corrupt or truncated weights (SafetensorError, UnpicklingError…), bad config
         raise BenchError(f"cannot load the model in {model_dir}: {type(exc).__name__}: {str(exc)[:200]}") from None
+    model = encoder_module(torch)(model, signature).eval()
     if precision == "int8":
         model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
     elif precision == "bf16":
         model = model.to(torch.bfloat16)
     return model
+
+
+def encoder_module(torch):
+    """The wrapper class (defined once torch is imported): positional inputs in the signature's order, so the
+    ONNX export and every call agree on them; the output is the task's answer, never a model-output object."""
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, model, signature) -> None:
+            super().__init__()
+            self.model, self.signature = model, signature
+
+        def forward(self, *tensors):
+            named = dict(zip(self.signature.inputs, tensors))
+            out = self.model(**named)
+            if not self.signature.is_embedding:
+                return out.logits
+            return pool_torch(torch, out.last_hidden_state, named[MASK], self.signature)
+
+    return Encoder
+
+
+def pool_torch(torch, hidden, mask, signature):
+    """bench.core.signature.pool in torch, inside the graph: [batch, sequence, hidden] → [batch, hidden]."""
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if signature.pooling == "cls":
+        out = hidden[:, 0]
+    elif signature.pooling == "max":
+        out = hidden.masked_fill(m == 0, float("-inf")).max(dim=1).values
+    elif signature.pooling == "last":
+        last = (mask.sum(dim=1) - 1).clamp(min=0)
+        out = hidden[torch.arange(hidden.shape[0]), last]
+    else:
+        out = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(out, p=2.0, dim=-1) if signature.normalize else out
 
 
 def set_tf32(torch, on: bool) -> None:
@@ -46,6 +88,8 @@ class TorchBackend(Backend):
     graphs: cuda_graphs.CudaGraphs | None = None
 
     def load(self) -> None:
+        if self.signature is not None and self.signature.source == "graph":
+            raise Unavailable("the model was given as an ONNX file: there are no PyTorch weights to run")
         import torch
 
         spec = self.config.spec
@@ -88,12 +132,13 @@ class TorchBackend(Backend):
         torch = self._torch
         on_device = torch.cuda.device(self._device) if self._device.type == "cuda" else contextlib.nullcontext()
         with torch.inference_mode(), on_device:  # whichever thread calls: the device the backend was loaded on
-            tensors = {k: torch.from_numpy(v).to(self._device, non_blocking=True) for k, v in inputs.items()}
+            tensors = {k: torch.from_numpy(inputs[k]).to(self._device, non_blocking=True)
+                       for k in self.signature.inputs}
             logits = self.graphs.call(self._forward, tensors) if self.graphs else self._forward(tensors)
             return logits.float().cpu().numpy()  # .cpu() synchronises with the GPU stream (before any next replay)
 
     def _forward(self, tensors: dict):
-        return self.model(**tensors).logits
+        return self.model(*tensors.values())
 
     def serving_info(self) -> dict:
         if self.config.spec.device != "cuda":

@@ -79,6 +79,7 @@ class RunConfig:
     tdp_w: float | None = None
     limits: WorkerLimits = field(default_factory=WorkerLimits)
     backend_options: dict = field(default_factory=dict)
+    eval_data: str | None = None  # the user's labelled data for the accuracy gate (bench.model.evaldata)
     gpu: int = 0  # the CUDA device GPU cells run on (CUDA's numbering, within CUDA_VISIBLE_DEVICES)
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 
 from bench.core.results import cell_to_dict
+from bench.core.signature import MASK
 from bench.engine.runner import WorkerRequest
 
 T_START = time.perf_counter()
@@ -51,10 +52,10 @@ def encoded_batches(req, spec, n_batches: int = 16) -> tuple[list, float]:
         buckets, padding = Buckets.for_device(device, spec.batch), max_padding_for(device)
         batches = [service_calls(tok, workload.texts[i:i + spec.batch], spec.batch, padding, buckets)
                    for i in range(0, n, spec.batch)]
-        tokens = sum(float(c.inputs["attention_mask"][:c.items].sum()) for b in batches for c in b) / n
+        tokens = sum(float(c.inputs[MASK][:c.items].sum()) for b in batches for c in b) / n
         return batches, tokens
     batches = [encode(tok, workload.texts[i:i + spec.batch], workload.max_length) for i in range(0, n, spec.batch)]
-    tokens = sum(float(b["attention_mask"].sum()) for b in batches) / n
+    tokens = sum(float(b[MASK].sum()) for b in batches) / n
     return batches, tokens
 
 
@@ -186,11 +187,10 @@ def tick(w0: float) -> None:
 
 
 def flops(model_dir: str, batch: int, tokens_per_item: float) -> float:
-    from bench.measure.roofline import bert_flops
+    """The forward pass's FLOPs for this model's architecture (ModelSignature.flops)."""
+    from bench.core.signature import read_signature
 
-    cfg = json.loads(open(f"{model_dir}/config.json", encoding="utf-8").read())
-    cfg.update(batch=batch, seq_len=max(1, round(tokens_per_item)), num_labels=len(cfg.get("id2label") or [0, 1]))
-    return float(bert_flops(cfg))
+    return float(read_signature(model_dir).flops(batch, round(tokens_per_item)))
 
 
 def open_gpu(device: str, ordinal: int = 0):

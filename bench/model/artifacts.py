@@ -21,7 +21,10 @@ OV_FILES = {
 }
 ALL_FILES = {**ONNX_FILES, **OV_FILES}
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+# 1 (2026-11-25) first version. 2 (2026-12-07): `signature`, the model's inputs, output and task
+# (bench.core.signature); fused-operator counts on every ONNX file; `fusion` says what the optimizer did.
+MANIFEST_VERSION = 2
+GIVEN_ONNX = "given.onnx"  # an `onnx:PATH` model dir's copy of the user's graph (bench.model.sources)
 
 
 def read_manifest(onnx_dir: Path) -> dict:

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.signature import POSITIONS
 from bench.model.twin import LABELS, tokenizer_from_vocab
 
 WEIGHT_FILES = ("pytorch_model.bin", "model.safetensors", "pytorch_model.pt")
@@ -38,7 +39,7 @@ def read_state_dict(model_dir: Path) -> dict:
 
 def rename_key(key: str) -> str | None:
     """Map one ModelScope key to its transformers name; None means drop it."""
-    if key.endswith("position_ids"):
+    if key.endswith(POSITIONS):  # a buffer of position ids, rebuilt by transformers
         return None
     key = re.sub(r"^head\.", "", key)
     key = re.sub(r"^(encoder|model|structbert)\.(?=(embeddings|encoder|pooler)\.)", "bert.", key)

@@ -1,7 +1,10 @@
 """Model sources: every source ends as a plain Hugging Face BERT directory plus `source.json`.
 
 Specs: `twin` / `twin:base` / `twin:tiny` (offline default, synthetic weights), `twin:trained` (a small BERT
-trained offline on the corpus: real accuracy), `modelscope[:ID]`, `hf:ID`, or a local directory.
+trained offline on the corpus: real accuracy), `modelscope[:ID]`, `hf:ID`, a local directory, or `onnx:PATH` (a
+user's ONNX graph, its tokenizer from the folder beside it or `onnx:PATH#tokenizer=DIR`: a model dir holding a copy
+of the graph and the signature read from it, and no torch weights). A directory whose model structbench cannot
+measure (bench.core.signature: family, task) is refused here, before anything is written.
 """
 
 from __future__ import annotations
@@ -21,6 +24,10 @@ DEFAULT_MODELSCOPE_ID = "damo/nlp_structbert_sentiment-classification_chinese-ba
 HUB_TIMEOUT_S = 5.0
 REQUIRED_FILES = ("config.json",)
 TRAINED_TWIN = "trained"  # `twin:trained`: bench.model.twin_trained, not one of bench.model.twin's synthetic shapes
+TOKENIZER_MARK = "#tokenizer="
+# what an onnx: model dir copies from the graph's (or --tokenizer's) folder
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt", "config.json",
+                   "modules.json")
 
 
 @dataclass(frozen=True)
@@ -30,9 +37,12 @@ class ModelSource:
     kind: str
     ident: str
     seed: int = 0
+    tokenizer: str | None = None  # onnx: the tokenizer's folder, when not the graph's own
 
     @property
     def spec(self) -> str:
+        if self.kind == "onnx" and self.tokenizer:
+            return f"onnx:{self.ident}{TOKENIZER_MARK}{self.tokenizer}"
         return self.ident if self.kind == "local" else f"{self.kind}:{self.ident}"
 
     @property
@@ -44,6 +54,11 @@ class ModelSource:
                 from bench.model.twin_trained import RECIPE as TRAINED_RECIPE
                 return f"twin-{name}-seed{self.seed}-r{RECIPE}-t{TRAINED_RECIPE}"
             return f"twin-{name}-seed{self.seed}-r{RECIPE}"
+        if self.kind == "onnx":  # the graph's name and a digest of where it and its tokenizer are
+            import hashlib
+
+            digest = hashlib.sha256(self.spec.encode()).hexdigest()[:10]
+            return f"onnx-{Path(self.ident).stem}-{digest}"
         return f"{self.kind}-{name}"
 
 
@@ -58,14 +73,29 @@ def parse_source(spec: str, seed: int = 0) -> ModelSource:
         return ModelSource("twin", ident, seed)
     if kind == "modelscope":
         return ModelSource("modelscope", ident or DEFAULT_MODELSCOPE_ID)
+    if kind == "onnx":
+        path, _, tokenizer = ident.partition(TOKENIZER_MARK)
+        if not path or not Path(path).is_file():
+            raise BenchError(f"onnx:{path}: no such file (give the path of a .onnx graph: --model onnx:PATH)")
+        folder = Path(tokenizer) if tokenizer else Path(path).resolve().parent
+        if not folder.is_dir():
+            raise BenchError(f"--tokenizer {tokenizer}: not a directory")
+        return ModelSource("onnx", str(Path(path).resolve()), tokenizer=str(folder.resolve()) if tokenizer else None)
     if kind == "hf":
         if not ident:
             raise BenchError("hf: needs a model id, e.g. hf:uer/roberta-base-finetuned-jd-binary-chinese")
         return ModelSource("hf", ident)
     if Path(spec).is_dir():
         return ModelSource("local", str(Path(spec).resolve()))
-    raise BenchError(f"unknown model source '{spec}': use twin, twin:tiny, twin:trained, modelscope[:ID], hf:ID "
-                     f"or an existing local directory")
+    raise BenchError(f"unknown model source '{spec}': use twin, twin:tiny, twin:trained, modelscope[:ID], hf:ID, "
+                     f"onnx:PATH or an existing local directory")
+
+
+def onnx_spec_with_tokenizer(spec: str, tokenizer: str) -> str:
+    """--tokenizer DIR folded into an onnx: spec; with any other model it is an error (its tokenizer is its own)."""
+    if not spec.startswith("onnx:"):
+        raise BenchError(f"--tokenizer is for --model onnx:PATH (the model {spec} has its tokenizer in its folder)")
+    return f"{spec.partition(TOKENIZER_MARK)[0]}{TOKENIZER_MARK}{tokenizer}"
 
 
 def check_reachable(url: str, source: str, timeout: float = HUB_TIMEOUT_S) -> None:
@@ -84,6 +114,7 @@ def materialize(spec: str, seed: int = 0, cache_root: Path | None = None) -> Pat
     src = parse_source(spec, seed)
     if src.kind == "local":
         validate_model_dir(Path(src.ident))
+        check_signature(Path(src.ident))
         ensure_source_json(Path(src.ident), src)
         return Path(src.ident)
     out = (cache_root or paths.artifacts_dir() / "models") / src.cache_name
@@ -94,6 +125,7 @@ def materialize(spec: str, seed: int = 0, cache_root: Path | None = None) -> Pat
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         build_source(src, tmp)
+        check_signature(tmp)
         ensure_source_json(tmp, src)
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)  # only a finished directory ever carries the final name
@@ -109,6 +141,8 @@ def build_source(src: ModelSource, out: Path) -> None:
     elif src.kind == "twin":
         from bench.model.twin import build_twin
         build_twin(out, src.ident, src.seed)
+    elif src.kind == "onnx":
+        build_onnx_dir(src, out)
     elif src.kind == "modelscope":
         from bench.model.convert import convert_modelscope
         convert_modelscope(download_modelscope(src.ident), out)
@@ -139,6 +173,40 @@ def snapshot(model_id: str, scheme: str, hub: str, endpoint: str, module: str) -
     except Exception as exc:
         raise BenchError(f"{hub} download of {model_id} failed: {type(exc).__name__}: {str(exc)[:200]}; "
                          f"use --model twin offline") from None
+
+
+def build_onnx_dir(src: ModelSource, out: Path) -> None:
+    """A model dir for a user's graph: the graph (as artifacts.GIVEN_ONNX), its tokenizer files (and a config,
+    sentence-transformers files where they are beside it), and the signature read from the graph."""
+    from bench.core.signature import SIGNATURE_FILE, from_graph
+    from bench.model.artifacts import GIVEN_ONNX
+    from bench.model.tokenize import pad_token_id
+
+    folder = Path(src.tokenizer or Path(src.ident).parent)
+    if not any((folder / t).exists() for t in ("tokenizer.json", "vocab.txt")):
+        raise BenchError(f"no tokenizer beside {src.ident} (tokenizer.json or vocab.txt in {folder}): give its "
+                         f"folder with --tokenizer DIR")
+    out.mkdir(parents=True)
+    for name in TOKENIZER_FILES:
+        if (folder / name).exists():
+            shutil.copy(folder / name, out / name)
+    if (folder / "1_Pooling").is_dir():
+        shutil.copytree(folder / "1_Pooling", out / "1_Pooling")
+    shutil.copyfile(src.ident, out / GIVEN_ONNX)
+    signature = from_graph(out / GIVEN_ONNX, out if (out / "config.json").exists() else None,
+                           pad_token_id(str(out)) or 0)
+    (out / SIGNATURE_FILE).write_text(json.dumps(signature.to_dict(), ensure_ascii=False, indent=2),
+                                      encoding="utf-8")
+    meta = {"source": src.spec, "synthetic": False, "given_onnx": src.ident,
+            "note": "a user's ONNX graph, measured as given; its signature read from the graph"}
+    (out / "source.json").write_text(json.dumps(meta, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def check_signature(path: Path) -> None:
+    """The model's signature can be read (a supported family and task): else one clear error, before any export."""
+    from bench.core.signature import read_signature
+
+    read_signature(path)
 
 
 def validate_model_dir(path: Path) -> None:

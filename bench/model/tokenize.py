@@ -13,19 +13,35 @@ from typing import Sequence
 
 import numpy as np
 
+from bench.core.signature import ModelSignature, read_signature
+
 MAX_TOKENS = 512
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _first_id(raw, tokens: tuple[str, ...]) -> int | None:
+    return next((i for i in (raw.token_to_id(t) for t in tokens) if i is not None), None)
+
+
+def pad_token_id(model_dir: str) -> int | None:
+    """The tokenizer's padding id ([PAD] or <pad>), read without the model's signature."""
+    return _first_id(_raw(model_dir, None), ("[PAD]", "<pad>"))
 
 
 class Tokenizer:
-    """A BERT tokenizer: truncating to 512 (or a bucket length) and padding to the longest or a fixed length."""
+    """The model's tokenizer, truncating to its max length (or a bucket length) and padding to the longest or a
+    fixed length; `signature` says which inputs the model takes (bench.core.signature)."""
 
     def __init__(self, model_dir: str) -> None:
         self.model_dir = model_dir
         self.raw = _raw(model_dir, None)
-        self.pad_id = self.raw.token_to_id("[PAD]") or 0
-        self.cls_token_id = self.raw.token_to_id("[CLS]")
-        self.sep_token_id = self.raw.token_to_id("[SEP]")
+        self.signature: ModelSignature = read_signature(model_dir, _first_id(self.raw, ("[PAD]", "<pad>")))
+        self.pad_id = self.signature.pad_id
+        self.cls_token_id = _first_id(self.raw, ("[CLS]", "<s>"))
+        self.sep_token_id = _first_id(self.raw, ("[SEP]", "</s>"))
+
+    @property
+    def max_tokens(self) -> int:
+        return min(MAX_TOKENS, self.signature.max_length)
 
     def __len__(self) -> int:
         return self.raw.get_vocab_size()
@@ -42,7 +58,12 @@ def _raw(model_dir: str, truncate: int | None):
     """The tokenizers.Tokenizer of a model dir, with truncation set (one cached instance per length)."""
     from tokenizers import Tokenizer as RawTokenizer
 
+    from bench.core.errors import BenchError
+
     path = Path(model_dir)
+    if not any((path / name).exists() for name in ("tokenizer.json", "vocab.txt")):
+        raise BenchError(f"no tokenizer in {path} (tokenizer.json or vocab.txt): save the model's tokenizer there "
+                         f"(tokenizer.save_pretrained), or give its folder with --tokenizer DIR")
     if (path / "tokenizer.json").exists():
         raw = RawTokenizer.from_file(str(path / "tokenizer.json"))
     else:  # an older checkpoint with only vocab.txt
@@ -63,8 +84,10 @@ def load_tokenizer(model_dir: str) -> Tokenizer:
 
 
 def encode(tokenizer: Tokenizer, texts: Sequence[str], max_length: int | None = None) -> dict[str, np.ndarray]:
-    """int64 arrays. `max_length` set: pad/truncate to exactly that length; else pad to the longest (≤ 512)."""
-    return pack(tokenizer, tokenizer.encodings(texts, max_length or MAX_TOKENS), max_length)
+    """int64 arrays. `max_length` set: pad/truncate to exactly that length; else pad to the longest (≤ the model's
+    max length)."""
+    length = min(max_length, tokenizer.max_tokens) if max_length else None
+    return pack(tokenizer, tokenizer.encodings(texts, length or tokenizer.max_tokens), length)
 
 
 def pack(tokenizer: Tokenizer, encs: Sequence, width: int | None = None, rows: int | None = None) \
@@ -72,35 +95,31 @@ def pack(tokenizer: Tokenizer, encs: Sequence, width: int | None = None, rows: i
     """Encodings as the model's int64 arrays, padded to `width` or to the longest, and to `rows` rows (a shape
     bucket's: the extra rows hold one attended [PAD] each, so no row's attention is empty)."""
     width = width or max(len(e.ids) for e in encs)
-    out = {name: np.zeros((rows or len(encs), width), dtype=np.int64) for name in INPUT_NAMES}
-    out["input_ids"].fill(tokenizer.pad_id)
-    out["attention_mask"][len(encs):, 0] = 1
+    shape = (rows or len(encs), width)
+    ids, mask, types = np.full(shape, tokenizer.pad_id, dtype=np.int64), np.zeros(shape, dtype=np.int64), \
+        np.zeros(shape, dtype=np.int64)
+    mask[len(encs):, 0] = 1
     for row, e in enumerate(encs):
         n = len(e.ids)
-        out["input_ids"][row, :n] = e.ids
-        out["attention_mask"][row, :n] = 1
-        out["token_type_ids"][row, :n] = e.type_ids
-    return out
+        ids[row, :n] = e.ids
+        mask[row, :n] = 1
+        types[row, :n] = e.type_ids
+    return tokenizer.signature.feed(ids, mask, types)
 
 
 def counted(tokenizer: Tokenizer, texts: Sequence[str]) -> tuple[list[int], list]:
     """Each text's token count including [CLS]/[SEP] before truncation (to flag over-long inputs) and its encoding
-    truncated to MAX_TOKENS, in one tokenizer pass (a second only for the rare text over the limit): the service's
-    batcher needs both, and counting then encoding tokenised every text twice (the front's CPU per text:
+    truncated to the model's max length, in one tokenizer pass (a second only for the rare text over the limit): the
+    service's batcher needs both, and counting then encoding tokenised every text twice (the front's CPU per text:
     docs/measurements.md)."""
     encs = list(tokenizer.encodings(texts, None))
     counts = [len(e.ids) for e in encs]
-    over = [i for i, n in enumerate(counts) if n > MAX_TOKENS]
+    limit = tokenizer.max_tokens
+    over = [i for i, n in enumerate(counts) if n > limit]
     if over:
-        for i, e in zip(over, tokenizer.encodings([texts[i] for i in over], MAX_TOKENS)):
+        for i, e in zip(over, tokenizer.encodings([texts[i] for i in over], limit)):
             encs[i] = e
     return counts, encs
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def model_dir_str(path: Path | str) -> str:

@@ -123,6 +123,7 @@ def build_twin(out_dir: Path, shape_name: str = "base", seed: int = 0) -> dict:
     torch.manual_seed(seed)
     model = BertForSequenceClassification(twin_config(shape, seed)).eval()
     write_tokenizer(out_dir)
+    model.config.save_pretrained(str(out_dir))  # the tokenizer reads the model's signature from it
     centre_classifier(model, out_dir, seed)
     model.save_pretrained(str(out_dir), safe_serialization=True)
     meta = {"source": f"twin:{shape_name}", "synthetic": True, "seed": seed, "recipe": RECIPE, "shape": asdict(shape),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.core.errors import ConfigError
+from bench.core.signature import MASK
 from bench.model.twin import RECIPE as TWIN_RECIPE
 from bench.model.twin import TwinShape, twin_config, write_tokenizer
 
@@ -100,7 +101,7 @@ def train(model, tokenizer_dir: Path, seed: int, recipe: TrainRecipe) -> int:
     from bench.model.corpus import train_reviews
 
     inputs, labels = encoded(tokenizer_dir, train_reviews(), recipe.max_length)
-    lengths = inputs["attention_mask"].sum(1).numpy()
+    lengths = inputs[MASK].sum(1).numpy()
     rng = np.random.default_rng(seed)
     plan = [b for _ in range(recipe.epochs) for b in epoch_batches(lengths, recipe.batch, rng)][:recipe.max_steps]
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -142,6 +143,7 @@ def build_trained_twin(out_dir: Path, seed: int = 0, recipe: TrainRecipe | None 
     recipe = recipe or TrainRecipe()
     out_dir = Path(out_dir)
     write_tokenizer(out_dir)
+    trained_config(seed, recipe).save_pretrained(str(out_dir))  # the tokenizer reads the model's signature from it
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)  # fixed: a rebuild on one host gives the same weights (another CPU's
     # kernels may round differently, and a different thread count splits the float sums differently)

@@ -84,6 +84,14 @@ def _add_api_routes(app: FastAPI, service: Service) -> None:
         texts = require_texts(payload, config.max_text_chars, config.max_batch_items)
         return {"results": await service.analyse(texts, request_timing(request))}
 
+    @app.post("/api/embed", response_model=schemas.EmbedResult, responses=schemas.ERROR_RESPONSES,
+              openapi_extra=schemas.request_body(schemas.BatchRequest))
+    async def embed(request: Request) -> JSONResponse:
+        """One vector per text, in the order sent (an embedding model; a classifier answers 404 here)."""
+        payload = await read_json_object(request, config.max_body_bytes, config.request_timeout_s)
+        texts = require_texts(payload, config.max_text_chars, config.max_batch_items)
+        return JSONResponse({"results": await service.analyse(texts, request_timing(request), "embedding")})
+
 
 def _add_ops_routes(app: FastAPI, service: Service) -> None:
     @app.get("/healthz", responses={503: {"description": "loading, failed, or the model call is stuck"}})

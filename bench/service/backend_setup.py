@@ -26,10 +26,10 @@ def backend_config(config: ServiceConfig) -> BackendConfig:
 
         onnx_dir, _ = export_all(ExportConfig(model=config.model, threads=config.threads))
     path = model_file(onnx_dir, spec.engine, spec.precision, spec.device)
-    return BackendConfig(spec, model_dir, path, config.replica_threads, gpu_options(config))
+    return BackendConfig(spec, model_dir, path, config.replica_threads, gpu_options(config, model_dir))
 
 
-def gpu_options(config: ServiceConfig) -> dict:
+def gpu_options(config: ServiceConfig, model_dir: Path) -> dict:
     """The backend options as given, plus what a GPU backend needs to serve the bucket shapes without launch
     overhead: CUDA graphs of the warmed shapes (torch CUDA, ORT CUDA), TensorRT profiles covering them. Options
     given on the command line win; with shape buckets off there is no fixed shape set, so no graphs."""
@@ -45,9 +45,10 @@ def gpu_options(config: ServiceConfig) -> dict:
         options.setdefault("graph_shapes", tuple(shapes))
     if spec.device == "tensorrt":  # an explicit profile either way: without one TensorRT rebuilds while serving
         from bench.backends.ort_gpu import bucket_profiles
-        from bench.model.tokenize import INPUT_NAMES
+        from bench.core.signature import read_signature
 
-        options.setdefault("shape_profile", bucket_profiles(shapes, INPUT_NAMES, per_batch=config.trt_bucket_profiles))
+        options.setdefault("shape_profile", bucket_profiles(shapes, read_signature(model_dir).inputs,
+                                                            per_batch=config.trt_bucket_profiles))
     return options
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from bench.backends import Backend
 from bench.model.buckets import Buckets, call_shape, plan_calls
-from bench.model.tokenize import MAX_TOKENS, counted, pack, softmax
+from bench.model.tokenize import counted, pack
 from bench.service.admission import AdmissionQueue, Full
 from bench.service.config import ServiceConfig
 
@@ -51,7 +51,7 @@ class ReplicaLost(RuntimeError):
 class Outcome:
     """One text's answer plus the timings of the batch that produced it (milliseconds)."""
 
-    probs: tuple[float, ...]
+    values: tuple[float, ...]  # a classifier's label probabilities, or an embedding model's vector
     truncated: bool
     queue_ms: float
     tokenize_ms: float
@@ -239,9 +239,7 @@ class Batcher:
         /metrics to set the in-service calls against."""
         token = max(len(self.tokenizer) - 1, 1)
         for rows, length in self.warm_shapes() if self.warmup_runs else ():
-            inputs = {"input_ids": np.full((rows, length), token, dtype=np.int64),
-                      "attention_mask": np.ones((rows, length), dtype=np.int64),
-                      "token_type_ids": np.zeros((rows, length), dtype=np.int64)}
+            inputs = self.tokenizer.signature.dummy(rows, length, token)
             times = []
             for _ in range(self.warmup_runs):
                 t0 = time.perf_counter()
@@ -322,9 +320,9 @@ class Batcher:
             logits = link.receive()
             done = time.perf_counter()
             compute = getattr(link, "last_compute_s", None) or done - began
-            probs = softmax(np.asarray(logits, dtype=np.float64))
-            _check_shape(probs, call.shape[0] or len(call.items))
-            probs = probs[:len(call.items)]  # rows padded up to a bucket carry no text
+            values = self.tokenizer.signature.scores(np.asarray(logits, dtype=np.float64))
+            _check_output(values, call.shape[0] or len(call.items))
+            values = values[:len(call.items)]  # rows padded up to a bucket carry no text
         # Any backend failure (ORT, torch, a bad shape) must fail only this model call; the worker keeps serving.
         except Exception as exc:  # noqa: BLE001
             self._fail(call.items, exc, replica)
@@ -336,11 +334,12 @@ class Batcher:
         self._record(len(call.items), replica)  # one model call: the batch size /metrics reports
         if self.on_call:
             self.on_call(CallRecord(call.shape, call.tokens, done - began, call.new, replica))
-        _settle_all([(item, Outcome(tuple(float(p) for p in row), n > MAX_TOKENS,
+        limit = self.tokenizer.max_tokens
+        _settle_all([(item, Outcome(tuple(float(p) for p in row), n > limit,
                                     1000 * (call.encoded - item.enqueued + began - call.sent),
                                     1000 * (call.count_s + call.sent - call.encoded), 1000 * (done - began),
                                     len(call.items), replica, 1000 * compute))
-                     for row, item, n in zip(probs, call.items, call.counts)])
+                     for row, item, n in zip(values, call.items, call.counts)])
 
     def _lost(self, replica: int, inflight: deque) -> None:
         """The replica is gone: the calls it held will never be answered. Fail them, then restart it."""
@@ -362,9 +361,13 @@ class Batcher:
         _settle_all([(item, InferenceFailed(f"{type(exc).__name__}")) for item in items])
 
 
-def _check_shape(probs: np.ndarray, n: int) -> None:
-    if probs.ndim != 2 or probs.shape[0] != n:
-        raise ValueError(f"backend returned logits of shape {probs.shape}, expected ({n}, labels)")
+def _check_output(values: np.ndarray, n: int) -> None:
+    """One row per text, and finite: a NaN (an FP16 overflow) fails the call rather than being answered and
+    cached as that text's answer."""
+    if values.ndim != 2 or values.shape[0] != n:
+        raise ValueError(f"backend returned an output of shape {values.shape}, expected ({n}, …)")
+    if not np.isfinite(values).all():
+        raise ValueError("backend returned non-finite values (NaN or inf: an overflow in the model)")
 
 
 def _settle(item: _Item, result: Outcome | None = None, error: Exception | None = None) -> None:

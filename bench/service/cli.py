@@ -15,7 +15,9 @@ DEFAULTS = ServiceConfig()
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--model", default=d.model,
-                   help="twin | twin:tiny | twin:trained | modelscope[:ID] | hf:ID | local directory")
+                   help="twin | twin:tiny | twin:trained | modelscope[:ID] | hf:ID | local directory | onnx:PATH")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="with --model onnx:PATH: the folder of its tokenizer (default: the graph's own folder)")
     p.add_argument("--backend", default=d.backend, help="e.g. ort-int8-cpu, ort-fp32-cpu, torch-fp32-cpu")
     p.add_argument("--threads", type=int, default=d.threads,
                    help="intra-op threads per replica (default: the runtime's; with replicas, cores // replicas)")
@@ -95,6 +97,10 @@ def key_value(text: str) -> tuple[str, str]:
 def config_from_args(args: argparse.Namespace) -> ServiceConfig:
     names = {f.name for f in fields(ServiceConfig)}
     settings = {k: v for k, v in vars(args).items() if k in names}
+    if getattr(args, "tokenizer", None):
+        from bench.model.sources import onnx_spec_with_tokenizer
+
+        settings["model"] = onnx_spec_with_tokenizer(settings["model"], args.tokenizer)
     if "backend_options" in settings:
         settings["backend_options"] = tuple(settings["backend_options"])
     return ServiceConfig(**settings)

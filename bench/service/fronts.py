@@ -76,10 +76,11 @@ async def serve_front(service, reader: asyncio.StreamReader, writer: asyncio.Str
         writer.close()
 
 
-async def _answer(service, writer: asyncio.StreamWriter, rid: int, texts: list[str]) -> None:
+async def _answer(service, writer: asyncio.StreamWriter, rid: int, texts: list[str],
+                  task: str = "classification") -> None:
     timing = RequestTiming()
     try:
-        reply = ("ok", await service.analyse(texts, timing), asdict(timing))
+        reply = ("ok", await service.analyse(texts, timing, task), asdict(timing))
     except ApiError as exc:
         reply = ("api_error", exc.status, exc.error, exc.detail, exc.kind, exc.headers)
     except Exception as exc:  # noqa: BLE001  a bug answers 500 on the front, never kills the scheduler
@@ -233,8 +234,8 @@ class RemoteService:
         write_frame(self._writer, (kind, rid, *args))
         return await future
 
-    async def analyse(self, texts, timing: RequestTiming) -> list[dict]:
-        reply = await self._call("analyse", list(texts))
+    async def analyse(self, texts, timing: RequestTiming, task: str = "classification") -> list[dict]:
+        reply = await self._call("analyse", list(texts), task)
         if reply[0] == "api_error":
             raise ApiError(*reply[1:])
         _, answers, fields = reply

@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("bench.service")
 TIMING_KEY = "bench.timing"
-ENDPOINTS = ("/", "/api/sentiment", "/api/sentiment/batch", "/healthz", "/metrics", "/docs", "/openapi.json")
+ENDPOINTS = ("/", "/api/sentiment", "/api/sentiment/batch", "/api/embed", "/healthz", "/metrics", "/docs",
+             "/openapi.json")
 KIND_BY_STATUS = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
                   413: "too_large", 415: "unsupported_media_type", 422: "invalid_input", 500: "internal",
                   503: "unavailable", 504: "timeout"}
@@ -169,7 +170,7 @@ class ShedMiddleware:
     give, without routing, reading or parsing the body. Under overload most requests are refused, and on a small
     host the CPU those refusals cost is taken from the model (`check overload`)."""
 
-    PATHS = ("/api/sentiment", "/api/sentiment/batch")
+    PATHS = ("/api/sentiment", "/api/sentiment/batch", "/api/embed")
 
     def __init__(self, app, full: Callable[[], str | None], count: Callable[[str], None]) -> None:
         self.app, self.full, self.count = app, full, count

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import threading
@@ -14,6 +13,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from bench.backends import Backend
+from bench.core.signature import ModelSignature
 from bench.service.backend_setup import backend_config, build_backend
 from bench.service.batcher import Batcher, DeadlineExceeded, InferenceFailed, Outcome, QueueFull
 from bench.service.cache import LruCache, normalise
@@ -22,12 +22,6 @@ from bench.service.http import ApiError, RequestTiming, unavailable, with_timeou
 from bench.service.metrics import ServiceMetrics
 
 log = logging.getLogger("bench.service")
-
-
-def read_labels(model_dir: Path) -> dict[int, str]:
-    """id2label from the model's config.json (JSON keys are strings)."""
-    cfg = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    return {int(k): str(v) for k, v in cfg.get("id2label", {}).items()}
 
 
 def as_label_map(labels: Mapping[int, str] | Sequence[str]) -> dict[int, str]:
@@ -48,6 +42,7 @@ class Service:
         self._tokenizer = tokenizer
         self._labels = as_label_map(labels) if labels is not None else None
         self.backend: Backend | None = backend
+        self.signature: ModelSignature | None = None  # the model's, once loaded (bench.core.signature)
         self.replicas: list[Backend] = []
         self.batcher: Batcher | None = None
         self.cache: LruCache[Outcome] = LruCache(config.cache_size)
@@ -122,7 +117,8 @@ class Service:
         backend = self.backend
         model_dir = Path(backend.config.model_dir)
         tokenizer = self._tokenizer or load_tokenizer(model_dir_str(model_dir))
-        self._labels = self._labels or read_labels(model_dir)
+        self.signature = tokenizer.signature
+        self._labels = self._labels or dict(enumerate(self.signature.labels))
         self.info = {**self._describe(backend, read_source_meta(model_dir)), **placement}
         self.batcher = Batcher.for_service(self.config, self.replicas, tokenizer,
                                            on_batch=self.metrics.observe_batch, on_call=self.metrics.observe_call)
@@ -172,8 +168,9 @@ class Service:
         return {"replicas_up": sum(1 for r in self.replicas if getattr(r, "alive", True)), "replica_pids": pids}
 
     def _describe(self, backend: Backend, meta: dict) -> dict:
+        task = {"task": self.signature.task, "what": self.signature.what} if self.signature else {}
         return {"model": str(meta.get("source", self.config.model)), "synthetic": bool(meta.get("synthetic")),
-                "backend": backend.name, "labels": {str(k): v for k, v in sorted(self._labels.items())},
+                **task, "backend": backend.name, "labels": {str(k): v for k, v in sorted(self._labels.items())},
                 "batching": self.config.batching, "max_batch": self.config.effective_max_batch,
                 "cache_size": self.config.cache_size}
 
@@ -186,10 +183,12 @@ class Service:
         for backend in self.replicas or ([self.backend] if self.backend is not None else []):
             backend.close()
 
-    async def analyse(self, texts: Sequence[str], timing: RequestTiming) -> list[dict]:
-        """Answers for `texts` in order: cached ones at once, the rest through the batcher."""
+    async def analyse(self, texts: Sequence[str], timing: RequestTiming, task: str = "classification") -> list[dict]:
+        """Answers for `texts` in order: cached ones at once, the rest through the batcher. `task`: what the route
+        asks for; a model of the other task answers 404 with the route it serves."""
         if not self.ready:
             raise unavailable(f"the model is not ready ({self.status})", "not_ready", {"status": self.status})
+        self.check_task(task)
         keys = [normalise(t) for t in texts]
         outcomes: list[Outcome | None] = [self.cache.get(k) for k in keys]
         missing = [i for i, o in enumerate(outcomes) if o is None]
@@ -223,11 +222,21 @@ class Service:
                 raise result
         return results
 
+    def check_task(self, task: str) -> None:
+        served = self.signature.task if self.signature else "classification"
+        if task != served:
+            route = "/api/embed" if served == "embedding" else "/api/sentiment"
+            raise ApiError(404, f"this model is a {served} model ({self.signature.what if self.signature else ''})"
+                                f": it answers {route}", {"task": served, "route": route}, "wrong_task")
+
     def _answer(self, text: str, outcome: Outcome, cached: bool) -> dict:
-        label_id = int(np.argmax(outcome.probs))
-        inference_ms = 0.0 if cached else outcome.tokenize_ms + outcome.inference_ms
+        inference_ms = round(0.0 if cached else outcome.tokenize_ms + outcome.inference_ms, 3)
+        if self.signature is not None and self.signature.is_embedding:
+            return {"text": text, "embedding": [round(v, 6) for v in outcome.values], "dim": len(outcome.values),
+                    "inference_time_ms": inference_ms, "truncated": outcome.truncated, "cached": cached}
+        label_id = int(np.argmax(outcome.values))
         return {"text": text, "label": self._labels.get(label_id, str(label_id)), "label_id": label_id,
-                "score": round(outcome.probs[label_id], 4), "inference_time_ms": round(inference_ms, 3),
+                "score": round(outcome.values[label_id], 4), "inference_time_ms": inference_ms,
                 "truncated": outcome.truncated, "cached": cached}
 
 

@@ -28,9 +28,10 @@ class SentimentResult(BaseModel):
     """One answer, as in the article plus `label_id`, `truncated` and `cached`."""
 
     text: str
-    label: str = Field(description="id2label of the model's config.json")
+    label: str = Field(description="id2label of the model's config.json (any number of labels)")
     label_id: int
-    score: float = Field(ge=0, le=1, description="softmax probability of `label`, 4 decimals")
+    score: float = Field(ge=0, le=1, description="softmax probability of `label` (sigmoid for a multi-label "
+                                                 "model), 4 decimals")
     inference_time_ms: float = Field(description="tokenise + model time of the batch; 0 when cached")
     truncated: bool = Field(description="the text was longer than 512 tokens and was cut to 512")
     cached: bool
@@ -40,6 +41,23 @@ class BatchResult(BaseModel):
     """Answers in the order the texts were sent."""
 
     results: list[SentimentResult]
+
+
+class Embedding(BaseModel):
+    """One text's vector (pooled and normalised as the model's sentence-transformers config says)."""
+
+    text: str
+    embedding: list[float]
+    dim: int
+    inference_time_ms: float = Field(description="tokenise + model time of the batch; 0 when cached")
+    truncated: bool = Field(description="the text was longer than the model's max length and was cut")
+    cached: bool
+
+
+class EmbedResult(BaseModel):
+    """Vectors in the order the texts were sent."""
+
+    results: list[Embedding]
 
 
 class ErrorBody(BaseModel):
@@ -52,6 +70,7 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict = {code: {"model": ErrorBody, "description": why} for code, why in (
     (400, "body empty, not UTF-8 or not JSON"), (413, "body over max_body_bytes"),
     (415, "Content-Type is not application/json"), (422, "JSON of the wrong shape"),
+    (404, "the route is for the other task (classifier / embedding model)"),
     (500, "the model failed for this batch"), (503, "loading, queue full, or queue deadline passed"),
     (504, "the model call ran past inference_timeout_s"))}
 

@@ -21,6 +21,7 @@ from bench import backends
 from bench.app.checks.common import cells_json, measure_cell, prepare_model, save, verdict
 from bench.core.errors import BenchError
 from bench.core.records import CellResult, CellSpec
+from bench.core.signature import read_signature
 from bench.measure.isa import CpuIsa, left_out
 from bench.model import artifacts
 
@@ -100,7 +101,7 @@ def race(model: str, names: tuple[str, ...], model_dir: Path, onnx_dir: Path, pr
     return out, cells
 
 
-def vendor_command(name: str, path: Path, threads: int, out_dir: Path) -> list[str]:
+def vendor_command(name: str, path: Path, threads: int, out_dir: Path, inputs: tuple[str, ...]) -> list[str]:
     """The vendor tool's command for `name` on `path` at batch 1 × VENDOR_TOKENS, our threads and settings."""
     spec = backends.resolve(name)
     if spec.engine == "ov":
@@ -109,7 +110,7 @@ def vendor_command(name: str, path: Path, threads: int, out_dir: Path) -> list[s
         config = out_dir / f"{name}.json"
         config.write_text(json.dumps({"CPU": {k: str(v) for k, v in
                                               compile_settings(spec.precision, threads, {}).items()}}))
-        shape = ",".join(f"{i}[1,{VENDOR_TOKENS}]" for i in ("input_ids", "attention_mask", "token_type_ids"))
+        shape = ",".join(f"{i}[1,{VENDOR_TOKENS}]" for i in inputs)
         # -data_shape feeds that shape to the model as exported (dynamic); -shape would reshape it to a static
         # graph, which OpenVINO compiles into faster code than the dynamic one our cells run
         return [str(Path(sys.executable).with_name("benchmark_app")), "-m", str(path), "-d", "CPU", "-api", "sync",
@@ -118,7 +119,7 @@ def vendor_command(name: str, path: Path, threads: int, out_dir: Path) -> list[s
             "-s", str(VENDOR_TOKENS), "--samples", "20", "-t", "15", "-n", str(threads), "--mask_type", "2"]
 
 
-def vendor_ms(name: str, path: Path, threads: int) -> tuple[float, str]:
+def vendor_ms(name: str, path: Path, threads: int, inputs: tuple[str, ...]) -> tuple[float, str]:
     """(milliseconds, which statistic) the vendor's tool reports: benchmark_app's median, bert_perf_test's mean.
     bert_perf_test writes its summary beside the model: it gets a copy in a temporary folder."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -127,7 +128,7 @@ def vendor_ms(name: str, path: Path, threads: int) -> tuple[float, str]:
         weights = path.with_suffix(".bin")
         if weights.exists():
             target.with_suffix(".bin").symlink_to(weights)
-        out = subprocess.run(vendor_command(name, target, threads, Path(tmp)), capture_output=True, text=True,
+        out = subprocess.run(vendor_command(name, target, threads, Path(tmp), inputs), capture_output=True, text=True,
                              timeout=300)
     text = out.stdout + out.stderr
     found = re.search(r"Median:\s*([\d.]+) ms", text) or re.search(r"Average latency = ([\d.]+) ms", text)
@@ -145,7 +146,7 @@ def vendor_agreement(names: tuple[str, ...], model_dir: Path, onnx_dir: Path, th
         path = artifacts.model_file(onnx_dir, b.engine, b.precision, b.device)
         spec = CellSpec(name, 1, "bucket", VENDOR_TOKENS, threads)
         ours = [measure_cell(spec, model_dir, onnx_dir)]
-        vendor = [vendor_ms(name, path, threads) for _ in range(2)]
+        vendor = [vendor_ms(name, path, threads, read_signature(model_dir).inputs) for _ in range(2)]
         ours.append(measure_cell(spec, model_dir, onnx_dir))
         stat = vendor[0][1]
         mine = [c.stats["p50" if stat == "median" else "mean"] * 1000 for c in ours]

@@ -123,7 +123,7 @@ def torch_cuda(ctx: Context) -> Verdict:
 
 
 def tiny_model(tmp: Path) -> tuple[Path, Any]:
-    """A one-MatMul graph ("x" [batch, 256] → "logits" [batch, 2]) and its weight, for provider checks that need
+    """A one-MatMul graph ("x" [batch, 256] → "y" [batch, 2]) and its weight, for provider checks that need
     no model export."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper, save
@@ -132,8 +132,8 @@ def tiny_model(tmp: Path) -> tuple[Path, Any]:
 
     weight = np.random.default_rng(0).standard_normal((256, 2), dtype=np.float32)
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 256])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["logits"])], "tiny", [x], [y],
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "tiny", [x], [y],
                               initializer=[numpy_helper.from_array(weight, "w")])
     path = tmp / "tiny.onnx"
     save(small_model(graph), str(path))

@@ -61,7 +61,7 @@ def engine_times(replica, rows: int, length: int, calls: int) -> list[float]:
     """`calls` direct model calls at one shape on the replica (the engine alone, through its process link)."""
     from bench.app.checks.shapes import inputs as shape_inputs
 
-    inputs = shape_inputs((rows, length))
+    inputs = shape_inputs(replica, (rows, length))
     out = []
     for _ in range(calls):
         t0 = time.perf_counter()

@@ -31,15 +31,16 @@ def shapes(rng: np.random.Generator, n: int = SHAPES) -> list[tuple[int, int]]:
     return out
 
 
-def inputs(shape: tuple[int, int]) -> dict:
-    rows, length = shape
-    return {"input_ids": np.full(shape, 101, dtype=np.int64), "attention_mask": np.ones(shape, dtype=np.int64),
-            "token_type_ids": np.zeros(shape, dtype=np.int64)}
+def inputs(backend, shape: tuple[int, int]) -> dict:
+    """The model's inputs at one shape (its signature's names), every position attended."""
+    from bench.core.signature import read_signature
+
+    return read_signature(backend.config.model_dir).dummy(*shape, token=101)
 
 
 def timed(backend, shape: tuple[int, int]) -> float:
     t0 = time.perf_counter()
-    backend.infer(inputs(shape))
+    backend.infer(inputs(backend, shape))
     return time.perf_counter() - t0
 
 
