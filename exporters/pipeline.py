@@ -379,7 +379,8 @@ def export_all(cfg: ExportConfig, gate: bool = True) -> tuple[Path, dict]:
     from bench.model.sources import materialize, read_source_meta
     from exporters.quantize import choose_settings
 
-    model_dir = materialize(cfg.model, cfg.seed)
+    model_dir = materialize(cfg.model, cfg.seed)  # a model it cannot measure is refused here, nothing written
+    check_memory(model_dir)
     out_dir = paths.ensure_writable(Path(cfg.out_dir) if cfg.out_dir
                                     else paths.artifacts_dir() / "onnx" / model_dir.name)
     source = read_source_meta(model_dir)
@@ -395,6 +396,22 @@ def export_all(cfg: ExportConfig, gate: bool = True) -> tuple[Path, dict]:
     if gate:
         check_gate(manifest, out_dir)
     return out_dir, manifest
+
+
+EXPORT_MEMORY_FACTOR = 4  # torch's weights, the traced graph, the optimizer's copy and ORT's session at once
+
+
+def check_memory(model_dir: Path, available: int | None = None) -> None:
+    """Refuse, before anything is written, a model whose export would not fit in free memory."""
+    import psutil
+
+    weights = sum(p.stat().st_size for p in model_dir.iterdir()
+                  if p.suffix in (".safetensors", ".bin", ".onnx") and p.is_file())
+    free = psutil.virtual_memory().available if available is None else available
+    if weights * EXPORT_MEMORY_FACTOR > free:
+        raise BenchError(f"the model's weights are {weights / 2**30:.1f} GiB; exporting it needs about "
+                         f"{weights * EXPORT_MEMORY_FACTOR / 2**30:.1f} GiB and {free / 2**30:.1f} GiB is free: "
+                         f"free memory or use a host with more")
 
 
 def build_manifest(model_dir: Path, out_dir: Path, cfg: ExportConfig, source: dict, quant: dict, key: str) -> dict:

@@ -26,13 +26,13 @@ from locust import FastHttpUser, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests.samples import SampleWriter, samples_path
-from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing
+from loadtests.shapes import LATE_SEND_S, ClientStats, arrival_times, parse_server_timing, route_and_body
 
 MODE = os.environ.get("STRUCTBENCH_MODE", "closed")
 # classification: POST /api/sentiment {"text"} → a label and its score; embedding: POST /api/embed {"texts": [text]}
 # → one vector (the model's task, bench.core.signature; the sweep sets it)
 TASK = os.environ.get("STRUCTBENCH_TASK", "classification")
-ROUTE = "/api/embed" if TASK == "embedding" else "/api/sentiment"
+ROUTE = route_and_body(TASK, "")[0]
 DONE = "structbench_done"  # a worker's message to the master: its open-loop schedule is sent and answered
 WINDOW = "structbench_window"  # the master's message to its workers: the ramp is over, the timed window starts
 STATS = ClientStats()
@@ -92,8 +92,8 @@ def valid_answer(body: dict, text: str) -> bool:
 
 def post(client, text: str, context: dict | None = None) -> int:
     """`context` reaches the request event's listeners (the open loop passes its intended send time there)."""
-    body = {"texts": [text]} if TASK == "embedding" else {"text": text}
-    with client.post(ROUTE, json=body, catch_response=True, name=ROUTE, context=context or {}) as resp:
+    with client.post(ROUTE, json=route_and_body(TASK, text)[1], catch_response=True, name=ROUTE,
+                     context=context or {}) as resp:
         validate(resp, text)
         return resp.status_code
 

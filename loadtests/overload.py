@@ -17,25 +17,27 @@ from urllib.parse import urlparse
 import psutil
 
 from loadtests.service_proc import ServiceProcess, ServiceVariant
-from loadtests.windows import SweepConfig, run_locust
+from loadtests.shapes import route_and_body
+from loadtests.windows import SweepConfig, model_task, run_locust
 
 RECOVERED_FRACTION, SUSTAIN_S = 0.9, 5  # recovered: ≥ 90 % of the saturated QPS in every 1-s window for 5 s
 
 
-def probe(url: str, users: int, seconds: float) -> list[float]:
+def probe(url: str, users: int, seconds: float, task: str = "classification") -> list[float]:
     """Closed-loop probe with plain http.client threads posting ≈80-char corpus reviews (the workload the
-    harness and Locust use): completion times of successful requests."""
+    harness and Locust use) to the model's route: completion times of successful requests."""
     from bench.model.corpus import length_workload
 
     parsed, done, stop = urlparse(url), [], time.perf_counter() + seconds
-    bodies = [json.dumps({"text": t}).encode() for t in length_workload(400, seed=7).texts]
+    route = route_and_body(task, "")[0]
+    bodies = [json.dumps(route_and_body(task, t)[1]).encode() for t in length_workload(400, seed=7).texts]
 
     def user(offset: int) -> None:
         conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
         i = offset
         while time.perf_counter() < stop:
             i += users
-            conn.request("POST", "/api/sentiment", bodies[i % len(bodies)], {"Content-Type": "application/json"})
+            conn.request("POST", route, bodies[i % len(bodies)], {"Content-Type": "application/json"})
             resp = conn.getresponse()
             resp.read()
             if resp.status == 200:
@@ -62,13 +64,13 @@ def recovery_seconds(done: list[float], start: float, target_qps: float, sustain
     return None
 
 
-def probe_from(url: str, at: float, users: int, seconds: float) -> tuple[threading.Thread, list]:
+def probe_from(url: str, at: float, users: int, seconds: float, task: str) -> tuple[threading.Thread, list]:
     """A probe that starts at perf_counter `at` (while the overload's backlog is still queued), in a thread."""
     out: list = []
 
     def run() -> None:
         time.sleep(max(0.0, at - time.perf_counter()))
-        out.extend(probe(url, users, seconds))
+        out.extend(probe(url, users, seconds, task))
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -83,16 +85,17 @@ def rss_mb(pid: int) -> float:
 def run_overload(model: str, out_dir: Path, duration_s: float = 60.0, factor: float = 4.0,
                  variant: ServiceVariant = ServiceVariant.of("int8 batching", cache_size=0),
                  saturate_s: float = 10.0, probe_s: float = 25.0) -> dict:
+    task = model_task(model)
     service = ServiceProcess(model, variant)
     try:
         url = service.wait_ready()
-        probe(url, 16, saturate_s / 2)  # warm: the first seconds of a fresh service are slower
-        sat_qps = len(probe(url, 16, saturate_s)) / saturate_s
+        probe(url, 16, saturate_s / 2, task)  # warm: the first seconds of a fresh service are slower
+        sat_qps = len(probe(url, 16, saturate_s, task)) / saturate_s
         rss_before = rss_mb(service.proc.pid)
         cfg = SweepConfig(model=model, duration_s=duration_s, ramp_s=0.0, open_rates=(factor * sat_qps,))
         # The recovery clock starts when the offered load stops, not when Locust has drained its backlog
         load_end = time.perf_counter() + duration_s + LOCUST_START_S
-        prober, done = probe_from(url, load_end, 16, probe_s)
+        prober, done = probe_from(url, load_end, 16, probe_s, task)
         over = run_locust(url, 1, cfg, out_dir, "overload", rate=factor * sat_qps)
         prober.join(probe_s + 120)
         rss_after = rss_mb(service.proc.pid)

@@ -148,12 +148,31 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
                             env=locust_env(cfg, client_out, rate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     host_pinning().pin(proc.pid, client=True)  # Locust's --processes children inherit it
-    output, _ = proc.communicate(timeout=cfg.ramp_s + cfg.duration_s + 120)
+    limit = cfg.ramp_s + cfg.duration_s + 120
+    try:
+        output, _ = proc.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        stop_locust(proc)
+        raise BenchError(f"locust ran past {limit:.0f} s for {tag}: stopped") from None
+    except BaseException:  # Ctrl-C, SIGTERM (bench.core.errors.Terminated): Locust must not run on alone
+        stop_locust(proc)
+        raise
     row = aggregated_row(Path(f"{prefix}_stats.csv"))
     if row is None:
         raise BenchError(f"locust wrote no stats for {tag} (exit {proc.returncode}): {output.strip()[-300:]}")
     client = json.loads(client_out.read_text()) if client_out.exists() else {}
     return {"row": row, "client": client, **client_cpu(client)}
+
+
+def stop_locust(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """SIGTERM Locust (its --processes workers follow their master), SIGKILL after `grace_s`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:

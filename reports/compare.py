@@ -199,7 +199,7 @@ def only(mine: dict, theirs: dict) -> tuple:
 
 
 def host_differences(a: RunResult, b: RunResult) -> list[str]:
-    return [f"{k}: {a.host.get(k)!r} vs {b.host.get(k)!r}" for k in same_host(a.host, b.host)]
+    return [f"{k}: {getattr(a.host, k)!r} vs {getattr(b.host, k)!r}" for k in same_host(a.host, b.host)]
 
 
 def compare_cell(a: CellResult, b: CellResult) -> CellChange:

@@ -61,6 +61,7 @@ class Candidate:
     gpu_energy_per_m_j: float | None = None  # a GPU cell's board (NVML), never added to the host CPU's
     gpu_energy_reason: str | None = None
     host: str = ""  # in a report of several runs: the host label (the name then ends in " @ host")
+    unit: str = "inferences"  # what one answer is: "embeddings" for an embedding model (its signature)
     searched: bool = False  # qps is the searched open-loop QPS at the SLO, not a grid level
     requests: int | None = None  # behind the searched figure
     processes: int | None = None  # a grid level's fresh service processes (its CIs are across them when >= 2)
@@ -107,7 +108,8 @@ def candidates(run: RunResult, options: dict) -> list[Candidate]:
             seen_unmeasured.add(cell.spec.backend)
             out.append(replace(base(cell.spec.backend, cell.spec.backend, ENGINE, options), reason=why_not(cell),
                                measured=False))
-    return floor_left_out(like_with_like(out), floor_exclusions(run.model))
+    unit = "embeddings" if run.model.signature is not None and run.model.signature.is_embedding else "inferences"
+    return [replace(c, unit=unit) for c in floor_left_out(like_with_like(out), floor_exclusions(run.model))]
 
 
 def like_with_like(rows: list[Candidate]) -> list[Candidate]:
@@ -318,8 +320,8 @@ def advice(run: RunResult, cands: list[Candidate], options: dict) -> list[str]:
 
 
 def figures(c: Candidate) -> str:
-    return f"{fmt.num_ci(c.qps, c.qps_ci)} inferences/s on one {c.device} at {fmt.usd(c.cost_per_m)} per million " \
-        "inferences"
+    return f"{fmt.num_ci(c.qps, c.qps_ci)} {c.unit}/s on one {c.device} at {fmt.usd(c.cost_per_m)} per million " \
+        f"{c.unit}"
 
 
 def pick_sentence(cheapest: Candidate, pool: list[Candidate], kind: str, slo: str) -> str:
@@ -380,13 +382,13 @@ def engine_only_sentence(engine_only: list[Candidate], served: bool) -> list[str
 
 def parity_caveat(run: RunResult, backend: str | None) -> list[str]:
     variant = variant_of(backend or "")
-    parity = ((run.model.get("variants") or {}).get(variant) or {}).get("parity") or {}
-    if "label_agreement" not in parity or parity["label_agreement"] >= 0.99:
+    parity = run.model.parity(variant)
+    if parity is None or parity.label_agreement is None or parity.label_agreement >= 0.99:
         return []
     meaning = " With synthetic weights this says nothing about accuracy on real reviews: re-check with the real " \
-              "model." if run.model.get("synthetic") else ""
-    return [f"Its {variant} model agrees with PyTorch FP32 on {parity['label_agreement']:.1%} of "
-            f"{parity.get('n')} labels.{meaning}"]
+              "model." if run.model.synthetic else ""
+    return [f"Its {variant} model agrees with PyTorch FP32 on {parity.label_agreement:.1%} of "
+            f"{parity.n} labels.{meaning}"]
 
 
 def not_measured(run: RunResult, cands: list[Candidate]) -> list[str]:
@@ -400,7 +402,7 @@ def not_measured(run: RunResult, cands: list[Candidate]) -> list[str]:
     out += [f"Not measured: {c.name} ({c.reason})." for c in others]
     if not run.loadtests:
         out.append("No service load tests in this run: every QPS above is engine throughput, not HTTP QPS.")
-    if run.model.get("synthetic"):
+    if run.model.synthetic:
         out.append("Weights are synthetic: accuracy is not part of this decision.")
     return out
 

@@ -83,9 +83,9 @@ def gpu_stack(run: RunResult) -> list[tuple[str, str | None]]:
     host = run.host
     pip = lambda *names: [(installed(run, p), f"pip {p}") for p in names]  # noqa: E731
     trt = any(backend_parts(c.spec.backend).device == "tensorrt" for c in cells)
-    return [("NVIDIA driver", host.get("gpu_driver")),
+    return [("NVIDIA driver", host.gpu_driver),
             ("CUDA", joined((loaded(cells, "cuda_runtime"), "runtime loaded by the GPU cells"),
-                            (host.get("gpu_cuda"), "the driver's CUDA version"))),
+                            (host.gpu_cuda, "the driver's CUDA version"))),
             ("cuDNN", joined((loaded(cells, "cudnn"), "loaded by the GPU cells"),
                              *pip("nvidia-cudnn-cu13", "nvidia-cudnn-cu12"))),
             ("TensorRT", joined((loaded(cells, "tensorrt"), "loaded by the TensorRT cells"),
@@ -100,7 +100,7 @@ def loaded(cells: list[CellResult], library: str) -> str | None:
 
 
 def installed(run: RunResult, package: str) -> str | None:
-    return (run.host.get("libraries") or {}).get(package)
+    return run.host.libraries.get(package)
 
 
 def joined(*parts: tuple[str | None, str]) -> str | None:

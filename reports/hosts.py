@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bench.core.errors import BenchError, ConfigError
 from bench.core.results import RunResult
+from bench.core.run_records import SourceMeta
 
 # Examples only, never measurements: on-demand list prices of two common instance shapes, rounded.
 EXAMPLE_PRICES = {"cpu": 0.10, "gpu": 0.53}  # USD per hour; the defaults of --cpu-hour-usd / --gpu-hour-usd
@@ -42,38 +43,38 @@ class HostRun:
 
     @property
     def has_gpu(self) -> bool:
-        return bool(self.run.host.get("gpu_name"))
+        return bool(self.run.host.gpu_name)
 
     @property
     def test_data(self) -> str | None:
         """Why this run is not a measurement (tests build fake-GPU runs), or None for a real run."""
-        return self.run.host.get("test_data") or self.run.config.get("test_data")
+        return self.run.host.test_data or self.run.config.get("test_data")
 
 
 def host_label(run: RunResult) -> str:
     """'AMD EPYC 7B13 2c' or 'Intel Xeon 8c + NVIDIA T4': what a user names in --price."""
     host = run.host
-    cpu = " ".join(w for w in re.sub(r"\((R|TM|tm)\)", "", host.get("cpu_model") or "unknown CPU").split()
+    cpu = " ".join(w for w in re.sub(r"\((R|TM|tm)\)", "", host.cpu_model or "unknown CPU").split()
                    if w not in ("Processor", "CPU"))  # "Intel(R) Xeon(R) Processor" → "Intel Xeon"
-    label = f"{cpu or 'unknown CPU'} {host.get('logical_cores') or '?'}c"
-    return label + (f" + {host['gpu_name']}" if host.get("gpu_name") else "")
+    label = f"{cpu or 'unknown CPU'} {host.logical_cores or '?'}c"
+    return label + (f" + {host.gpu_name}" if host.gpu_name else "")
 
 
 def example_cpu_hour(run: RunResult) -> float:
     """The CPU example price for this run's host: a CPU configuration keeps every core of it busy, so it needs a
     VM of as many vCPUs (a 16-vCPU host at the 2-vCPU VM's price made its CPU rows look 8× too cheap)."""
-    vcpus = run.host.get("logical_cores")
+    vcpus = run.host.logical_cores
     vcpus = vcpus if isinstance(vcpus, int) and vcpus > 0 else EXAMPLE_VCPUS
     return EXAMPLE_PRICES["cpu"] * vcpus / EXAMPLE_VCPUS
 
 
 def example_gpu_hour(run: RunResult) -> tuple[float, str]:
     """The example price of this run's GPU model, and where it comes from (2024 list prices, see GPU_EXAMPLES)."""
-    name = (run.host.get("gpu_name") or "").upper()
+    name = (run.host.gpu_name or "").upper()
     for model, usd, source in GPU_EXAMPLES:
         if model in name:
             return usd, f"{model} example: {source}, 2024 list price"
-    what = f"no example price for {run.host['gpu_name']}" if run.host.get("gpu_name") else "no GPU in this run"
+    what = f"no example price for {run.host.gpu_name}" if run.host.gpu_name else "no GPU in this run"
     return EXAMPLE_PRICES["gpu"], f"{what}: the T4 example (g4dn.xlarge $0.526/h, 2024); give --price"
 
 
@@ -133,12 +134,13 @@ def priced(label: str, run: RunResult, given: tuple[str, float] | None) -> HostR
     return HostRun(label, run)
 
 
-def model_identity(run: RunResult):
+def model_identity(run: RunResult) -> SourceMeta | str | None:
     """What the model is, without where it lay on its machine (folders differ between hosts)."""
-    source = run.model.get("source")
-    if isinstance(source, dict):
-        return {k: v for k, v in source.items() if k not in ("model_dir", "path", "local_dir", "note")}
-    return source or run.model.get("spec")
+    source = run.model.source
+    if source is None:
+        return run.model.spec
+    return replace(source, note=None, extra={k: v for k, v in source.extra.items()
+                                             if k not in ("model_dir", "path", "local_dir")})
 
 
 def refusals(runs: list[RunResult], versions: list[int | None]) -> list[str]:
@@ -147,7 +149,7 @@ def refusals(runs: list[RunResult], versions: list[int | None]) -> list[str]:
     for run, version in zip(runs[1:], versions[1:]):
         pair = f"{first.run_id} vs {run.run_id}"
         if model_identity(run) != model_identity(first):
-            out.append(f"different models ({pair}: {first.model.get('spec')} vs {run.model.get('spec')})")
+            out.append(f"different models ({pair}: {first.model.spec} vs {run.model.spec})")
         if run.config.get("seed") != first.config.get("seed"):
             out.append(f"different workloads ({pair}: corpus seed {first.config.get('seed')} vs "
                        f"{run.config.get('seed')})")

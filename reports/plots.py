@@ -17,6 +17,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import ScalarFormatter
 
 from bench.core.results import RunResult
+from bench.core.run_records import GpuPeak, PeakGemm
 from bench.core.summary import board_energy, host_cpu_energy
 from reports.common import backend_parts, batch1_corpus, cell_label, on_gpu
 from reports.gpu import vram
@@ -200,7 +201,7 @@ def roofline(run: RunResult) -> dict:
     from bench.measure.roofline import peak_for
 
     title = "Roofline efficiency: achieved FLOP/s / measured peak GEMM rate of the cell's precision"
-    record = run.host.get("peak_gemm") or {}
+    record = run.host.peak_gemm or PeakGemm()
     # GPU cells against the GPU's own peak of their precision only (none measured: not drawn)
     judged = [(c, *peak_for(precision_of(c.spec.backend), record, run.peak_gemm_flops,
                             "cuda" if on_gpu(c.spec.backend) else "cpu", c.meta.tf32))
@@ -210,16 +211,16 @@ def roofline(run: RunResult) -> dict:
         flops = any(c.achieved_flops for c in run.cells)
         return skipped("roofline", title, "no peak GEMM measurement" if flops else "no cell records its FLOPs")
     fig, (ax,) = figure()
-    fp32, int8 = peak_for("fp32", record, run.peak_gemm_flops)[0], record.get("int8_peak_ops")
+    fp32, int8 = peak_for("fp32", record, run.peak_gemm_flops)[0], record.int8_peak_ops
     # Orange: INT8 judged against a float32 peak (runs without an INT8 peak), which it can pass.
-    bf16 = record.get("bf16_peak_flops")
+    bf16 = record.bf16_peak_flops
     kinds = {"fp32": ("#55a868", f"float32 cells (peak {fp32 / 1e9:.0f} GFLOP/s)" if fp32 else "float32 cells"),
              "int8": ("#4c72b0", f"INT8 cells (INT8 peak {int8 / 1e9:.0f} GOP/s)" if int8 else "INT8 cells"),
              "bf16": ("#64b5cd", f"BF16 cells (BF16 peak {bf16 / 1e9:.0f} GFLOP/s)" if bf16 else "BF16 cells"),
              "int8-vs-fp32": ("#dd8452", "INT8 cells vs the float32 peak (no INT8 peak measured)"),
              "bf16-vs-fp32": ("#c44e52", "BF16 cells vs the float32 peak (no BF16 peak measured)")}
-    gpu = record.get("gpu") or {}
-    kinds.update({f"gpu-{k}": (color, f"GPU {k.upper()} cells (GPU peak {(gpu.get(k) or 0) / 1e12:.0f} TFLOP/s)")
+    gpu = record.gpu or GpuPeak()
+    kinds.update({f"gpu-{k}": (color, f"GPU {k.upper()} cells (GPU peak {(gpu.rate(k) or 0) / 1e12:.0f} TFLOP/s)")
                   for k, color in (("fp32", "#8172b3"), ("tf32", "#937860"), ("fp16", "#da8bc3"))})
     kind_of = [kind if kind.startswith("gpu") or kind in ("int8", "bf16") else
                f"{precision_of(c.spec.backend)}-vs-fp32" if precision_of(c.spec.backend) in ("int8", "bf16") else

@@ -8,6 +8,7 @@ from collections import defaultdict
 
 from bench.core.records import Energy
 from bench.core.results import RunResult
+from bench.core.run_records import CpuPower, HostRecord, ParityRecord, PeakGemm, SourceMeta, VariantRecord
 from bench.core.summary import covers_gpu
 from reports import fmt, gpu
 from reports.common import batch1_corpus, cell_label, column, label, na, num, rows_for, table, text
@@ -18,39 +19,33 @@ ENERGY_SOURCES = {"nvml": "measured (NVML)", "rapl": "measured (RAPL)", "estimat
 
 
 def header(run: RunResult) -> dict:
-    source = run.model.get("source") or {}
-    synthetic = bool(run.model.get("synthetic", source.get("synthetic")))
+    source = run.model.source or SourceMeta()
+    synthetic = bool(run.model.synthetic if run.model.synthetic is not None else source.synthetic)
     return {
-        "run_id": run.run_id, "created": run.created, "git_commit": run.host.get("git_commit") or "not recorded",
-        "model_spec": run.model.get("spec") or "not recorded",
-        "model_source": source.get("source") if isinstance(source, dict) else str(source),
+        "run_id": run.run_id, "created": run.created, "git_commit": run.host.git_commit or "not recorded",
+        "model_spec": run.model.spec or "not recorded", "model_source": source.source,
         "synthetic": synthetic, "host": host_lines(run.host), "issues": issues(run), "task": task_line(run),
-        "test_data": run.host.get("test_data") or run.config.get("test_data"),  # built by tests: not measured
+        "test_data": run.host.test_data or run.config.get("test_data"),  # built by tests: not measured
     }
 
 
 def task_line(run: RunResult) -> str:
     """What the model does, from its signature (bench.core.signature); older runs measured the 2-label twin."""
-    from bench.core.signature import ModelSignature
-
-    signature = run.model.get("signature")
-    if not signature:
+    sig = run.model.signature
+    if sig is None:
         return "sequence classification (signature not recorded: a run made before models carried one)"
-    sig = ModelSignature.from_dict(signature)
     return f"{sig.what} · {sig.family} · inputs {', '.join(sig.inputs)}"
 
 
-def host_lines(host: dict) -> list[dict]:
-    flags = host.get("cpu_flags") or {}
-    ram = host.get("ram_bytes")
+def host_lines(host: HostRecord) -> list[dict]:
+    ram = host.ram_bytes
     return [
-        {"label": "CPU", "value": f"{host.get('cpu_model', 'not recorded')} · "
-                                  f"{host.get('logical_cores', '?')} logical cores"},
-        {"label": "CPU features", "value": ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in flags.items())
+        {"label": "CPU", "value": f"{host.cpu_model or 'not recorded'} · {host.logical_cores or '?'} logical cores"},
+        {"label": "CPU features", "value": ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in host.cpu_flags.items())
                                            or "not recorded"},
         {"label": "RAM", "value": f"{ram / 2**30:.1f} GiB" if ram else "not recorded"},
-        {"label": "GPU", "value": host.get("gpu_name") or f"none ({host.get('gpu_note') or 'not recorded'})"},
-        {"label": "Platform", "value": f"{host.get('platform', 'not recorded')} · Python {host.get('python', '?')}"},
+        {"label": "GPU", "value": host.gpu_name or f"none ({host.gpu_note or 'not recorded'})"},
+        {"label": "Platform", "value": f"{host.platform or 'not recorded'} · Python {host.python or '?'}"},
     ]
 
 
@@ -61,12 +56,12 @@ def issues(run: RunResult) -> list[dict]:
         if cell.status != "ok":
             groups[(cell.status, cell.reason or "no reason recorded")].append(cell.spec)
     out = [{"status": s, "reason": r, "what": spec_names(specs)} for (s, r), specs in groups.items()]
-    for name, variant in (run.model.get("variants") or {}).items():
-        parity = variant.get("parity") or {}
-        if parity.get("passed") is None and parity.get("not_measured"):
-            out.append({"status": "not measured", "reason": parity["not_measured"], "what": [f"{name} parity"]})
-        elif parity.get("passed") is False:
-            out.append({"status": "failed", "reason": "; ".join(parity.get("failures") or ["parity gate"]),
+    for name, variant in run.model.variants.items():
+        parity = variant.parity or ParityRecord()
+        if parity.passed is None and parity.not_measured:
+            out.append({"status": "not measured", "reason": parity.not_measured, "what": [f"{name} parity"]})
+        elif parity.passed is False:
+            out.append({"status": "failed", "reason": "; ".join(parity.failures or ["parity gate"]),
                         "what": [f"{name} parity"]})
     return out + loadtest_issues(run)
 
@@ -152,7 +147,7 @@ def resources_table(run: RunResult) -> dict:
             column("GPU board J / 1,000 inferences (NVML)")]
     assumptions: list = []  # filled by resources_row: footnotes for estimated energy
     rows = rows_for(batch1_corpus(run), lambda cell: resources_row(cell, assumptions), span=11)
-    cores = run.host.get("logical_cores", "?")
+    cores = run.host.logical_cores or "?"
     notes = [f"CPU %: 100 % is one fully busy logical core; this host has {cores}, so {cores}00 % is all of it. "
              "The timed window is the measured loop only; the whole-life figure includes imports and loading.",
              "Energy in two columns, never one: a GPU cell's board energy comes from NVML's counter (the whole "
@@ -201,14 +196,14 @@ def parity_table(run: RunResult) -> dict:
     cols = [column("Variant", False), column("File MiB"), column("n"), column("Label agreement [95% CI]"),
             column("Max |Δ logit|"), column("Mean |Δ logit|"), column("Accuracy [95% CI]"),
             column("Δ accuracy vs FP32, points [95% CI]"), column("Gate", False)]
-    synthetic = bool(run.model.get("synthetic"))
-    rows = [parity_row(name, v, synthetic) for name, v in (run.model.get("variants") or {}).items()]
+    synthetic = bool(run.model.synthetic)
+    rows = [parity_row(name, v, synthetic) for name, v in run.model.variants.items()]
     notes = ["Against PyTorch FP32 on the same inputs; labels are 负面 (negative) / 正面 (positive). Agreement and "
              "accuracy intervals: Wilson; the accuracy change: a paired interval on the same texts."]
-    quant = run.model.get("quantization")
+    quant = run.model.quantization
     if quant:
-        notes.append(f"INT8: {quant.get('weight_type')} weights, per-channel {quant.get('per_channel')}, "
-                     f"reduce_range {quant.get('reduce_range')}. {quant.get('reason', '')}")
+        notes.append(f"INT8: {quant.weight_type} weights, per-channel {quant.per_channel}, "
+                     f"reduce_range {quant.reduce_range}. {quant.reason or ''}")
     return table("parity", "Parity of each variant vs PyTorch FP32", cols, rows, notes,
                  empty="the results file records no exported variants")
 
@@ -216,38 +211,42 @@ def parity_table(run: RunResult) -> dict:
 def accuracy_table(run: RunResult) -> dict | None:
     """A synthetic twin's labels mean nothing: each runtime × precision's accuracy on real labels comes from the
     trained twin, exported and gated the same way (None when the run has no such record)."""
-    twin = run.model.get("trained_twin")
-    if not run.model.get("synthetic") or not twin:
+    twin = run.model.trained_twin
+    if not run.model.synthetic or not twin:
         return None
     cols = [column("Variant", False), column("File MiB"), column("n"), column("Label agreement [95% CI]"),
             column("Max |Δ logit|"), column("Mean |Δ logit|"), column("Accuracy [95% CI]"),
             column("Δ accuracy vs FP32, points [95% CI]"), column("Floor", False)]
-    rows = [parity_row(name, v, False) for name, v in (twin.get("variants") or {}).items()]
-    drop = twin.get("max_accuracy_drop")
+    rows = [parity_row(name, v, False) for name, v in twin.variants.items()]
+    drop = twin.max_accuracy_drop
     floor = f"at most {100 * drop:.1f} points below FP32" if drop is not None else "not set"
-    notes = [f"The trained twin ({(twin.get('source') or {}).get('source', 'twin:trained')}): a small BERT trained on "
-             f"the corpus's training split, every variant judged on {twin.get('texts')} held-out reviews it never "
+    notes = [f"The trained twin ({(twin.source.source if twin.source else None) or 'twin:trained'}): a small BERT "
+             f"trained on the corpus's training split, every variant judged on {twin.texts} held-out reviews it never "
              f"saw. Accuracy floor: {floor}; variants below it are left out of the decision and the tune."]
     return table("accuracy", "Accuracy on real labels per runtime × precision (trained twin)", cols, rows, notes)
 
 
-def parity_row(name: str, variant: dict, synthetic: bool) -> list:
-    p = variant.get("parity") or {}
-    size_bytes = (variant.get("size_bytes") or 0) + ((variant.get("weights") or {}).get("size_bytes") or 0)
+def parity_row(name: str, variant: VariantRecord, synthetic: bool) -> list:
+    p = variant.parity or ParityRecord()
+    size_bytes = variant.total_bytes
     size = num(fmt.num(size_bytes / 2**20)) if size_bytes else text("n/a (built at load time)")
-    if "label_agreement" not in p:
-        why = p.get("not_measured") or variant.get("not_built") or "no parity figures"
+    if p.label_agreement is None:
+        why = p.not_measured or variant.not_built or "no parity figures"
         return [label(name), size, na(why, span=7)]
     accuracy_reason = "synthetic weights: labels are meaningless" if synthetic else "no labelled evaluation set"
-    gate = {True: text("passed"), False: text("FAILED: " + "; ".join(p.get("failures") or []))}.get(p.get("passed"))
-    delta = p.get("accuracy_delta")
-    delta_ci = [100 * x for x in p.get("accuracy_delta_ci") or ()]
-    return [label(name), size, num(str(p.get("n"))), num(three_ci(p["label_agreement"], p.get("agreement_ci"))),
-            num(f"{p['max_abs_diff']:.2e}"), num(f"{p['mean_abs_diff']:.2e}"),
-            num(three_ci(p.get("accuracy"), p.get("accuracy_ci")), accuracy_reason),
+    gate = {True: text("passed"), False: text("FAILED: " + "; ".join(p.failures))}.get(p.passed)
+    delta = p.accuracy_delta
+    delta_ci = [100 * x for x in p.accuracy_delta_ci or ()]
+    return [label(name), size, num(str(p.n)), num(three_ci(p.label_agreement, p.agreement_ci)),
+            num(fmt_e(p.max_abs_diff)), num(fmt_e(p.mean_abs_diff)),
+            num(three_ci(p.accuracy, p.accuracy_ci), accuracy_reason),
             num(None if delta is None else f"{100 * delta:+.2f}{fmt.ci_suffix(delta_ci, lambda x: f'{x:+.2f}')}",
                 accuracy_reason),
-            gate or na(p.get("not_measured") or "gate not run")]
+            gate or na(p.not_measured or "gate not run")]
+
+
+def fmt_e(value: float | None) -> str | None:
+    return None if value is None else f"{value:.2e}"
 
 
 def three_ci(value: float | None, ci) -> str | None:
@@ -255,27 +254,26 @@ def three_ci(value: float | None, ci) -> str | None:
     return None if value is None else f"{value:.3f}{fmt.ci_suffix(ci, lambda x: f'{x:.3f}', missing='')}"
 
 
-def peak_source(peak: dict) -> str:
+def peak_source(peak: PeakGemm) -> str:
     """Which engine and shape gave the peak, from the run's host.peak_gemm record."""
-    engines = peak.get("by_engine") or {}
+    engines = peak.by_engine
     if not engines:
         return "source not recorded"
-    best = max(engines, key=engines.get)
-    shapes = peak.get(f"{best}_by_shape") or {}
-    shape = max(shapes, key=shapes.get) if shapes else f"{peak.get('size', '?')}²"
+    best = max(engines, key=engines.__getitem__)
+    shapes = peak.shapes_of(best)
+    shape = max(shapes, key=shapes.__getitem__) if shapes else f"{peak.size or '?'}²"
     others = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in engines.items() if k != best)
     return f"best: {best} at {shape}" + (f"; {others} GFLOP/s" if others else "")
 
 
-def int8_peak_text(peak: dict) -> str | None:
-    ops = peak.get("int8_peak_ops")
-    return f"{ops / 1e9:.1f} GOP/s ({peak.get('int8_kernel', 'INT8 GEMM')}); INT8 cells' roofline uses it" \
-        if ops else None
+def int8_peak_text(peak: PeakGemm) -> str | None:
+    ops = peak.int8_peak_ops
+    return f"{ops / 1e9:.1f} GOP/s ({peak.int8_kernel or 'INT8 GEMM'}); INT8 cells' roofline uses it" if ops else None
 
 
-def bf16_peak_text(peak: dict) -> str | None:
-    flops = peak.get("bf16_peak_flops")
-    return f"{flops / 1e9:.1f} GFLOP/s ({peak.get('bf16_kernel')}); BF16 cells' roofline uses it" if flops else None
+def bf16_peak_text(peak: PeakGemm) -> str | None:
+    flops = peak.bf16_peak_flops
+    return f"{flops / 1e9:.1f} GFLOP/s ({peak.bf16_kernel}); BF16 cells' roofline uses it" if flops else None
 
 
 def plan_text(plan: dict | None) -> str | None:
@@ -292,28 +290,26 @@ def example_prices(options: dict) -> bool:
                                                   options["cpu_hour_usd"] == EXAMPLE_PRICES["cpu"])
 
 
-def power_text(power: dict | None) -> str | None:
+def power_text(power: CpuPower | None) -> str | None:
     """Governor, turbo, SMT and the clock at the start of the run (older runs: not recorded)."""
     if not power:
         return None
-    mhz = f"{power['mhz_now']} MHz at the start" if power.get("mhz_now") else "clock not readable"
-    return f"governor {power.get('governor')}, turbo {power.get('turbo')}, SMT {power.get('smt')}, {mhz}"
+    mhz = f"{power.mhz_now} MHz at the start" if power.mhz_now else "clock not readable"
+    return f"governor {power.governor}, turbo {power.turbo}, SMT {power.smt}, {mhz}"
 
 
 def environment(run: RunResult, options: dict) -> list[dict]:
     """Label/value pairs: versions, threads, stop rule, statistics methods, and the report's own inputs."""
     host, config = run.host, run.config
-    peak = (host.get("peak_gemm") or {}).get("peak_flops") or run.peak_gemm_flops
-    threads = host.get("thread_env") or {}
-    pairs = [("Python", host.get("python")), ("Platform", host.get("platform")),
-             *[(f"{k}", v) for k, v in (host.get("libraries") or {}).items()],
-             ("Thread settings", ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in threads.items())),
-             ("Cores", f"{host.get('logical_cores', '?')} logical, {host.get('physical_cores', '?')} physical"),
-             ("CPU speed settings", power_text(host.get("cpu_power"))),
-             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(host.get('peak_gemm') or {})})"
-              if peak else None),
-             ("Peak INT8 GEMM", int8_peak_text(host.get("peak_gemm") or {})),
-             ("Peak BF16 GEMM", bf16_peak_text(host.get("peak_gemm") or {})),
+    record = host.peak_gemm or PeakGemm()
+    peak = record.peak_flops or run.peak_gemm_flops
+    threads = ", ".join(f"{k}={v if v is not None else 'unset'}" for k, v in host.thread_env.items())
+    pairs = [("Python", host.python), ("Platform", host.platform), *host.libraries.items(),
+             ("Thread settings", threads),
+             ("Cores", f"{host.logical_cores or '?'} logical, {host.physical_cores or '?'} physical"),
+             ("CPU speed settings", power_text(host.cpu_power)),
+             ("Peak GEMM", f"{peak / 1e9:.1f} GFLOP/s (float32; {peak_source(record)})" if peak else None),
+             ("Peak INT8 GEMM", int8_peak_text(record)), ("Peak BF16 GEMM", bf16_peak_text(record)),
              ("CPU plan", plan_text(config.get("plan"))), *gpu.gpu_stack(run),
              ("Stop rule", ", ".join(f"{k}={v}" for k, v in (config.get("stop_rule") or {}).items())),
              *[(f"Method: {k}", v) for k, v in (config.get("method") or {}).items()],
@@ -322,6 +318,6 @@ def environment(run: RunResult, options: dict) -> list[dict]:
              ("Prices (inputs, not measured)", options.get("price_note") or
               f"CPU ${options['cpu_hour_usd']:.2f}/h, GPU ${options['gpu_hour_usd']:.2f}/h"),
              ("Example prices", EXAMPLE_SOURCE if example_prices(options) else None),
-             ("GPU example price", options.get("example_gpu") if run.host.get("gpu_name") else None)]
+             ("GPU example price", options.get("example_gpu") if run.host.gpu_name else None)]
     return [{"label": k, "value": "not recorded" if v in (None, "") else str(v)} for k, v in pairs
             if k not in ("Example prices", "GPU example price") or v]

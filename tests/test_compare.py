@@ -106,7 +106,7 @@ def test_faster_run_fails_only_a_negative_threshold(multi):
 
 
 def test_different_hosts_are_refused_unless_forced(base):
-    other = replace(base, run_id="other", host={**base.host, "cpu_model": "Intel Xeon E5-2680 v4"})
+    other = replace(base, run_id="other", host=replace(base.host, cpu_model="Intel Xeon E5-2680 v4"))
     with pytest.raises(BenchError,
                        match=r"different hosts \(cpu_model: 'AMD EPYC' vs 'Intel Xeon E5-2680 v4'\).*--force"):
         compare_runs(base, other)
@@ -117,7 +117,7 @@ def test_different_hosts_are_refused_unless_forced(base):
 
 
 def test_refusal_through_the_command(base, tmp_path):
-    other = replace(base, host={**base.host, "logical_cores": 64})
+    other = replace(base, host=replace(base.host, logical_cores=64))
     a, b = save(base, tmp_path / "a"), save(other, tmp_path / "b")
     with pytest.raises(BenchError, match="logical_cores: 2 vs 64"):
         compare_cli(str(a), str(b))

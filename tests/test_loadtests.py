@@ -53,8 +53,8 @@ def service(tiny_onnx):
 
 def test_a_variant_passes_its_queue_bound_to_the_service_only_when_it_is_not_the_default():
     assert "--max-queue" not in ServiceVariant.of("default").flags()
-    deep = ServiceVariant.of("deep", max_queue=64).flags()
-    assert deep[deep.index("--max-queue") + 1] == "64"
+    deep = ServiceVariant.of("deep", max_queue=256).flags()
+    assert deep[deep.index("--max-queue") + 1] == "256"
 
 
 @pytest.mark.e2e

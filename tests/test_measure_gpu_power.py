@@ -372,13 +372,14 @@ def test_gpu_without_energy_or_power_gives_a_cpu_estimate_that_says_so(tmp_path)
 
 
 def test_gpu_cells_are_judged_against_the_gpus_own_peak_of_their_precision():
+    from bench.core.run_records import GpuPeak, PeakGemm
     from bench.measure.roofline import peak_for
 
-    record = {"peak_flops": 1e11, "gpu": {"fp32": 5e13, "tf32": 4e14, "fp16": 8e14}}
+    record = PeakGemm(peak_flops=1e11, gpu=GpuPeak(fp32=5e13, tf32=4e14, fp16=8e14))
     assert peak_for("fp16", record, device="cuda") == (8e14, "gpu-fp16")
     assert peak_for("fp32", record, device="cuda", tf32="off") == (5e13, "gpu-fp32")
     assert peak_for("fp32", record, device="tensorrt", tf32="trt-default") == (4e14, "gpu-tf32")
-    assert peak_for("fp32", {"peak_flops": 1e11}, 1e11, device="cuda") == (None, "gpu-fp32")  # never the CPU's
+    assert peak_for("fp32", PeakGemm(peak_flops=1e11), 1e11, device="cuda") == (None, "gpu-fp32")  # never the CPU's
     assert peak_for("fp32", record) == (1e11, "float32")
 
 

@@ -21,6 +21,7 @@ import pytest
 from bench.core.errors import BenchError
 from bench.core.paths import resolve_run
 from bench.core.results import SCHEMA_VERSION, CellResult, CellSpec, load_run
+from bench.core.run_records import HostRecord, PeakGemm, TrainedTwinAccuracy, from_json
 from reports import fmt
 from reports.cli import add_report_args, cmd_report
 from reports.decision import cost_per_million
@@ -379,11 +380,11 @@ def test_bench_cli_wiring(tmp_path):
 def test_peak_gemm_row_names_the_engine_and_shape_it_came_from():
     from reports.sections import peak_source
 
-    peak = {"peak_flops": 1.93e11, "by_engine": {"numpy": 1.90e11, "onnxruntime": 1.93e11},
-            "onnxruntime_by_shape": {"256x768x3072": 1.93e11, "2048x2048x2048": 1.79e11}, "size": 2048}
+    peak = PeakGemm(peak_flops=1.93e11, by_engine={"numpy": 1.90e11, "onnxruntime": 1.93e11},
+                    onnxruntime_by_shape={"256x768x3072": 1.93e11, "2048x2048x2048": 1.79e11}, size=2048)
     assert peak_source(peak) == "best: onnxruntime at 256x768x3072; numpy 190.0 GFLOP/s"
-    assert peak_source({"by_engine": {"numpy": 1.5e11}, "size": 1024}) == "best: numpy at 1024²"
-    assert peak_source({}) == "source not recorded"
+    assert peak_source(PeakGemm(by_engine={"numpy": 1.5e11}, size=1024)) == "best: numpy at 1024²"
+    assert peak_source(PeakGemm()) == "source not recorded"
 
 
 def test_roofline_judges_int8_cells_against_the_int8_peak_when_measured():
@@ -391,13 +392,13 @@ def test_roofline_judges_int8_cells_against_the_int8_peak_when_measured():
     from reports.plots import roofline
 
     run = load_run(RUN_FILE)
-    record = {"peak_flops": 2.0e11, "int8_peak_ops": 4.0e11}
+    record = PeakGemm(peak_flops=2.0e11, int8_peak_ops=4.0e11)
     assert peak_for("int8", record) == (4.0e11, "int8") and peak_for("fp32", record) == (2.0e11, "float32")
-    assert peak_for("int8", {"peak_flops": 2.0e11}) == (2.0e11, "float32")  # older runs: no INT8 peak
-    assert peak_for("fp32", {}, fallback=1.5e11) == (1.5e11, "float32")
-    drawn = roofline(replace(run, host={**run.host, "peak_gemm": record}))
+    assert peak_for("int8", PeakGemm(peak_flops=2.0e11)) == (2.0e11, "float32")  # older runs: no INT8 peak
+    assert peak_for("fp32", None, fallback=1.5e11) == (1.5e11, "float32")
+    drawn = roofline(replace(run, host=replace(run.host, peak_gemm=record)))
     assert "png" in drawn and "precision" in drawn["title"]
-    nothing = roofline(replace(run, host={}, peak_gemm_flops=None))
+    nothing = roofline(replace(run, host=HostRecord(), peak_gemm_flops=None))
     assert nothing["note"] == "not drawn: no peak GEMM measurement"
 
 
@@ -412,7 +413,7 @@ def test_a_variant_below_the_accuracy_floor_is_left_out_of_the_decision_with_the
               "failures": [floor["reason"]]}
     twin = {"texts": 1000, "max_accuracy_drop": 0.01, "source": {"source": "twin:trained"},
             "variants": {"int8": {"parity": parity}}}
-    run = replace(run, model={**run.model, "synthetic": True, "trained_twin": twin})
+    run = replace(run, model=replace(run.model, synthetic=True, trained_twin=from_json(TrainedTwinAccuracy, twin)))
     ctx = build_context(run, ReportOptions())
     html = render_html(run)
     rows = [r for r in tables_of(html)["decision"] if r and r[0].startswith("ort-int8-cpu")]
@@ -430,7 +431,7 @@ def test_gpus_are_priced_by_model_and_an_unknown_model_says_so():
 
     run = load_run(RUN_FILE)
     def opts(gpu_name, **given):
-        r = replace(run, host={**run.host, "gpu_name": gpu_name})
+        r = replace(run, host=replace(run.host, gpu_name=gpu_name))
         return host_options(host_runs([r])[0], options_dict(ReportOptions(**given)))
 
     h100, t4, other = opts("NVIDIA H100 80GB HBM3"), opts("Tesla T4"), opts("NVIDIA H200")
@@ -438,6 +439,6 @@ def test_gpus_are_priced_by_model_and_an_unknown_model_says_so():
     assert t4["gpu_hour_usd"] == 0.53 and other["gpu_hour_usd"] == 0.53
     assert other["example_gpu"].startswith("no example price for NVIDIA H200")
     assert opts("NVIDIA H100 80GB HBM3", gpu_hour_usd=2.5)["gpu_hour_usd"] == 2.5
-    env = {e["label"]: e["value"] for e in build_context(replace(run, host={**run.host, "gpu_name": "NVIDIA H100"}),
+    env = {e["label"]: e["value"] for e in build_context(replace(run, host=replace(run.host, gpu_name="NVIDIA H100")),
                                                             ReportOptions())["environment"]}
     assert env["GPU example price"].startswith("H100 example")

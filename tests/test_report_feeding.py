@@ -4,7 +4,7 @@ model time against the engine's, new shapes, pad tokens, and the front's CPU per
 from __future__ import annotations
 
 from bench.core.records import LoadLevel, ServiceSetup
-from bench.core.results import RunResult, record_from_dict, run_to_dict
+from bench.core.results import HostRecord, ModelRecord, RunResult, record_from_dict, run_to_dict
 from loadtests.levels import pooled_buckets, pooled_shapes
 from loadtests.sweep import server_deltas
 
@@ -35,6 +35,10 @@ def test_deltas_give_per_bucket_efficiency_and_the_fronts_cpu_per_request():
     assert server_deltas(BEFORE, in_process)["front_cpu_s"] is None
 
 
+def run_of(levels: tuple[LoadLevel, ...]) -> RunResult:
+    return RunResult("r", "now", HostRecord(), ModelRecord(), {}, loadtests=levels)
+
+
 def level(**figures) -> LoadLevel:
     setup = ServiceSetup("gpu batching", "fake-fp16-cuda", True, 32, 0.0, 0, None, 2, True)
     return LoadLevel(config=setup, users=32, requests=100, qps=50.0, **figures)
@@ -45,20 +49,20 @@ def test_the_table_shows_the_busiest_buckets_and_says_what_was_not_measured():
 
     server = server_deltas(BEFORE, AFTER)
     shaped = level(shapes=pooled_shapes([server["shapes"]]), front_cpu_ms_per_request=1000 * 0.5 / 300)
-    run = RunResult("r", "now", {}, {}, {}, loadtests=(shaped,))
+    run = run_of((shaped,))
     table = feeding_table(run)
     [row] = table["rows"]
     texts = [c["text"] for c in row]
     # model 0.88 + 0.1 s against the engine's 8 × 0.1 + 2 × 0.05 s; 0.5 CPU s over 300 requests
     assert texts[:6] == ["gpu batching", "32", f"{0.98 / 0.9:.2f}×", "1", "10", f"{500 / 300:.3g}"]
     assert texts[6] == "4x64: 8, 1.10×; 1x64: 2, 1.00×"
-    bare = feeding_table(RunResult("r", "now", {}, {}, {}, loadtests=(level(front_cpu_ms_per_request=0.4),)))
+    bare = feeding_table(run_of((level(front_cpu_ms_per_request=0.4),)))
     assert bare["rows"][0][2]["text"].startswith("not measured")  # no shape metrics: said, not blank
-    assert feeding_table(RunResult("r", "now", {}, {}, {}, loadtests=(level(),))) is None  # nothing to show
+    assert feeding_table(run_of((level(),))) is None  # nothing to show
 
 
 def test_per_bucket_figures_round_trip_through_the_results_file():
     server = server_deltas(BEFORE, AFTER)
     lv = level(shapes=pooled_shapes([server["shapes"]]), front_cpu_ms_per_request=1.5)
-    back = record_from_dict(LoadLevel, run_to_dict(RunResult("r", "now", {}, {}, {}, loadtests=(lv,)))["loadtests"][0])
+    back = record_from_dict(LoadLevel, run_to_dict(run_of((lv,)))["loadtests"][0])
     assert back == lv

@@ -48,7 +48,7 @@ ITEMS = 100  # 2 processes × 50 batches of 1
 
 def gpu_run(*cells: CellResult, host: dict = HOST):
     base = load_run(RUN_FILE)
-    return replace(base, cells=cells or (CPU_CELL, ORT_GPU, TORCH_GPU), loadtests=(), host={**base.host, **host})
+    return replace(base, cells=cells or (CPU_CELL, ORT_GPU, TORCH_GPU), loadtests=(), host=replace(base.host, **host))
 
 
 def tables(run, **options) -> dict:

@@ -108,7 +108,9 @@ def test_different_schema_versions_are_refused_unless_forced(tmp_path):
 
     (b / "results.json").write_text(json.dumps(run_to_dict(run_from_dict(data))))  # saved again: version 2
     result = run_cli("report", str(a), str(b), "--out", str(tmp_path / "m"))
-    assert result.returncode == 2 and "different schema versions (a vs b: 1 vs 2)" in result.stderr
+    from bench.core.results import SCHEMA_VERSION
+
+    assert result.returncode == 2 and f"different schema versions (a vs b: 1 vs {SCHEMA_VERSION})" in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert run_cli("report", str(a), str(b), "--force", "--out", str(tmp_path / "m")).returncode == 0
 

@@ -14,6 +14,8 @@ from bench.core.results import (
     SCHEMA_VERSION,
     CellResult,
     CellSpec,
+    HostRecord,
+    ModelRecord,
     RunResult,
     load_run,
     run_from_dict,
@@ -39,8 +41,8 @@ def sample_run() -> RunResult:
                       p95_ms=210.0, p95_ci_ms=(200.0, 220.0), server_timing_ms={"total": 50.0})
     skipped = CellResult(CellSpec("ort-fp32-cuda"), "skipped", "no GPU")
     failed = CellResult(CellSpec("torch-fp32-cpu", batch=8), "failed", "crashed: worker killed by SIGKILL")
-    return RunResult("r1", "2026-11-25T00:00:00", {"cpu_model": "x"}, {"spec": "twin", "synthetic": True}, {},
-                     1e11, (ok, skipped, failed), (level,))
+    return RunResult("r1", "2026-11-25T00:00:00", HostRecord(cpu_model="x"), ModelRecord(spec="twin", synthetic=True),
+                     {}, 1e11, (ok, skipped, failed), (level,))
 
 
 def test_round_trip_keeps_raw_samples_and_derives_stats(tmp_path):

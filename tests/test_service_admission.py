@@ -8,10 +8,13 @@ import threading
 import time
 from dataclasses import dataclass
 
+import httpx
 import pytest
 
+from bench.core.errors import ConfigError
 from bench.service.admission import AdmissionQueue, Full, batch_size
-from tests.service_helpers import ScriptedBackend
+from bench.service.config import ServiceConfig
+from tests.service_helpers import ScriptedBackend, scripted_server, wait_ready
 
 
 @dataclass
@@ -127,3 +130,21 @@ def test_preferred_sizes_are_checked_and_reach_the_service_command_line():
     config = config_from_args(parser.parse_args(variant.flags()))
     assert (config.preferred_batch_sizes, config.max_wait_ms, config.cuda_graphs, config.replicas) == \
         ((16, 32), 2.0, False, 3)
+
+
+def test_a_full_batch_request_is_answered_on_an_idle_default_service(tiny_model):
+    """The documented limit of max_batch_items texts per request fits the default queue: 40 and 64 new texts are
+    answered (with max_queue 32 they were refused 503 on an empty queue, and a client honouring 503 retried for
+    ever)."""
+    with scripted_server(tiny_model, ScriptedBackend(tiny_model), cache_size=0) as url, \
+            httpx.Client(base_url=url, timeout=30) as client:
+        wait_ready(client)
+        for n in (40, ServiceConfig().max_batch_items):
+            resp = client.post("/api/sentiment/batch", json={"texts": [f"新的评论{n}-{i}" for i in range(n)]})
+            assert resp.status_code == 200 and len(resp.json()["results"]) == n
+
+
+def test_a_queue_smaller_than_one_batch_request_is_refused_at_configuration():
+    with pytest.raises(ConfigError, match="max_queue .* must hold at least max_batch_items"):
+        ServiceConfig(max_queue=32, max_batch_items=64)
+    assert ServiceConfig(max_queue=32, max_batch_items=32).max_queue == 32

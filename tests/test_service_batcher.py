@@ -47,7 +47,8 @@ def test_batching_off_serves_one_at_a_time(tiny_model):
 
 def test_queue_full_answers_503_with_retry_after(tiny_model):
     backend = ScriptedBackend(tiny_model, delay=0.3)
-    responses, text = posts_under_load(tiny_model, backend, [f"排队{i}" for i in range(8)], batching=False, max_queue=2)
+    responses, text = posts_under_load(tiny_model, backend, [f"排队{i}" for i in range(8)], batching=False, max_queue=2,
+                                      max_batch_items=2)
     refused = [r for r in responses if r.status_code == 503]
     assert refused and any(r.status_code == 200 for r in responses)
     assert all(r.headers["retry-after"] == "1" and "busy" in r.json()["error"] for r in refused)
@@ -77,6 +78,29 @@ def test_backend_exception_fails_only_its_batch(tiny_model):
         assert c.post("/api/sentiment", json={"text": "会成功"}).status_code == 200
         text = c.get("/metrics").text
     assert metric(text, "failed_batches_total") == 1 and metric(text, 'errors_total{kind="inference"}') == 1
+
+
+class OverflowingBackend(ScriptedBackend):
+    """Answers NaN logits once (an FP16 overflow), then real ones."""
+
+    nan_once = True
+
+    def infer(self, inputs):
+        out = super().infer(inputs)
+        if self.nan_once:
+            self.nan_once = False
+            out[:] = float("nan")
+        return out
+
+
+def test_nan_logits_fail_the_call_and_are_never_cached(tiny_model):
+    backend = OverflowingBackend(tiny_model)
+    with scripted_server(tiny_model, backend) as url, httpx.Client(base_url=url) as c:  # cache on
+        wait_ready(c)
+        first = c.post("/api/sentiment", json={"text": "溢出的文本"})
+        assert first.status_code == 500 and first.json()["error"] == "inference failed"
+        again = c.post("/api/sentiment", json={"text": "溢出的文本"})
+        assert again.status_code == 200 and not again.json()["cached"]  # computed afresh, not the NaN answer
 
 
 def test_shutdown_finishes_in_flight_requests(tiny_model):
@@ -256,7 +280,7 @@ def test_a_full_queue_refuses_before_reading_the_body(tiny_model):
     """While the queue has no room the 503 comes before routing and parsing: even a body that is not JSON gets the
     busy answer (and is not parsed, which is what a refusal under overload must not spend CPU on)."""
     backend = HangingBackend(tiny_model)
-    with scripted_server(tiny_model, backend, cache_size=0, batching=False, max_queue=1) as url, \
+    with scripted_server(tiny_model, backend, cache_size=0, batching=False, max_queue=1, max_batch_items=1) as url, \
             httpx.Client(base_url=url, timeout=30) as c, ThreadPoolExecutor(2) as pool:
         wait_ready(c)
         # one text in the model call first, then one to fill the queue (sent together, the second could find the

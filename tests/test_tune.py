@@ -304,7 +304,7 @@ def test_a_short_tune_recommends_the_offline_best_and_starts_no_service(monkeypa
 
 
 def run_with(record):
-    from bench.core.results import RunResult
+    from bench.core.results import HostRecord, ModelRecord, RunResult
 
-    return RunResult(run_id="t", created="2026-12-04T00:00:00+0000", host={}, model={"spec": "twin:tiny"},
-                     config={}, tune=record)
+    return RunResult(run_id="t", created="2026-12-04T00:00:00+0000", host=HostRecord(),
+                     model=ModelRecord(spec="twin:tiny"), config={}, tune=record)

@@ -25,7 +25,7 @@ from bench.app.args import (
     tune_config,
 )
 from bench.app.console import print_loadtests, print_searches, print_tune
-from bench.core.errors import run_entry
+from bench.core.errors import raise_on_terminate, run_entry
 
 
 def measure_run(args: argparse.Namespace):
@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
     quiet_libraries()
+    if args.command != "serve":  # the service drains on SIGTERM itself (uvicorn); every other command unwinds
+        raise_on_terminate()
     return run_entry(lambda: args.func(with_tokenizer(args)))
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from bench.core import paths
 from bench.core.errors import BenchError
 from bench.core.results import RunResult, load_run, save_run
+from bench.core.run_records import HostRecord, ModelRecord, TrainedTwinAccuracy
 from bench.core.store import update_store
 from bench.engine.harness import RunConfig, config_dict, measure_cells
 
@@ -40,19 +41,14 @@ class RunContext:
         return replace(self, result=result)
 
 
-def export_model(model: str, seed: int = 0, eval_data: str | None = None) -> tuple[Path, Path, dict]:
+def export_model(model: str, seed: int = 0, eval_data: str | None = None) -> tuple[Path, Path, ModelRecord]:
     """Export (or reuse) the ONNX variants; the model block of the results file says what was measured."""
     from exporters.pipeline import ExportConfig, export_all
 
     onnx_dir, manifest = export_all(ExportConfig(model=model, seed=seed,
                                                  eval_data=Path(eval_data) if eval_data else None))
     print(f"[run] models: {onnx_dir}\n[run] manifest: {onnx_dir / 'manifest.json'}", file=sys.stderr, flush=True)
-    block = {"spec": model, "source": manifest["source"], "synthetic": manifest["synthetic"],
-             "model_dir": manifest["model_dir"], "onnx_dir": str(onnx_dir), "quantization": manifest["quantization"],
-             "signature": manifest.get("signature"), "accuracy_texts": manifest["parity_settings"]["texts"],
-             "variants": {k: {kk: vv for kk, vv in v.items() if kk != "sha256"}
-                          for k, v in manifest["variants"].items()}}
-    return Path(manifest["model_dir"]), onnx_dir, block
+    return Path(manifest["model_dir"]), onnx_dir, ModelRecord.from_manifest(model, str(onnx_dir), manifest)
 
 
 def resume_config(cfg: RunConfig, run: RunResult, run_dir: Path) -> RunConfig:
@@ -67,14 +63,14 @@ def resume_config(cfg: RunConfig, run: RunResult, run_dir: Path) -> RunConfig:
     if conflicts and not cfg.force:
         raise BenchError(f"cannot resume {run_dir} with other settings ({', '.join(conflicts)}); "
                          f"leave them out to continue as it was, or add --force")
-    differs = same_host(run.host, fingerprint(cfg.gpu))
+    differs = same_host(run.host, HostRecord.from_fingerprint(fingerprint(cfg.gpu)))
     if differs and not cfg.force:
         raise BenchError(f"cannot resume {run_dir}: it ran on another host ({', '.join(differs)} differ); "
                          f"add --force to mix hosts in one run")
     return replace(cfg, **{k: v for k, v in stored.items() if k not in conflicts})
 
 
-def new_result(cfg: RunConfig, run_dir: Path, model: dict, hour_usd: float | None = None) -> RunResult:
+def new_result(cfg: RunConfig, run_dir: Path, model: ModelRecord, hour_usd: float | None = None) -> RunResult:
     from bench.measure.host import fingerprint
     from bench.measure.roofline import measure_peak
 
@@ -83,7 +79,7 @@ def new_result(cfg: RunConfig, run_dir: Path, model: dict, hour_usd: float | Non
     gpu = gpu_peak(cfg)
     peak = {**peak, "gpu": gpu} if gpu else peak
     return RunResult(run_id=run_dir.name, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                     host={**fingerprint(cfg.gpu), "peak_gemm": peak}, model=model,
+                     host=HostRecord.from_fingerprint(fingerprint(cfg.gpu), peak), model=model,
                      config={**config_dict(cfg), **priced(hour_usd)}, peak_gemm_flops=peak["peak_flops"])
 
 
@@ -130,8 +126,8 @@ def prepare(cfg: RunConfig, hour_usd: float | None = None) -> tuple[RunConfig, R
         cfg = resume_config(cfg, stored, run_dir)
     model_dir, onnx_dir, model = export_model(cfg.model, cfg.seed, cfg.eval_data)
     if cfg.resume:
-        if stored.model.get("source") != model["source"]:
-            raise BenchError(f"cannot resume {run_dir}: it measured {stored.model.get('spec')}, not {cfg.model}")
+        if stored.model.source != model.source:
+            raise BenchError(f"cannot resume {run_dir}: it measured {stored.model.spec}, not {cfg.model}")
         ctx = RunContext(run_dir, stored, model_dir, onnx_dir)
         return cfg, ctx.save(replace(stored, config={**stored.config, **priced(hour_usd)})) if hour_usd else ctx
     run_dir = new_run_dir(cfg)
@@ -183,13 +179,13 @@ def accuracy(ctx: RunContext, max_drop: float | None) -> RunContext:
     export's parity records; for a synthetic twin (labels meaningless) the trained twin — a small BERT trained on
     the corpus's training split — is exported the same way and its variants judged on ACCURACY_TEXTS held-out
     reviews, as the proxy the decision and the tune use for the accuracy floor."""
-    if not ctx.result.model.get("synthetic"):
+    if not ctx.result.model.synthetic:
         return ctx
     block = trained_twin_accuracy(max_drop)
-    return ctx.save(replace(ctx.result, model={**ctx.result.model, "trained_twin": block}))
+    return ctx.save(replace(ctx.result, model=replace(ctx.result.model, trained_twin=block)))
 
 
-def trained_twin_accuracy(max_drop: float | None) -> dict:
+def trained_twin_accuracy(max_drop: float | None) -> TrainedTwinAccuracy:
     """The trained twin exported (or reused) with every variant judged on ACCURACY_TEXTS held-out reviews; a variant
     below the floor is recorded as such, not raised (the callers leave it out and say why)."""
     from bench.model.twin_trained import SOURCE as TRAINED_TWIN
@@ -200,8 +196,7 @@ def trained_twin_accuracy(max_drop: float | None) -> dict:
     # trained weights: every variant is judged on every text (the FP32 shortcut is the synthetic twin's only)
     _, manifest = export_all(ExportConfig(model=TRAINED_TWIN, parity_n=ACCURACY_TEXTS, max_accuracy_drop=max_drop),
                              gate=False)
-    return {"source": manifest["source"], "max_accuracy_drop": max_drop, "texts": ACCURACY_TEXTS,
-            "variants": {name: {"parity": v["parity"]} for name, v in manifest["variants"].items() if v.get("parity")}}
+    return TrainedTwinAccuracy.from_manifest(manifest, max_drop, ACCURACY_TEXTS)
 
 
 def tune(tune_cfg, ctx: RunContext) -> RunContext:
@@ -224,7 +219,7 @@ def sweep_context(model: str, seed: int, run: str | None, run_id: str | None) ->
     if run:
         run_dir = paths.resolve_run(run)
         result = load_run(run_dir)
-        model_dir = Path(result.model["model_dir"]) if result.model.get("model_dir") else None
+        model_dir = Path(result.model.model_dir) if result.model.model_dir else None
         return RunContext(run_dir, result, model_dir, None)
     return prepare(RunConfig(model=model, seed=seed, run_id=run_id))[1]
 

@@ -31,7 +31,12 @@ def load_torch_model(model_dir, precision: str = "fp32", attn: str = "sdpa"):
     signature = read_signature(model_dir)
     auto = AutoModel if signature.is_embedding else AutoModelForSequenceClassification
     try:
-        model = auto.from_pretrained(str(model_dir), attn_implementation=attn).eval()
+        try:
+            model = auto.from_pretrained(str(model_dir), attn_implementation=attn).eval()
+        except ValueError as exc:  # a family without SDPA (MPNet): its own (eager) attention, as transformers says
+            if "attention implementation" not in str(exc) or attn == "eager":
+                raise
+            model = auto.from_pretrained(str(model_dir), attn_implementation="eager").eval()
     except Exception as exc:  # corrupt or truncated weights (SafetensorError, UnpicklingError…), bad config
         raise BenchError(f"cannot load the model in {model_dir}: {type(exc).__name__}: {str(exc)[:200]}") from None
     model = encoder_module(torch)(model, signature).eval()

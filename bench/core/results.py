@@ -19,6 +19,12 @@ Schema history (SCHEMA_VERSION):
     block's variants gain OpenVINO IRs and accuracy figures with CIs; `accuracy`, the trained twin's accuracy per
     runtime × precision; `config.plan`, the CPU backends the default plan left out and why. Files without them read
     as not recorded.
+  3 (2026-12-07) the host and model blocks typed (bench.core.run_records): HostRecord (the fingerprint, its peak
+    GEMM rates as a PeakGemm), ModelRecord (SourceMeta, Quantization, the ModelSignature, VariantRecords with their
+    ParityRecord and FloorVerdict, the trained twin's TrainedTwinAccuracy); the exported graph's inputs are the
+    model block's `graph_inputs`, no longer inside its signature. Unknown keys are not refused there: HostRecord,
+    ModelRecord and SourceMeta keep them in their `extra` mapping, the records inside them drop them. Version 2
+    files are upgraded on read (`upgrade_v2`); runs without a signature read as None.
 """
 
 from __future__ import annotations
@@ -33,13 +39,15 @@ from typing import Any, TypeVar
 from bench.core.errors import BenchError
 from bench.core.paths import atomic_write_text
 from bench.core.records import CellResult, CellSpec, LoadLevel, ProcessRun
+from bench.core.run_records import HostRecord, ModelRecord, from_json
 from bench.core.search_records import SloSearch, TuneRecord
 from bench.core.upgrade import UPGRADES
 
-__all__ = ["SCHEMA_VERSION", "RunResult", "CellResult", "CellSpec", "LoadLevel", "ProcessRun", "load_run", "save_run",
-           "run_from_dict", "run_to_dict", "cell_to_dict", "cell_from_dict", "record_from_dict", "stored_version"]
+__all__ = ["SCHEMA_VERSION", "RunResult", "CellResult", "CellSpec", "LoadLevel", "ProcessRun", "HostRecord",
+           "ModelRecord", "load_run", "save_run", "run_from_dict", "run_to_dict", "cell_to_dict", "cell_from_dict",
+           "record_from_dict", "stored_version"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 R = TypeVar("R")  # a record type
 
@@ -48,8 +56,8 @@ R = TypeVar("R")  # a record type
 class RunResult:
     run_id: str
     created: str
-    host: dict[str, Any]  # the host fingerprint (bench.measure.host), kept as written: free-form by design
-    model: dict[str, Any]  # model source, synthetic flag, exported variants (from the manifest)
+    host: HostRecord  # what produced the run: the fingerprint (bench.measure.host) and the peak GEMM rates
+    model: ModelRecord  # what was measured: source, synthetic flag, signature, exported variants (from the manifest)
     config: dict[str, Any]  # the run's settings, as given (RunConfig + stop rule + method)
     peak_gemm_flops: float | None = None
     cells: tuple[CellResult, ...] = ()
@@ -102,6 +110,7 @@ def cell_to_dict(cell: CellResult) -> dict[str, Any]:
 def run_to_dict(run: RunResult) -> dict[str, Any]:
     records = ("cells", "loadtests", "slo_searches", "tune")
     out = {f.name: getattr(run, f.name) for f in fields(run) if f.name not in records}
+    out["host"], out["model"] = asdict(run.host), run.model.to_dict()  # replaced in place: the keys keep their order
     out["cells"] = [cell_to_dict(c) for c in run.cells]
     out["loadtests"] = [asdict(level) for level in run.loadtests]
     if run.slo_searches:  # left out when empty, so a run without searches reads in older toolkits too
@@ -164,7 +173,9 @@ def run_from_dict(data: dict[str, Any], path: Path = Path("<memory>")) -> RunRes
         levels = tuple(record_from_dict(LoadLevel, lv) for lv in data.pop("loadtests", []))
         searches = tuple(record_from_dict(SloSearch, s) for s in data.pop("slo_searches", []))
         tune = record_from_dict(TuneRecord, data.pop("tune")) if data.get("tune") else None
-        return RunResult(cells=cells, loadtests=levels, slo_searches=searches, tune=tune, **data)
+        host, model = from_json(HostRecord, data.pop("host")), from_json(ModelRecord, data.pop("model"))
+        return RunResult(host=host, model=model, cells=cells, loadtests=levels, slo_searches=searches, tune=tune,
+                         **data)
     except (TypeError, ValueError, KeyError) as exc:
         raise BenchError(f"{path} is not a valid results file: {exc}") from None
 

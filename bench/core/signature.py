@@ -54,8 +54,7 @@ FAMILIES: dict[str, Family] = {
     "electra": Family("bert"),
     "ernie": Family("bert"),
     "mpnet": Family(None, why="ONNX Runtime's optimizer has no MPNet recipe (relative attention bias)"),
-    "albert": Family(None, why="ALBERT shares one layer's weights across layers; ORT's BERT fusion does not "
-                               "match its graph"),
+    "albert": Family("bert"),  # one layer's weights shared by all layers: fusion matches part of the graph
 }
 _NOT_ENCODERS = ("ForCausalLM", "ForConditionalGeneration", "LMHeadModel", "ForSeq2SeqLM", "ForQuestionAnswering",
                  "ForTokenClassification", "ForMultipleChoice")

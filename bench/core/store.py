@@ -81,10 +81,10 @@ def host_label(run: RunResult) -> str:
     if isinstance(given, str) and given.strip():
         return given.strip()
     host = run.host
-    cpu = " ".join(w for w in re.sub(r"\((R|TM|tm)\)", "", host.get("cpu_model") or "unknown CPU").split()
+    cpu = " ".join(w for w in re.sub(r"\((R|TM|tm)\)", "", host.cpu_model or "unknown CPU").split()
                    if w not in ("Processor", "CPU"))
-    label = f"{cpu or 'unknown CPU'} {host.get('logical_cores') or '?'}c"
-    return label + (f" + {host['gpu_name']}" if host.get("gpu_name") else "")
+    label = f"{cpu or 'unknown CPU'} {host.logical_cores or '?'}c"
+    return label + (f" + {host.gpu_name}" if host.gpu_name else "")
 
 
 def tables(run: RunResult, host_label: str | None = None, run_id: str | None = None,
@@ -93,7 +93,7 @@ def tables(run: RunResult, host_label: str | None = None, run_id: str | None = N
     id; `source_sha256`: the digest of the results.json they were built from (None: built from memory)."""
     ident = identity(run, host_label, run_id)
     rows = {"runs": [run_row(run, ident, source_sha256)],
-            "cells": [{**ident, **cell_row(c, run.model.get("synthetic"))} for c in run.cells],
+            "cells": [{**ident, **cell_row(c, run.model.synthetic)} for c in run.cells],
             "levels": [{**ident, **level_row(lv)} for lv in run.loadtests],
             "probes": [{**ident, **row} for s in run.slo_searches for row in probe_rows(s)],
             "tune": [{**ident, **row} for row in tune_rows(run.tune)]}
@@ -105,8 +105,8 @@ def identity(run: RunResult, label: str | None, run_id: str | None) -> dict[str,
 
     created = pd.to_datetime(run.created, utc=True, errors="coerce", format="ISO8601")
     return {"run_id": run_id or run.run_id, "host_label": label or host_label(run),
-            "cpu_model": run.host.get("cpu_model"), "gpu_name": run.host.get("gpu_name"),
-            "commit": run.host.get("git_commit"), "created": created}
+            "cpu_model": run.host.cpu_model, "gpu_name": run.host.gpu_name, "commit": run.host.git_commit,
+            "created": created}
 
 
 def frame(rows: list[dict[str, Any]], schema: dict[str, str]) -> pd.DataFrame:
@@ -120,8 +120,8 @@ def run_row(run: RunResult, ident: dict[str, Any], source_sha256: str | None) ->
     hour = run.config.get("hour_usd")
     served = [lv.qps for lv in run.loadtests if lv.status == "ok" and lv.qps] + \
              [s.qps for s in run.slo_searches if s.qps]
-    return {**ident, "stored_run_id": run.run_id, "logical_cores": run.host.get("logical_cores"),
-            "model": run.model.get("spec"), "synthetic": run.model.get("synthetic"),
+    return {**ident, "stored_run_id": run.run_id, "logical_cores": run.host.logical_cores,
+            "model": run.model.spec, "synthetic": run.model.synthetic,
             "hour_usd": hour if isinstance(hour, (int, float)) and not isinstance(hour, bool) else None,
             "schema_version": run.schema_version, "store_version": STORE_VERSION, "source_sha256": source_sha256,
             "cells_ok": sum(c.status == "ok" for c in run.cells), "cells_total": len(run.cells),

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bench.core.records import CellResult, Energy
+from bench.core.run_records import ModelRecord
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -33,7 +34,7 @@ class Run(Protocol):
     def run_id(self) -> str: ...
 
     @property
-    def model(self) -> dict[str, Any]: ...
+    def model(self) -> ModelRecord: ...
 
     @property
     def cells(self) -> tuple[CellResult, ...]: ...
@@ -114,7 +115,7 @@ def summary_csv(run: Run) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=SUMMARY_COLUMNS)
     writer.writeheader()
-    writer.writerows(summary_row(c, run.model.get("synthetic")) for c in run.cells)
+    writer.writerows(summary_row(c, run.model.synthetic) for c in run.cells)
     return buf.getvalue()
 
 
@@ -133,8 +134,8 @@ def print_summary(run: Run, console: Console | None = None) -> None:
     from rich.table import Table
 
     console = console or Console(width=150)
-    synthetic = " (SYNTHETIC weights: labels meaningless)" if run.model.get("synthetic") else ""
-    table = Table(title=f"run {run.run_id} — {run.model.get('spec')}{synthetic}")
+    synthetic = " (SYNTHETIC weights: labels meaningless)" if run.model.synthetic else ""
+    table = Table(title=f"run {run.run_id} — {run.model.spec}{synthetic}")
     for col in ("cell", "P50 ms [95% CI]", "procs", "P95 ms", "P99 ms", "items/s", "RSS MB", "VRAM MB", "CPU %",
                 "CPU J/item", "GPU J/item", "load s", "stop"):
         table.add_column(col, justify="left" if col in ("cell", "stop") else "right", no_wrap=True)

@@ -48,4 +48,23 @@ def upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
             "loadtests": [v1_level(lv) for lv in data.get("loadtests", [])]}
 
 
-UPGRADES = {1: upgrade_v1}  # version -> function(dict) -> dict of version + 1
+def v2_model(model: dict[str, Any]) -> dict[str, Any]:
+    """A version 2 model block (dicts, as copied from the manifest) in version 3's shape, which
+    bench.core.run_records reads: the exported graph's inputs beside the signature, not inside it; no signature
+    (runs made before models carried one) as None; a source recorded as a bare string as a source.json object."""
+    out = dict(model)
+    signature = dict(out.get("signature") or {})
+    out["graph_inputs"] = signature.pop("graph_inputs", [])
+    out["signature"] = signature or None
+    if isinstance(out.get("source"), str):
+        out["source"] = {"source": out["source"]}
+    return out
+
+
+def upgrade_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2's host block already has version 3's keys (HostRecord's fields; others go to its `extra`)."""
+    return {**data, "schema_version": 3, "host": dict(data.get("host") or {}),
+            "model": v2_model(data.get("model") or {})}
+
+
+UPGRADES = {1: upgrade_v1, 2: upgrade_v2}  # version -> function(dict) -> dict of version + 1

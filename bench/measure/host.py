@@ -6,6 +6,10 @@ import os
 import platform
 import subprocess
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the fingerprint itself is a plain dict: this module imports nothing of the records at run time
+    from bench.core.run_records import HostRecord
 
 FLAGS_OF_INTEREST = ("avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16",
                      "f16c")
@@ -13,7 +17,7 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # What a GPU figure also depends on: CUDA/cuDNN runtimes as pip packages (onnxruntime-gpu's extras), TensorRT.
 GPU_PACKAGES = ("nvidia-cuda-runtime", "nvidia-cuda-runtime-cu12", "nvidia-cudnn-cu13", "nvidia-cudnn-cu12",
                 "nvidia-cublas", "nvidia-cublas-cu12", "tensorrt", "tensorrt-cu13", "tensorrt-cu12", "nvidia-ml-py")
-# Keys that must match for two runs to be compared without --force (pyperf's _CHECKED_METADATA idea).
+# HostRecord fields that must match for two runs to be compared without --force (pyperf's _CHECKED_METADATA idea).
 CHECKED = ("cpu_model", "logical_cores", "gpu_name")
 
 
@@ -150,6 +154,6 @@ def rapl_readable() -> bool:
     return any(os.access(p, os.R_OK) for p in glob.glob("/sys/class/powercap/*/energy_uj"))
 
 
-def same_host(a: dict, b: dict) -> list[str]:
-    """Names of the checked keys that differ (empty list: comparable)."""
-    return [k for k in CHECKED if a.get(k) != b.get(k)]
+def same_host(a: HostRecord, b: HostRecord) -> list[str]:
+    """Names of the checked fields that differ (empty list: comparable)."""
+    return [k for k in CHECKED if getattr(a, k) != getattr(b, k)]

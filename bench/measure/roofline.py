@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.core.run_records import PeakGemm
 
 _BERT_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size", "num_labels", "seq_len", "batch")
 
@@ -216,19 +217,19 @@ def measure_peak(size: int = 2048, repeats: int = 5) -> dict:
             "int8_by_shape": int8, "int8_kernel": "ORT DynamicQuantizeLinear + MatMulInteger (u8 x s8, 7-bit weights)"}
 
 
-def peak_for(precision: str, peak: dict | None, fallback: float | None = None, device: str = "cpu",
+def peak_for(precision: str, peak: PeakGemm | None, fallback: float | None = None, device: str = "cpu",
              tf32: str | None = None) -> tuple[float | None, str]:
     """The peak a cell of this precision is judged against, and its name: INT8 cells against the INT8 GEMM
     peak and BF16 cells against the BF16 one when the run measured them, everything else (and INT8 / BF16 in
     runs without that peak) against the float32 peak.
-    GPU cells only against the GPU's own peak of their precision (`peak["gpu"]`, bench.engine.gpu_peak): FP16,
+    GPU cells only against the GPU's own peak of their precision (`peak.gpu`, bench.engine.gpu_peak): FP16,
     TF32 where the cell allowed it, else FP32; None without one (never the host CPU's peak)."""
-    peak = peak or {}
+    peak = peak or PeakGemm()
     if device != "cpu":
         kind = "fp16" if precision == "fp16" else "tf32" if tf32 in ("on", "trt-default") else "fp32"
-        return (peak.get("gpu") or {}).get(kind), f"gpu-{kind}"
-    if precision == "int8" and peak.get("int8_peak_ops"):
-        return peak["int8_peak_ops"], "int8"
-    if precision == "bf16" and peak.get("bf16_peak_flops"):
-        return peak["bf16_peak_flops"], "bf16"
-    return peak.get("peak_flops") or fallback, "float32"
+        return (peak.gpu.rate(kind) if peak.gpu else None), f"gpu-{kind}"
+    if precision == "int8" and peak.int8_peak_ops:
+        return peak.int8_peak_ops, "int8"
+    if precision == "bf16" and peak.bf16_peak_flops:
+        return peak.bf16_peak_flops, "bf16"
+    return peak.peak_flops or fallback, "float32"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.run_records import ModelRecord, VariantRecord
 
 ONNX_FILES = {
     "fp32": "model-fp32.onnx",
@@ -80,22 +82,22 @@ def gate_variant(engine: str, precision: str, device: str) -> str | None:
     return variant_for(engine, precision, device)
 
 
-def below_floor(variants: dict) -> dict[str, str]:
-    """{variant: why} for every variant whose accuracy fell past the floor (the manifest's parity records)."""
-    return {name: (v.get("parity") or {}).get("floor", {}).get("reason", "below the accuracy floor")
-            for name, v in variants.items() if ((v.get("parity") or {}).get("floor") or {}).get("passed") is False}
+def below_floor(variants: Mapping[str, VariantRecord]) -> dict[str, str]:
+    """{variant: why} for every variant whose accuracy fell past the floor (a run's parity records)."""
+    return {name: v.parity.floor.reason or "below the accuracy floor"
+            for name, v in variants.items() if v.parity and v.parity.floor and v.parity.floor.passed is False}
 
 
-def accuracy_records(model: dict) -> tuple[dict, str]:
+def accuracy_records(model: ModelRecord) -> tuple[Mapping[str, VariantRecord], str]:
     """The variants whose accuracy judges the floor for a run's model block — the model's own when its weights are
     trained, else the trained twin's (bench.app.pipeline.accuracy) — and whose they are."""
-    twin = model.get("trained_twin")
-    if model.get("synthetic") and twin:
-        return twin.get("variants") or {}, f"the trained twin ({twin.get('texts')} held-out reviews)"
-    return model.get("variants") or {}, "this model on held-out reviews"
+    twin = model.trained_twin
+    if model.synthetic and twin:
+        return twin.variants, f"the trained twin ({twin.texts} held-out reviews)"
+    return model.variants, f"this model on {model.accuracy_texts or 'held-out reviews'}"
 
 
-def floor_exclusions(model: dict) -> dict[str, str]:
+def floor_exclusions(model: ModelRecord) -> dict[str, str]:
     """{backend: why} for every CPU backend whose variant fell below the accuracy floor."""
     from bench import backends
 

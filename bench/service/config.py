@@ -44,7 +44,9 @@ class ServiceConfig:
     preferred_batch_sizes: tuple[int, ...] = ()  # Triton's preferred_batch_size: the largest formable goes at once
     max_padding: float | None = None  # a batch is split so pad tokens stay under this share; None = per device
     cache_size: int = 1024  # 0 = no cache
-    max_queue: int = 32  # a few seconds of work on 2 cores (docs/measurements.md): past it, 503 at once
+    # texts waiting before 503; at least max_batch_items, so one full batch request is admitted on an idle service
+    # (32 refused every valid batch of 33–64 texts: docs/measurements.md)
+    max_queue: int = 64
     request_timeout_s: float = 10.0  # longest a text may wait in the queue before its model call starts
     inference_timeout_s: float = 30.0  # longest a model call may run before its requests get 504
     max_body_bytes: int = 65536
@@ -88,6 +90,11 @@ class ServiceConfig:
         if self.bucket_batches and self.bucket_batches[-1] < self.effective_max_batch:
             raise ConfigError(f"bucket_batches {self.bucket_batches} must reach max_batch "
                               f"({self.effective_max_batch})")
+        if self.max_queue < self.max_batch_items:
+            raise ConfigError(f"max_queue ({self.max_queue}) must hold at least max_batch_items "
+                              f"({self.max_batch_items}) texts: a batch request that large could never be admitted, "
+                              f"and its client would be told 503 (retry) for ever; raise max_queue or lower "
+                              f"max_batch_items")
         self.buckets  # noqa: B018  validates the bucket settings (ConfigError naming the bad one)
 
     def _check_positive(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from bench import backends
@@ -50,7 +51,8 @@ def prepare_model(model: str) -> tuple[Path, Path, dict]:
     from bench.app.pipeline import export_model
 
     model_dir, onnx_dir, block = export_model(model)
-    return model_dir, onnx_dir, {"model": model, "source": block["source"], "synthetic_weights": block["synthetic"]}
+    source = asdict(block.source) if block.source else None
+    return model_dir, onnx_dir, {"model": model, "source": source, "synthetic_weights": block.synthetic}
 
 
 def unoptimised_int8(onnx_dir: Path) -> Path:

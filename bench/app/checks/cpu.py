@@ -163,7 +163,7 @@ def trained_accuracy() -> dict:
     from exporters.parity import DEFAULT_MAX_ACCURACY_DROP
 
     block = trained_twin_accuracy(DEFAULT_MAX_ACCURACY_DROP)
-    return {name: v["parity"] for name, v in block["variants"].items()}
+    return {name: asdict(v.parity) for name, v in block.variants.items() if v.parity}  # check.json's own dicts
 
 
 def check_cpu(model: str = "twin", processes: int = 3) -> int:

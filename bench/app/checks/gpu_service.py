@@ -81,7 +81,7 @@ def service_figures(model: str, backend: str, max_batch: int = 32, duration_s: f
     from bench.service.replicas import start_replicas
 
     config = ServiceConfig(model=model, backend=backend, max_batch=max_batch, cache_size=0, backend_options=options,
-                           max_queue=8 * max_batch, request_timeout_s=60.0)
+                           max_queue=max(8 * max_batch, ServiceConfig.max_batch_items), request_timeout_s=60.0)
     bconfig = backend_config(config)
     replicas, _ = start_replicas(bconfig, config.effective_replicas, config.replica_threads, 120.0)
     tokenizer = load_tokenizer(model_dir_str(bconfig.model_dir))
