@@ -17,6 +17,19 @@ CALIBRATION = {"samples": 32, "seed": 1234, "max_length": 128, "model_type": "TR
                "texts": "bench.model.corpus.length_workload (≈80-character reviews)"}
 
 
+def calibration_settings(flags: set[str] | None = None) -> dict:
+    """CALIBRATION plus NNCF's overflow fix for this CPU: without VNNI the u8×s8 kernels (AVX2, AVX-512) can
+    saturate 16-bit intermediates, and NNCF's ENABLE quantises every MatMul's weights to half the 8-bit range, as
+    ORT's reduce_range does (exporters.quantize); with VNNI, NNCF's default (the first layer only). On a Zen 3 host
+    the twin's INT8 IR failed the parity gate without it (docs/measurements.md, 2026-12-07)."""
+    from exporters.quantize import choose_settings
+
+    vnni = not choose_settings(flags)["reduce_range"]
+    return {**CALIBRATION, "overflow_fix": "first_layer_only" if vnni else "enable",
+            "overflow_reason": "CPU has VNNI: NNCF's default" if vnni else
+            "no VNNI on this CPU: half-range weights on every MatMul avoid u8s8 saturation"}
+
+
 def missing() -> str | None:
     """Why the OpenVINO IRs cannot be built here (None: they can)."""
     try:
@@ -48,22 +61,30 @@ def calibration_inputs(model_dir: Path, settings: dict = CALIBRATION) -> list[di
     return [dict(encode(tokenizer, [t], max_length=settings["max_length"])) for t in texts]
 
 
-def quantize_int8(fp32_xml: Path, xml_out: Path, model_dir: Path, settings: dict = CALIBRATION) -> None:
-    """NNCF's post-training INT8 (transformer preset, fast bias correction; SmoothQuant as `settings` says) of the
-    FP32 IR."""
+def quantize_int8(fp32_xml: Path, xml_out: Path, model_dir: Path, settings: dict | None = None) -> None:
+    """NNCF's post-training INT8 (transformer preset, fast bias correction; SmoothQuant and the overflow fix as
+    `settings` says, by default calibration_settings() for this CPU) of the FP32 IR."""
     import nncf
     import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        OverflowFix,
+    )
+
+    settings = settings or calibration_settings()
 
     logging.getLogger("nncf").setLevel(logging.WARNING)
     os.environ.setdefault("NNCF_DISABLE_PROGRESS", "1")
     model = ov.Core().read_model(str(fp32_xml))
     data = calibration_inputs(model_dir, settings)
-    advanced = None if settings["smooth_quant"] else AdvancedQuantizationParameters(
-        smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1))  # a negative alpha switches it off
+    smooth = {} if settings["smooth_quant"] else {  # a negative alpha switches it off
+        "smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=-1)}
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(settings.get("overflow_fix", "first_layer_only")),
+                                              **smooth)
     quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data),
                               model_type=getattr(nncf.ModelType, settings["model_type"]), advanced_parameters=advanced)
     ov.save_model(quantized, str(xml_out), compress_to_fp16=False)
 
 
-__all__ = ["CALIBRATION", "missing", "weights_of", "convert_fp32", "quantize_int8", "calibration_inputs"]
+__all__ = ["CALIBRATION", "calibration_settings", "missing", "weights_of", "convert_fp32", "quantize_int8", "calibration_inputs"]

@@ -22,7 +22,7 @@ from bench.core.errors import BenchError, ConfigError
 from bench.measure.host import library_versions
 from bench.model.artifacts import ALL_FILES, GIVEN_ONNX, MANIFEST, MANIFEST_VERSION, ONNX_FILES, OV_FILES
 from exporters.accuracy import check_max_drop
-from exporters.openvino import CALIBRATION, convert_fp32, missing, quantize_int8, weights_of
+from exporters.openvino import calibration_settings, convert_fp32, missing, quantize_int8, weights_of
 from exporters.parity import DEFAULT_MAX_ACCURACY_DROP, DEFAULT_THRESHOLDS
 
 SYNTHETIC_PARITY_N, TRAINED_PARITY_N = 128, 1000
@@ -110,7 +110,7 @@ def inputs_key(model_dir: Path, cfg: ExportConfig, quant: dict) -> str:
                          "parity_float_n": cfg.parity_float_n, "parity_texts": "heldout",
                          "manifest_version": MANIFEST_VERSION, "eval_data": digest(cfg.eval_data),
                          "max_accuracy_drop": cfg.max_accuracy_drop,
-                         "ov_calibration": CALIBRATION,
+                         "ov_calibration": calibration_settings(),
                          "thresholds": {k: asdict(v) for k, v in cfg.thresholds.items()}}
     parts["versions"] = library_versions()
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
@@ -254,7 +254,7 @@ def variant_entries(out_dir: Path, info: dict) -> dict:
             entries[precision]["fused_ops"] = info["fused_ops"][precision]
     entries["fp32-fused"]["fusion"] = info["fusion"]
     if "ov-int8" not in info["not_built"]:
-        entries["ov-int8"]["calibration"] = CALIBRATION
+        entries["ov-int8"]["calibration"] = calibration_settings()
     entries["ov-bf16"] = {"file": None, "note": "the OpenVINO FP32 IR compiled with INFERENCE_PRECISION_HINT=bf16, "
                                                 "at load time (AMX / AVX512-BF16 CPUs only)"}
     entries["torch-bf16"] = {"file": None, "note": "the model's weights and activations in torch.bfloat16, applied "
