@@ -80,11 +80,12 @@ def quantize_int8(fp32_xml: Path, xml_out: Path, model_dir: Path, settings: dict
     data = calibration_inputs(model_dir, settings)
     smooth = {} if settings["smooth_quant"] else {  # a negative alpha switches it off
         "smooth_quant_alphas": AdvancedSmoothQuantParameters(matmul=-1)}
-    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(settings.get("overflow_fix", "first_layer_only")),
-                                              **smooth)
+    fix = OverflowFix(settings.get("overflow_fix", "first_layer_only"))
+    advanced = AdvancedQuantizationParameters(overflow_fix=fix, **smooth)
     quantized = nncf.quantize(model, nncf.Dataset(data), subset_size=len(data),
                               model_type=getattr(nncf.ModelType, settings["model_type"]), advanced_parameters=advanced)
     ov.save_model(quantized, str(xml_out), compress_to_fp16=False)
 
 
-__all__ = ["CALIBRATION", "calibration_settings", "missing", "weights_of", "convert_fp32", "quantize_int8", "calibration_inputs"]
+__all__ = ["CALIBRATION", "calibration_settings", "missing", "weights_of", "convert_fp32", "quantize_int8",
+           "calibration_inputs"]
