@@ -36,7 +36,6 @@ def _config(kind: str, vocab: int):
 
 
 OTHERS = {"electra": ("ElectraConfig", "ElectraForSequenceClassification"),
-          "camembert": ("CamembertConfig", "CamembertForSequenceClassification"),
           "mpnet": ("MPNetConfig", "MPNetForSequenceClassification"),
           "albert": ("AlbertConfig", "AlbertForSequenceClassification")}
 

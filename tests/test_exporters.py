@@ -173,3 +173,11 @@ def test_file_hash_is_cached_by_size_and_mtime_and_redone_after_a_change(tmp_pat
     assert path in reads
     reads.clear()  # hashed within RACY_S of its mtime: a rewrite in the same clock tick would keep it, so re-read
     assert pipeline.sha256_file(path) == hashlib.sha256(b"b" * 1000).hexdigest() and path in reads
+
+
+def test_openvino_int8_uses_half_range_weights_where_the_cpu_has_no_vnni():
+    from exporters.openvino import calibration_settings
+
+    assert calibration_settings({"avx2"})["overflow_fix"] == "enable"
+    assert calibration_settings({"avx2", "avx512_vnni"})["overflow_fix"] == "first_layer_only"
+    assert "VNNI" in calibration_settings({"avx2"})["overflow_reason"]
