@@ -129,6 +129,25 @@ def test_an_onnx_file_is_measured_as_given_and_torch_says_why_not(models, export
     assert cells["ort-fp32-cpu"]["flops_per_batch"] > 0  # the config beside the graph gives its shape
 
 
+def test_eval_data_judges_accuracy_per_precision_and_pairs_give_spearman(models, tmp_path):
+    from exporters.pipeline import ExportConfig, export_all
+
+    labelled = tmp_path / "mine.jsonl"
+    names = ("negative", "neutral", "positive")
+    labelled.write_text("\n".join(json.dumps({"text": f"第{i}条评论，质量{'好' * (i % 5)}", "label": names[i % 3]},
+                                             ensure_ascii=False) for i in range(60)), encoding="utf-8")
+    _, manifest = export_all(ExportConfig(model=models["bert"], eval_data=labelled))
+    int8 = manifest["variants"]["int8"]["parity"]
+    assert int8["n"] == 60 and int8["accuracy"] is not None and len(int8["accuracy_ci"]) == 2
+    assert int8["floor"]["passed"] is not None and "mine.jsonl" in manifest["parity_settings"]["texts"]
+    pairs = tmp_path / "sts.csv"
+    pairs.write_text("text1,text2,score\n" + "".join(f"好评{i},{'好评' if i % 2 else '差评'}{i},{i % 2}\n"
+                                                     for i in range(30)), encoding="utf-8")
+    _, embedded = export_all(ExportConfig(model=models["bert-embedding"], eval_data=pairs))
+    figures = embedded["variants"]["int8"]["parity"]
+    assert figures["pairs"] == 30 and -1 <= figures["spearman"] <= 1 and figures["reference_spearman"] is not None
+
+
 def results_of(out) -> Path:
     return Path(next(line.split("results:", 1)[1].strip() for line in out.stdout.splitlines()
                      if line.startswith("results:")))
