@@ -7,7 +7,7 @@ same master/worker protocol). On several machines the two commands run by hand (
 machines") and `python -m loadtests.distributed merge DIR_OR_FILE …` prints the figures of the collected files.
 
 What the merge relies on. Each worker writes its own file, `<tag>_samples_<pid>.csv` beside its
-STRUCTBENCH_CLIENT_OUT (loadtests/samples.py). A request's latency is measured inside one worker on one clock
+--sb-client-out (loadtests/samples.py). A request's latency is measured inside one worker on one clock
 (Locust's send-to-response time; in open loop from the intended send time, also that worker's own clock), so the
 percentiles and their CIs need no agreement between machines. QPS does: completions are counted in fixed windows
 of epoch time from the latest worker's timed start, so the workers' clocks must agree to well under a window
@@ -33,10 +33,10 @@ import numpy as np
 
 from bench.core.errors import BenchError, ConfigError, run_entry
 from bench.core.fmt import interval
+from loadtests.protocols import Spoken
 from loadtests.samples import Samples, level_stats, read_samples, sample_paths
 from loadtests.service_proc import host_pinning
-from loadtests.shapes import client_cpu
-from loadtests.windows import LOCUSTFILE, SweepConfig, aggregated_row, locust_command, locust_env
+from loadtests.windows import LOCUSTFILE, SweepConfig, locust_command, locust_env, ours, window_result
 
 GAVE_UP = "Gave up waiting for workers to connect"  # what Locust's master logs when --expect-workers-max-wait ends
 SAMPLES_GLOB = "*_samples_*.csv"
@@ -50,11 +50,11 @@ def free_port() -> int:
 
 
 def master_command(url: str, users: int, cfg: SweepConfig, prefix: Path, rate: float | None, workers: int,
-                   port: int, connect_timeout_s: float) -> list[str]:
+                   port: int, connect_timeout_s: float, spoken: Spoken, client_out: Path) -> list[str]:
     """A normal window's Locust command (same users, ramp, duration, CSV, stats reset) as a master on 127.0.0.1
     that starts once `workers` workers are ready and gives up after `connect_timeout_s`. In open loop the
     locustfile runs one scheduler per worker, each at rate / workers."""
-    cmd = locust_command(url, users, replace(cfg, workers=1), prefix, rate is not None)
+    cmd = locust_command(url, users, replace(cfg, workers=1), prefix, rate, spoken, client_out)
     return cmd + ["--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port),
                   "--expect-workers", str(workers), "--expect-workers-max-wait", str(math.ceil(connect_timeout_s))]
 
@@ -69,11 +69,11 @@ def worker_command(port: int, reset_stats: bool, master_host: str = "127.0.0.1")
 
 class LocalCluster:
     """A headless Locust master on 127.0.0.1 for one window, and the workers start_worker() adds; wait() returns
-    what windows.run_locust returns. Every process gets the window's STRUCTBENCH_* environment; each worker's log
-    goes to `<tag>_worker<i>.log`."""
+    what windows.run_locust returns. Workers get the window's settings from the master (Locust passes its
+    options on); each worker's log goes to `<tag>_worker<i>.log`."""
 
     def __init__(self, url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None,
-                 workers: int = 2, connect_timeout_s: float = 30.0) -> None:
+                 workers: int = 2, connect_timeout_s: float = 30.0, spoken: Spoken | None = None) -> None:
         if workers < 1 or not connect_timeout_s > 0:
             raise ConfigError(f"a distributed window needs workers >= 1 and a connect timeout > 0 "
                               f"(got {workers}, {connect_timeout_s})")
@@ -82,9 +82,11 @@ class LocalCluster:
         self.client_out = out_dir / f"{tag}_client.json"
         for stale in sample_paths(self.client_out):  # a re-run with the same tag must not merge older samples
             stale.unlink()
-        self.env = locust_env(cfg, self.client_out, rate)
+        spoken = spoken or ours(cfg.model)
+        self.env = locust_env(spoken)
         self.port = free_port()
-        cmd = master_command(url, users, cfg, out_dir / tag, rate, workers, self.port, connect_timeout_s)
+        cmd = master_command(url, users, cfg, out_dir / tag, rate, workers, self.port, connect_timeout_s, spoken,
+                             self.client_out)
         self.reset_stats = "--reset-stats" in cmd
         self.master = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         host_pinning().pin(self.master.pid, client=True)
@@ -110,12 +112,9 @@ class LocalCluster:
         self._stop_workers(grace_s=0.0 if gave_up else 15.0)
         if gave_up:
             raise BenchError(self._connect_error())
-        row = aggregated_row(self.out_dir / f"{self.tag}_stats.csv")
-        if row is None:
-            raise BenchError(f"locust master wrote no stats for {self.tag} (exit {self.master.returncode}): "
-                             f"{output.strip()[-300:]}")
-        client = json.loads(self.client_out.read_text()) if self.client_out.exists() else {}
-        return {"row": row, "client": client, **client_cpu(client)}  # the master merged its workers' CPU
+        # the master merged its workers' figures and CPU
+        return window_result(self.out_dir / self.tag, self.client_out, f"the Locust master of {self.tag}",
+                             self.master.returncode, output)
 
     def _connect_error(self) -> str:
         dead = [f"worker {i} exited with {p.returncode} before: {_tail(self.out_dir / f'{self.tag}_worker{i}.log')}"
@@ -147,10 +146,10 @@ def _tail(path: Path) -> str:
 
 
 def run_distributed(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None,
-                    workers: int = 2, connect_timeout_s: float = 30.0) -> dict:
+                    workers: int = 2, connect_timeout_s: float = 30.0, spoken: Spoken | None = None) -> dict:
     """One window as a master and `workers` local workers; the same result as windows.run_locust (its samples:
     sample_paths(out_dir / f"{tag}_client.json"), one file per worker)."""
-    cluster = LocalCluster(url, users, cfg, out_dir, tag, rate, workers, connect_timeout_s)
+    cluster = LocalCluster(url, users, cfg, out_dir, tag, rate, workers, connect_timeout_s, spoken)
     try:
         for _ in range(workers):
             cluster.start_worker()
@@ -178,7 +177,7 @@ def merge_samples(paths: Iterable[str | Path]) -> Samples:
     files = samples_files(paths)
     if not files:
         raise BenchError(f"no samples files ({SAMPLES_GLOB}) in {', '.join(map(str, paths))}: did the workers run "
-                         f"with STRUCTBENCH_CLIENT_OUT set?")
+                         f"with --sb-client-out set?")
     return read_samples(files)
 
 

@@ -120,6 +120,7 @@ def client_figures(windows: list[Window], duration_s: float) -> dict:
     out = {"client_cpu_percent": highest(c["client_cpu_percent"] for c in cpu),
            "client_max_process_cpu_percent": highest(c["client_max_process_cpu_percent"] for c in cpu),
            "invalid_answers": sum(w.client.get("invalid_answers") or 0 for w in windows),
+           "failure_causes": summed_causes(w.client.get("failure_causes") or {} for w in windows),
            "server_timing_ms": {k: mean_of(w.client.get("server_timing_ms", {}).get(k) for w in windows)
                                 for k in sorted(timing_keys)}}
     if opened:
@@ -129,6 +130,15 @@ def client_figures(windows: list[Window], duration_s: float) -> dict:
     busiest = out["client_max_process_cpu_percent"] or 0.0  # not measured: only late sends can tell
     out["client_saturated"] = busiest > CLIENT_SATURATED_PERCENT or late > 5.0
     return out
+
+
+def summed_causes(per_window) -> dict[str, int]:
+    """Failures by cause over the windows, commonest first."""
+    out: dict[str, int] = {}
+    for causes in per_window:
+        for cause, n in causes.items():
+            out[cause] = out.get(cause, 0) + int(n)
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
 def highest(values) -> float | None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from bench.core.errors import BenchError
 from bench.core.records import ServiceSetup
 from bench.service.config import ServiceConfig
+from loadtests.targets import TargetSpec
 
 MIN_CORES_TO_PIN = 4  # below this, a core given to Locust is taken from the service it measures
 
@@ -72,6 +73,14 @@ class ServiceVariant:
 
     label: str
     config: ServiceConfig = field(default_factory=ServiceConfig)
+    target: TargetSpec | None = None  # None: structbench's service with `config`; else a peer or a URL
+
+    @classmethod
+    def of_target(cls, label: str, target: TargetSpec) -> "ServiceVariant":
+        """A configuration that is another server: its record says which, and what is known of how it serves."""
+        return cls(label, ServiceConfig(batching=target.kind == "litserve",
+                                        max_batch=target.max_batch if target.kind == "litserve" else 1,
+                                        threads=target.threads, replicas=1, cache_size=0), target)
 
     @classmethod
     def of(cls, label: str, **settings) -> "ServiceVariant":
@@ -99,13 +108,18 @@ class ServiceVariant:
 
     def setup(self) -> ServiceSetup:
         """The record of this configuration in the results file."""
-        c = self.config
-        return ServiceSetup(self.label, c.backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size,
-                            c.replica_threads, c.effective_replicas, c.effective_model_process)
+        c, t = self.config, self.target
+        where = {} if t is None else {"target": t.kind, "protocol": t.protocol.name, "url": t.public_url}
+        backend = "unknown" if t is not None and t.kind == "url" else c.backend
+        return ServiceSetup(self.label, backend, c.batching, c.max_batch, c.max_wait_ms, c.cache_size,
+                            c.replica_threads, c.effective_replicas, c.effective_model_process, **where)
 
 
 class ServiceProcess:
-    """`python -m bench.service … --port 0` on 127.0.0.1; the URL comes from its `listening on` line."""
+    """`python -m bench.service … --port 0` on 127.0.0.1; the URL comes from its `listening on` line. A target
+    (loadtests/targets.py) whose server-side figures come from its /metrics."""
+
+    scrapes_metrics = True
 
     def __init__(self, model: str, variant: ServiceVariant, extra: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "bench.service", "--model", model, "--port", "0", "--log-level", "warning",
@@ -149,6 +163,20 @@ class ServiceProcess:
                 self.proc.wait()
 
 
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float | None:
+        return None  # from /metrics (service_cpu_seconds_total), fronts included
+
+    def rss_mb(self) -> float | None:
+        import psutil
+
+        proc = psutil.Process(self.proc.pid)
+        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+
+
 def get(url: str, timeout: float = 5.0) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -171,3 +199,16 @@ def metrics(url: str) -> dict[str, float]:
         if m:
             out[m.group(1).removeprefix(PREFIX) + (m.group(2) or "")] = float(m.group(3))
     return out
+
+
+def open_target(model: str, variant: ServiceVariant):
+    """The server of one configuration, started where structbench runs it: our service, a peer, or a URL
+    (loadtests/targets.py). Call wait_ready() for its URL and stop() when done."""
+    from loadtests.targets import External, Peer
+
+    spec = variant.target
+    if spec is None or spec.kind == "structbench":
+        return ServiceProcess(model, variant)
+    if spec.kind == "url":
+        return External(spec)
+    return Peer(spec, model)

@@ -14,12 +14,6 @@ LATE_SEND_S = 0.010  # a send more than 10 ms after its intended time means the 
 CPU_KEYS = ("client_cpu_percent", "client_max_process_cpu_percent", "client_processes")
 
 
-def route_and_body(task: str, text: str) -> tuple[str, dict]:
-    """Where one text goes and how, for the model's task (bench.core.signature): a classifier's /api/sentiment
-    {"text"}, an embedding model's /api/embed {"texts": [text]}."""
-    return ("/api/embed", {"texts": [text]}) if task == "embedding" else ("/api/sentiment", {"text": text})
-
-
 def arrival_times(rate: float, duration_s: float, poisson: bool = True, seed: int = 0) -> np.ndarray:
     """Intended send times (seconds from start) for `rate` requests/s over `duration_s`."""
     if rate <= 0 or duration_s <= 0:

@@ -35,6 +35,7 @@ import numpy as np
 from bench.core.errors import BenchError
 from bench.core.records import ServiceSetup
 from bench.core.search_records import SearchProbe, SloSearch
+from loadtests.protocols import Spoken
 from loadtests.samples import Samples, read_samples, sample_paths
 from loadtests.windows import MIN_COUNTED, SearchConfig
 
@@ -120,17 +121,18 @@ def failed_rule(p: SearchProbe, cfg: SearchConfig, client: dict, offered: float)
 
 
 def locust_probe(url: str, cfg: SearchConfig, out_dir: Path, tag: str, workload: str = "corpus",
-                 seed: int = 0) -> Callable[[float], SearchProbe]:
-    """A probe function that runs Locust open loop against `url` (one run per call)."""
+                 seed: int = 0, spoken: Spoken | None = None, model: str = "twin") -> Callable[[float], SearchProbe]:
+    """A probe function that runs Locust open loop against `url` (one run per call), spoken to with `spoken`
+    (default: our protocol for `model`'s task)."""
     from loadtests.windows import SweepConfig, run_locust
 
     calls = iter(range(10_000))
 
     def probe(rate: float) -> SearchProbe:
         duration = cfg.window_for(rate) * cfg.windows
-        sweep = SweepConfig(duration_s=duration, ramp_s=0.0, workload=workload, seed=seed, repeats=1)
+        sweep = SweepConfig(model=model, duration_s=duration, ramp_s=0.0, workload=workload, seed=seed, repeats=1)
         name = f"{tag}_r{rate:.4g}_p{next(calls):02d}"
-        result = run_locust(url, 1, sweep, out_dir, name, rate)
+        result = run_locust(url, 1, sweep, out_dir, name, rate, spoken)
         return judge(read_samples(sample_paths(out_dir / f"{name}_client.json")), rate, cfg, result["client"])
 
     return probe
@@ -212,14 +214,14 @@ def result(setup: ServiceSetup, cfg: SearchConfig, path: list, low: float | None
 
 
 def search_service(url: str, setup: ServiceSetup, cfg: SearchConfig, out_dir: Path, workload: str = "corpus",
-                   seed: int = 0) -> SloSearch:
-    """Search one running service; a Locust run that breaks makes a failed search with the reason."""
+                   seed: int = 0, spoken: Spoken | None = None, model: str = "twin") -> SloSearch:
+    """Search one running server; a Locust run that breaks makes a failed search with the reason."""
     from loadtests.windows import slug
 
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return search(locust_probe(url, cfg, out_dir, f"search_{slug(setup.label)}", workload, seed), cfg, setup,
-                      workload=workload)
+        probe = locust_probe(url, cfg, out_dir, f"search_{slug(setup.label)}", workload, seed, spoken, model)
+        return search(probe, cfg, setup, workload=workload)
     except BenchError as exc:
         return SloSearch(setup, cfg.slo_ms, cfg.percentile, cfg.confidence, status="failed", reason=str(exc),
                          workload=workload)
@@ -260,7 +262,8 @@ def run_searches(sweep, out_dir: Path, hints: dict[str, tuple[float, float]],
     its own freshly started service; a service that does not start is a failed search with its reason. With a
     `deadline` (time.monotonic), each search, its service's start included, gets an equal share of what is left
     when it begins (time one search does not use goes to the next)."""
-    from loadtests.service_proc import ServiceProcess
+    from loadtests.service_proc import open_target
+    from loadtests.windows import spoken_for
 
     out = []
     for i, variant in enumerate(sweep.variants):
@@ -269,14 +272,17 @@ def run_searches(sweep, out_dir: Path, hints: dict[str, tuple[float, float]],
         cfg = cfg if cfg.start_rps else replace(cfg, start_rps=start, ceiling_rps=cfg.ceiling_rps or ceiling)
         left = len(sweep.variants) - i
         share = cfg.time_cap_s if deadline is None else min(cfg.time_cap_s, (deadline - began) / left)
-        service = ServiceProcess(sweep.model, variant)
+        service = None
         try:
+            service = open_target(sweep.model, variant)
             url = service.wait_ready()
             cfg = replace(cfg, time_cap_s=max(1.0, share - (time.monotonic() - began)))
-            out.append(search_service(url, variant.setup(), cfg, out_dir, sweep.workload, sweep.seed))
+            out.append(search_service(url, variant.setup(), cfg, out_dir, sweep.workload, sweep.seed,
+                                      spoken_for(sweep.model, variant), sweep.model))
         except (BenchError, OSError) as exc:
             out.append(SloSearch(variant.setup(), cfg.slo_ms, cfg.percentile, cfg.confidence, status="failed",
                                  reason=str(exc), workload=sweep.workload))
         finally:
-            service.stop()
+            if service is not None:
+                service.stop()
     return out

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 from loadtests.levels import Window, pooled_level
+from loadtests.protocols import Spoken
 from loadtests.samples import sample_paths
-from loadtests.service_proc import ServiceProcess, ServiceVariant, metrics
-from loadtests.windows import CPU_DEFAULTS, PRESETS, SweepConfig, run_locust, slug
+from loadtests.service_proc import ServiceVariant, metrics, open_target
+from loadtests.windows import CPU_DEFAULTS, PRESETS, SweepConfig, run_locust, slug, spoken_for
 
 
 @cache
@@ -72,6 +73,16 @@ def server_deltas(before: dict, after: dict) -> dict:
             "front_requests": sum(labelled_deltas(before, after, "front_requests_total").values())}
 
 
+def process_deltas(before: dict, server, row: dict) -> dict:
+    """A server without our /metrics: its process tree's CPU over the window where it runs here (None on another
+    machine), per request it answered; no cache, batch or shape figures (not measured)."""
+    after = server.cpu_seconds()
+    answered = (number(row, "Request Count") or 0.0) - (number(row, "Failure Count") or 0.0)
+    return {"cache": {"hits": 0.0, "misses": 0.0, "hit_rate": None}, "mean_batch_size": None, "shapes": None,
+            "texts": answered, "cpu_s": None if after is None or before["cpu_s"] is None else after - before["cpu_s"],
+            "front_cpu_s": None, "front_requests": 0.0}
+
+
 def labelled_deltas(before: dict, after: dict, name: str) -> dict[str, float]:
     """A labelled metric's increase between two /metrics scrapes, by its labels ('{shape="8x64"}': …)."""
     return {k[len(name):]: after[k] - before.get(k, 0.0) for k in after if k.startswith(name + "{")}
@@ -98,15 +109,19 @@ def shape_deltas(before: dict, after: dict) -> dict:
             "padding_share": pad / (real + pad) if real + pad else None}
 
 
-def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str) -> Window:
-    before = metrics(url)
+def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_dir: Path, tag: str,
+               server=None, spoken: Spoken | None = None) -> Window:
+    """One Locust window against `url`; `server` is the running target (default: our service, read from its
+    /metrics), `spoken` its protocol (default: ours)."""
+    scraped = server is None or server.scrapes_metrics
+    before = metrics(url) if scraped else {"cpu_s": server.cpu_seconds()}
     if rate and cfg.workers > 1:  # open loop in several processes: Locust's master + workers, the rate split
         from loadtests.distributed import run_distributed  # open loop in several processes only
 
-        result = run_distributed(url, users, cfg, out_dir, tag, rate, cfg.workers)
+        result = run_distributed(url, users, cfg, out_dir, tag, rate, cfg.workers, spoken=spoken)
     else:
-        result = run_locust(url, users, cfg, out_dir, tag, rate)
-    server = server_deltas(before, metrics(url))
+        result = run_locust(url, users, cfg, out_dir, tag, rate, spoken)
+    server = server_deltas(before, metrics(url)) if scraped else process_deltas(before, server, result["row"])
     return Window(users, rate, result["row"], result["client"],
                   {k: v for k, v in result.items() if k not in ("row", "client")}, server,
                   tuple(str(p) for p in sample_paths(out_dir / f"{tag}_client.json")))
@@ -117,14 +132,14 @@ def sweep_variant(variant: ServiceVariant, cfg: SweepConfig, out_dir: Path, bar,
     """One service process, Locust at each level of `plan` (default: the config's levels) in that order; one
     LoadLevel per window, numbered by its place in the plan (checks that model drift between windows)."""
     plan = plan or levels(cfg)
-    service = ServiceProcess(cfg.model, variant)
+    service = open_target(cfg.model, variant)
     records = []
     try:
         url = service.wait_ready()
         for i, (users, rate) in enumerate(plan):
             bar.set_postfix_str(f"{variant.label}: " + level_text(users, rate))
             tag = f"{slug(variant.label)}_{level_tag(users, rate)}_w{i:02d}"
-            window = run_window(url, users, rate, cfg, out_dir, tag)
+            window = run_window(url, users, rate, cfg, out_dir, tag, service, spoken_for(cfg.model, variant))
             records.append(pooled_level(variant, cfg, [window], index=i))
             bar.update(1)
     finally:
@@ -160,11 +175,13 @@ def start_services(model: str, variants: tuple) -> tuple[dict, dict]:
     each start-up's warm-up time is its own); one that fails is returned with its error and the sweep goes on."""
     running, failed = {}, {}
     for variant in variants:
-        service = ServiceProcess(model, variant)
+        service = None
         try:
+            service = open_target(model, variant)
             running[variant.label] = (variant, service, service.wait_ready())
         except (BenchError, subprocess.SubprocessError, OSError) as exc:
-            service.stop()
+            if service is not None:
+                service.stop()
             failed[variant.label] = BenchError(f"service did not start: {exc}")
     return running, failed
 
@@ -206,8 +223,9 @@ def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, window
             key = (variant.label, users, rate)
             if not isinstance(windows.get(key), BenchError):
                 tag = f"{slug(variant.label)}_{level_tag(users, rate)}_p{p}_rep{r}"
+                _, server, url = running[variant.label]
                 try:
-                    window = run_window(running[variant.label][2], users, rate, cfg, out_dir, tag)
+                    window = run_window(url, users, rate, cfg, out_dir, tag, server, spoken_for(cfg.model, variant))
                     windows.setdefault(key, []).append(replace(window, process=p))
                 except BenchError as exc:  # recorded with its level; the other windows go on
                     windows[key] = exc

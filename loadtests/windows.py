@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.core.errors import BenchError, ConfigError
 from bench.model.buckets import GPU_MAX_PADDING
+from loadtests.protocols import ProtocolSpec, Spoken
 from loadtests.samples import sample_paths
 from loadtests.service_proc import ServiceVariant, host_pinning
 from loadtests.shapes import client_cpu
@@ -127,26 +128,43 @@ class SweepConfig:
             raise ConfigError(f"workload must be corpus or zipf (got {self.workload!r})")
 
 
-def locust_command(url: str, users: int, cfg: SweepConfig, prefix: Path, open_loop: bool) -> list[str]:
+def locust_command(url: str, users: int, cfg: SweepConfig, prefix: Path, rate: float | None, spoken: Spoken,
+                   client_out: Path) -> list[str]:
+    """One headless Locust run of our locustfile; structbench's settings go as Locust options (locustfile.py)."""
     run_s = cfg.ramp_s + cfg.duration_s
     cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--host", url, "--csv", str(prefix),
-           "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "10", "--exit-code-on-error", "0"]
-    if open_loop:
+           "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "10", "--exit-code-on-error", "0",
+           *sb_options(cfg, spoken, client_out, rate)]
+    if rate is not None:
         return cmd + ["-u", "1", "-r", "1", "-t", f"{cfg.duration_s + 30:.0f}s"]
-    rate = users / cfg.ramp_s if cfg.ramp_s > 0 else users
-    cmd += ["-u", str(users), "-r", f"{rate:.3f}", "-t", f"{math.ceil(run_s)}s", "--reset-stats"]
+    spawn = users / cfg.ramp_s if cfg.ramp_s > 0 else users
+    cmd += ["-u", str(users), "-r", f"{spawn:.3f}", "-t", f"{math.ceil(run_s)}s", "--reset-stats"]
     return cmd + (["--processes", str(cfg.workers)] if cfg.workers > 1 else [])
 
 
-def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None) -> dict:
-    """One Locust run; returns the aggregated CSV row, client figures and the client's CPU in its timed window."""
+def sb_options(cfg: SweepConfig, spoken: Spoken, client_out: Path, rate: float | None) -> list[str]:
+    """The locustfile's own options for one window: protocol, loop, workload, where its figures go."""
+    p = spoken.spec
+    out = ["--sb-protocol", p.name, "--sb-task", p.task, "--sb-workload", cfg.workload, "--sb-seed", str(cfg.seed),
+           "--sb-client-out", str(client_out)]
+    out += ["--sb-mode", "open", "--sb-rate", f"{rate:g}", "--sb-duration", f"{cfg.duration_s:g}"] if rate \
+        else ["--sb-mode", "closed", "--sb-ramp-s", f"{cfg.ramp_s:g}"]
+    out += ["--sb-model-name", p.model_name] if p.model_name else []
+    out += ["--sb-model-dir", p.model_dir] if p.model_dir else []
+    return out + [f"--sb-protocol-option={k}={v}" for k, v in p.options]
+
+
+def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, rate: float | None = None,
+               spoken: Spoken | None = None) -> dict:
+    """One Locust run; returns the aggregated CSV row, the failures by cause, client figures and the client's CPU
+    in its timed window."""
     prefix = out_dir / tag
     client_out = out_dir / f"{tag}_client.json"
     for stale in sample_paths(client_out):  # a re-run with the same tag must not merge an older run's samples
         stale.unlink()
-    proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate is not None),
-                            env=locust_env(cfg, client_out, rate), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    spoken = spoken or ours(cfg.model)
+    proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate, spoken, client_out),
+                            env=locust_env(spoken), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     host_pinning().pin(proc.pid, client=True)  # Locust's --processes children inherit it
     limit = cfg.ramp_s + cfg.duration_s + 120
     try:
@@ -157,11 +175,30 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
     except BaseException:  # Ctrl-C, SIGTERM (bench.core.errors.Terminated): Locust must not run on alone
         stop_locust(proc)
         raise
+    return window_result(prefix, client_out, tag, proc.returncode, output)
+
+
+def window_result(prefix: Path, client_out: Path, tag: str, code: int | None, output: str) -> dict:
     row = aggregated_row(Path(f"{prefix}_stats.csv"))
     if row is None:
-        raise BenchError(f"locust wrote no stats for {tag} (exit {proc.returncode}): {output.strip()[-300:]}")
+        raise BenchError(f"locust wrote no stats for {tag} (exit {code}): {output.strip()[-300:]}")
     client = json.loads(client_out.read_text()) if client_out.exists() else {}
+    client["failure_causes"] = failure_causes(Path(f"{prefix}_failures.csv"))
     return {"row": row, "client": client, **client_cpu(client)}
+
+
+def failure_causes(path: Path) -> dict[str, int]:
+    """Locust's failures CSV as {cause: occurrences} (the locustfile names each: HTTP 503, wrong answer: …)."""
+    if not path.exists():
+        return {}
+    out: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            cause = (r.get("Error") or "unknown").strip()
+            if cause.startswith("CatchResponseError("):  # Locust wraps resp.failure()'s message
+                cause = cause[len("CatchResponseError("):].rstrip(")").strip("'\"")
+            out[cause] = out.get(cause, 0) + int(float(r.get("Occurrences") or 0))
+    return out
 
 
 def stop_locust(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
@@ -175,12 +212,22 @@ def stop_locust(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
             proc.wait()
 
 
-def locust_env(cfg: SweepConfig, client_out: Path, rate: float | None) -> dict:
-    """The environment every Locust process of one window runs with (the locustfile reads it)."""
-    return {**os.environ, "STRUCTBENCH_CLIENT_OUT": str(client_out), "STRUCTBENCH_WORKLOAD": cfg.workload,
-            "STRUCTBENCH_SEED": str(cfg.seed), "STRUCTBENCH_MODE": "open" if rate else "closed",
-            "STRUCTBENCH_RATE": str(rate or 0), "STRUCTBENCH_DURATION": str(cfg.duration_s),
-            "STRUCTBENCH_RAMP_S": str(0.0 if rate else cfg.ramp_s), "STRUCTBENCH_TASK": model_task(cfg.model)}
+def locust_env(spoken: Spoken) -> dict:
+    """The environment of every Locust process of one window: request headers (credentials) go here, not on a
+    command line that `ps` shows."""
+    env = {k: v for k, v in os.environ.items() if k != "LOCUST_SB_HEADERS"}
+    return {**env, "LOCUST_SB_HEADERS": json.dumps(dict(spoken.headers))} if spoken.headers else env
+
+
+def ours(model: str) -> Spoken:
+    """structbench's own protocol for the model's task."""
+    return Spoken(ProtocolSpec("structbench", model_task(model)))
+
+
+def spoken_for(model: str, variant: ServiceVariant) -> Spoken:
+    """What a configuration's server is spoken to with: ours, or its target's protocol and headers."""
+    t = variant.target
+    return ours(model) if t is None or t.kind == "structbench" else Spoken(t.protocol, t.headers)
 
 
 def model_task(model: str) -> str:

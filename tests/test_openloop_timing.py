@@ -98,11 +98,6 @@ def check_percentiles(loop: dict, floor: np.ndarray) -> None:
         assert loop[f"p{q}_ms"] >= np.percentile(floor, q), (q, loop, np.percentile(floor, q))
 
 
-@pytest.fixture(autouse=True)
-def default_arrivals(monkeypatch):
-    monkeypatch.delenv("STRUCTBENCH_ARRIVALS", raising=False)  # Poisson, as SCHEDULE assumes
-
-
 def test_server_stall_is_counted_for_requests_queued_behind_it(tmp_path):
     server = serve(STALL_S)
     try:

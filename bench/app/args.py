@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.core.argtypes import floats, ints, names
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, ConfigError
 
 if TYPE_CHECKING:
     from bench.app.tune.search import TuneConfig
@@ -142,15 +142,74 @@ def add_search_args(p: argparse.ArgumentParser, on: bool = False, time_cap_s: fl
                    help=f"seconds the search may take per configuration (default {cap:g})")
 
 
+def add_target_args(p: argparse.ArgumentParser) -> None:
+    """Load another server instead of ours (loadtests/targets.py, docs/targets.md)."""
+    from loadtests.protocols import PROTOCOLS
+    from loadtests.targets import PEERS
+
+    p.add_argument("--target", default=None,
+                   help=f"load this server instead of structbench's service: a URL (somebody else's server, here or "
+                        f"elsewhere), or a peer started here: {', '.join(PEERS)} (`make peers`)")
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS,
+                   help="how to speak to --target (default: structbench for a URL, the peer's own for a peer)")
+    p.add_argument("--model-name", default=None, help="the server's name for the model (kserve-v2, OpenAI)")
+    p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                   help="a request header for --target (repeatable); never written to results")
+    p.add_argument("--protocol-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a protocol option (http-json: path, body, answer, method, ready; kserve-v2: text_input)")
+
+
+def target_variant(args: argparse.Namespace):
+    """The ServiceVariant of --target (None without one): a URL spoken to with --protocol, or a peer."""
+    from loadtests.protocols import ProtocolSpec, parse_headers, parse_options
+    from loadtests.service_proc import ServiceVariant
+    from loadtests.targets import PEERS, TargetSpec, peer_spec
+    from loadtests.windows import model_task
+
+    if not getattr(args, "target", None):
+        for flag in ("protocol", "model_name", "header", "protocol_option"):
+            if getattr(args, flag, None):
+                raise ConfigError(f"--{flag.replace('_', '-')} needs --target")
+        return None
+    task = model_task(args.model)
+    headers = tuple(parse_headers(args.header).items())
+    if args.target in PEERS:
+        if args.protocol not in (None, PEERS[args.target]):
+            raise ConfigError(f"the {args.target} peer speaks {PEERS[args.target]}, not {args.protocol}")
+        from bench.model.sources import materialize
+
+        spec = peer_spec(args.target, task, str(materialize(args.model)))
+        return ServiceVariant.of_target(f"{args.target} (peer, {spec.protocol.name})", spec)
+    protocol = ProtocolSpec(args.protocol or "structbench", task, args.model_name, model_dir_for(args),
+                            parse_options(args.protocol_option))
+    spec = TargetSpec("url", args.target, protocol, headers)
+    return ServiceVariant.of_target(f"{spec.public_url} ({protocol.name})", spec)
+
+
+def model_dir_for(args: argparse.Namespace) -> str | None:
+    """The model folder where the protocol tokenises client-side (kserve-v2 tensors), else None."""
+    from loadtests.protocols import parse_options
+
+    if args.protocol != "kserve-v2" or "text_input" in dict(parse_options(args.protocol_option)):
+        return None
+    from bench.model.sources import materialize
+
+    return str(materialize(args.model))
+
+
 def sweep_config(args: argparse.Namespace):
     from loadtests.sweep import default_variant_names
     from loadtests.windows import PRESETS, SweepConfig
 
+    target = target_variant(args)
+    if target is not None and args.variants:
+        raise ConfigError("--variants configures structbench's service; with --target there is only that server")
     chosen = args.variants or default_variant_names()
     unknown = [v for v in chosen if v not in PRESETS]
     if unknown:
         raise BenchError(f"unknown service variant(s) {unknown} (choose from {', '.join(PRESETS)})")
-    return SweepConfig(model=args.model, variants=tuple(PRESETS[v] for v in chosen), users=args.users,
+    variants = (target,) if target is not None else tuple(PRESETS[v] for v in chosen)
+    return SweepConfig(model=args.model, variants=variants, users=args.users,
                        open_rates=args.open_rates, duration_s=args.lt_duration, ramp_s=args.ramp,
                        workers=args.workers, workload=args.workload, seed=args.seed, repeats=args.repeats,
                        processes=args.service_processes,
@@ -171,6 +230,7 @@ def sweep_args(p: argparse.ArgumentParser) -> None:
 
     add_model_args(p)
     add_sweep_args(p)
+    add_target_args(p)
     add_run_target(p)
 
 
@@ -203,6 +263,7 @@ def check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", choices=tuple(checks.CHECKS))
     add_model_args(p)
     p.add_argument("--gpu", type=int, default=0, help="check gpu: the CUDA device to check (default 0)")
+    add_target_args(p)  # check overload: another server
 
 
 def runs_args(p: argparse.ArgumentParser) -> None:

@@ -251,6 +251,11 @@ class ServiceSetup:
     threads: int | None = None  # per replica
     replicas: int = 1
     model_process: bool = False  # a single replica in its own process (ServiceConfig.model_process)
+    # The server load went to (loadtests/targets.py): structbench (ours, started here), kserve or litserve (peers
+    # started here), url (somebody else's); the protocol spoken to it; a URL target's address without credentials
+    target: str = "structbench"
+    protocol: str = "structbench"
+    url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +339,7 @@ class LoadLevel:
     achieved_rps: float | None = None
     late_send_percent: float | None = None
     invalid_answers: int | None = None
+    failure_causes: dict[str, int] = field(default_factory=dict)  # Locust's failures by message (HTTP 503, …)
     server_timing_ms: dict[str, float] = field(default_factory=dict)
     mean_batch_size: float | None = None
     cache: CacheFigures | None = None
