@@ -21,13 +21,13 @@ TORCH_INDEX_13 := https://download.pytorch.org/whl/cu130
 TORCH_INDEX_12 := https://download.pytorch.org/whl/cu126
 
 .PHONY: help install install-gpu test-deps test test-fast lint bench export quick serve loadtest report check-cpu check-int8 check-trust \
-        check-service check-overload check-tune check-gpu check-serving check-sampler check-fronts fuzz clean distclean
+        check-service check-overload check-servers peers check-tune check-gpu check-serving check-sampler check-fronts fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
 	@echo "make test      set up and run the test suite (every tier; make test-fast: the fast tier, ~2 min)"
 	@echo "make install | install-gpu | export | quick | serve | loadtest | report | lint | clean"
-	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-tune | check-gpu | check-serving | check-sampler | check-fronts | fuzz   (benchmark commands)"
+	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-servers | check-tune | check-gpu | check-serving | check-sampler | check-fronts | fuzz   (benchmark commands)"
 
 install: $(ENV)
 
@@ -76,7 +76,20 @@ test-deps:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk) \
 	  || echo "could not install chromium: the browser test will be skipped with that reason"; }
 
-test: $(ENV) test-deps lint
+# Peer servers for the load tests' targets (loadtests/targets.py, `check servers`): each in its own venv, pinned in
+# loadtests/peers/NAME.txt (their FastAPI/uvicorn/protobuf pins would clash with ours in one environment).
+PEERS_DIR := .venv-peers
+PEER_NAMES := kserve litserve
+
+peers: $(foreach p,$(PEER_NAMES),$(PEERS_DIR)/$(p)/.stamp)
+
+$(PEERS_DIR)/%/.stamp: loadtests/peers/%.txt
+	rm -rf $(PEERS_DIR)/$*
+	$(PY) -m venv $(PEERS_DIR)/$*
+	$(PEERS_DIR)/$*/bin/pip install --disable-pip-version-check -q -r $<
+	touch $@
+
+test: $(ENV) test-deps peers lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(ARGS)
 
 # The fast tier for daily work: units, fakes and the tiny twin, no test marked e2e (real services, Locust, workers,
@@ -109,7 +122,9 @@ loadtest: $(ENV)
 report: $(ENV)
 	$(BIN)/python -m bench report latest $(ARGS)
 
-check-cpu check-int8 check-trust check-service check-overload check-tune check-gpu check-serving check-sampler check-fronts: $(ENV)
+check-servers: peers
+
+check-cpu check-int8 check-trust check-service check-overload check-servers check-tune check-gpu check-serving check-sampler check-fronts: $(ENV)
 	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
 
 fuzz: $(ENV)
@@ -120,4 +135,4 @@ clean:
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf artifacts $(VENV) *.egg-info
+	rm -rf artifacts $(VENV) $(PEERS_DIR) *.egg-info

@@ -73,6 +73,8 @@ def _options(parser) -> None:
     # flight at its end — a real share of a short window whose batches take seconds (docs/measurements.md).
     g.add_argument("--sb-ramp-s", type=float, default=0.0, help="the timed window starts this long after start",
                    **hidden)
+    g.add_argument("--sb-timeout", type=float, default=30.0,
+                   help="seconds a request may take before it fails (a hanging server fails, users go on)", **hidden)
     g.add_argument("--sb-client-out", default="", help="write client figures here (and samples beside it)",
                    **hidden)
 
@@ -305,6 +307,8 @@ def _timed_from_start(environment, **_kw) -> None:
     its own reset (so only a worker report crossing the message, milliseconds, can split Locust's totals from our
     samples)."""
     _RAMP_S[0] = options(environment).sb_ramp_s
+    for user in (SentimentUser, OpenLoopUser):  # read when each user's client is made, after this
+        user.network_timeout = user.connection_timeout = options(environment).sb_timeout
     _open_samples(environment)
     protocol(environment)  # a bad protocol setting fails here, once, not in every request
     if SAMPLES is not None:

@@ -182,7 +182,8 @@ def start_services(model: str, variants: tuple) -> tuple[dict, dict]:
         except (BenchError, subprocess.SubprocessError, OSError) as exc:
             if service is not None:
                 service.stop()
-            failed[variant.label] = BenchError(f"service did not start: {exc}")
+            what = "service" if variant.target is None else variant.target.kind
+            failed[variant.label] = BenchError(f"{what} did not start or answer: {exc}")
     return running, failed
 
 

@@ -125,11 +125,14 @@ class External:
         self.spec, self.url = spec, spec.base_url
         self.ready_path = build(spec.protocol).ready_path
 
-    def wait_ready(self, timeout_s: float = 30.0) -> str:
+    def wait_ready(self, timeout_s: float = 10.0) -> str:
+        """Ready: its protocol's health route answers 200, or the server has no such route (404, 405) but takes
+        connections — then a wrong protocol shows as failures by cause in the windows, not as a start failure."""
         deadline, why = time.monotonic() + timeout_s, None
+        headers = dict(self.spec.headers)
         while time.monotonic() < deadline:
-            why = reachable(self.url, self.ready_path, dict(self.spec.headers))
-            if why is None:
+            why = reachable(self.url, self.ready_path, headers)
+            if why is None or (why.endswith(("HTTP 404", "HTTP 405")) and reachable(self.url, None, {}) is None):
                 return self.url
             time.sleep(0.5)
         raise BenchError(f"target not ready after {timeout_s:.0f} s: {why}")

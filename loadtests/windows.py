@@ -114,6 +114,7 @@ class SweepConfig:
     repeats: int = 1  # windows per configuration, level and process, interleaved A B B A
     window_s: float = 2.0  # QPS is counted per window of this length (one process's CI is across them)
     slo_search: SearchConfig | None = None  # also search each configuration's QPS at the SLO (off: None)
+    request_timeout_s: float = 30.0  # a request unanswered this long fails (a hanging target), the window goes on
 
     def __post_init__(self) -> None:
         if self.repeats < 1 or self.processes < 1 or self.window_s <= 0:
@@ -124,6 +125,8 @@ class SweepConfig:
         if self.duration_s <= 0 or self.ramp_s < 0 or self.workers < 1:
             raise ConfigError(f"bad sweep timing/workers: duration {self.duration_s}, ramp {self.ramp_s}, "
                              f"workers {self.workers}")
+        if not self.request_timeout_s > 0:
+            raise ConfigError(f"request timeout must be > 0 (got {self.request_timeout_s})")
         if self.workload not in ("corpus", "zipf"):
             raise ConfigError(f"workload must be corpus or zipf (got {self.workload!r})")
 
@@ -146,7 +149,7 @@ def sb_options(cfg: SweepConfig, spoken: Spoken, client_out: Path, rate: float |
     """The locustfile's own options for one window: protocol, loop, workload, where its figures go."""
     p = spoken.spec
     out = ["--sb-protocol", p.name, "--sb-task", p.task, "--sb-workload", cfg.workload, "--sb-seed", str(cfg.seed),
-           "--sb-client-out", str(client_out)]
+           "--sb-client-out", str(client_out), "--sb-timeout", f"{cfg.request_timeout_s:g}"]
     out += ["--sb-mode", "open", "--sb-rate", f"{rate:g}", "--sb-duration", f"{cfg.duration_s:g}"] if rate \
         else ["--sb-mode", "closed", "--sb-ramp-s", f"{cfg.ramp_s:g}"]
     out += ["--sb-model-name", p.model_name] if p.model_name else []

@@ -157,6 +157,8 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
                    help="a request header for --target (repeatable); never written to results")
     p.add_argument("--protocol-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a protocol option (http-json: path, body, answer, method, ready; kserve-v2: text_input)")
+    p.add_argument("--request-timeout", type=float, default=30.0,
+                   help="seconds a request may take before it counts as failed (default 30)")
 
 
 def target_variant(args: argparse.Namespace):
@@ -212,7 +214,7 @@ def sweep_config(args: argparse.Namespace):
     return SweepConfig(model=args.model, variants=variants, users=args.users,
                        open_rates=args.open_rates, duration_s=args.lt_duration, ramp_s=args.ramp,
                        workers=args.workers, workload=args.workload, seed=args.seed, repeats=args.repeats,
-                       processes=args.service_processes,
+                       processes=args.service_processes, request_timeout_s=getattr(args, "request_timeout", 30.0),
                        slo_search=search_config(args))
 
 

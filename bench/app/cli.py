@@ -25,7 +25,7 @@ from bench.app.args import (
     tune_config,
 )
 from bench.app.console import print_loadtests, print_searches, print_tune
-from bench.core.errors import raise_on_terminate, run_entry
+from bench.core.errors import ConfigError, raise_on_terminate, run_entry
 
 
 def measure_run(args: argparse.Namespace):
@@ -113,9 +113,16 @@ def with_tuned(sweep, record):
 
 def cmd_check(args: argparse.Namespace) -> int:
     from bench.app import checks
+    from bench.app.args import target_variant
 
+    target = target_variant(args)  # validated before any work starts
     if args.which == "gpu":
         return checks.CHECKS["gpu"](args.model, args.gpu)
+    if args.which == "overload":
+        return checks.CHECKS["overload"](args.model, target)
+    if target is not None:
+        raise ConfigError(f"check {args.which} measures structbench's own service: --target is for check overload "
+                          "(and bench sweep)")
     return checks.CHECKS[args.which](args.model)
 
 

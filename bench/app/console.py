@@ -15,6 +15,12 @@ def print_searches(searches: tuple) -> None:
               f"{s.stopped})")
 
 
+def shown(value: float | None, spec: str) -> str:
+    """A figure, or '-' right-aligned where it was not measured (a server without our /metrics)."""
+    width = int(spec.split(".")[0])
+    return f"{value:{spec}}" if value is not None else f"{'-':>{width}}"
+
+
 def print_loadtests(levels: tuple, path: Path) -> None:
     print(f"{'service config':<30} {'mode':<6} {'users':>5} {'rate':>6} {'QPS [95% CI]':>20} {'P95 ms [95% CI]':>22} "
           f"{'fail':>5} {'batch':>6} {'client CPU%':>11}")
@@ -24,8 +30,10 @@ def print_loadtests(levels: tuple, path: Path) -> None:
             continue
         print(f"{lv.config.label:<30} {lv.mode:<6} {lv.users or '':>5} {lv.offered_rps or '':>6} "
               f"{lv.qps or 0:7.2f} {interval(lv.qps_ci, '.2f'):>12} {lv.p95_ms or 0:8.1f} {interval(lv.p95_ci_ms):>13} "
-              f"{lv.failures:>5} {lv.mean_batch_size or 0:6.2f} {lv.client_cpu_percent or 0:10.0f}"
+              f"{lv.failures:>5} {shown(lv.mean_batch_size, '6.2f')} {shown(lv.client_cpu_percent, '10.0f')}"
               f"{'!' if lv.client_saturated else ''}")
+        if lv.failure_causes:
+            print("    failures by cause: " + ", ".join(f"{k} × {v}" for k, v in list(lv.failure_causes.items())[:4]))
     print(f"results: {path}")
 
 

@@ -4,7 +4,10 @@
   python -m bench check trust     CI coverage of re-runs, sampler overhead and effect, roofline efficiency
   python -m bench check sampler   the resource sampler's effect on measured P50 (on/off in fresh processes)
   python -m bench check service   QPS scaling with concurrency, service vs engine, HTTP overhead
-  python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery
+  python -m bench check overload  4x the saturated rate: rejections, accepted P99, memory, recovery (--target: any
+                                  server, loadtests/targets.py)
+  python -m bench check servers   our service beside KServe's ModelServer and LitServe on the same ONNX file:
+                                  QPS at the SLO with CIs, P95, client and server CPU, serving tax (make peers)
   python -m bench check fronts    the HTTP front's CPU per request and ceiling with a zero-cost model; what two
                                   front processes feeding one scheduler buy
   python -m bench check tune      the tuned service vs the best offline engine config and the default service
@@ -26,7 +29,8 @@ from typing import Callable
 # check name -> the module under bench.app.checks that holds its check_<name>(model[, gpu]) -> exit code; each
 # module is imported only when its check runs (they pull in the harness, the service, Locust's plumbing)
 WHERE = {"cpu": "cpu", "int8": "engine", "trust": "engine", "sampler": "engine", "service": "service",
-         "overload": "service", "fronts": "fronts", "tune": "tune", "gpu": "gpu", "serving": "serving"}
+         "overload": "service", "fronts": "fronts", "tune": "tune", "gpu": "gpu", "serving": "serving",
+         "servers": "servers"}
 
 
 def _lazy(which: str) -> Callable[..., int]:

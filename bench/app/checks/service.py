@@ -123,7 +123,8 @@ def print_service_figures(f: dict, records: list) -> None:
     print(f"service overhead over its own engine time at concurrency 1 (client mean - server inference mean): {same}")
 
 
-def check_overload(model: str = "twin", duration_s: float = 60.0) -> int:
+def check_overload(model: str = "twin", target=None, duration_s: float = 60.0) -> int:
+    """`target`: a ServiceVariant of another server (bench.app.args.target_variant); None: our default service."""
     from loadtests.overload import (
         MAX_ACCEPTED_P99_MS,
         MIN_ACCEPTED_SHARE,
@@ -135,15 +136,20 @@ def check_overload(model: str = "twin", duration_s: float = 60.0) -> int:
 
     _, _, what = prepare_model(model)
     out = paths.ensure_writable(paths.results_dir() / f"check-overload-{time.strftime('%Y%m%d-%H%M%S')}")
-    f = run_overload(model, out, duration_s)
+    f = run_overload(model, out, duration_s, **({"variant": target} if target is not None else {}))
     print(f"saturated QPS (warm service) {f['saturated_qps']:.2f}; offered {f['offered_rps']:.1f} req/s "
           f"({f['factor']:g}x) for {duration_s:g} s")
     print(f"accepted QPS {f['accepted_qps']:.2f} (target >= {MIN_ACCEPTED_SHARE:.0%} of saturated); rejected "
           f"{f['rejection_rate'] * 100:.1f} % (503 + Retry-After)")
     print(f"P99 of accepted requests (from intended send) = {f['accepted_p99_ms']:.0f} ms (target <= "
           f"{MAX_ACCEPTED_P99_MS:.0f} ms); late sends {f['late_send_percent']:.1f} %")
-    print(f"service RSS before/after = {f['rss_before_mb']:.0f} / {f['rss_after_mb']:.0f} MB "
-          f"({f['rss_change'] * 100:+.1f} %; target within 10 %)")
+    if f["rss_change"] is None:
+        print("service RSS: not measured (the server runs elsewhere)")
+    else:
+        print(f"service RSS before/after = {f['rss_before_mb']:.0f} / {f['rss_after_mb']:.0f} MB "
+              f"({f['rss_change'] * 100:+.1f} %; target within 10 %)")
+    if f["failure_causes"]:
+        print("failures by cause: " + ", ".join(f"{k}: {v}" for k, v in f["failure_causes"].items()))
     rec = "never within the probe" if f["recovery_s"] is None else f"{f['recovery_s']:.0f} s"
     print(f"recovery from the end of the overload (its backlog still queued) to {RECOVERED_FRACTION:.0%} of the "
           f"saturated QPS, sustained {SUSTAIN_S} s: {rec}  (target <= 5 s)")
