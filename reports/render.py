@@ -13,7 +13,7 @@ from pathlib import Path
 from bench.core.errors import ConfigError
 from bench.core.paths import atomic_write_text
 from bench.core.results import RunResult, load_run
-from reports import decision, overview, plots, searched, sections, service, tune
+from reports import decision, overview, plots, searched, sections, servers, service, tune
 from reports.hostplots import break_even
 from reports.hosts import SOURCES, HostRun, example_cpu_hour, example_gpu_hour, host_runs, positive
 from reports.plan import PlanInputs, plan_row
@@ -106,6 +106,7 @@ ARTICLE = (
                                                         sections.spread_table)),
     ("s32", "Resources", "3.2 资源占用情况", (sections.resources_table,)),
     ("s33", "Throughput by concurrency", "3.3 吞吐能力 QPS", (service.qps_table, searched.search_table,
+                                                          servers.servers_table,
                                                           service.open_loop_table, service.timing_table,
                                                           service.feeding_table, tune.tune_table)),
     ("s34", "Multi-dimension summary", "3.4 多维度对比总结表", (overview.summary_table,)),
