@@ -254,6 +254,11 @@ def build(spec: ProtocolSpec) -> Protocol:
     return KINDS[spec.name](spec)
 
 
+def ready_path(spec: ProtocolSpec) -> str | None:
+    """The protocol's health route (http-json: its `ready` option), without building it (no tokenizer loaded)."""
+    return spec.option.get("ready") if spec.name == "http-json" else KINDS[spec.name].ready_path
+
+
 def parse_options(items: tuple[str, ...] | list[str]) -> tuple[tuple[str, str], ...]:
     """`KEY=VALUE` strings (--protocol-option) as pairs; a malformed one is a ConfigError."""
     out = []

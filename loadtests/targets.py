@@ -120,10 +120,10 @@ class External:
     pid: int | None = None
 
     def __init__(self, spec: TargetSpec) -> None:
-        from loadtests.protocols import build
+        from loadtests.protocols import ready_path
 
         self.spec, self.url = spec, spec.base_url
-        self.ready_path = build(spec.protocol).ready_path
+        self.ready_path = ready_path(spec.protocol)
 
     def wait_ready(self, timeout_s: float = 10.0) -> str:
         """Ready: its protocol's health route answers 200, or the server has no such route (404, 405) but takes
