@@ -30,9 +30,9 @@ def main() -> None:
     opts = parse(sys.argv[1:])
     sys.argv = sys.argv[:1]  # kserve parses the command line at import; it must see none of ours
     import numpy as np
-    import onnxruntime as ort
     from kserve import InferOutput, InferResponse, Model, ModelServer
     from kserve import logging as kserve_logging
+    from onnx_session import cpu_session  # beside this script (its folder is on sys.path)
 
     # no access or latency log lines per request (structbench's own service logs none either: the same work)
     for name in ("kserve", "kserve.trace", "uvicorn.access"):
@@ -44,12 +44,7 @@ def main() -> None:
             self.session = None
 
         def load(self) -> bool:
-            so = ort.SessionOptions()
-            if opts.threads:
-                so.intra_op_num_threads = opts.threads
-            so.inter_op_num_threads = 1
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self.session = ort.InferenceSession(opts.model_file, so, providers=["CPUExecutionProvider"])
+            self.session = cpu_session(opts.model_file, opts.threads)
             self.inputs = [i.name for i in self.session.get_inputs()]
             self.output = self.session.get_outputs()[0].name
             self.ready = True

@@ -43,18 +43,13 @@ class Classifier(ls.LitAPI):
         self.opts = opts
 
     def setup(self, device) -> None:
-        import onnxruntime as ort
+        from onnx_session import cpu_session  # beside this script (its folder is on sys.path)
         from tokenizers import Tokenizer
 
         opts, folder = self.opts, Path(self.opts.tokenizer)
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         self.labels = {int(k): v for k, v in (config.get("id2label") or {0: "LABEL_0", 1: "LABEL_1"}).items()}
-        so = ort.SessionOptions()
-        if opts.threads:
-            so.intra_op_num_threads = opts.threads
-        so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(opts.model_file, so, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(opts.model_file, opts.threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.output = self.session.get_outputs()[0].name
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
