@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -14,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from bench.core.errors import BenchError
+from bench.core.processes import rss_mb_of, stop_group, tree_pids
 from bench.core.records import ServiceSetup
 from bench.service.config import ServiceConfig
 from loadtests.targets import TargetSpec
@@ -153,15 +153,8 @@ class ServiceProcess:
         raise BenchError(f"service did not become ready (exit code {self.proc.returncode}): {tail}")
 
     def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM (graceful: in-flight requests finish), then SIGKILL after `grace_s`."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-
+        """SIGTERM (graceful: in-flight requests finish), then SIGKILL of the group after `grace_s`."""
+        stop_group(self.proc, grace_s)
 
     @property
     def pid(self) -> int:
@@ -171,10 +164,7 @@ class ServiceProcess:
         return None  # from /metrics (service_cpu_seconds_total), fronts included
 
     def rss_mb(self) -> float | None:
-        import psutil
-
-        proc = psutil.Process(self.proc.pid)
-        return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
+        return rss_mb_of(tree_pids(self.proc.pid))
 
 
 def get(url: str, timeout: float = 5.0) -> tuple[int, str]:

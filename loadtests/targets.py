@@ -13,7 +13,6 @@ through `open_target`; what they send is the protocol's business (loadtests/prot
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import threading
@@ -22,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import psutil
-
 from bench.core.errors import BenchError, ConfigError
+from bench.core.processes import rss_mb_of, stop_group, tree_pids
+from bench.measure.host import cpu_seconds
 from loadtests.protocols import ProtocolSpec
 
 KINDS = ("structbench", "url", "kserve", "litserve")
@@ -152,8 +151,10 @@ class Peer(External):
     the ORT INT8 file structbench's own service runs (exported here when missing)."""
 
     def __init__(self, spec: TargetSpec, model: str) -> None:
+        from bench.core.signature import IDS, MASK, TYPES
         from bench.model.artifacts import model_file
         from bench.model.sources import materialize
+        from bench.model.tokenize import Tokenizer
         from exporters.pipeline import ExportConfig, export_all
 
         python = peer_python(spec.kind)
@@ -163,7 +164,9 @@ class Peer(External):
         cmd = [str(python), str(REPO / "loadtests" / "peers" / f"{spec.kind}_server.py"), "--model-file", str(onnx),
                "--port", str(port), "--threads", str(spec.threads or len(os.sched_getaffinity(0)))]
         if spec.kind == "litserve":
-            cmd += ["--tokenizer", str(materialize(model)), "--max-batch", str(spec.max_batch)]
+            folder = str(materialize(model))
+            cmd += ["--tokenizer", folder, "--max-batch", str(spec.max_batch),
+                    "--feeds", ",".join((IDS, MASK, TYPES)), "--pad-id", str(Tokenizer(folder).pad_id)]
         super().__init__(TargetSpec("url", f"http://127.0.0.1:{port}", spec.protocol))
         self.kind = spec.kind
         self.log: list[str] = []
@@ -188,34 +191,10 @@ class Peer(External):
                          f"(exit code {self.proc.returncode}): {tail}")
 
     def stop(self, grace_s: float = 10.0) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:  # its workers (LitServe spawns an inference process) go with the group
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
-
-    def _tree(self) -> list[psutil.Process]:
-        try:
-            root = psutil.Process(self.proc.pid)
-            return [root, *root.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        stop_group(self.proc, grace_s)  # its workers (LitServe spawns an inference process) go with the group
 
     def cpu_seconds(self) -> float | None:
-        total = 0.0
-        for p in self._tree():
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return cpu_seconds(tree_pids(self.proc.pid))
 
     def rss_mb(self) -> float | None:
-        return sum(p.memory_info().rss for p in self._tree()) / 2**20
+        return rss_mb_of(tree_pids(self.proc.pid))

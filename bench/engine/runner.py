@@ -16,6 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 
 from bench.core.errors import ConfigError
+from bench.core.processes import stop_group
 from bench.core.results import CellResult, CellSpec, cell_from_dict, record_from_dict
 from bench.core.stats import StopRule
 
@@ -112,20 +113,11 @@ def spawn_worker(request: WorkerRequest, limits: WorkerLimits, on_progress=None,
     except subprocess.TimeoutExpired:
         out.timed_out = True
     finally:
-        _kill_group(proc)
+        stop_group(proc)
         for reader in readers:
             reader.join(timeout=5)
     out.returncode = proc.returncode
     return out
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
 
 
 def failure_reason(out: WorkerOutput, limits: WorkerLimits) -> str:

@@ -32,6 +32,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--batch-timeout", type=float, default=0.001)
     p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--feeds", required=True, metavar="IDS,MASK,TYPES",
+                   help="the graph's names for token ids, attention mask and token types (from its signature)")
+    p.add_argument("--pad-id", type=int, default=0)
     return p.parse_args()
 
 
@@ -54,7 +57,8 @@ class Classifier(ls.LitAPI):
         self.output = self.session.get_outputs()[0].name
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(opts.max_length)
-        self.pad = self.tokenizer.token_to_id("[PAD]") or self.tokenizer.token_to_id("<pad>") or 0
+        self.pad = opts.pad_id
+        self.feeds = opts.feeds.split(",")
 
     def decode_request(self, request):
         return request["text"]
@@ -69,7 +73,7 @@ class Classifier(ls.LitAPI):
         mask = np.zeros_like(ids)
         for row, e in enumerate(encs):
             ids[row, :len(e.ids)], mask[row, :len(e.ids)] = e.ids, 1
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        feeds = dict(zip(self.feeds, (ids, mask, np.zeros_like(ids))))
         logits = self.session.run([self.output], {k: v for k, v in feeds.items() if k in self.inputs})[0]
         z = np.exp(logits - logits.max(axis=1, keepdims=True))
         return z / z.sum(axis=1, keepdims=True)
