@@ -388,11 +388,12 @@ def export_all(cfg: ExportConfig, gate: bool = True) -> tuple[Path, dict]:
         cfg = replace(cfg, parity_n=SYNTHETIC_PARITY_N if source.get("synthetic") else TRAINED_PARITY_N)
     quant = choose_settings()
     key = inputs_key(model_dir, cfg, quant)
-    manifest = None if cfg.force else reusable(out_dir, key)
-    if manifest is not None:
-        log(f"artifacts in {out_dir} are up to date (same inputs): reusing them")
-    else:
-        manifest = build_manifest(model_dir, out_dir, cfg, source, quant, key)
+    with paths.locked(out_dir / ".export.lock", f"the exported files in {out_dir}"):  # one exporter per folder
+        manifest = None if cfg.force else reusable(out_dir, key)
+        if manifest is not None:
+            log(f"artifacts in {out_dir} are up to date (same inputs): reusing them")
+        else:
+            manifest = build_manifest(model_dir, out_dir, cfg, source, quant, key)
     if gate:
         check_gate(manifest, out_dir)
     return out_dir, manifest

@@ -272,7 +272,7 @@ def test_update_store_failing_keeps_results_json(results, monkeypatch, capsys):
     folder = results / "fresh"
     folder.mkdir()
     run = replace(load_run(results / "tinyq"), run_id="fresh")
-    ctx = pipeline.RunContext(folder, run, folder, None).save(run)
+    ctx = pipeline.RunContext(folder, run, folder, None).update(lambda _: run)
     assert load_run(folder).run_id == "fresh" and ctx.result is run
     assert not (folder / "store").exists() and "store not written (OSError" in capsys.readouterr().err
     assert store.read_store([folder])["runs"].run_id.tolist() == ["fresh"]  # rebuilt from results.json
@@ -282,7 +282,7 @@ def test_the_pipeline_writes_the_store_with_results_json(tmp_path):
     from bench.app import pipeline
 
     run = load_run(DATA / "report_run_loadtests.json")
-    pipeline.RunContext(tmp_path, run, tmp_path, None).save(run)
+    pipeline.RunContext(tmp_path, run, tmp_path, None).update(lambda _: run)
     stored = store.stored_tables(tmp_path)
     assert stored is not None and len(stored["levels"]) == len(run.loadtests)
     assert stored["runs"].source_sha256.iloc[0] == store.digest(tmp_path / "results.json")

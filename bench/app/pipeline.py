@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,12 +33,17 @@ class RunContext:
     model_dir: Path
     onnx_dir: Path | None
 
-    def save(self, result: RunResult) -> "RunContext":
-        """Write results.json atomically (the one writer) and return the context holding `result`."""
-        save_run(result, self.run_dir)
-        # then the tidy tables (bench.core.store), after every save so they match results.json wherever a run stops;
-        # a store that cannot be written is a warning, and results.json, written first, is kept either way
-        update_store(result, self.run_dir)
+    def update(self, change: Callable[[RunResult], RunResult]) -> "RunContext":
+        """Apply `change` to the run as it is on disk now and write it back, under the run folder's lock: another
+        process adding to the same run meanwhile (a sweep beside `bench all`, two resumes) loses none of its
+        records. Returns the context holding the merged run."""
+        with paths.locked(self.run_dir / ".results.lock", f"the run {self.run_dir}"):
+            current = load_run(self.run_dir) if (self.run_dir / "results.json").exists() else self.result
+            result = change(current)
+            save_run(result, self.run_dir)
+            # then the tidy tables (bench.core.store), after every save so they match results.json wherever a run
+            # stops; a store that cannot be written is a warning, and results.json, written first, is kept
+            update_store(result, self.run_dir)
         return replace(self, result=result)
 
 
@@ -129,10 +135,10 @@ def prepare(cfg: RunConfig, hour_usd: float | None = None) -> tuple[RunConfig, R
         if stored.model.source != model.source:
             raise BenchError(f"cannot resume {run_dir}: it measured {stored.model.spec}, not {cfg.model}")
         ctx = RunContext(run_dir, stored, model_dir, onnx_dir)
-        return cfg, ctx.save(replace(stored, config={**stored.config, **priced(hour_usd)})) if hour_usd else ctx
+        return cfg, ctx.update(lambda r: replace(r, config={**r.config, **priced(hour_usd)})) if hour_usd else ctx
     run_dir = new_run_dir(cfg)
     ctx = RunContext(run_dir, new_result(cfg, run_dir, model, hour_usd), model_dir, onnx_dir)
-    return cfg, ctx.save(ctx.result)
+    return cfg, ctx.update(lambda r: r)
 
 
 def measure(cfg: RunConfig, ctx: RunContext) -> RunContext:
@@ -140,7 +146,7 @@ def measure(cfg: RunConfig, ctx: RunContext) -> RunContext:
     holder = [ctx]
 
     def saved(cell) -> None:
-        holder[0] = holder[0].save(holder[0].result.with_cell(cell))
+        holder[0] = holder[0].update(lambda r: r.with_cell(cell))
 
     measure_cells(cfg, ctx.result.cells, ctx.model_dir, ctx.onnx_dir, saved)
     return holder[0]
@@ -154,7 +160,7 @@ def sweep(sweep_cfg, ctx: RunContext, deadline: float | None = None) -> RunConte
     from loadtests.sweep import run_sweep
 
     levels = run_sweep(sweep_cfg, ctx.run_dir / "loadtests")
-    ctx = ctx.save(ctx.result.with_levels(tuple(levels)))
+    ctx = ctx.update(lambda r: r.with_levels(tuple(levels)))
     if sweep_cfg.slo_search is None:
         return ctx
     from loadtests.slo_search import bracket_seconds, run_searches, skipped_searches, start_hints
@@ -166,9 +172,9 @@ def sweep(sweep_cfg, ctx: RunContext, deadline: float | None = None) -> RunConte
     if cap < need:
         why = (f"not run: the run's time budget left {max(cap, 0):.0f} s per configuration (a search needs "
                f"≥ {need:.0f} s here); run `python -m bench sweep --run {ctx.run_dir.name} --slo-search`")
-        return ctx.save(ctx.result.with_searches(tuple(skipped_searches(sweep_cfg, why))))
+        return ctx.update(lambda r: r.with_searches(tuple(skipped_searches(sweep_cfg, why))))
     searches = run_searches(sweep_cfg, ctx.run_dir / "loadtests" / "search", hints, deadline)
-    return ctx.save(ctx.result.with_searches(tuple(searches)))
+    return ctx.update(lambda r: r.with_searches(tuple(searches)))
 
 
 ACCURACY_TEXTS = 1000  # held-out reviews per variant: a 1-point change is then about 2 standard errors
@@ -182,7 +188,7 @@ def accuracy(ctx: RunContext, max_drop: float | None) -> RunContext:
     if not ctx.result.model.synthetic:
         return ctx
     block = trained_twin_accuracy(max_drop)
-    return ctx.save(replace(ctx.result, model=replace(ctx.result.model, trained_twin=block)))
+    return ctx.update(lambda r: replace(r, model=replace(r.model, trained_twin=block)))
 
 
 def trained_twin_accuracy(max_drop: float | None) -> TrainedTwinAccuracy:
@@ -205,7 +211,7 @@ def tune(tune_cfg, ctx: RunContext) -> RunContext:
     from bench.app.tune.search import run_tune
 
     record, levels = run_tune(tune_cfg, ctx.run_dir / "loadtests" / "tune")
-    return ctx.save(ctx.result.with_tune(record).with_levels(tuple(levels)))
+    return ctx.update(lambda r: r.with_tune(record).with_levels(tuple(levels)))
 
 
 def report(ctx: RunContext, options=None) -> tuple[Path, Path]:

@@ -121,6 +121,14 @@ def materialize(spec: str, seed: int = 0, cache_root: Path | None = None) -> Pat
     if (out / "source.json").exists():
         return out
     paths.ensure_writable(out.parent)
+    with paths.locked(out.with_name(f".{out.name}.lock"), f"the model folder {out}"):
+        if (out / "source.json").exists():  # built by the process we waited for
+            return out
+        return build_into(src, out)
+
+
+def build_into(src: ModelSource, out: Path) -> Path:
+    """Build `src` beside `out` and rename it there when complete (the caller holds the folder's lock)."""
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:

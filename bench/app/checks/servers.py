@@ -38,7 +38,7 @@ def check_servers(model: str = "twin") -> int:
     ctx = pipeline.sweep_context(model, 0, None, f"check-servers-{time.strftime('%Y%m%d-%H%M%S')}")
     cells = [measure_cell(CellSpec("ort-int8-cpu", batch=b), model_dir, onnx_dir) for b in (1, 8)]
     for cell in cells:  # in the run, so its report can state the serving tax too
-        ctx = ctx.save(ctx.result.with_cell(cell))
+        ctx = ctx.update(lambda r, cell=cell: r.with_cell(cell))
     engine = max(cells, key=lambda c: c.throughput)
     ctx = pipeline.sweep(servers_sweep(model, str(model_dir), model_task(model)), ctx)
     rows = server_rows(ctx.result, engine.throughput)
