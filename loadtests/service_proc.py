@@ -13,7 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from bench.core.errors import BenchError
-from bench.core.processes import rss_mb_of, stop_group, tree_pids
+from bench.core.processes import lifeline, rss_mb_of, stop_group, tree_pids
 from bench.core.records import ServiceSetup
 from bench.service.config import ServiceConfig
 from loadtests.targets import TargetSpec
@@ -124,8 +124,9 @@ class ServiceProcess:
     def __init__(self, model: str, variant: ServiceVariant, extra: list[str] | None = None) -> None:
         cmd = [sys.executable, "-m", "bench.service", "--model", model, "--port", "0", "--log-level", "warning",
                *variant.flags(), *(extra or [])]
+        env, fds = lifeline()  # SIGKILL of this process takes the service down too (no `finally` runs then)
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **env}, pass_fds=fds)
         host_pinning().pin(self.proc.pid, client=False)  # before it plans its replicas' cores (after its imports)
         self.url: str | None = None
         self.log: list[str] = []

@@ -122,9 +122,11 @@ def run_window(url: str, users: int, rate: float | None, cfg: SweepConfig, out_d
     else:
         result = run_locust(url, users, cfg, out_dir, tag, rate, spoken)
     server = server_deltas(before, metrics(url)) if scraped else process_deltas(before, server, result["row"])
+    samples = tuple(str(p) for p in sample_paths(out_dir / f"{tag}_client.json"))
+    if not samples:  # checked here, so a window without them fails alone and the sweep goes on
+        raise BenchError(f"locust wrote no latency samples for {tag}")
     return Window(users, rate, result["row"], result["client"],
-                  {k: v for k, v in result.items() if k not in ("row", "client")}, server,
-                  tuple(str(p) for p in sample_paths(out_dir / f"{tag}_client.json")))
+                  {k: v for k, v in result.items() if k not in ("row", "client")}, server, samples)
 
 
 def sweep_variant(variant: ServiceVariant, cfg: SweepConfig, out_dir: Path, bar,
@@ -187,15 +189,21 @@ def start_services(model: str, variants: tuple) -> tuple[dict, dict]:
     return running, failed
 
 
-def run_sweep(cfg: SweepConfig, out_dir: Path) -> list:
+def run_sweep(cfg: SweepConfig, out_dir: Path, saved=None) -> list:
     """Every configuration × level in `cfg.processes` rounds: each round starts every configuration's service
     afresh, runs every level with the configurations' windows interleaved (A B, then B A), and stops them. Returns
-    one LoadLevel per configuration × level, its CIs across the rounds' processes (failed ones as failed records)."""
+    one LoadLevel per configuration × level, its CIs across the rounds' processes (failed ones as failed records).
+    `saved(levels)`, when given, gets the levels pooled so far after every window, so a sweep stopped half-way
+    (signal, crash) keeps what it measured."""
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     windows: dict = {}  # (label, users, rate) -> [Window] or the BenchError that ended it
     variants = {v.label: v for v in cfg.variants}
+
+    def pooled(windows: dict) -> list:
+        return [pooled_or_failed(variants[label], cfg, ws, users, rate) for (label, users, rate), ws in windows.items()]
+
     total = cfg.processes * len(levels(cfg)) * cfg.repeats * len(variants)
     with tqdm(total=total, desc="loadtest", unit="window", file=sys.stderr) as bar:
         for p in range(cfg.processes):
@@ -207,15 +215,16 @@ def run_sweep(cfg: SweepConfig, out_dir: Path) -> list:
                 for users, rate in levels(cfg):
                     windows[(label, users, rate)] = exc
             try:
-                round_windows(cfg, out_dir, p, running, windows, bar)
+                round_windows(cfg, out_dir, p, running, windows, bar, saved and (lambda: saved(pooled(windows))))
             finally:
                 for _, service, _ in running.values():
                     service.stop()
             bar.update(total * (p + 1) // cfg.processes - bar.n)  # windows of failed services count as done
-    return [pooled_or_failed(variants[label], cfg, ws) for (label, _, _), ws in windows.items()]
+    return pooled(windows)
 
 
-def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, windows: dict, bar) -> None:
+def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, windows: dict, bar,
+                  after_window=None) -> None:
     """Round `p`: every level, the running configurations interleaved (A B B A across repeats and rounds)."""
     order = tuple(v for v, _, _ in running.values())
     for users, rate in levels(cfg):
@@ -230,12 +239,16 @@ def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, window
                     windows.setdefault(key, []).append(replace(window, process=p))
                 except BenchError as exc:  # recorded with its level; the other windows go on
                     windows[key] = exc
+                if after_window:
+                    after_window()
             bar.update(1)
 
 
-def pooled_or_failed(variant: ServiceVariant, cfg: SweepConfig, windows):
+def pooled_or_failed(variant: ServiceVariant, cfg: SweepConfig, windows, users: int | None = None,
+                     rate: float | None = None):
     from bench.core.records import LoadLevel
 
-    if isinstance(windows, BenchError):
-        return LoadLevel(config=variant.setup(), status="failed", reason=str(windows), workload=cfg.workload)
+    if isinstance(windows, BenchError):  # recorded at its load point, so the report and a re-run know which failed
+        return LoadLevel(config=variant.setup(), status="failed", reason=str(windows), workload=cfg.workload,
+                         mode="open" if rate else "closed", users=users, offered_rps=rate)
     return pooled_level(variant, cfg, windows)

@@ -10,6 +10,7 @@ import csv
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -182,6 +183,8 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
 
 
 def window_result(prefix: Path, client_out: Path, tag: str, code: int | None, output: str) -> dict:
+    if code is not None and code < 0:  # what it wrote (if anything) is a window cut short
+        raise BenchError(f"locust was killed by {signal.Signals(-code).name} during {tag}: {output.strip()[-300:]}")
     row = aggregated_row(Path(f"{prefix}_stats.csv"))
     if row is None:
         raise BenchError(f"locust wrote no stats for {tag} (exit {code}): {output.strip()[-300:]}")

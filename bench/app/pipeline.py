@@ -159,7 +159,10 @@ def sweep(sweep_cfg, ctx: RunContext, deadline: float | None = None) -> RunConte
     each one's start rate), and they are recorded as not run, with the reason and the command that runs them."""
     from loadtests.sweep import run_sweep
 
-    levels = run_sweep(sweep_cfg, ctx.run_dir / "loadtests")
+    def saved(levels: list) -> None:  # after every window: a sweep stopped half-way keeps what it measured
+        ctx.update(lambda r: r.with_levels(tuple(levels)))
+
+    levels = run_sweep(sweep_cfg, ctx.run_dir / "loadtests", saved)
     ctx = ctx.update(lambda r: r.with_levels(tuple(levels)))
     if sweep_cfg.slo_search is None:
         return ctx

@@ -49,3 +49,40 @@ def rss_mb_of(pids: Iterable[int]) -> float | None:
         except psutil.Error:
             continue
     return total / 2**20 if seen else None
+
+
+# A lifeline: a pipe whose write end only this process holds. A child given its read end (`lifeline()`, then
+# `watch_lifeline()` in the child) sees end-of-file when this process dies by any means, SIGKILL and the OOM killer
+# included, where no `finally` runs, and takes its own process group down with it.
+LIFELINE = "STRUCTBENCH_LIFELINE"
+_LIFELINE_FDS: list[int] = []
+
+
+def lifeline() -> tuple[dict[str, str], tuple[int, ...]]:
+    """The environment entry and `pass_fds` for a child that must not outlive this process."""
+    if not _LIFELINE_FDS:
+        _LIFELINE_FDS.extend(os.pipe())  # both ends non-inheritable: only children given `pass_fds` get the read end
+    read_end = _LIFELINE_FDS[0]
+    return {LIFELINE: str(read_end)}, (read_end,)
+
+
+def watch_lifeline() -> None:
+    """In a child started with `lifeline()`: a daemon thread that, once the parent is gone, SIGKILLs this process's
+    group (it leads its own session: the replicas and fronts it started go too). A no-op without a lifeline."""
+    import threading
+
+    fd = os.environ.pop(LIFELINE, None)  # popped: this process's own children must not read a stale number
+    if fd is None:
+        return
+
+    def watch(fd: int) -> None:
+        try:
+            while os.read(fd, 1):  # the parent never writes: EOF when its end closes
+                pass
+        except OSError:
+            pass
+        if os.getpgrp() == os.getpid():
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, args=(int(fd),), daemon=True, name="lifeline").start()

@@ -16,7 +16,7 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 
 from bench.core.errors import ConfigError
-from bench.core.processes import stop_group
+from bench.core.processes import lifeline, stop_group
 from bench.core.results import CellResult, CellSpec, cell_from_dict, record_from_dict
 from bench.core.stats import StopRule
 
@@ -68,12 +68,10 @@ class WorkerOutput:
     timed_out: bool = False
 
 
-def _limit_memory(mb: int | None):
-    def apply() -> None:
-        os.setsid()  # own process group: a timeout kills the worker and anything it started
-        if mb:
-            resource.setrlimit(resource.RLIMIT_AS, (mb * 2**20, mb * 2**20))
-    return apply
+def limit_memory(pid: int, mb: int | None) -> None:
+    """Cap a worker's address space (RLIMIT_AS) from outside: a cell that runs out fails with MemoryError."""
+    if mb:
+        resource.prlimit(pid, resource.RLIMIT_AS, (mb * 2**20, mb * 2**20))
 
 
 def memory_limit_mb(request: WorkerRequest, limits: WorkerLimits) -> int | None:
@@ -96,9 +94,13 @@ def _pump_stderr(proc: subprocess.Popen, out: WorkerOutput, on_progress) -> None
 def spawn_worker(request: WorkerRequest, limits: WorkerLimits, on_progress=None, on_start=None) -> WorkerOutput:
     """Start `python -m bench.engine.worker`, feed it the request, wait up to the timeout, collect its output.
     stdout and stderr are drained by threads so a full pipe can never look like a hang."""
+    env, fds = lifeline()
+    # its own process group (a timeout kills the worker and anything it started); no preexec_fn, which is unsafe
+    # while this process runs threads: the memory cap is set on the child from here, before it has imported much
     proc = subprocess.Popen([sys.executable, "-m", "bench.engine.worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_limit_memory(memory_limit_mb(request, limits)))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **env}, pass_fds=fds)
+    limit_memory(proc.pid, memory_limit_mb(request, limits))
     if on_start:
         on_start(proc.pid)
     out = WorkerOutput()

@@ -229,8 +229,10 @@ def outcome(req) -> dict:
 
 
 def main() -> int:
+    from bench.core.processes import watch_lifeline
     from bench.core.quiet import quiet_libraries
 
+    watch_lifeline()  # a harness killed by SIGKILL leaves no worker measuring on
     quiet_libraries()
     req = WorkerRequest.from_json(sys.stdin.read())
     result = outcome(req)

@@ -132,9 +132,11 @@ def serve(config: ServiceConfig, log_level: str = "info") -> int:
     `listening on http://HOST:PORT` (the real port when `config.port` is 0). Returns an exit code. With several
     fronts (config.fronts), this process schedules the model and HTTP runs in front processes (bench.service.fronts).
     """
+    from bench.core.processes import watch_lifeline
     from bench.service.app import create_app
     from bench.service.server import bind_socket, run_uvicorn, url_of
 
+    watch_lifeline()  # started by a sweep or a check: gone with it, even when it is SIGKILLed
     if config.fronts > 1:
         from bench.service.fronts import serve_fronts
 

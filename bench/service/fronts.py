@@ -187,6 +187,7 @@ class RemoteService:
         self._pending: dict[int, asyncio.Future] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
+        self._closing = False
 
     async def open(self) -> None:
         end = time.monotonic() + CONNECT_S
@@ -201,6 +202,7 @@ class RemoteService:
         self._reader_task = asyncio.create_task(self._read(reader))
 
     async def close(self) -> None:
+        self._closing = True
         if self._writer is not None:
             self._writer.close()
         if self._reader_task is not None:
@@ -220,6 +222,9 @@ class RemoteService:
             if not future.done():
                 future.set_exception(gone)
         self._pending.clear()
+        if not self._closing:  # the scheduler died (killed, OOM): a front without it only holds the port
+            log.error("front %d: the model scheduler went away; this front exits", self.index)
+            os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's graceful shutdown releases the listening socket
 
     def send(self, message) -> None:
         if self._writer is not None and not self._writer.is_closing():
@@ -232,7 +237,12 @@ class RemoteService:
         future = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         write_frame(self._writer, (kind, rid, *args))
-        return await future
+        try:  # the scheduler answers every call within its own timeouts; past this it is stuck
+            return await asyncio.wait_for(future, self.config.request_timeout_s * 3)
+        except asyncio.TimeoutError:
+            self._pending.pop(rid, None)
+            raise unavailable(f"the model scheduler gave no answer within {self.config.request_timeout_s * 3:g} s",
+                              "not_ready") from None
 
     async def analyse(self, texts, timing: RequestTiming, task: str = "classification") -> list[dict]:
         reply = await self._call("analyse", list(texts), task)

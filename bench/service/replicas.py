@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from dataclasses import dataclass, replace
 from typing import Mapping, Sequence
@@ -95,6 +96,7 @@ class ReplicaBackend(Backend):
         self.restarts, self.pid = 0, None
         self.last_compute_s: float | None = None  # the last model call's time in the replica's own process
         self._proc = self._conn = None
+        self.hung = False  # set by the send watchdog when it killed this process
 
     def load(self) -> None:
         ctx = multiprocessing.get_context("spawn")  # fork would copy the front's threads and ORT state
@@ -103,6 +105,7 @@ class ReplicaBackend(Backend):
                                  name=f"bench-replica-{self.index}", daemon=True)
         self._proc.start()
         child.close()
+        self.hung = False
         kind, value, *_ = self._receive(LOAD_TIMEOUT_S, "load")
         if kind != "ready":
             self.close()
@@ -118,10 +121,26 @@ class ReplicaBackend(Backend):
         return self.receive()
 
     def send(self, inputs: Mapping[str, np.ndarray]) -> None:
+        """A call's inputs into the pipe. A payload past the pipe's buffer (a 32 × 512 INT64 batch is) blocks until
+        the replica reads it, so a replica that hangs would hold this thread for ever and the call's timeout would
+        never start: a watchdog kills it after the call ahead plus this one's time, and the send then fails."""
+        watchdog = threading.Timer(2 * self.call_timeout_s, self._hung)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             self._conn.send(dict(inputs))
         except (OSError, ValueError) as exc:
+            if self.hung:
+                raise ReplicaDied(f"replica {self.index} read no input for {2 * self.call_timeout_s:g} s "
+                                  f"(hung; killed)") from None
             raise ReplicaDied(f"replica {self.index} is gone ({exc})") from None
+        finally:
+            watchdog.cancel()
+            watchdog.join()  # a kill under way ends (and reaps the process) before anyone asks whether it lives
+
+    def _hung(self) -> None:
+        self.hung = True
+        self.kill()
 
     def receive(self) -> np.ndarray:
         """The answer to the oldest call sent; `call_timeout_s` counts from now (the call before it has ended)."""
