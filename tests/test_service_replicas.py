@@ -98,7 +98,9 @@ def test_model_process_runs_a_single_replica_outside_the_front(tiny_model):
 
 
 @pytest.mark.e2e
-def test_a_killed_replica_fails_only_its_batch_and_comes_back(two_replicas):
+def test_a_killed_replica_loses_no_request_and_comes_back(two_replicas):
+    """Its calls in flight (the one running, the next sent ahead) go back to the queue and another replica answers
+    them (before: 1 or 2 answers of 500)."""
     before = httpx.get(two_replicas + "/healthz").json()["replica_pids"]
     box: dict = {}
     load = threading.Thread(target=lambda: box.setdefault("codes", hammer(two_replicas, 5.0)))
@@ -107,8 +109,7 @@ def test_a_killed_replica_fails_only_its_batch_and_comes_back(two_replicas):
     os.kill(before[0], signal.SIGKILL)
     load.join()
     codes = box["codes"]
-    assert codes.count(200) > 0.8 * len(codes) and set(codes) <= {200, 500}, codes
-    assert 1 <= codes.count(500) <= 2  # the killed replica's calls in flight (the one running, the next sent ahead)
+    assert set(codes) == {200}, codes
     end = time.monotonic() + 60
     while time.monotonic() < end:
         health = httpx.get(two_replicas + "/healthz").json()

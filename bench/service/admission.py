@@ -69,6 +69,13 @@ class AdmissionQueue(Generic[T]):
             self._items.extend(items)
             self._cond.notify()
 
+    def requeue(self, items: Sequence[T]) -> None:
+        """Put texts already admitted back at the head (their replica died holding them), whatever the bound: they
+        were counted when they came in."""
+        with self._cond:
+            self._items.extendleft(reversed(items))
+            self._cond.notify()
+
     def close(self) -> None:
         """Admit nothing more; what is queued is still handed out, and then every taker is told to stop."""
         with self._cond:

@@ -68,6 +68,7 @@ class _Item:
     loop: asyncio.AbstractEventLoop
     enqueued: float
     deadline: float
+    retried: bool = False  # sent once to a replica that died holding it: requeued once, then failed
 
 
 @dataclass
@@ -304,8 +305,8 @@ class Batcher:
             call.sent = time.perf_counter()
             try:
                 link.send(inputs)
-            except Exception as exc:  # noqa: BLE001  a dead replica: its calls in flight are lost too
-                self._fail(call.items, exc, replica)
+            except Exception as exc:  # noqa: BLE001  a dead replica: its calls in flight go to another
+                self._retry(call.items, exc, replica)
                 self._lost(replica, inflight)
                 return
             if not inflight:
@@ -325,9 +326,10 @@ class Batcher:
             values = values[:len(call.items)]  # rows padded up to a bucket carry no text
         # Any backend failure (ORT, torch, a bad shape) must fail only this model call; the worker keeps serving.
         except Exception as exc:  # noqa: BLE001
-            self._fail(call.items, exc, replica)
+            dead = not getattr(self.backends[replica], "alive", True)
+            (self._retry if dead else self._fail)(call.items, exc, replica)
             self._busy[replica] = time.perf_counter() if inflight else None
-            if not getattr(self.backends[replica], "alive", True):
+            if dead:
                 self._lost(replica, inflight)
             return
         self._busy[replica] = done if inflight else None
@@ -342,11 +344,26 @@ class Batcher:
                      for row, item, n in zip(values, call.items, call.counts)])
 
     def _lost(self, replica: int, inflight: deque) -> None:
-        """The replica is gone: the calls it held will never be answered. Fail them, then restart it."""
+        """The replica is gone: the calls it held will never be answered. Requeue them, then restart it."""
         while inflight:
-            self._fail(inflight.popleft().items, ReplicaLost("the replica died"), replica)
+            self._retry(inflight.popleft().items, ReplicaLost("the replica died"), replica)
         self._busy[replica] = None
         self._recover(replica)
+
+    def _retry(self, items: list[_Item], exc: Exception, replica: int) -> None:
+        """Texts whose replica died holding them go back to the queue's head once (inference has no side effects;
+        another replica, or this one restarted, answers them within their deadline); a text that was already
+        retried — it may be what kills replicas — fails."""
+        again = [it for it in items if not it.retried and time.perf_counter() <= it.deadline]
+        if again:
+            log.warning("replica %d died holding %d texts: requeued (%s)", replica, len(again), exc)
+            for item in again:
+                item.retried = True
+            self._queue.requeue(again)
+        kept = {id(it) for it in again}
+        failed = [it for it in items if id(it) not in kept]
+        if failed:
+            self._fail(failed, exc, replica)
 
     def _record(self, size: int, replica: int) -> None:
         self.stats.batches += 1
