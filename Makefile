@@ -21,13 +21,13 @@ TORCH_INDEX_13 := https://download.pytorch.org/whl/cu130
 TORCH_INDEX_12 := https://download.pytorch.org/whl/cu126
 
 .PHONY: help install install-gpu test-deps test test-fast lint bench export quick serve loadtest report check-cpu check-int8 check-trust \
-        check-service check-overload check-servers peers check-tune check-gpu check-serving check-sampler check-fronts fuzz clean distclean
+        check-service check-overload check-servers peers check-tune check-gpu check-serving check-sampler check-fronts check-faults check-soak fuzz clean distclean
 
 help:
 	@echo "make bench     set up, export the StructBERT twin, measure every backend, load-test, write the report"
 	@echo "make test      set up and run the test suite (every tier; make test-fast: the fast tier, ~2 min)"
 	@echo "make install | install-gpu | export | quick | serve | loadtest | report | lint | clean"
-	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-servers | check-tune | check-gpu | check-serving | check-sampler | check-fronts | fuzz   (benchmark commands)"
+	@echo "make check-cpu | check-int8 | check-trust | check-service | check-overload | check-servers | check-tune | check-gpu | check-serving | check-sampler | check-fronts | check-faults | check-soak | fuzz   (benchmark commands)"
 
 install: $(ENV)
 
@@ -124,7 +124,7 @@ report: $(ENV)
 
 check-servers: peers
 
-check-cpu check-int8 check-trust check-service check-overload check-servers check-tune check-gpu check-serving check-sampler check-fronts: $(ENV)
+check-cpu check-int8 check-trust check-service check-overload check-servers check-tune check-gpu check-serving check-sampler check-fronts check-faults check-soak: $(ENV)
 	$(BIN)/python -m bench check $(subst check-,,$@) --model $(MODEL) $(ARGS)
 
 fuzz: $(ENV)

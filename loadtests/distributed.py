@@ -33,6 +33,7 @@ import numpy as np
 
 from bench.core.errors import BenchError, ConfigError, run_entry
 from bench.core.fmt import interval
+from bench.core.processes import stop_group, tethered
 from loadtests.protocols import Spoken
 from loadtests.samples import Samples, level_stats, read_samples, sample_paths
 from loadtests.service_proc import host_pinning
@@ -88,15 +89,15 @@ class LocalCluster:
         cmd = master_command(url, users, cfg, out_dir / tag, rate, workers, self.port, connect_timeout_s, spoken,
                              self.client_out)
         self.reset_stats = "--reset-stats" in cmd
-        self.master = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.master = tethered(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         host_pinning().pin(self.master.pid, client=True)
         self.procs: list[subprocess.Popen] = []
 
     def start_worker(self) -> None:
         log = self.out_dir / f"{self.tag}_worker{len(self.procs)}.log"
         with open(log, "w", encoding="utf-8") as fh:  # the child keeps its own handle
-            proc = subprocess.Popen(worker_command(self.port, self.reset_stats), env=self.env, stdout=fh,
-                                    stderr=subprocess.STDOUT)
+            proc = tethered(worker_command(self.port, self.reset_stats), env=self.env, stdout=fh,
+                            stderr=subprocess.STDOUT)
         host_pinning().pin(proc.pid, client=True)
         self.procs.append(proc)
 
@@ -129,15 +130,12 @@ class LocalCluster:
             try:
                 proc.wait(grace_s)
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+                stop_group(proc)
 
     def close(self) -> None:
-        """Kill whatever of this window is still running (only this cluster's own processes, by pid)."""
+        """Kill whatever of this window is still running (only this cluster's own process groups)."""
         for proc in [self.master, *self.procs]:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop_group(proc)
 
 
 def _tail(path: Path) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.core.errors import BenchError, ConfigError
-from bench.core.processes import rss_mb_of, stop_group, tree_pids
+from bench.core.processes import rss_mb_of, stop_group, tethered, tree_pids
 from bench.measure.host import cpu_seconds
 from loadtests.protocols import ProtocolSpec
 
@@ -170,8 +170,8 @@ class Peer(External):
         super().__init__(TargetSpec("url", f"http://127.0.0.1:{port}", spec.protocol))
         self.kind = spec.kind
         self.log: list[str] = []
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        self.proc = tethered(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,  # gone with us
+                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
         self.pid = self.proc.pid
         threading.Thread(target=self._read, daemon=True).start()
 

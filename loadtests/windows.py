@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import BenchError, ConfigError
+from bench.core.processes import stop_group, tethered
 from bench.model.buckets import GPU_MAX_PADDING
 from loadtests.protocols import ProtocolSpec, Spoken
 from loadtests.samples import sample_paths
@@ -167,8 +168,8 @@ def run_locust(url: str, users: int, cfg: SweepConfig, out_dir: Path, tag: str, 
     for stale in sample_paths(client_out):  # a re-run with the same tag must not merge an older run's samples
         stale.unlink()
     spoken = spoken or ours(cfg.model)
-    proc = subprocess.Popen(locust_command(url, users, cfg, prefix, rate, spoken, client_out),
-                            env=locust_env(spoken), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = tethered(locust_command(url, users, cfg, prefix, rate, spoken, client_out), env=locust_env(spoken),
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # gone with this process
     host_pinning().pin(proc.pid, client=True)  # Locust's --processes children inherit it
     limit = cfg.ramp_s + cfg.duration_s + 120
     try:
@@ -208,14 +209,8 @@ def failure_causes(path: Path) -> dict[str, int]:
 
 
 def stop_locust(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """SIGTERM Locust (its --processes workers follow their master), SIGKILL after `grace_s`."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    """SIGTERM Locust's group (its --processes workers too), SIGKILL after `grace_s`."""
+    stop_group(proc, grace_s)
 
 
 def locust_env(spoken: Spoken) -> dict:

@@ -265,6 +265,8 @@ def check_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("which", choices=tuple(checks.CHECKS))
     add_model_args(p)
     p.add_argument("--gpu", type=int, default=0, help="check gpu: the CUDA device to check (default 0)")
+    p.add_argument("--minutes", type=int, default=30, help="check soak: how long, one load window a minute "
+                                                            "(default 30)")
     add_target_args(p)  # check overload: another server
 
 

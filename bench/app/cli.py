@@ -118,6 +118,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     target = target_variant(args)  # validated before any work starts
     if args.which == "gpu":
         return checks.CHECKS["gpu"](args.model, args.gpu)
+    if args.which == "soak":
+        return checks.CHECKS["soak"](args.model, args.minutes)
     if args.which == "overload":
         return checks.CHECKS["overload"](args.model, target)
     if target is not None:

@@ -86,3 +86,13 @@ def watch_lifeline() -> None:
         os._exit(1)
 
     threading.Thread(target=watch, args=(int(fd),), daemon=True, name="lifeline").start()
+
+
+def tethered(cmd: list[str], **popen: Any) -> subprocess.Popen[Any]:
+    """Start a program that is not ours (Locust) in its own process group, under `python -m bench.core.tether`, so
+    that it dies with this process by any means; stop it with `stop_group`."""
+    import sys
+
+    env, fds = lifeline()
+    return subprocess.Popen([sys.executable, "-m", "bench.core.tether", *cmd], start_new_session=True,
+                            env={**(popen.pop("env", None) or os.environ), **env}, pass_fds=fds, **popen)

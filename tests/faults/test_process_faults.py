@@ -245,3 +245,36 @@ def test_sigkill_of_locust_fails_its_level_and_the_sweep_goes_on_saving_every_wi
     assert levels[2].status == "ok" and levels[2].failures == 0
     assert len(saves) == 2 and [lv.status for lv in saves[0]] == ["failed"]
     assert not [c for c in psutil.Process().children(recursive=True) if "locust" in " ".join(c.cmdline())]
+
+
+SWEEP_PARENT = """
+import sys
+from loadtests.service_proc import ServiceVariant
+from loadtests.sweep import run_sweep
+from loadtests.windows import SweepConfig
+variant = ServiceVariant.of("fake", backend="fake-fp32-cpu", cache_size=0)
+run_sweep(SweepConfig(model=sys.argv[1], variants=(variant,), users=(1,), duration_s=60.0, ramp_s=0.0, processes=1),
+          __import__("pathlib").Path(sys.argv[2]))
+"""
+
+
+def test_sigkill_of_a_sweep_leaves_neither_its_service_nor_its_locust_running(tiny_model, tmp_path):
+    """Before: a SIGKILLed sweep (no `finally` runs) left its service serving for ever and Locust running to the end
+    of its window. Now both hang on the sweep's lifeline (Locust under bench.core.tether)."""
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP_PARENT, str(tiny_model), str(tmp_path)], cwd=REPO,
+                             stderr=subprocess.DEVNULL)
+    try:
+        end, procs = time.monotonic() + 120, []
+        while time.monotonic() < end:
+            procs = psutil.Process(sweep.pid).children(recursive=True)
+            if any("locust" in " ".join(p.cmdline()) for p in procs if p.is_running()):
+                break
+            time.sleep(0.2)
+        assert any("bench.service" in " ".join(p.cmdline()) for p in procs), "the sweep never started its service"
+        time.sleep(1.0)
+        sweep.kill()
+        sweep.wait()
+        left = gone_within([p.pid for p in procs], 5)
+        assert left == [], f"still running 5 s after the sweep was killed: {left}"
+    finally:
+        sweep.kill()

@@ -8,6 +8,10 @@
                                   server, loadtests/targets.py)
   python -m bench check servers   our service beside KServe's ModelServer and LitServe on the same ONNX file:
                                   QPS at the SLO with CIs, P95, client and server CPU, serving tax (make peers)
+  python -m bench check faults    SIGKILL of a replica, a front, the scheduler (restarted by a supervisor) and a
+                                  sweep under load: requests lost, orphans, recovery seconds, records lost
+  python -m bench check soak      --minutes N at 80 % of the saturated rate, a replica killed every 5 minutes: RSS
+                                  growth, errors outside the kills, P95 drift (not in make test)
   python -m bench check fronts    the HTTP front's CPU per request and ceiling with a zero-cost model; what two
                                   front processes feeding one scheduler buy
   python -m bench check tune      the tuned service vs the best offline engine config and the default service
@@ -30,7 +34,7 @@ from typing import Callable
 # module is imported only when its check runs (they pull in the harness, the service, Locust's plumbing)
 WHERE = {"cpu": "cpu", "int8": "engine", "trust": "engine", "sampler": "engine", "service": "service",
          "overload": "service", "fronts": "fronts", "tune": "tune", "gpu": "gpu", "serving": "serving",
-         "servers": "servers"}
+         "servers": "servers", "faults": "faults", "soak": "faults"}
 
 
 def _lazy(which: str) -> Callable[..., int]:
