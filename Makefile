@@ -131,7 +131,7 @@ fuzz: $(ENV)
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py -s --fuzz-examples 1000 $(ARGS)
 
 clean:
-	rm -rf results .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf results .locks .pytest_cache .hypothesis .mypy_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

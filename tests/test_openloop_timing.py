@@ -117,7 +117,8 @@ def pause_when_first_request_arrives(server: ScriptedServer, pause_s: float) -> 
     """SIGSTOP the Locust process 0.3 s into its schedule, SIGCONT it `pause_s` later: its sends fall behind."""
     assert server.first.wait(120), "Locust sent nothing"
     time.sleep(0.3)
-    [locust] = [p for p in psutil.Process().children(recursive=True) if "locust" in " ".join(p.cmdline())]
+    [locust] = [p for p in psutil.Process().children(recursive=True)  # Locust itself, not its tether
+                if p.cmdline()[1:3] == ["-m", "locust"]]
     os.kill(locust.pid, signal.SIGSTOP)
     try:
         time.sleep(pause_s)

@@ -97,6 +97,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def lock_for(target: Path) -> Path:
+    """Where the lock of a folder that is built by renaming lives: one folder of locks under home(), named by the
+    target's path (a lock file beside the target would be left in a cache folder that callers expect empty)."""
+    import hashlib
+
+    resolved = str(target.resolve())
+    return home() / ".locks" / f"{target.name}-{hashlib.sha256(resolved.encode()).hexdigest()[:12]}.lock"
+
+
 @contextmanager
 def locked(path: Path, what: str) -> Iterator[None]:
     """Hold an exclusive lock (filelock, on `path`) while this process writes `what`; another structbench process

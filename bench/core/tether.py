@@ -23,7 +23,8 @@ def main(argv: list[str]) -> int:
         signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
     code = child.wait()
     if code < 0:  # end by the same signal, so the caller reads what happened to CMD
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two have no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
     return code
 

@@ -121,7 +121,7 @@ def materialize(spec: str, seed: int = 0, cache_root: Path | None = None) -> Pat
     if (out / "source.json").exists():
         return out
     paths.ensure_writable(out.parent)
-    with paths.locked(out.with_name(f".{out.name}.lock"), f"the model folder {out}"):
+    with paths.locked(paths.lock_for(out), f"the model folder {out}"):
         if (out / "source.json").exists():  # built by the process we waited for
             return out
         return build_into(src, out)

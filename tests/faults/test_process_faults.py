@@ -203,13 +203,19 @@ def test_results_files_get_the_umask_mode_not_0600(tmp_path):
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
 
 
+def is_locust(cmdline: list[str]) -> bool:
+    """Locust itself (`python -m locust …`): not its tether, nor a process forked from this one before its exec
+    (whose command line is still pytest's, `-k locust…` included)."""
+    return cmdline[1:3] == ["-m", "locust"]
+
+
 def kill_first_locust(seen: list[int], stop: threading.Event) -> None:
     """SIGKILL the first Locust process this test's sweep starts, once it has run a second."""
     me = psutil.Process()
     while not stop.is_set():
         for child in me.children(recursive=True):
             try:
-                if "locust" in " ".join(child.cmdline()):
+                if is_locust(child.cmdline()):
                     time.sleep(1.0)
                     child.kill()
                     seen.append(child.pid)

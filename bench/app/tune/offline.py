@@ -105,13 +105,21 @@ def timed(members: list, calls: list[ServiceCall], seconds: float) -> list[tuple
     """Every replica driven at once for `seconds`, each starting at a different call."""
     start = time.perf_counter() + 0.05
     records: list[list] = [[] for _ in members]
-    threads = [threading.Thread(target=drive, args=(m, calls, i * len(calls) // len(members), start,
-                                                    start + seconds, records[i]))
-               for i, m in enumerate(members)]
+    errors: list[Exception] = []
+
+    def run(i: int, member) -> None:  # a replica that fails (or is stopped under a signal) is this call's error
+        try:
+            drive(member, calls, i * len(calls) // len(members), start, start + seconds, records[i])
+        except Exception as exc:  # noqa: BLE001  raised on the calling thread below, not printed by this one
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i, m), daemon=True) for i, m in enumerate(members)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if errors:
+        raise errors[0]
     return [r for rs in records for r in rs]
 
 
