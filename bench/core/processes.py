@@ -1,4 +1,5 @@
-"""Child processes started in their own process group: stopping the whole group, and the group's RSS."""
+"""Child processes started in their own process group: stopping the whole group, the group's RSS, and the lifeline
+that ties a child to its parent (so a SIGKILLed parent leaves nothing running; `tethered` for programs not ours)."""
 
 from __future__ import annotations
 
