@@ -193,16 +193,17 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, saved=None) -> list:
     """Every configuration × level in `cfg.processes` rounds: each round starts every configuration's service
     afresh, runs every level with the configurations' windows interleaved (A B, then B A), and stops them. Returns
     one LoadLevel per configuration × level, its CIs across the rounds' processes (failed ones as failed records).
-    `saved(levels)`, when given, gets the levels pooled so far after every window, so a sweep stopped half-way
-    (signal, crash) keeps what it measured."""
+    `saved(levels)`, when given, gets the level each window added to, pooled so far, after every window, so a
+    sweep stopped half-way (signal, crash) keeps what it measured."""
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
     windows: dict = {}  # (label, users, rate) -> [Window] or the BenchError that ended it
     variants = {v.label: v for v in cfg.variants}
 
-    def pooled(windows: dict) -> list:
-        return [pooled_or_failed(variants[label], cfg, ws, users, rate) for (label, users, rate), ws in windows.items()]
+    def pooled(windows: dict, keys=None) -> list:
+        return [pooled_or_failed(variants[label], cfg, windows[(label, users, rate)], users, rate)
+                for label, users, rate in (keys or windows)]
 
     total = cfg.processes * len(levels(cfg)) * cfg.repeats * len(variants)
     with tqdm(total=total, desc="loadtest", unit="window", file=sys.stderr) as bar:
@@ -215,7 +216,8 @@ def run_sweep(cfg: SweepConfig, out_dir: Path, saved=None) -> list:
                 for users, rate in levels(cfg):
                     windows[(label, users, rate)] = exc
             try:
-                round_windows(cfg, out_dir, p, running, windows, bar, saved and (lambda: saved(pooled(windows))))
+                round_windows(cfg, out_dir, p, running, windows, bar,
+                              saved and (lambda key: saved(pooled(windows, [key]))))
             finally:
                 for _, service, _ in running.values():
                     service.stop()
@@ -239,8 +241,8 @@ def round_windows(cfg: SweepConfig, out_dir: Path, p: int, running: dict, window
                     windows.setdefault(key, []).append(replace(window, process=p))
                 except BenchError as exc:  # recorded with its level; the other windows go on
                     windows[key] = exc
-                if after_window:
-                    after_window()
+                if after_window:  # the level this window adds to, pooled anew (the run replaces it by load point)
+                    after_window(key)
             bar.update(1)
 
 

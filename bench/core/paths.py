@@ -56,6 +56,15 @@ def ensure_writable(path: Path) -> Path:
 
 
 def _umask() -> int:
+    """This process's umask, read without setting it (os.umask sets it, and another thread creating a file in
+    between would get mode 0666): Linux reports it in /proc/self/status; elsewhere the set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

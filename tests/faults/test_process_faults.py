@@ -27,13 +27,10 @@ BIG = 32, 512  # a batch whose INT64 inputs (3 × 128 KiB) are far past a pipe's
 
 def gone_within(pids: list[int], seconds: float) -> list[int]:
     """The pids still running (zombies count as gone) after waiting up to `seconds`."""
-    end = time.monotonic() + seconds
-    alive = pids
-    while True:
-        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        if not alive or time.monotonic() > end:
-            return alive
-        time.sleep(0.1)
+    from bench.app.checks.faults import alive, wait_until
+
+    wait_until(lambda: not alive(pids), seconds, 0.1)
+    return alive(pids)
 
 
 def test_a_replica_that_hangs_on_a_large_payload_is_killed_and_replaced():

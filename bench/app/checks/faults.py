@@ -27,6 +27,7 @@ import psutil
 from bench.app.checks.common import prepare_model, save, verdict
 from bench.core import paths
 from bench.core.errors import BenchError
+from bench.core.processes import tree_pids
 
 REPLICA_GOAL_S, FRONT_GOAL_S, SCHEDULER_GOAL_S = 5.0, 10.0, 10.0
 USERS, WINDOW_S, FAULT_AT_S = 4, 16.0, 6.0
@@ -34,12 +35,13 @@ NOT_ACCEPTED = ("HTTP 503", "ConnectionRefused", "Connection refused")  # shed o
 
 
 def health(url: str) -> dict | None:
-    import httpx
+    """The service's /healthz body when it answers 200 (None otherwise)."""
+    from loadtests.service_proc import get
 
+    status, body = get(url + "/healthz", timeout=2)
     try:
-        r = httpx.get(url + "/healthz", timeout=2)
-        return r.json() if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
+        return json.loads(body) if status == 200 else None
+    except ValueError:
         return None
 
 
@@ -62,12 +64,6 @@ def alive(pids: list[int]) -> list[int]:
         except psutil.Error:
             continue
     return out
-
-
-def group_of(pid: int) -> list[int]:
-    from bench.core.processes import tree_pids
-
-    return tree_pids(pid)
 
 
 def lost(causes: dict[str, int]) -> int:
@@ -119,7 +115,7 @@ def kill_front(url: str, sup: "Supervised", figures: dict) -> None:
 
 def kill_scheduler(url: str, sup: "Supervised", figures: dict) -> None:
     old = sup.current
-    children = [p for p in group_of(old.proc.pid) if p != old.proc.pid]
+    children = [p for p in tree_pids(old.proc.pid) if p != old.proc.pid]
     t0 = time.monotonic()
     os.kill(old.proc.pid, signal.SIGKILL)
     old.proc.wait()
@@ -158,7 +154,7 @@ def service_faults(model: str, out_dir: Path) -> dict:
             figures[name] = {"requests": int(float(window.get("row", {}).get("Request Count", 0) or 0)),
                              "failure_causes": causes, "accepted_lost": lost(causes)}
     finally:
-        groups = [p for s in sup.generations for p in group_of(s.proc.pid)]
+        groups = [p for s in sup.generations for p in tree_pids(s.proc.pid)]
         sup.stop()
     if wait_until(lambda: not alive(groups), 10) is None:
         figures["service_orphans"] += alive(groups)
@@ -181,7 +177,7 @@ def sweep_fault(model: str) -> dict:
 
         wait_until(lambda: saved_levels() >= 1, 300, 0.2)
         time.sleep(2.0)  # into the second window
-        procs = group_of(sweep.pid)
+        procs = tree_pids(sweep.pid)
         sweep.kill()
         sweep.wait()
         # a window's client file is written when its Locust ends (its stats CSV is written all along)
@@ -255,11 +251,9 @@ def check_soak(model: str, minutes: int = 30) -> int:
                           request_timeout_s=15.0)
         for i in range(minutes):
             kill = i > 0 and i % SOAK_KILL_EVERY == 0
-            killer = None
             if kill:
                 pid = (health(url) or {}).get("replica_pids", [None])[0]
-                killer = threading.Timer(10.0, os.kill, (pid, signal.SIGKILL))
-                killer.start()
+                threading.Timer(10.0, os.kill, (pid, signal.SIGKILL)).start()
             result = run_locust(url, 64, cfg, out_dir, f"soak_{i:03d}", rate, ours(model))
             row, causes = result["row"], result["client"].get("failure_causes", {})
             windows.append({"window": i, "kill": kill, "qps": float(row["Requests/s"]),
